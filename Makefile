@@ -1,0 +1,49 @@
+# The operator's interface (DESIGN.md section 6). Everything runs from a local .venv.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+DATA_DIR ?= ./var
+MODEL_DIR ?= ./models
+export PORT DATA_DIR MODEL_DIR
+
+.PHONY: run test lint train bench sample clean
+
+# One stamp per install flavour: re-install only when pyproject.toml changes.
+$(VENV)/.run-installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[train]"
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[train,test]"
+	touch $@ $(VENV)/.run-installed
+
+## run: install, make sample data and a first model if there is none, and serve on $(PORT)
+run: $(VENV)/.run-installed
+	$(PY) -m training bootstrap --data-dir $(DATA_DIR)/sample --model-dir $(MODEL_DIR)
+	$(PY) -m service
+
+## test: install what the tests need and run every test
+test: $(VENV)/.test-installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## lint: ruff check and format check
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## train: fit a model on the sample data (EVENTS=... to use other files)
+EVENTS ?= $(DATA_DIR)/sample/events.csv.gz
+train: $(VENV)/.run-installed
+	$(PY) -m training fit --events $(EVENTS) --model-dir $(MODEL_DIR)
+
+## bench: the training/quality benchmark on ../shared/data
+bench: $(VENV)/.test-installed
+	$(PY) -m benchmarks.training
+
+clean:
+	rm -rf $(VENV) $(DATA_DIR)

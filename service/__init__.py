@@ -1,0 +1,1 @@
+"""The personalisation service: HTTP API, model serving and customer state."""

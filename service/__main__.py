@@ -1,0 +1,60 @@
+"""``python -m service``: serve the API with uvicorn, on the embedded Redis unless REDIS_URL is set.
+
+The embedded Redis is started here, once, and shared by every worker process through REDIS_URL,
+so several workers never race to start servers of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import uvicorn
+
+from service import artifact
+from service.auth import dev_key
+from service.embedded_redis import EmbeddedRedis
+from service.settings import Settings
+
+
+def main() -> int:
+    """Start the server in the foreground; returns when it stops."""
+    settings = Settings.from_env()
+    embedded = None
+    if settings.redis_url is None:
+        embedded = EmbeddedRedis(settings.data_dir)
+        # Workers read their settings from the environment: hand them the running server.
+        os.environ["RECO_REDIS_URL"] = embedded.start()
+    try:
+        _announce(settings, embedded)
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level.lower(),
+            loop="uvloop" if sys.platform != "win32" else "asyncio",
+            http="httptools",
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def _announce(settings: Settings, embedded: EmbeddedRedis | None) -> None:
+    print(f"omnireco listening on http://{settings.host}:{settings.port}", flush=True)
+    print(f"  API docs:  http://{settings.host}:{settings.port}/schema", flush=True)
+    redis = f"embedded ({embedded.url}, data in {embedded.folder})" if embedded else "REDIS_URL"
+    print(f"  redis:     {redis}", flush=True)
+    model = artifact.latest_version(settings.model_dir)
+    print(f"  model:     {model or 'none yet: train one (make train)'} in {settings.model_dir}")
+    if settings.api_keys is None:
+        key = dev_key(settings.data_dir)
+        print(f"  dev key:   {key}  (every scope; set API_KEYS in production)")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The application factory: settings in, a Litestar app out; resources live in the lifespan.
+
+Nothing happens at import time. Run with ``python -m service`` (see service/__main__.py) or
+``uvicorn --factory service.app:create_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from redis.asyncio import Redis
+
+from service import __doc__ as service_doc
+from service.api import ROUTES
+from service.auth import api_keys_from_settings, require_scope
+from service.embedded_redis import EmbeddedRedis
+from service.live_model import LiveModel
+from service.problems import EXCEPTION_HANDLERS
+from service.settings import Settings
+from service.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the app. ``settings`` default to ``Settings.from_env()`` (tests pass their own)."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    api_keys = api_keys_from_settings(settings.api_keys, settings.data_dir)
+    live_model = LiveModel(settings.model_dir, verify_checksums=settings.verify_checksums)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        embedded = None
+        url = settings.redis_url
+        if url is None:
+            embedded = EmbeddedRedis(settings.data_dir)
+            url = await asyncio.to_thread(embedded.start)
+        client = Redis.from_url(
+            url,
+            socket_timeout=settings.redis_timeout_seconds,
+            socket_connect_timeout=settings.redis_timeout_seconds,
+        )
+        app.state.store = Store(
+            client,
+            prefix=settings.key_prefix,
+            recent_max=settings.recent_events_max,
+            recent_ttl_days=settings.recent_events_ttl_days,
+        )
+        await live_model.refresh()
+        watcher = None
+        if settings.model_poll_seconds > 0:
+            watcher = asyncio.create_task(live_model.watch(settings.model_poll_seconds))
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await app.state.store.aclose()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+
+    return Litestar(
+        route_handlers=ROUTES,
+        lifespan=[lifespan],
+        guards=[require_scope],
+        state=State({"settings": settings, "api_keys": api_keys, "live_model": live_model}),
+        dependencies={
+            "settings": Provide(_provide_settings, sync_to_thread=False),
+            "store": Provide(_provide_store, sync_to_thread=False),
+            "live_model": Provide(_provide_live_model, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=OpenAPIConfig(
+            title="omnireco",
+            version="1",
+            description=(service_doc or "").strip(),
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+        ),
+    )
+
+
+def configure_logging(level: str) -> None:
+    """One place to configure logging for the service."""
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=False
+    )
+    logging.getLogger("service").setLevel(level)
+
+
+def _provide_settings(state: State) -> Settings:
+    return state.settings  # type: ignore[no-any-return]
+
+
+def _provide_store(state: State) -> Store:
+    return state.store  # type: ignore[no-any-return]
+
+
+def _provide_live_model(state: State) -> LiveModel:
+    return state.live_model  # type: ignore[no-any-return]

@@ -1,0 +1,366 @@
+"""CONTRACT: the model artifact, a folder of plain numpy arrays plus a JSON manifest.
+
+Layout::
+
+    models/LATEST                     one line: the current version; replaced atomically
+    models/<version>/manifest.json    Manifest: parameters, data window, counts, metrics, checksums
+    models/<version>/<name>.npy       one array per file, so every array can be memory-mapped
+
+Rows of the user and item arrays are sorted by id (UTF-8 bytes), so an id is found by binary
+search on a memory-mapped array and no worker needs its own id -> row dictionary. Scoring is
+always ``item_factors @ user_vector``: writers fold biases into the factors. Nothing is pickled.
+This module imports only numpy and msgspec; training writes artifacts with it, the service
+reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+
+from service.errors import ArtifactError
+
+FORMAT_VERSION = 1
+LATEST = "LATEST"
+MANIFEST = "manifest.json"
+_VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+# name -> (dtype kind, number of dimensions); every artifact has all of them.
+REQUIRED_ARRAYS: dict[str, tuple[str, int]] = {
+    "user_ids": ("S", 1),  # UTF-8 ids, sorted
+    "user_factors": ("f", 2),  # float32 [n_users, dim]
+    "item_ids": ("S", 1),  # UTF-8 ids, sorted
+    "item_factors": ("f", 2),  # float32 [n_items, dim]
+    "item_category": ("i", 1),  # int32 [n_items], index into category_names, -1 = none
+    "category_names": ("S", 1),
+    "item_popularity": ("f", 2),  # float32 [len(popularity_channels), n_items]
+    "bought_indptr": ("i", 1),  # CSR rows: items each customer bought in the training data
+    "bought_items": ("i", 1),
+}
+
+
+class FileEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One array file: its checksum, shape and dtype, checked on load."""
+
+    sha256: str
+    shape: list[int]
+    dtype: str
+
+
+class DataWindow(msgspec.Struct, frozen=True, kw_only=True):
+    """The time span of the events the model was trained on."""
+
+    start: datetime
+    end: datetime
+
+
+class Manifest(msgspec.Struct, frozen=True, kw_only=True):
+    """What a model is, how it was made and how well it did; new fields get defaults."""
+
+    format_version: int
+    model_version: str
+    algorithm: str
+    created_at: datetime
+    params: dict[str, Any] = {}
+    data_window: DataWindow | None = None
+    counts: dict[str, int] = {}
+    # Row 0 of item_popularity is "all"; the others are these channels in order.
+    popularity_channels: list[str] = msgspec.field(default_factory=lambda: ["all"])
+    metrics: dict[str, Any] = {}
+    config: dict[str, Any] = {}
+    files: dict[str, FileEntry] = {}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A loaded model version: its manifest, its folder and its (memory-mapped) arrays."""
+
+    path: Path
+    manifest: Manifest
+    arrays: Mapping[str, NDArray[Any]]
+
+    @property
+    def version(self) -> str:
+        """The model version, the artifact folder's name."""
+        return self.manifest.model_version
+
+
+def encode_ids(ids: Any) -> NDArray[np.bytes_]:
+    """Turn string ids into the artifact's UTF-8 bytes array (``S`` dtype)."""
+    encoded = [str(i).encode("utf-8") for i in ids]
+    width = max((len(e) for e in encoded), default=1)
+    return np.array(encoded, dtype=f"S{max(width, 1)}")
+
+
+def new_version(algorithm: str, now: datetime | None = None) -> str:
+    """A sortable, unique version name: ``20261120T030000Z-als-3f2a1c``."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{algorithm}-{os.urandom(3).hex()}"
+
+
+def save(
+    model_dir: str | Path,
+    manifest: Manifest,
+    arrays: Mapping[str, NDArray[Any]],
+    *,
+    make_latest: bool = True,
+) -> Path:
+    """Write an artifact under ``model_dir/<manifest.model_version>`` and switch ``LATEST``.
+
+    The arrays are checked, written into a temporary folder that is renamed into place, and only
+    then is ``LATEST`` replaced (``os.replace``), so a reader never sees a partial artifact.
+    ``arrays`` come from ``pack``, which sorts rows by id.
+
+    Raises:
+        ArtifactError: the arrays break the contract, or the version already exists.
+    """
+    _check_version_name(manifest.model_version)
+    _check_arrays(arrays, manifest)
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    final = model_dir / manifest.model_version
+    if final.exists():
+        raise ArtifactError(
+            f"model version {manifest.model_version!r} already exists in {model_dir}"
+        )
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
+    try:
+        files = {}
+        for name, array in arrays.items():
+            file = tmp / f"{name}.npy"
+            np.save(file, np.ascontiguousarray(array), allow_pickle=False)
+            files[name] = FileEntry(
+                sha256=_sha256(file), shape=list(array.shape), dtype=array.dtype.str
+            )
+        manifest = msgspec.structs.replace(manifest, format_version=FORMAT_VERSION, files=files)
+        (tmp / MANIFEST).write_bytes(msgspec.json.format(msgspec.json.encode(manifest)))
+        _fsync_dir(tmp)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if make_latest:
+        set_latest(model_dir, manifest.model_version)
+    return final
+
+
+def set_latest(model_dir: str | Path, version: str) -> None:
+    """Point ``model_dir/LATEST`` at ``version`` atomically (write a temp file, then rename)."""
+    _check_version_name(version)
+    model_dir = Path(model_dir)
+    if not (model_dir / version / MANIFEST).is_file():
+        raise ArtifactError(f"no model version {version!r} in {model_dir}")
+    fd, tmp = tempfile.mkstemp(prefix=".LATEST-", dir=model_dir)
+    with os.fdopen(fd, "w") as f:
+        f.write(version + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, model_dir / LATEST)
+    _fsync_dir(model_dir)
+
+
+def latest_version(model_dir: str | Path) -> str | None:
+    """The version ``LATEST`` names, or None when there is no model yet."""
+    try:
+        text = (Path(model_dir) / LATEST).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return text or None
+
+
+def resolve(model_dir: str | Path, version: str = LATEST) -> Path:
+    """The folder of ``version`` (``LATEST`` follows the pointer).
+
+    Raises:
+        ArtifactError: there is no such version.
+    """
+    model_dir = Path(model_dir)
+    if version == LATEST:
+        found = latest_version(model_dir)
+        if found is None:
+            raise ArtifactError(f"no model in {model_dir}: {LATEST} is missing; train one first")
+        version = found
+    _check_version_name(version)
+    path = model_dir / version
+    if not (path / MANIFEST).is_file():
+        raise ArtifactError(f"model version {version!r} has no {MANIFEST} in {model_dir}")
+    return path
+
+
+def load(path: str | Path, *, mmap: bool = True, verify_checksums: bool = True) -> Artifact:
+    """Load and check an artifact folder; arrays are memory-mapped read-only by default.
+
+    Raises:
+        ArtifactError: a file is missing, corrupted (checksum, shape, dtype, NaN) or of another
+            format version. The message names the file and the problem.
+    """
+    path = Path(path)
+    try:
+        manifest = msgspec.json.decode((path / MANIFEST).read_bytes(), type=Manifest)
+    except FileNotFoundError as e:
+        raise ArtifactError(f"{path}: {MANIFEST} is missing") from e
+    except msgspec.DecodeError as e:
+        raise ArtifactError(f"{path / MANIFEST}: invalid manifest: {e}") from e
+    if manifest.format_version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: format_version {manifest.format_version}, this service reads {FORMAT_VERSION}"
+        )
+    arrays: dict[str, NDArray[Any]] = {}
+    for name, entry in manifest.files.items():
+        file = path / f"{name}.npy"
+        if not file.is_file():
+            raise ArtifactError(f"{file}: listed in the manifest but missing")
+        if verify_checksums and _sha256(file) != entry.sha256:
+            raise ArtifactError(f"{file}: checksum mismatch, the file is corrupted")
+        try:
+            array = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise ArtifactError(f"{file}: unreadable array: {e}") from e
+        if list(array.shape) != entry.shape or array.dtype.str != entry.dtype:
+            raise ArtifactError(
+                f"{file}: shape {array.shape} {array.dtype.str}, manifest says "
+                f"{tuple(entry.shape)} {entry.dtype}"
+            )
+        arrays[name] = array
+    _check_arrays(arrays, manifest)
+    return Artifact(path=path, manifest=manifest, arrays=arrays)
+
+
+def pack(
+    *,
+    user_ids: Sequence[str],
+    user_factors: NDArray[np.float32],
+    item_ids: Sequence[str],
+    item_factors: NDArray[np.float32],
+    item_categories: Sequence[str | None],
+    popularity: Mapping[str, NDArray[Any]],
+    bought_indptr: NDArray[Any],
+    bought_items: NDArray[Any],
+) -> tuple[dict[str, NDArray[Any]], list[str]]:
+    """Arrange a model's parts into the artifact's arrays: rows sorted by id, items re-indexed.
+
+    Args:
+        user_ids, user_factors: customers and their vectors, in any order.
+        item_ids, item_factors, item_categories: items, their vectors and categories (or None).
+        popularity: a popularity score per item for ``"all"`` and for each channel.
+        bought_indptr, bought_items: CSR rows (in ``user_ids`` order) of the item indices (in
+            ``item_ids`` order) each customer bought.
+
+    Returns:
+        The arrays for ``save`` and the manifest's ``popularity_channels``.
+    """
+    users, items = encode_ids(user_ids), encode_ids(item_ids)
+    bought_items = np.asarray(bought_items)
+    if len(bought_items) and (bought_items.min() < 0 or bought_items.max() >= len(items)):
+        raise ArtifactError("bought_items holds item indices out of range")
+    user_order, item_order = sort_rows(users), sort_rows(items)
+    new_item_index = np.empty(len(items), dtype=np.int32)
+    new_item_index[item_order] = np.arange(len(items), dtype=np.int32)
+    indptr, bought = _reorder_csr(np.asarray(bought_indptr), bought_items, user_order)
+    names = sorted({c for c in item_categories if c})
+    code = {name: i for i, name in enumerate(names)}
+    categories = np.array([code.get(c, -1) if c else -1 for c in item_categories], dtype=np.int32)
+    channels = ["all", *sorted(ch for ch in popularity if ch != "all")]
+    return {
+        "user_ids": users[user_order],
+        "user_factors": np.asarray(user_factors, dtype=np.float32)[user_order],
+        "item_ids": items[item_order],
+        "item_factors": np.asarray(item_factors, dtype=np.float32)[item_order],
+        "item_category": categories[item_order],
+        "category_names": encode_ids(names) if names else np.array([], dtype="S1"),
+        "item_popularity": np.stack(
+            [np.asarray(popularity[ch], dtype=np.float32)[item_order] for ch in channels]
+        ),
+        "bought_indptr": indptr,
+        "bought_items": new_item_index[bought] if len(bought) else bought.astype(np.int32),
+    }, channels
+
+
+def sort_rows(ids: NDArray[np.bytes_]) -> NDArray[np.intp]:
+    """The permutation that sorts ``ids``."""
+    return np.argsort(ids, kind="stable")
+
+
+def _reorder_csr(
+    indptr: NDArray[Any], indices: NDArray[Any], order: NDArray[np.intp]
+) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+    """CSR rows taken in ``order`` (vectorised: no Python loop over millions of customers)."""
+    lengths = np.diff(indptr)[order]
+    new_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    offsets = np.repeat(indptr[:-1][order] - new_indptr[:-1], lengths)
+    gather = offsets + np.arange(new_indptr[-1], dtype=np.int64)
+    return new_indptr, indices[gather].astype(np.int32)
+
+
+def _check_arrays(arrays: Mapping[str, NDArray[Any]], manifest: Manifest) -> None:
+    for name, (kind, ndim) in REQUIRED_ARRAYS.items():
+        array = arrays.get(name)
+        if array is None:
+            raise ArtifactError(f"array {name!r} is missing")
+        if array.dtype.kind != kind or array.ndim != ndim:
+            raise ArtifactError(
+                f"array {name!r} must be {ndim}-D of kind {kind!r}, got {array.dtype}"
+            )
+    users, items = arrays["user_ids"], arrays["item_ids"]
+    uf, itf = arrays["user_factors"], arrays["item_factors"]
+    if uf.shape[0] != len(users) or itf.shape[0] != len(items):
+        raise ArtifactError("factor rows do not match the number of ids")
+    if uf.shape[1] != itf.shape[1]:
+        raise ArtifactError(
+            f"user and item factors differ in dimension: {uf.shape[1]} vs {itf.shape[1]}"
+        )
+    for name, ids in (("user_ids", users), ("item_ids", items)):
+        if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+            raise ArtifactError(f"{name} must be unique and sorted")
+    for name in ("user_factors", "item_factors"):
+        if not bool(np.isfinite(arrays[name]).all()):
+            raise ArtifactError(f"{name} contains NaN or infinite values")
+    pop = arrays["item_popularity"]
+    if pop.shape != (len(manifest.popularity_channels), len(items)):
+        raise ArtifactError(
+            f"item_popularity has shape {pop.shape}, expected "
+            f"({len(manifest.popularity_channels)}, {len(items)})"
+        )
+    category = arrays["item_category"]
+    if category.shape != (len(items),) or (
+        len(category) and (category.min() < -1 or category.max() >= len(arrays["category_names"]))
+    ):
+        raise ArtifactError("item_category must hold one valid category index (or -1) per item")
+    indptr, bought = arrays["bought_indptr"], arrays["bought_items"]
+    if len(indptr) != len(users) + 1 or (len(indptr) and indptr[-1] != len(bought)):
+        raise ArtifactError("bought_indptr does not match user_ids and bought_items")
+    if len(bought) and (bought.min() < 0 or bought.max() >= len(items)):
+        raise ArtifactError("bought_items holds item indices out of range")
+
+
+def _check_version_name(version: str) -> None:
+    if not _VERSION_PATTERN.match(version) or version == LATEST:
+        raise ArtifactError(f"invalid model version name {version!r}")
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,48 @@
+"""Domain errors of the service. No HTTP here: service/problems.py maps each to a response."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of every error the service maps to a problem-details response."""
+
+    #: Stable problem ``type`` slug (the part after ``/problems/``) and HTTP status.
+    slug = "internal"
+    status = 500
+    title = "Internal error"
+
+
+class ArtifactError(ServiceError):
+    """A model artifact is missing, corrupted or of another format version."""
+
+    slug = "model-unavailable"
+    status = 503
+    title = "No usable model"
+
+
+class ModelUnavailable(ArtifactError):
+    """No model is loaded, so personalised answers cannot be given."""
+
+
+class StoreUnavailable(ServiceError):
+    """Redis cannot be reached or timed out."""
+
+    slug = "store-unavailable"
+    status = 503
+    title = "Customer state store unavailable"
+
+
+class UnknownItem(ServiceError):
+    """An item id the live model does not know."""
+
+    slug = "unknown-item"
+    status = 404
+    title = "Unknown item"
+
+
+class InvalidRequest(ServiceError):
+    """A request that is well-formed JSON but breaks a rule (batch too large, bad filter...)."""
+
+    slug = "invalid-request"
+    status = 400
+    title = "Invalid request"

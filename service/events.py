@@ -1,0 +1,94 @@
+"""CONTRACT: cross-channel events, items and customers, shared by the service and training.
+
+Schema evolution follows msgspec's rule: every new field gets a default and no existing field is
+ever retyped, so old and new producers, the service and the training job can read each other.
+Event types and channels are closed sets: a typo fails at decode time with the path at fault.
+Deploy readers that accept a new type or channel before producers send it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal, get_args
+
+import msgspec
+
+EventType = Literal[
+    "view",
+    "add_to_cart",
+    "remove_from_cart",
+    "purchase",
+    "return",
+    "wishlist",
+    "email_open",
+    "email_click",
+    "offer_redeemed",
+    "impression",
+    "click",
+    "rating",
+]
+Channel = Literal["web", "app", "email", "store", "tablet", "social", "support", "unknown"]
+
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+CHANNELS: tuple[str, ...] = get_args(Channel)
+# Events about no particular item: everything else must name one.
+ITEMLESS_EVENT_TYPES = frozenset({"email_open", "email_click", "offer_redeemed"})
+# After one of these the customer has the item: it is not recommended to them again.
+CONSUMED_EVENT_TYPES = frozenset({"purchase", "rating"})
+
+# Identifiers are opaque strings: no control characters, bounded length.
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+UtcTimestamp = Annotated[datetime, msgspec.Meta(tz=True)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Something a customer did, on one channel, at one time.
+
+    ``timestamp`` may be left out on ``POST /v1/events``: the service stamps the time it received
+    the event. Batch files always carry it.
+    """
+
+    customer_id: Id
+    event_type: EventType
+    channel: Channel
+    item_id: Id | None = None
+    timestamp: UtcTimestamp | None = None
+    quantity: NonNegative = 1.0
+    price: NonNegative | None = None
+    store_id: Id | None = None
+    session_id: Id | None = None
+    # The recommendation response that led to this event, for attribution.
+    request_id: Id | None = None
+    rating: float | None = None
+    # Idempotency key: a retried event with the same id is not counted twice.
+    event_id: Id | None = None
+
+    def __post_init__(self) -> None:
+        # msgspec turns a ValueError raised here into a ValidationError with the path at fault.
+        if self.item_id is None and self.event_type not in ITEMLESS_EVENT_TYPES:
+            raise ValueError(f"`item_id` is required for event_type {self.event_type!r}")
+
+
+class Item(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A sellable product, as the catalogue exports describe it."""
+
+    item_id: Id
+    title: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    price: NonNegative | None = None
+
+
+class Customer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A customer and whatever attributes the CRM export carries (age band, country...)."""
+
+    customer_id: Id
+    attributes: dict[str, str] = {}
+
+
+# Encoders and decoders are built once and reused (msgspec's performance advice).
+json_encoder = msgspec.json.Encoder()
+msgpack_encoder = msgspec.msgpack.Encoder()
+event_msgpack_decoder = msgspec.msgpack.Decoder(Event)
+event_json_decoder = msgspec.json.Decoder(Event)

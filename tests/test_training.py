@@ -1,0 +1,376 @@
+"""The training job: weights, decay, matrix, metrics, split, config and a real fit end to end."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from litestar.testing import TestClient
+
+from service import artifact
+from service.ranking import FactorModel
+from service.settings import Settings
+from tests.conftest import ADMIN_KEY, client_for, replace
+from training import evaluate, matrix
+from training.__main__ import main
+from training.config import AlsParams, TrainConfig, Weights, load_config
+from training.loaders import EVENTS_SCHEMA
+from training.pipeline import Inputs, run
+from training.sample import SampleConfig, write_sample
+
+END = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def events_table(rows: list[dict[str, object]]) -> pa.Table:
+    """A normalised events table from partial rows (defaults: a web view one day before END)."""
+    defaults: dict[str, object] = {
+        "event_type": "view",
+        "channel": "web",
+        "timestamp": END - timedelta(days=1),
+        "quantity": 1.0,
+    }
+    full = [{**defaults, **r} for r in rows]
+    return pa.Table.from_pylist(
+        [{f.name: r.get(f.name) for f in EVENTS_SCHEMA} for r in full], schema=EVENTS_SCHEMA
+    )
+
+
+NO_DECAY = Weights(half_life_days=0, transform="none")
+
+
+@pytest.mark.parametrize(
+    ("row", "weights", "expected"),
+    [
+        ({"event_type": "view"}, NO_DECAY, 1.0),
+        ({"event_type": "purchase"}, NO_DECAY, 5.0),
+        (
+            {"event_type": "purchase", "channel": "store"},
+            Weights(half_life_days=0, channels={"store": 2.0}),
+            10.0,
+        ),
+        (
+            {"event_type": "purchase", "channel": "app"},
+            Weights(half_life_days=0, channels={"store": 2.0}),
+            0.0,
+        ),
+        ({"event_type": "rating", "rating": 4.0}, NO_DECAY, 0.8),
+        ({"event_type": "email_open", "item_id": None}, NO_DECAY, 0.0),
+        ({"event_type": "return"}, NO_DECAY, 0.0),
+        ({"timestamp": END - timedelta(days=30)}, Weights(half_life_days=30), 0.5),
+        ({"timestamp": END - timedelta(days=60)}, Weights(half_life_days=30), 0.25),
+        ({"timestamp": END}, Weights(half_life_days=30), 1.0),
+    ],
+)
+def test_event_weights(row: dict[str, object], weights: Weights, expected: float) -> None:
+    table = events_table([{"customer_id": "c", "item_id": "i", **row}])
+    assert matrix.event_weights(table, weights, END)[0] == pytest.approx(expected)
+
+
+def test_the_matrix_sums_events_per_cell_and_leaves_out_zero_weight_rows() -> None:
+    table = events_table(
+        [
+            {"customer_id": "a", "item_id": "x"},
+            {"customer_id": "a", "item_id": "x", "event_type": "purchase"},
+            {"customer_id": "b", "item_id": "y"},
+            {
+                "customer_id": "z",
+                "item_id": "w",
+                "event_type": "return",
+            },  # weight 0: neither z nor w
+        ]
+    )
+    built = matrix.build(table, NO_DECAY, end=END)
+    assert built.shape == (2, 2)
+    dense = {
+        (c, i): built.matrix[r, col]
+        for r, c in enumerate(built.customer_ids)
+        for col, i in enumerate(built.item_ids)
+    }
+    assert dense == {("a", "x"): 6.0, ("a", "y"): 0.0, ("b", "x"): 0.0, ("b", "y"): 1.0}
+    logged = matrix.build(table, Weights(half_life_days=0), end=END)
+    assert logged.matrix.max() == pytest.approx(np.log1p(6.0))
+
+
+def test_bought_and_popularity_per_channel() -> None:
+    table = events_table(
+        [
+            {"customer_id": "a", "item_id": "x", "event_type": "purchase", "channel": "store"},
+            {"customer_id": "a", "item_id": "y"},
+            {"customer_id": "b", "item_id": "y", "event_type": "purchase", "channel": "web"},
+            {"customer_id": "b", "item_id": "y", "event_type": "purchase", "channel": "web"},
+        ]
+    )
+    built = matrix.build(table, NO_DECAY, end=END)
+    indptr, items = matrix.bought(table, built)
+    bought = {
+        built.customer_ids[r]: sorted(built.item_ids[items[indptr[r] : indptr[r + 1]]])
+        for r in range(len(built.customer_ids))
+    }
+    assert bought == {"a": ["x"], "b": ["y"]}
+    pop = matrix.popularity(table, built, NO_DECAY, end=END)
+    by_item = {ch: dict(zip(built.item_ids, v.tolist(), strict=True)) for ch, v in pop.items()}
+    assert by_item["all"] == {"x": 5.0, "y": 11.0}
+    assert by_item["store"] == {"x": 5.0, "y": 0.0}
+    assert by_item["web"] == {"x": 0.0, "y": 11.0}
+
+
+@pytest.mark.parametrize(
+    ("recommended", "relevant", "ndcg", "recall", "ap", "hit"),
+    [
+        ([1, 2, 3], {1}, 1.0, 1.0, 1.0, 1.0),
+        ([2, 1, 3], {1}, 1 / np.log2(3), 1.0, 0.5, 1.0),
+        ([2, 3, 4], {1}, 0.0, 0.0, 0.0, 0.0),
+        # hits at ranks 1 and 3 of 2 relevant: AP = (1/1 + 2/3) / 2
+        ([1, 9, 2], {1, 2}, (1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3)), 1.0, (1 + 2 / 3) / 2, 1.0),
+        ([], {1}, 0.0, 0.0, 0.0, 0.0),
+    ],
+)
+def test_metrics_on_hand_computed_examples(
+    recommended: list[int], relevant: set[int], ndcg: float, recall: float, ap: float, hit: float
+) -> None:
+    assert evaluate.ndcg_at_k(recommended, relevant, 3) == pytest.approx(ndcg)
+    assert evaluate.recall_at_k(recommended, relevant, 3) == pytest.approx(recall)
+    assert evaluate.average_precision_at_k(recommended, relevant, 3) == pytest.approx(ap)
+    assert evaluate.hit_at_k(recommended, relevant, 3) == hit
+
+
+def test_metrics_only_count_the_top_k() -> None:
+    assert evaluate.recall_at_k([5, 6, 1], {1}, 2) == 0.0
+    assert evaluate.ndcg_at_k([5, 6, 1], {1}, 2) == 0.0
+
+
+def test_summarise_averages_and_measures_coverage() -> None:
+    metrics = evaluate.summarise([[1, 2], [1, 3]], [{1}, {4}], k=2, n_items=10)
+    assert metrics.recall == pytest.approx(0.5)
+    assert metrics.hit_rate == pytest.approx(0.5)
+    assert metrics.coverage == pytest.approx(0.3)
+
+
+def test_the_split_is_by_time_and_targets_skip_repurchases() -> None:
+    day = timedelta(days=1)
+    table = events_table(
+        [
+            {
+                "customer_id": "a",
+                "item_id": "x",
+                "event_type": "purchase",
+                "timestamp": END - 10 * day,
+            },
+            {"customer_id": "a", "item_id": "y", "timestamp": END - 9 * day},
+            {"customer_id": "b", "item_id": "y", "timestamp": END - 8 * day},
+            {
+                "customer_id": "a",
+                "item_id": "x",
+                "event_type": "purchase",
+                "timestamp": END,
+            },  # again
+            {"customer_id": "a", "item_id": "y", "event_type": "purchase", "timestamp": END},  # new
+            {"customer_id": "new", "item_id": "y", "event_type": "purchase", "timestamp": END},
+            {"customer_id": "b", "item_id": "new", "event_type": "purchase", "timestamp": END},
+        ]
+    )
+    train, test, cutoff = evaluate.time_split(table, 0.5)
+    assert train.num_rows == 3 and test.num_rows == 4
+    assert END - 8 * day < cutoff <= END
+    built = matrix.build(train, NO_DECAY)
+    indptr, items = matrix.bought(train, built)
+    import scipy.sparse as sp
+
+    bought = sp.csr_matrix((np.ones(len(items)), items, indptr), shape=built.shape)
+    customers, relevant = evaluate.test_targets(built, bought, test)
+    assert [built.customer_ids[c] for c in customers] == ["a"]
+    assert [{built.item_ids[i] for i in s} for s in relevant] == [{"y"}]
+
+
+def test_config_files_are_read_and_typos_fail(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(
+        "[als]\nfactors = 8\n[weights]\nhalf_life_days = 7\n[weights.event_types]\nview = 0.5\n"
+    )
+    config = load_config(good)
+    assert config.als.factors == 8
+    assert config.weights.half_life_days == 7
+    assert config.weights.event_types == {"view": 0.5}
+    for text, message in [
+        ("[als]\nfactorz = 8\n", "factorz"),
+        ("[weights.event_types]\nvieww = 1.0\n", "vieww"),
+        ("[als]\nfactors = 0\n", ">= 1"),
+    ]:
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_config(bad)
+
+
+SMALL = SampleConfig(customers=300, items=120, categories=6, brands=10, days=60)
+FAST = TrainConfig(als=AlsParams(factors=16, iterations=5))
+
+
+@pytest.fixture(scope="module")
+def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("sample")
+    write_sample(directory, SMALL)
+    return directory
+
+
+@pytest.mark.slow
+def test_fit_writes_a_loadable_artifact_with_evaluation(sample_dir: Path, tmp_path: Path) -> None:
+    inputs = Inputs(
+        events=[str(sample_dir / "events.csv.gz")],
+        items=str(sample_dir / "items.csv.gz"),
+        customers=str(sample_dir / "customers.csv.gz"),
+    )
+    path = run(inputs, tmp_path, FAST)
+    assert artifact.latest_version(tmp_path) == path.name
+    loaded = artifact.load(path)
+    manifest = loaded.manifest
+    assert manifest.algorithm == "als" and manifest.params["factors"] == 16
+    assert manifest.counts["events"] > 1000 and manifest.counts["customers_file_rows"] == 300
+    assert (
+        manifest.data_window is not None and manifest.data_window.start < manifest.data_window.end
+    )
+    assert set(manifest.popularity_channels) >= {"all", "web", "app", "store"}
+    metrics = manifest.metrics
+    assert metrics["als"]["customers"] > 0
+    assert metrics["als"]["ndcg"] > metrics["popularity"]["ndcg"]  # it learned the taste structure
+    model = FactorModel(loaded)
+    assert model.category_codes  # categories came from the items file
+    assert loaded.arrays["user_factors"].shape[1] == 16
+
+
+@pytest.mark.slow
+def test_a_purchase_in_store_is_not_recommended_on_the_web(
+    sample_dir: Path, tmp_path: Path, settings: Settings
+) -> None:
+    """Train for real, serve it, buy the top web item in store: it leaves the web list."""
+    run(Inputs(events=[str(sample_dir / "events.csv.gz")]), tmp_path / "models", FAST)
+    with client_for(replace(settings, model_dir=str(tmp_path / "models"))) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        customer = "c00001"
+        first = client.get(
+            f"/v1/customers/{customer}/recommendations", params={"channel": "web", "k": 5}
+        )
+        assert first.status_code == 200 and first.json()["fallback"] is False
+        top = first.json()["items"][0]["item_id"]
+        event = {
+            "customer_id": customer,
+            "item_id": top,
+            "event_type": "purchase",
+            "channel": "store",
+        }
+        assert client.post("/v1/events", json=event).status_code == 202
+        after = client.get(
+            f"/v1/customers/{customer}/recommendations", params={"channel": "web", "k": 5}
+        )
+        assert top not in [i["item_id"] for i in after.json()["items"]]
+
+
+@pytest.mark.slow
+def test_the_held_out_item_of_a_checkerboard_is_ranked_first(tmp_path: Path) -> None:
+    """Even customers like even items, odd ones odd items; each customer's diagonal is withheld.
+
+    Two factors are enough for the two tastes, and too few to memorise single cells.
+    """
+    rows = [
+        {"customer_id": f"c{u}", "item_id": f"i{i}", "event_type": "purchase"}
+        for u in range(40)
+        for i in range(20)
+        if u % 2 == i % 2 and i != u % 20
+    ]
+    path = tmp_path / "events.csv"
+    header = "customer_id,item_id,event_type,channel,timestamp\n"
+    path.write_text(
+        header
+        + "".join(
+            f"{r['customer_id']},{r['item_id']},purchase,web,2026-10-01T00:00:00Z\n" for r in rows
+        )
+    )
+    version = run(
+        Inputs(events=[str(path)]),
+        tmp_path / "models",
+        TrainConfig(als=AlsParams(factors=2, iterations=10)),
+    )
+    model = FactorModel(artifact.load(version))
+    for u in range(2, 20, 2):
+        row = model.user_row(f"c{u}")
+        rows_, _ = model.recommend(model.user_vector(row), 1, exclude=model.bought_rows(row))  # type: ignore[arg-type]
+        assert model.item_id(int(rows_[0])) == f"i{u}"
+
+
+def test_the_cli_fails_with_one_clear_line_on_a_bad_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = tmp_path / "events.csv.gz"
+    bad.write_bytes(gzip.compress(b"customer_id,item_id\n")[:10])
+    assert main(["fit", "--events", str(bad), "--model-dir", str(tmp_path / "m")]) == 1
+    assert str(bad) in caplog.text
+    assert artifact.latest_version(tmp_path / "m") is None
+
+
+def test_reject_mode_refuses_a_file_with_a_bad_row(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "customer_id,item_id,event_type,channel,timestamp\n"
+        "c1,i1,purchase,web,2026-10-01T00:00:00Z\n"
+        "c1,i2,purchase,fax,2026-10-02T00:00:00Z\n"
+    )
+    argv = ["fit", "--events", str(events), "--model-dir", str(tmp_path / "m"), "--no-progress"]
+    assert main([*argv, "--on-bad-rows", "reject"]) == 1
+    assert "fax" in caplog.text and ":3" in caplog.text  # file:line of the bad row
+    assert artifact.latest_version(tmp_path / "m") is None
+
+
+def test_bootstrap_generates_data_and_a_model_only_when_missing(tmp_path: Path) -> None:
+    data, models = tmp_path / "sample", tmp_path / "models"
+    argv = ["bootstrap", "--data-dir", str(data), "--model-dir", str(models)]
+    assert main(argv) == 0
+    first = artifact.latest_version(models)
+    assert first is not None and (data / "events.csv.gz").is_file()
+    assert main(argv) == 0
+    assert artifact.latest_version(models) == first  # nothing retrained
+
+
+def test_fit_help_documents_the_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    for option in (
+        "--events",
+        "--items",
+        "--customers",
+        "--model-dir",
+        "--config",
+        "--on-bad-rows",
+    ):
+        assert option in out
+
+
+def test_the_service_serves_what_training_wrote(
+    sample_dir: Path, tmp_path: Path, settings: Settings
+) -> None:
+    """The contract between the two halves: an artifact from the CLI loads in the service."""
+    models = tmp_path / "cli-models"
+    config = tmp_path / "fast.toml"
+    config.write_text("[als]\nfactors = 8\niterations = 3\n[evaluation]\nholdout_fraction = 0\n")
+    argv = [
+        "fit",
+        "--events",
+        str(sample_dir / "events.csv.gz"),
+        "--model-dir",
+        str(models),
+        "--config",
+        str(config),
+    ]
+    assert main(argv) == 0
+    with TestClient(
+        app=__import__("service.app", fromlist=["create_app"]).create_app(
+            replace(settings, model_dir=str(models))
+        )
+    ) as client:
+        assert client.get("/health/ready").json()["status"] == "ok"

@@ -1,0 +1,1 @@
+"""The training job: read events, fit models, evaluate them and write artifacts."""

@@ -1,0 +1,138 @@
+"""Command line of the training job: ``python -m training {fit,generate-sample-data,bootstrap}``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from service import artifact
+
+log = logging.getLogger("training")
+
+SAMPLE_EVENTS = "events.csv.gz"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; returns the process exit status (0 ok, 1 failed, 2 usage)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.command(args) or 0)
+    except Exception as e:  # fail fast: one clear line, no partial artifact (writes are atomic)
+        if os.environ.get("LOG_LEVEL", "").upper() == "DEBUG":
+            log.exception("failed")
+        log.error("%s: %s", type(e).__name__, e)
+        return 1
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.pipeline import Inputs, run
+
+    inputs = Inputs(
+        events=[str(p) for p in args.events],
+        items=args.items,
+        customers=args.customers,
+        on_bad_rows=args.on_bad_rows,
+    )
+    path = run(inputs, args.model_dir, load_config(args.config), progress=args.progress)
+    print(path)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from training.sample import SampleConfig, write_sample
+
+    config = SampleConfig(
+        seed=args.seed, customers=args.customers, items=args.items, days=args.days
+    )
+    for kind, path in write_sample(args.out, config, fmt=args.format).items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    """What ``make run`` needs: sample data if there is none, a first model if there is none."""
+    from training.config import TrainConfig
+    from training.pipeline import Inputs, run
+    from training.sample import SampleConfig, write_sample
+
+    data = Path(args.data_dir)
+    if not (data / SAMPLE_EVENTS).is_file():
+        log.info("no sample data in %s: generating it", data)
+        write_sample(data, SampleConfig(seed=args.seed))
+    if artifact.latest_version(args.model_dir) is None:
+        log.info("no model in %s: training a first one on %s", args.model_dir, data)
+        inputs = Inputs(
+            events=[str(data / SAMPLE_EVENTS)],
+            items=str(data / "items.csv.gz"),
+            customers=str(data / "customers.csv.gz"),
+        )
+        run(inputs, args.model_dir, TrainConfig(), progress=False)
+    else:
+        log.info("model %s found in %s", artifact.latest_version(args.model_dir), args.model_dir)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    fit = sub.add_parser("fit", help="train a model on event files and publish it as LATEST")
+    fit.add_argument(
+        "--events",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="event files (CSV, gzip CSV, Parquet) or folders of them",
+    )
+    fit.add_argument(
+        "--items", metavar="PATH", help="item metadata (item_id, category, brand, price)"
+    )
+    fit.add_argument("--customers", metavar="PATH", help="customer metadata (customer_id, ...)")
+    fit.add_argument(
+        "--model-dir", required=True, metavar="DIR", help="where versions and LATEST live"
+    )
+    fit.add_argument(
+        "--config", metavar="FILE", help="TOML training config (see training/config.py)"
+    )
+    fit.add_argument(
+        "--on-bad-rows",
+        choices=["skip", "reject"],
+        default="skip",
+        help="skip and count bad rows (default), or reject a file that has any",
+    )
+    fit.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=sys.stderr.isatty(),
+        help="show progress bars (default: when stderr is a terminal)",
+    )
+    fit.set_defaults(command=_fit)
+
+    gen = sub.add_parser("generate-sample-data", help="write a seeded omnichannel sample data set")
+    gen.add_argument("--out", required=True, metavar="DIR")
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--customers", type=int, default=2000)
+    gen.add_argument("--items", type=int, default=800)
+    gen.add_argument("--days", type=int, default=120)
+    gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    gen.set_defaults(command=_generate)
+
+    boot = sub.add_parser("bootstrap", help="sample data and a first model, only where missing")
+    boot.add_argument("--data-dir", required=True, metavar="DIR")
+    boot.add_argument("--model-dir", required=True, metavar="DIR")
+    boot.add_argument("--seed", type=int, default=7)
+    boot.set_defaults(command=_bootstrap)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

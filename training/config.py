@@ -1,0 +1,108 @@
+"""The training configuration: model parameters, event and channel weights, decay, evaluation.
+
+Written as TOML (``--config FILE``); unknown keys are errors, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from service.events import CHANNELS, EVENT_TYPES
+
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Fraction = Annotated[float, msgspec.Meta(ge=0, lt=1)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Shared options: frozen, keyword-only, and unknown fields are errors (typos fail early)."""
+
+
+def _default_event_weights() -> dict[str, float]:
+    # How much one event says about liking an item. Events about no item, and those that say
+    # nothing positive (removing from cart, returning), weigh 0.
+    return {
+        "view": 1.0,
+        "add_to_cart": 3.0,
+        "remove_from_cart": 0.0,
+        "purchase": 5.0,
+        "return": 0.0,
+        "wishlist": 2.0,
+        "email_open": 0.0,
+        "email_click": 1.5,
+        "offer_redeemed": 4.0,
+        "impression": 0.0,
+        "click": 1.0,
+        "rating": 1.0,
+    }
+
+
+class Weights(Base):
+    """How events become the confidence values of the customer-item matrix.
+
+    The weight of one event is ``event_types[type] * channels[channel] * decay(age)`` (times
+    ``rating / rating_scale`` for ratings); a customer-item cell sums its events' weights and then
+    ``transform`` is applied.
+    """
+
+    event_types: dict[str, NonNegative] = msgspec.field(default_factory=_default_event_weights)
+    channels: dict[str, NonNegative] = msgspec.field(
+        default_factory=lambda: dict.fromkeys(CHANNELS, 1.0)
+    )
+    # Half-life of an event's weight, in days before the end of the data; 0 means no decay.
+    half_life_days: NonNegative = 120.0
+    rating_scale: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    transform: Literal["log1p", "none"] = "log1p"
+
+    def __post_init__(self) -> None:
+        for name, known, kind in (
+            ("event_types", EVENT_TYPES, "event type"),
+            ("channels", CHANNELS, "channel"),
+        ):
+            if unknown := set(getattr(self, name)) - set(known):
+                raise ValueError(f"weights.{name}: unknown {kind}(s) {sorted(unknown)}")
+
+
+class AlsParams(Base):
+    """implicit's AlternatingLeastSquares parameters."""
+
+    factors: Positive = 64
+    regularization: NonNegative = 0.05
+    alpha: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    iterations: Positive = 15
+    # Explicit, so runs are reproducible whether or not the machine has CUDA.
+    use_gpu: bool = False
+
+
+class Evaluation(Base):
+    """The time-based holdout: the last ``holdout_fraction`` of the data window is the test."""
+
+    holdout_fraction: Fraction = 0.1
+    k: Positive = 10
+
+
+class TrainConfig(Base):
+    """Everything ``python -m training fit`` can be told besides file paths."""
+
+    algorithm: Literal["als"] = "als"
+    als: AlsParams = AlsParams()
+    weights: Weights = Weights()
+    evaluation: Evaluation = Evaluation()
+    seed: int = 42
+
+
+def load_config(path: str | Path | None) -> TrainConfig:
+    """Read a TOML config file; None gives the defaults.
+
+    Raises:
+        ValueError: the file has an unknown key or a bad value (the message names it).
+    """
+    if path is None:
+        return TrainConfig()
+    try:
+        return msgspec.toml.decode(Path(path).read_bytes(), type=TrainConfig)
+    except msgspec.ValidationError as e:
+        raise ValueError(f"{path}: {e}") from e

@@ -1,0 +1,149 @@
+"""Offline evaluation: a time-based split, ranking metrics as pure functions, and model scoring.
+
+The test ranks exactly as production does: items a customer already bought in the training period
+are excluded before the top k is taken, and an item bought again in the test period is not a hit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from service.events import CONSUMED_EVENT_TYPES
+from training.matrix import Interactions, positions, window
+
+Ranker = Callable[[NDArray[np.int64]], NDArray[np.float32]]  # customer rows -> scores [n, items]
+
+
+class Metrics(msgspec.Struct, frozen=True, kw_only=True):
+    """Mean ranking metrics at ``k`` over the evaluated customers, plus catalogue coverage."""
+
+    k: int
+    customers: int
+    ndcg: float
+    recall: float
+    map: float
+    hit_rate: float
+    coverage: float
+
+
+def ndcg_at_k(recommended: Sequence[int], relevant: set[int], k: int) -> float:
+    """Normalised discounted cumulative gain, binary relevance (min=0, max=1)."""
+    dcg = sum(1.0 / np.log2(i + 2) for i, r in enumerate(recommended[:k]) if r in relevant)
+    ideal = sum(1.0 / np.log2(i + 2) for i in range(min(len(relevant), k)))
+    return float(dcg / ideal) if ideal else 0.0
+
+
+def recall_at_k(recommended: Sequence[int], relevant: set[int], k: int) -> float:
+    """Share of the relevant items found in the top ``k`` (min=0, max=1)."""
+    if not relevant:
+        return 0.0
+    return len(set(recommended[:k]) & relevant) / len(relevant)
+
+
+def average_precision_at_k(recommended: Sequence[int], relevant: set[int], k: int) -> float:
+    """AP@k: mean of precision at each hit, over min(|relevant|, k) (min=0, max=1)."""
+    hits, total = 0, 0.0
+    for i, r in enumerate(recommended[:k]):
+        if r in relevant:
+            hits += 1
+            total += hits / (i + 1)
+    denominator = min(len(relevant), k)
+    return total / denominator if denominator else 0.0
+
+
+def hit_at_k(recommended: Sequence[int], relevant: set[int], k: int) -> float:
+    """1 when at least one relevant item is in the top ``k``, else 0."""
+    return float(bool(set(recommended[:k]) & relevant))
+
+
+def summarise(
+    rankings: Sequence[Sequence[int]], relevant: Sequence[set[int]], k: int, n_items: int
+) -> Metrics:
+    """Average the metrics over customers; coverage is distinct recommended items / catalogue."""
+    n = len(rankings)
+    if n == 0:
+        return Metrics(k=k, customers=0, ndcg=0, recall=0, map=0, hit_rate=0, coverage=0)
+    pairs = list(zip(rankings, relevant, strict=True))
+    shown = {r for ranking in rankings for r in ranking[:k]}
+    return Metrics(
+        k=k,
+        customers=n,
+        ndcg=float(np.mean([ndcg_at_k(r, t, k) for r, t in pairs])),
+        recall=float(np.mean([recall_at_k(r, t, k) for r, t in pairs])),
+        map=float(np.mean([average_precision_at_k(r, t, k) for r, t in pairs])),
+        hit_rate=float(np.mean([hit_at_k(r, t, k) for r, t in pairs])),
+        coverage=len(shown) / n_items if n_items else 0.0,
+    )
+
+
+def time_split(table: pa.Table, holdout_fraction: float) -> tuple[pa.Table, pa.Table, datetime]:
+    """Train on events before the cutoff, test on the last ``holdout_fraction`` of the window."""
+    start, end = window(table)
+    cutoff = start + (end - start) * (1 - holdout_fraction)
+    before = pc.less(
+        table["timestamp"], pa.scalar(cutoff, type=table.schema.field("timestamp").type)
+    )
+    return table.filter(before), table.filter(pc.invert(before)), cutoff
+
+
+def test_targets(
+    train: Interactions, bought: sp.csr_matrix, test: pa.Table
+) -> tuple[NDArray[np.int64], list[set[int]]]:
+    """Customers to evaluate and, for each, the items they newly bought in the test period.
+
+    Purchases (or ratings) are the targets; a data set without them uses every event with an item.
+    Only customers and items the training data knows count, and re-purchases of items already
+    bought in training are dropped, since production never recommends those.
+    """
+    consumed = pc.is_in(test["event_type"], value_set=pa.array(sorted(CONSUMED_EVENT_TYPES)))
+    targets = test.filter(consumed) if pc.any(consumed).as_py() else test
+    targets = targets.filter(pc.is_valid(targets["item_id"]))
+    customers = positions(targets["customer_id"], train.customer_ids)
+    items = positions(targets["item_id"], train.item_ids)
+    keep = (customers >= 0) & (items >= 0)
+    relevant: dict[int, set[int]] = {}
+    for c, i in zip(customers[keep].tolist(), items[keep].tolist(), strict=True):
+        relevant.setdefault(c, set()).add(i)
+    rows, sets = [], []
+    for c, items_of_c in sorted(relevant.items()):
+        fresh = items_of_c - set(bought.indices[bought.indptr[c] : bought.indptr[c + 1]].tolist())
+        if fresh:
+            rows.append(c)
+            sets.append(fresh)
+    return np.array(rows, dtype=np.int64), sets
+
+
+def rank(
+    scorer: Ranker, customers: NDArray[np.int64], bought: sp.csr_matrix, k: int, batch: int = 512
+) -> list[list[int]]:
+    """Top ``k`` item columns per customer, already-bought items excluded (as production does)."""
+    out: list[list[int]] = []
+    for start in range(0, len(customers), batch):
+        rows = customers[start : start + batch]
+        scores = np.array(scorer(rows), dtype=np.float32)
+        seen = bought[rows]
+        r, c = seen.nonzero()
+        scores[r, c] = -np.inf
+        kk = min(k, scores.shape[1])
+        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
+        out.extend(np.take_along_axis(top, order, axis=1).tolist())
+    return out
+
+
+def factor_scorer(user_factors: NDArray[np.float32], item_factors: NDArray[np.float32]) -> Ranker:
+    """Scores of a factor model: ``user_factors[rows] @ item_factors.T``."""
+    return lambda rows: user_factors[rows] @ item_factors.T
+
+
+def popularity_scorer(item_popularity: NDArray[np.float32]) -> Ranker:
+    """The same popularity ranking for every customer."""
+    return lambda rows: np.broadcast_to(item_popularity, (len(rows), len(item_popularity)))

@@ -1,0 +1,687 @@
+"""Loaders for batch exports of events, items and customers (CSV, gzipped CSV, Parquet).
+
+Every file is read and validated column by column with pyarrow, so a 1.5M-row export loads in
+seconds. The vocabulary (event types, channels, itemless events, id rules) comes from
+``service.events``; a row that breaks it is never loaded silently: it is dropped and counted
+(``on_bad_rows="skip"``) or the whole file is refused (``on_bad_rows="reject"``).
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from service.events import CHANNELS, EVENT_TYPES, ITEMLESS_EVENT_TYPES, Id, NonNegative
+
+log = logging.getLogger(__name__)
+
+OnBadRows = Literal["skip", "reject"]
+
+_UTC = pa.timestamp("us", tz="UTC")
+EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("customer_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string()),
+        pa.field("event_type", pa.string(), nullable=False),
+        pa.field("channel", pa.string(), nullable=False),
+        pa.field("timestamp", _UTC, nullable=False),
+        pa.field("quantity", pa.float64(), nullable=False),
+        pa.field("price", pa.float64()),
+        pa.field("store_id", pa.string()),
+        pa.field("session_id", pa.string()),
+        pa.field("request_id", pa.string()),
+        pa.field("rating", pa.float64()),
+        pa.field("event_id", pa.string()),
+    ]
+)
+ITEMS_SCHEMA = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("title", pa.string()),
+        pa.field("category", pa.string()),
+        pa.field("brand", pa.string()),
+        pa.field("price", pa.float64()),
+    ]
+)
+
+# The id and amount rules are read off the contract's annotations, so they cannot drift from it.
+_ID_RULES: msgspec.Meta = get_args(Id)[1]
+_MIN_AMOUNT: float = get_args(NonNegative)[1].ge
+_ITEM_EVENT_TYPES = pa.array(sorted(set(EVENT_TYPES) - ITEMLESS_EVENT_TYPES))
+
+# Shapes checked before casting (see _shaped).
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_ISO_8601 = (
+    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"([T ]([01]\d|2[0-3])(:[0-5]\d(:[0-5]\d(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$"
+)
+_ZONE = r"[T ].*(Z|[+-]\d{2}(:?\d{2})?)$"
+# Arrow parses at most microseconds; finer digits are dropped, as the output is in microseconds.
+_EXTRA_DIGITS = r"(\.\d{6})\d+"
+_EVENT_FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+
+class BadRow(msgspec.Struct, frozen=True):
+    """One row that could not be loaded.
+
+    ``line`` is the physical line in a CSV file (the header is line 1, the first data row line 2)
+    or the 1-based row number in a Parquet file.
+    """
+
+    file: str
+    line: int
+    reason: str
+
+
+class LoadReport(msgspec.Struct):
+    """What loading one file did: ``errors`` holds the first problems, ``bad_rows`` counts all."""
+
+    file: str
+    rows_read: int
+    rows_kept: int
+    bad_rows: int
+    errors: list[BadRow]
+
+
+class BadFileError(Exception):
+    """A file was refused: bad rows in reject mode, or unusable whatever the mode."""
+
+    report: LoadReport
+
+    def __init__(self, message: str, report: LoadReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class _BadColumnError(Exception):
+    """A column whose type cannot hold what it should (a Parquet list where ids belong...)."""
+
+
+def event_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Lists the event files to load, in order, without duplicates.
+
+    Args:
+        paths: files (taken as given) and directories (searched recursively for ``*.csv``,
+            ``*.csv.gz`` and ``*.parquet`` files, in sorted order).
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+    """
+    found: list[Path] = []
+    for path in [paths] if isinstance(paths, str | Path) else paths:
+        path = Path(path)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and _is_event_file(p))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise FileNotFoundError(errno.ENOENT, "No such event file or directory", str(path))
+    return list(dict.fromkeys(found))
+
+
+def load_events(
+    paths: str | Path | Sequence[str | Path],
+    *,
+    on_bad_rows: OnBadRows = "skip",
+    max_errors: int = 20,
+) -> tuple[pa.Table, list[LoadReport]]:
+    """Loads event files into one table with the columns and types of ``EVENTS_SCHEMA``.
+
+    Timestamps with ``Z`` or an offset are converted to UTC. Timestamps without one
+    (``2020-01-01T10:00:00``, ``2020-01-01 10:00:00``), dates alone (``2020-01-01``) and naive
+    Parquet timestamps are taken as UTC. A missing ``quantity`` is 1; missing optional columns
+    are null; columns the contract does not know are ignored.
+
+    Args:
+        paths: files and directories, expanded by ``event_files``.
+        on_bad_rows: ``"skip"`` drops bad rows, counts them and logs a warning per file;
+            ``"reject"`` raises on the first file holding any.
+        max_errors: how many problems each report lists.
+
+    Returns:
+        The events of all files, and one report per file.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+        BadFileError: a file cannot be parsed or lacks a required column, or holds bad rows in
+            reject mode.
+    """
+    tables, reports = [], []
+    for path in event_files(paths):
+        table, report = _load(path, _EVENTS, on_bad_rows, max_errors)
+        tables.append(table)
+        reports.append(report)
+    return (pa.concat_tables(tables) if tables else EVENTS_SCHEMA.empty_table()), reports
+
+
+def load_items(
+    path: str | Path, *, on_bad_rows: OnBadRows = "skip", max_errors: int = 20
+) -> tuple[pa.Table, LoadReport]:
+    """Loads an item catalogue into a table with the columns and types of ``ITEMS_SCHEMA``.
+
+    An item_id seen again is a bad row: the first one is kept. Other columns are ignored.
+    Arguments, modes and errors are those of ``load_events``.
+    """
+    return _load(Path(path), _ITEMS, on_bad_rows, max_errors)
+
+
+def load_customers(
+    path: str | Path, *, on_bad_rows: OnBadRows = "skip", max_errors: int = 20
+) -> tuple[pa.Table, LoadReport]:
+    """Loads customers: ``customer_id`` first, then every other column as a string attribute.
+
+    A customer_id seen again is a bad row: the first one is kept. Arguments, modes and errors
+    are those of ``load_events``.
+    """
+    return _load(Path(path), _CUSTOMERS, on_bad_rows, max_errors)
+
+
+def _is_event_file(path: Path) -> bool:
+    return path.name.lower().endswith(_EVENT_FILE_SUFFIXES)
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.name.lower().endswith(".parquet")
+
+
+# --- Reading -------------------------------------------------------------------------------
+
+
+class _MalformedRows:
+    """``invalid_row_handler`` for pyarrow.csv: counts rows with the wrong number of fields."""
+
+    def __init__(self, keep: int) -> None:
+        self.count = 0
+        # (number, reason) as pyarrow gives them: its number counts records, not lines, and is
+        # unknown (0) when it reads in threads. Used only when _scan_csv_lines cannot run.
+        self.first: list[tuple[int, str]] = []
+        self._keep = keep
+
+    def __call__(self, row: pacsv.InvalidRow) -> str:
+        self.count += 1
+        if len(self.first) < self._keep:
+            reason = _field_count(row.expected_columns, row.actual_columns)
+            self.first.append((row.number or 0, reason))
+        return "skip"
+
+
+@dataclass
+class _Source:
+    """One file read as columns (strings for CSV, as stored for Parquet), not yet validated."""
+
+    path: Path
+    table: pa.Table
+    malformed: _MalformedRows
+
+
+def _read(path: Path, kind: _Kind, max_errors: int) -> _Source:
+    """Reads the columns ``kind`` uses, refusing a file that lacks a required one."""
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, "No such file", str(path))
+    malformed = _MalformedRows(max_errors)
+    try:
+        header = _parquet_header(path) if _is_parquet(path) else _csv_header(path)
+        missing = [name for name in kind.required if name not in header]
+        if missing:
+            raise _unusable(path, f"missing required column(s): {', '.join(missing)}")
+        wanted = header if kind.columns is None else [c for c in kind.columns if c in header]
+        if _is_parquet(path):
+            table = _read_parquet(path, wanted)
+        else:
+            table = _read_csv(path, wanted, malformed)
+    except (pa.ArrowException, OSError, ValueError, csv.Error) as exc:
+        raise _unusable(path, f"cannot be read: {exc}") from exc
+    return _Source(path, table, malformed)
+
+
+def _csv_header(path: Path) -> list[str]:
+    # Read with the csv module, not pyarrow: a garbage file must fail here, cleanly, before
+    # pyarrow hands undecodable rows to the invalid_row_handler.
+    with _text(path) as text:
+        header = next((record for record in csv.reader(text) if record), None)
+    if header is None:
+        raise _unusable(path, "is empty: no header line")
+    return header
+
+
+def _text(path: Path) -> io.TextIOWrapper:
+    """The file as text, decompressed as pyarrow would (by extension), BOM dropped."""
+    stream = pa.input_stream(str(path), compression="detect")
+    return io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+
+
+def _read_csv(path: Path, columns: list[str], malformed: _MalformedRows) -> pa.Table:
+    # All strings: a stray "abc" in a number column must fail one row, not the whole file.
+    convert = pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in columns},
+        include_columns=columns,
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+    )
+    parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=malformed)
+    return pacsv.read_csv(str(path), parse_options=parse, convert_options=convert)
+
+
+def _parquet_header(path: Path) -> list[str]:
+    return pq.read_schema(path).names
+
+
+def _read_parquet(path: Path, columns: list[str]) -> pa.Table:
+    table = pq.read_table(path, columns=columns)
+    # An empty string in Parquet means "no value", as an empty CSV field does.
+    for index, field in enumerate(table.schema):
+        if _is_text(field.type):
+            column = pc.cast(table.column(index), pa.string())
+            empty = pc.equal(column, "")
+            table = table.set_column(
+                index, field.name, pc.if_else(empty, pa.scalar(None, pa.string()), column)
+            )
+    return table
+
+
+def _unusable(path: Path, why: str) -> BadFileError:
+    report = LoadReport(file=str(path), rows_read=0, rows_kept=0, bad_rows=0, errors=[])
+    return BadFileError(f"{path}: {why}", report)
+
+
+# --- Validation, column by column ----------------------------------------------------------
+
+
+class _Problems:
+    """Bad rows found column by column: a mask per rule, reasons built for reported rows only."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self._rules: list[tuple[np.ndarray, str | Callable[[int], str]]] = []
+
+    def add(
+        self, mask: pa.Array | pa.ChunkedArray | np.ndarray, reason: str | Callable[[int], str]
+    ) -> None:
+        """Flags the rows where ``mask`` is true (null counts as false)."""
+        flags = _flags(mask)
+        if flags.any():
+            self._rules.append((flags, reason))
+
+    def bad(self) -> np.ndarray:
+        bad = np.zeros(self.rows, dtype=bool)
+        for flags, _ in self._rules:
+            bad |= flags
+        return bad
+
+    def reasons(self, row: int) -> str:
+        found = [r if isinstance(r, str) else r(row) for flags, r in self._rules if flags[row]]
+        return "; ".join(found)
+
+
+def _flags(mask: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
+    if isinstance(mask, np.ndarray):
+        return mask
+    return mask.fill_null(False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
+
+
+def _show(values: pa.Array | pa.ChunkedArray, row: int, *, quote: bool = True) -> str:
+    value = values[row].as_py()
+    text = repr(value) if quote and isinstance(value, str) else str(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _field_count(expected: int, actual: int) -> str:
+    return f"expected {expected} fields, found {actual}"
+
+
+def _column(table: pa.Table, name: str) -> pa.ChunkedArray | None:
+    return table.column(name) if name in table.column_names else None
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _strings(table: pa.Table, name: str) -> pa.ChunkedArray:
+    """The column as strings (all null when absent)."""
+    column = _column(table, name)
+    if column is None:
+        return pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
+    if column.type == pa.string():
+        return column
+    try:
+        return pc.cast(column, pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
+        raise _BadColumnError(f"column {name} has type {column.type}, not text") from exc
+
+
+def _ids(table: pa.Table, name: str, problems: _Problems, *, required: bool) -> pa.ChunkedArray:
+    values = _strings(table, name)
+    if required:
+        problems.add(pc.is_null(values), f"{name} is required")
+    longest = _ID_RULES.max_length
+    lengths = pc.utf8_length(values)
+    problems.add(
+        pc.greater(lengths, longest),
+        lambda row: f"{name} is {lengths[row].as_py()} characters long, more than {longest}",
+    )
+    problems.add(
+        pc.invert(pc.match_substring_regex(values, _ID_RULES.pattern)),
+        lambda row: f"{name} {_show(values, row)} contains a control character",
+    )
+    return values
+
+
+def _one_of(
+    table: pa.Table, name: str, allowed: tuple[str, ...], problems: _Problems
+) -> pa.ChunkedArray:
+    values = _strings(table, name)
+    problems.add(pc.is_null(values), f"{name} is required")
+    unknown = pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, pa.array(allowed))))
+    problems.add(
+        unknown, lambda row: f"{name} {_show(values, row)} is not one of {', '.join(allowed)}"
+    )
+    return values
+
+
+def _require_items(
+    item_id: pa.ChunkedArray, event_type: pa.ChunkedArray, problems: _Problems
+) -> None:
+    missing = pc.and_(pc.is_null(item_id), pc.is_in(event_type, _ITEM_EVENT_TYPES))
+    problems.add(
+        missing, lambda row: f"item_id is required for event_type {_show(event_type, row)}"
+    )
+
+
+def _numbers(
+    table: pa.Table, name: str, problems: _Problems, *, non_negative: bool
+) -> pa.ChunkedArray:
+    """The column as float64, null where absent; flags values that are not numbers."""
+    column = _column(table, name)
+    if column is None:
+        return pa.chunked_array([pa.nulls(table.num_rows, pa.float64())])
+    numbers, malformed = _to_numbers(column, name)
+    problems.add(malformed, lambda row: f"{name} {_show(column, row)} is not a number")
+    if non_negative:
+        problems.add(
+            pc.less(numbers, _MIN_AMOUNT),
+            lambda row: f"{name} {_show(column, row, quote=False)} must be >= {_MIN_AMOUNT:g}",
+        )
+    return numbers
+
+
+def _to_numbers(column: pa.ChunkedArray, name: str) -> tuple[pa.ChunkedArray, np.ndarray]:
+    """Float64 values and a mask of those that are not numbers (text that is not, or NaN)."""
+    if _is_text(column.type):
+        strings, malformed = _shaped(pc.cast(column, pa.string()), _NUMBER)
+        numbers, failed = _bisect(strings, _cast_to(pa.float64()))
+        return pa.chunked_array([numbers]), malformed | failed
+    kind = column.type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)):
+        raise _BadColumnError(f"column {name} has type {kind}, not a number")
+    numbers = pc.cast(column, pa.float64())
+    return numbers, _flags(pc.is_nan(numbers))
+
+
+def _timestamps(table: pa.Table, problems: _Problems) -> pa.ChunkedArray:
+    column = table.column("timestamp")
+    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+        stamps = _typed_to_utc(column)
+    elif _is_text(column.type):
+        stamps, malformed = _iso_to_utc(_strings(table, "timestamp"))
+        problems.add(malformed, lambda row: f"timestamp {_show(column, row)} is not ISO-8601")
+    else:
+        raise _BadColumnError(f"column timestamp has type {column.type}, not a time")
+    problems.add(pc.is_null(column), "timestamp is required")
+    return stamps
+
+
+def _typed_to_utc(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Parquet dates and timestamps to microseconds in UTC; naive ones are taken as UTC."""
+    if pa.types.is_date(column.type):
+        column = pc.cast(column, pa.timestamp("us"))
+    if column.type.tz is None:
+        # Arrow stores naive times as if they were UTC: naming the zone keeps the wall time.
+        column = pc.cast(column, pa.timestamp(column.type.unit, tz="UTC"))
+    return pc.cast(column, options=pc.CastOptions(_UTC, allow_time_truncate=True))
+
+
+def _iso_to_utc(values: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray]:
+    """ISO-8601 strings to UTC: with ``Z`` or an offset converted, without one taken as UTC.
+
+    Returns the times (null where unusable) and a mask of the values that are not ISO-8601.
+    """
+    strings, malformed = _shaped(values, _ISO_8601)
+    if pc.any(pc.match_substring_regex(strings, _EXTRA_DIGITS)).as_py():
+        strings = pc.replace_substring_regex(strings, _EXTRA_DIGITS, r"\1")
+    # The usual export says "Z" everywhere: one plain substring test spares the zone regex.
+    if pc.all(pc.ends_with(strings, "Z")).as_py() is not False:
+        stamps, failed = _bisect(strings, _cast_to(_UTC))
+        return pa.chunked_array([stamps]), malformed | failed
+    zoned = pc.match_substring_regex(strings, _ZONE)
+    no_string = pa.scalar(None, pa.string())
+    aware, aware_failed = _bisect(pc.if_else(zoned, strings, no_string), _cast_to(_UTC))
+    naive, naive_failed = _bisect(pc.if_else(zoned, no_string, strings), _naive_to_utc)
+    stamps = pc.if_else(zoned, aware, naive)
+    return pa.chunked_array([stamps]), malformed | aware_failed | naive_failed
+
+
+def _cast_to(target: pa.DataType) -> Callable[[pa.Array], pa.Array]:
+    return lambda values: pc.cast(values, target)
+
+
+def _naive_to_utc(strings: pa.Array) -> pa.Array:
+    return pc.cast(pc.cast(strings, pa.timestamp("us")), _UTC)
+
+
+def _shaped(values: pa.ChunkedArray, shape: str) -> tuple[pa.Array, np.ndarray]:
+    """The strings matching a regex shape, the others nulled, and a mask of the others.
+
+    Arrow's casts fail a whole array on one bad value: the shape test finds most bad values
+    at once, and _bisect the few that look right but are not (a 30 February).
+    """
+    strings = values.combine_chunks()
+    malformed = _flags(pc.invert(pc.match_substring_regex(strings, shape)))
+    if malformed.any():
+        strings = pc.if_else(pa.array(malformed), pa.scalar(None, pa.string()), strings)
+    return strings, malformed
+
+
+def _bisect(
+    values: pa.Array, convert: Callable[[pa.Array], pa.Array]
+) -> tuple[pa.Array, np.ndarray]:
+    """Converts the values, halving the slice that fails until the bad values are pinned down.
+
+    Only values that pass the shape test but still fail (a 30 February) get here, so the
+    halving stays short: about log2(rows) casts per bad value.
+    """
+    try:
+        return convert(values), np.zeros(len(values), dtype=bool)
+    except pa.ArrowInvalid:
+        if len(values) == 1:
+            return convert(pa.nulls(1, values.type)), np.ones(1, dtype=bool)
+    half = len(values) // 2
+    head, head_failed = _bisect(values.slice(0, half), convert)
+    tail, tail_failed = _bisect(values.slice(half), convert)
+    return pa.concat_arrays([head, tail]), np.concatenate([head_failed, tail_failed])
+
+
+def _first_only(ids: pa.ChunkedArray, name: str, problems: _Problems) -> None:
+    """Flags every repeat of an id among the otherwise good rows: the first one is kept."""
+    good = np.flatnonzero(~problems.bad())
+    codes = pc.dictionary_encode(ids.take(good).combine_chunks()).indices
+    _, first = np.unique(codes.to_numpy(zero_copy_only=False), return_index=True)
+    repeat = np.ones(len(good), dtype=bool)
+    repeat[first] = False
+    flags = np.zeros(problems.rows, dtype=bool)
+    flags[good[repeat]] = True
+    problems.add(flags, lambda row: f"duplicate {name} {_show(ids, row)}: the first is kept")
+
+
+def _normalise_events(table: pa.Table, problems: _Problems) -> pa.Table:
+    item_id = _ids(table, "item_id", problems, required=False)
+    event_type = _one_of(table, "event_type", EVENT_TYPES, problems)
+    _require_items(item_id, event_type, problems)
+    quantity = _numbers(table, "quantity", problems, non_negative=True)
+    columns = {
+        "customer_id": _ids(table, "customer_id", problems, required=True),
+        "item_id": item_id,
+        "event_type": event_type,
+        "channel": _one_of(table, "channel", CHANNELS, problems),
+        "timestamp": _timestamps(table, problems),
+        "quantity": pc.fill_null(quantity, 1.0),
+        "price": _numbers(table, "price", problems, non_negative=True),
+        "store_id": _ids(table, "store_id", problems, required=False),
+        "session_id": _ids(table, "session_id", problems, required=False),
+        "request_id": _ids(table, "request_id", problems, required=False),
+        "rating": _numbers(table, "rating", problems, non_negative=False),
+        "event_id": _ids(table, "event_id", problems, required=False),
+    }
+    return pa.Table.from_arrays([columns[f.name] for f in EVENTS_SCHEMA], schema=EVENTS_SCHEMA)
+
+
+def _normalise_items(table: pa.Table, problems: _Problems) -> pa.Table:
+    item_id = _ids(table, "item_id", problems, required=True)
+    price = _numbers(table, "price", problems, non_negative=True)
+    _first_only(item_id, "item_id", problems)
+    texts = [_strings(table, name) for name in ("title", "category", "brand")]
+    return pa.Table.from_arrays([item_id, *texts, price], schema=ITEMS_SCHEMA)
+
+
+def _normalise_customers(table: pa.Table, problems: _Problems) -> pa.Table:
+    customer_id = _ids(table, "customer_id", problems, required=True)
+    _first_only(customer_id, "customer_id", problems)
+    others = [name for name in table.column_names if name != "customer_id"]
+    columns = [customer_id, *(_strings(table, name) for name in others)]
+    return pa.Table.from_arrays(columns, names=["customer_id", *others])
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What one kind of file holds: the columns read (None: all), required ones, validation."""
+
+    columns: tuple[str, ...] | None
+    required: tuple[str, ...]
+    normalise: Callable[[pa.Table, _Problems], pa.Table]
+
+
+_EVENTS = _Kind(
+    columns=tuple(EVENTS_SCHEMA.names),
+    required=("customer_id", "item_id", "event_type", "channel", "timestamp"),
+    normalise=_normalise_events,
+)
+_ITEMS = _Kind(columns=tuple(ITEMS_SCHEMA.names), required=("item_id",), normalise=_normalise_items)
+_CUSTOMERS = _Kind(columns=None, required=("customer_id",), normalise=_normalise_customers)
+
+
+# --- Loading one file and reporting --------------------------------------------------------
+
+
+def _load(
+    path: Path, kind: _Kind, on_bad_rows: OnBadRows, max_errors: int
+) -> tuple[pa.Table, LoadReport]:
+    if on_bad_rows not in get_args(OnBadRows) or max_errors < 0:
+        raise ValueError(f"on_bad_rows={on_bad_rows!r}, max_errors={max_errors}: not allowed")
+    source = _read(path, kind, max_errors)
+    problems = _Problems(source.table.num_rows)
+    try:
+        table = kind.normalise(source.table, problems)
+    except _BadColumnError as exc:
+        raise _unusable(path, str(exc)) from exc
+    bad = problems.bad()
+    report = _report(source, problems, bad, max_errors)
+    if report.bad_rows:
+        if on_bad_rows == "reject":
+            raise BadFileError(_rejection(report), report)
+        log.warning(
+            "%s: skipped %d bad row(s) of %d; first: %s",
+            report.file,
+            report.bad_rows,
+            report.rows_read,
+            "; ".join(f"line {e.line}: {e.reason}" for e in report.errors[:5]),
+        )
+    return (table.filter(pa.array(~bad)) if bad.any() else table), report
+
+
+def _rejection(report: LoadReport) -> str:
+    problems = "\n".join(f"  {e.file}:{e.line}: {e.reason}" for e in report.errors)
+    return f"{report.file}: {report.bad_rows} bad row(s) of {report.rows_read}:\n{problems}"
+
+
+def _report(source: _Source, problems: _Problems, bad: np.ndarray, max_errors: int) -> LoadReport:
+    rows = np.flatnonzero(bad)[:max_errors]
+    malformed = source.malformed
+    lines, malformed_first = _locate(source, rows, min(malformed.count, max_errors))
+    file = str(source.path)
+    errors = [
+        BadRow(file, line, problems.reasons(row)) for row, line in zip(rows, lines, strict=True)
+    ]
+    errors += [BadRow(file, line, reason) for line, reason in malformed_first]
+    errors.sort(key=lambda error: error.line)
+    kept = problems.rows - int(bad.sum())
+    return LoadReport(
+        file=file,
+        rows_read=problems.rows + malformed.count,
+        rows_kept=kept,
+        bad_rows=problems.rows + malformed.count - kept,
+        errors=errors[:max_errors],
+    )
+
+
+def _locate(
+    source: _Source, rows: np.ndarray, malformed_wanted: int
+) -> tuple[list[int], list[tuple[int, str]]]:
+    """File lines of the given rows (indexes into the rows read) and of the first malformed rows."""
+    if _is_parquet(source.path):
+        return (rows + 1).tolist(), []
+    if not len(rows) and not malformed_wanted:
+        return [], []
+    try:
+        return _scan_csv_lines(source.path, rows, malformed_wanted)
+    except (csv.Error, OSError, UnicodeError, KeyError):
+        # Out of reach of the csv module (a huge field...): the best guess left is pyarrow's.
+        return (rows + 2).tolist(), source.malformed.first[:malformed_wanted]
+
+
+def _scan_csv_lines(
+    path: Path, rows: np.ndarray, malformed_wanted: int
+) -> tuple[list[int], list[tuple[int, str]]]:
+    """Re-reads a CSV file with the csv module to find physical line numbers.
+
+    pyarrow does not say where a row came from, and blank lines, quoted newlines and skipped
+    malformed rows all shift it. This is the error path only, and it stops at the last line
+    it needs.
+    """
+    wanted, last = set(rows.tolist()), int(rows[-1]) if len(rows) else -1
+    lines: dict[int, int] = {}
+    malformed: list[tuple[int, str]] = []
+    row, line, fields = -1, 0, 0
+    with _text(path) as text:
+        reader = csv.reader(text, strict=False)
+        for record in reader:
+            start, line = line + 1, reader.line_num
+            if not record:  # A blank line: pyarrow skips it too.
+                continue
+            if not fields:
+                fields = len(record)
+            elif len(record) != fields:
+                if len(malformed) < malformed_wanted:
+                    malformed.append((start, _field_count(fields, len(record))))
+            else:
+                row += 1
+                if row in wanted:
+                    lines[row] = start
+            if row >= last and len(malformed) >= malformed_wanted:
+                break
+    return [lines[r] for r in rows.tolist()], malformed
