@@ -1,0 +1,1 @@
+"""Benchmarks: one command each, a printed table and a JSON file."""
