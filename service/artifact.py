@@ -49,6 +49,13 @@ REQUIRED_ARRAYS: dict[str, tuple[str, int]] = {
     "bought_indptr": ("i", 1),  # CSR rows: items each customer bought in the training data
     "bought_items": ("i", 1),
 }
+# Item metadata, when the training data had it; one value per item row.
+OPTIONAL_ARRAYS: dict[str, tuple[str, int]] = {
+    "item_titles": ("S", 1),  # UTF-8
+    "item_brand": ("i", 1),  # int32 index into brand_names, -1 = none
+    "brand_names": ("S", 1),
+    "item_price": ("f", 1),  # float32, NaN = unknown
+}
 
 
 class FileEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,6 +73,22 @@ class DataWindow(msgspec.Struct, frozen=True, kw_only=True):
     end: datetime
 
 
+class FoldIn(msgspec.Struct, frozen=True, kw_only=True):
+    """How the service turns a customer's recent events into a vector at request time.
+
+    The same weights training used (event type x channel x half-life decay, then ``transform``),
+    and the ridge regression of implicit's ``recalculate_user``: with confidences
+    ``c = 1 + alpha * w``, ``u = (YᵀY + Yᵀ(C - I)Y + λI)⁻¹ Yᵀ C p``.
+    """
+
+    regularization: float = 0.05
+    alpha: float = 1.0
+    event_weights: dict[str, float] = {}
+    channel_weights: dict[str, float] = {}
+    half_life_days: float = 0.0
+    transform: str = "log1p"
+
+
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     """What a model is, how it was made and how well it did; new fields get defaults."""
 
@@ -80,6 +103,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     popularity_channels: list[str] = msgspec.field(default_factory=lambda: ["all"])
     metrics: dict[str, Any] = {}
     config: dict[str, Any] = {}
+    fold_in: FoldIn = FoldIn()
     files: dict[str, FileEntry] = {}
 
 
@@ -248,6 +272,9 @@ def pack(
     popularity: Mapping[str, NDArray[Any]],
     bought_indptr: NDArray[Any],
     bought_items: NDArray[Any],
+    item_titles: Sequence[str | None] | None = None,
+    item_brands: Sequence[str | None] | None = None,
+    item_prices: Sequence[float | None] | None = None,
 ) -> tuple[dict[str, NDArray[Any]], list[str]]:
     """Arrange a model's parts into the artifact's arrays: rows sorted by id, items re-indexed.
 
@@ -257,6 +284,7 @@ def pack(
         popularity: a popularity score per item for ``"all"`` and for each channel.
         bought_indptr, bought_items: CSR rows (in ``user_ids`` order) of the item indices (in
             ``item_ids`` order) each customer bought.
+        item_titles, item_brands, item_prices: optional item metadata, in ``item_ids`` order.
 
     Returns:
         The arrays for ``save`` and the manifest's ``popularity_channels``.
@@ -269,23 +297,38 @@ def pack(
     new_item_index = np.empty(len(items), dtype=np.int32)
     new_item_index[item_order] = np.arange(len(items), dtype=np.int32)
     indptr, bought = _reorder_csr(np.asarray(bought_indptr), bought_items, user_order)
-    names = sorted({c for c in item_categories if c})
-    code = {name: i for i, name in enumerate(names)}
-    categories = np.array([code.get(c, -1) if c else -1 for c in item_categories], dtype=np.int32)
+    category_names, categories = _vocabulary(item_categories)
     channels = ["all", *sorted(ch for ch in popularity if ch != "all")]
-    return {
+    arrays = {
         "user_ids": users[user_order],
         "user_factors": np.asarray(user_factors, dtype=np.float32)[user_order],
         "item_ids": items[item_order],
         "item_factors": np.asarray(item_factors, dtype=np.float32)[item_order],
         "item_category": categories[item_order],
-        "category_names": encode_ids(names) if names else np.array([], dtype="S1"),
+        "category_names": category_names,
         "item_popularity": np.stack(
             [np.asarray(popularity[ch], dtype=np.float32)[item_order] for ch in channels]
         ),
         "bought_indptr": indptr,
         "bought_items": new_item_index[bought] if len(bought) else bought.astype(np.int32),
-    }, channels
+    }
+    if item_titles is not None:
+        arrays["item_titles"] = encode_ids(t or "" for t in item_titles)[item_order]
+    if item_brands is not None:
+        arrays["brand_names"], brands = _vocabulary(item_brands)
+        arrays["item_brand"] = brands[item_order]
+    if item_prices is not None:
+        prices = [np.nan if p is None else p for p in item_prices]
+        arrays["item_price"] = np.asarray(prices, dtype=np.float32)[item_order]
+    return arrays, channels
+
+
+def _vocabulary(values: Sequence[str | None]) -> tuple[NDArray[np.bytes_], NDArray[np.int32]]:
+    """Distinct non-empty values (sorted) and each value's index in them (-1 for none)."""
+    names = sorted({v for v in values if v})
+    code = {name: i for i, name in enumerate(names)}
+    codes = np.array([code[v] if v else -1 for v in values], dtype=np.int32)
+    return (encode_ids(names) if names else np.array([], dtype="S1")), codes
 
 
 def sort_rows(ids: NDArray[np.bytes_]) -> NDArray[np.intp]:
@@ -338,6 +381,21 @@ def _check_arrays(arrays: Mapping[str, NDArray[Any]], manifest: Manifest) -> Non
         len(category) and (category.min() < -1 or category.max() >= len(arrays["category_names"]))
     ):
         raise ArtifactError("item_category must hold one valid category index (or -1) per item")
+    for name, (kind, ndim) in OPTIONAL_ARRAYS.items():
+        array = arrays.get(name)
+        if array is not None and (array.dtype.kind != kind or array.ndim != ndim):
+            raise ArtifactError(
+                f"array {name!r} must be {ndim}-D of kind {kind!r}, got {array.dtype}"
+            )
+    for name in ("item_titles", "item_brand", "item_price"):
+        if name in arrays and len(arrays[name]) != len(items):
+            raise ArtifactError(f"{name} must hold one value per item")
+    if (
+        "item_brand" in arrays
+        and len(arrays["item_brand"])
+        and (arrays["item_brand"].max() >= len(arrays.get("brand_names", ())))
+    ):
+        raise ArtifactError("item_brand holds brand indices out of range")
     indptr, bought = arrays["bought_indptr"], arrays["bought_items"]
     if len(indptr) != len(users) + 1 or (len(indptr) and indptr[-1] != len(bought)):
         raise ArtifactError("bought_indptr does not match user_ids and bought_items")

@@ -76,6 +76,25 @@ class FactorModel:
         """The name of category ``code``."""
         return bytes(self.artifact.arrays["category_names"][code]).decode("utf-8")
 
+    def title_of(self, row: int) -> str | None:
+        """The item's title, if the training data had titles."""
+        titles = self.artifact.arrays.get("item_titles")
+        return None if titles is None else (bytes(titles[row]).decode("utf-8") or None)
+
+    def brand_of(self, row: int) -> str | None:
+        """The item's brand, if known."""
+        brands = self.artifact.arrays.get("item_brand")
+        if brands is None or brands[row] < 0:
+            return None
+        return bytes(self.artifact.arrays["brand_names"][brands[row]]).decode("utf-8")
+
+    def price_of(self, row: int) -> float | None:
+        """The item's price, if known."""
+        prices = self.artifact.arrays.get("item_price")
+        if prices is None or np.isnan(prices[row]):
+            return None
+        return float(prices[row])
+
     def category_mask(self, category: str) -> Mask | None:
         """Items in ``category``; None when the model knows no such category."""
         code = self.category_codes.get(category)

@@ -185,3 +185,27 @@ def _set_manifest(path: Path, **fields: object) -> None:
     doc = json.loads((path / "manifest.json").read_text())
     doc.update(fields)
     (path / "manifest.json").write_text(json.dumps(doc))
+
+
+def test_item_metadata_is_optional_and_follows_the_item_order(tmp_path: Path) -> None:
+    parts = small_parts(
+        item_titles=["Dee", "Bee", None, "Cee"],
+        item_brands=["acme", None, "zeta", "acme"],
+        item_prices=[4.0, 2.0, None, 3.0],
+    )
+    arrays, channels = artifact.pack(**parts)  # type: ignore[arg-type]
+    loaded = artifact.load(artifact.save(tmp_path, manifest(channels=channels), arrays))
+    a = loaded.arrays
+    assert a["item_titles"].tolist() == [b"", b"Bee", b"Cee", b"Dee"]
+    brands = [a["brand_names"][b].decode() if b >= 0 else None for b in a["item_brand"]]
+    assert brands == ["zeta", None, "acme", "acme"]
+    assert np.isnan(a["item_price"][0])
+    assert a["item_price"][1:].tolist() == [2.0, 3.0, 4.0]
+    assert loaded.manifest.fold_in == artifact.FoldIn()  # defaults when a writer gives none
+
+
+def test_metadata_of_the_wrong_length_is_refused(tmp_path: Path) -> None:
+    arrays, channels = artifact.pack(**small_parts())  # type: ignore[arg-type]
+    arrays["item_price"] = np.ones(3, np.float32)
+    with pytest.raises(ArtifactError, match="one value per item"):
+        artifact.save(tmp_path, manifest(channels=channels), arrays)

@@ -239,6 +239,11 @@ def test_fit_writes_a_loadable_artifact_with_evaluation(sample_dir: Path, tmp_pa
     assert metrics["als"]["ndcg"] > metrics["popularity"]["ndcg"]  # it learned the taste structure
     model = FactorModel(loaded)
     assert model.category_codes  # categories came from the items file
+    row = model.item_row("i00001")
+    assert row is not None
+    assert model.title_of(row) and model.brand_of(row) and model.price_of(row)
+    assert manifest.fold_in.event_weights["purchase"] == FAST.weights.event_types["purchase"]
+    assert manifest.fold_in.regularization == FAST.als.regularization
     assert loaded.arrays["user_factors"].shape[1] == 16
 
 

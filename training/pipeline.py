@@ -10,7 +10,6 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from service import artifact
@@ -46,7 +45,7 @@ def run(
     """
     started = time.perf_counter()
     events, bad_rows = _load_events(inputs)
-    categories = _item_categories(inputs)
+    catalogue = _catalogue(inputs)
     n_customers = _count_customers(inputs)
     start, end = matrix.window(events)
     metrics = _evaluate(events, config, progress) if _can_evaluate(events, config) else {}
@@ -58,15 +57,20 @@ def run(
         interactions.matrix, config.als, seed=config.seed, progress=progress
     )
     indptr, bought = matrix.bought(events, interactions)
+    item_ids = interactions.item_ids.tolist()
+    meta = {i: catalogue.get(i, {}) for i in item_ids}
     arrays, channels = artifact.pack(
         user_ids=interactions.customer_ids.tolist(),
         user_factors=user_factors,
-        item_ids=interactions.item_ids.tolist(),
+        item_ids=item_ids,
         item_factors=item_factors,
-        item_categories=[categories.get(i) for i in interactions.item_ids.tolist()],
+        item_categories=[meta[i].get("category") for i in item_ids],
         popularity=matrix.popularity(events, interactions, config.weights, end=end),
         bought_indptr=indptr,
         bought_items=bought,
+        item_titles=[meta[i].get("title") for i in item_ids] if catalogue else None,
+        item_brands=[meta[i].get("brand") for i in item_ids] if catalogue else None,
+        item_prices=[meta[i].get("price") for i in item_ids] if catalogue else None,
     )
     manifest = artifact.Manifest(
         format_version=artifact.FORMAT_VERSION,
@@ -86,6 +90,7 @@ def run(
         popularity_channels=channels,
         metrics=metrics,
         config=msgspec.to_builtins(config),
+        fold_in=fold_in(config),
     )
     path = artifact.save(model_dir, manifest, arrays)
     _stage(f"wrote {path} and switched {artifact.LATEST}", started)
@@ -103,12 +108,25 @@ def _load_events(inputs: Inputs) -> tuple[pa.Table, int]:
     return events, bad
 
 
-def _item_categories(inputs: Inputs) -> dict[str, str]:
+def _catalogue(inputs: Inputs) -> dict[str, dict[str, object]]:
+    """Item id -> its metadata (title, category, brand, price) from the items file, if given."""
     if inputs.items is None:
         return {}
     items, _ = load_items(inputs.items, on_bad_rows=inputs.on_bad_rows)
-    valid = items.filter(pc.is_valid(items["category"]))
-    return dict(zip(valid["item_id"].to_pylist(), valid["category"].to_pylist(), strict=True))
+    return {row.pop("item_id"): row for row in items.to_pylist()}
+
+
+def fold_in(config: TrainConfig) -> artifact.FoldIn:
+    """What the service needs to weight real-time events exactly as this training run did."""
+    w = config.weights
+    return artifact.FoldIn(
+        regularization=config.als.regularization,
+        alpha=config.als.alpha,
+        event_weights=dict(w.event_types),
+        channel_weights=dict(w.channels),
+        half_life_days=w.half_life_days,
+        transform=w.transform,
+    )
 
 
 def _count_customers(inputs: Inputs) -> int:

@@ -1,0 +1,35 @@
+"""The live model (scope ``admin``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+
+from service.live_model import LiveModel
+
+
+class AdminModelController(Controller):
+    """The live model (scope ``admin``)."""
+
+    path = "/v1/models"
+    opt = {"scope": "admin"}  # noqa: RUF012
+    tags = ["admin"]  # noqa: RUF012
+
+    @get("/", operation_id="liveModel")
+    async def live(self, live_model: NamedDependency[LiveModel]) -> dict[str, Any]:
+        """The live model's manifest (version, parameters, data window, counts, metrics)."""
+        model = live_model.get()
+        return msgspec.to_builtins(model.artifact.manifest)  # type: ignore[no-any-return]
+
+    @post("/reload", status_code=200, operation_id="reloadModel")
+    async def reload(self, live_model: NamedDependency[LiveModel]) -> dict[str, Any]:
+        """Load the version ``LATEST`` names now (workers also poll for it)."""
+        swapped = await live_model.refresh()
+        return {
+            "swapped": swapped,
+            "model_version": live_model.current.version if live_model.current else None,
+            "error": live_model.error,
+        }

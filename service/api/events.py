@@ -1,0 +1,49 @@
+"""Real-time events (scope ``events``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+from litestar import Controller, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from service.errors import InvalidRequest
+from service.events import Event
+from service.schemas import EventsAccepted
+from service.settings import Settings
+from service.store import Store
+
+
+class EventController(Controller):
+    """Real-time events (scope ``events``)."""
+
+    path = "/v1"
+    opt = {"scope": "events"}  # noqa: RUF012
+    tags = ["events"]  # noqa: RUF012
+
+    @post("/events", status_code=HTTP_202_ACCEPTED, operation_id="postEvents")
+    async def post_events(
+        self,
+        data: JSONBody[Event | list[Event]],
+        store: NamedDependency[Store],
+        settings: NamedDependency[Settings],
+    ) -> EventsAccepted:
+        """Store one event or a batch durably; 202 only once every event is in the stream.
+
+        Events without a ``timestamp`` get the time they were received. A purchase is excluded
+        from the customer's very next recommendations.
+        """
+        events = data if isinstance(data, list) else [data]
+        if not events:
+            raise InvalidRequest("the batch holds no event")
+        if len(events) > settings.max_batch_events:
+            raise InvalidRequest(
+                f"the batch holds {len(events)} events; at most {settings.max_batch_events} allowed"
+            )
+        now = datetime.now(UTC)
+        stamped = [e if e.timestamp else msgspec.structs.replace(e, timestamp=now) for e in events]
+        ids = await store.record(stamped)
+        return EventsAccepted(accepted=len(ids), ids=ids)
