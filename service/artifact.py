@@ -78,7 +78,7 @@ class FoldIn(msgspec.Struct, frozen=True, kw_only=True):
 
     The same weights training used (event type x channel x half-life decay, then ``transform``),
     and the ridge regression of implicit's ``recalculate_user``: with confidences
-    ``c = 1 + alpha * w``, ``u = (YᵀY + Yᵀ(C - I)Y + λI)⁻¹ Yᵀ C p``.
+    ``c = alpha * w``, ``u = (YᵀY + Yᵀ(C - I)Y + λI)⁻¹ Yᵀ C p`` (service/foldin.py).
     """
 
     regularization: float = 0.05
