@@ -1,0 +1,70 @@
+"""What every part of the store shares: the client, the keys, and Redis error handling."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+import redis.exceptions
+from redis.asyncio import Redis
+
+from service.errors import StoreUnavailable
+from service.store.keys import Keys
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class StoreBase:
+    """The Redis client and key schema the store's parts work with."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = "reco",
+        recent_max: int = 100,
+        recent_ttl_days: int = 90,
+    ) -> None:
+        """Use ``client`` (opened and closed by the app's lifespan)."""
+        self.client = client
+        self.keys = Keys(prefix)
+        self.recent_max = recent_max
+        self.recent_ttl_seconds = recent_ttl_days * 86400
+
+    async def ping(self) -> bool:
+        """True when Redis answers."""
+        try:
+            return bool(await self.client.ping())
+        except (redis.exceptions.RedisError, OSError):
+            return False
+
+    async def aclose(self) -> None:
+        """Close the client's connections."""
+        await self.client.aclose()
+
+
+def unavailable_on_redis_error(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Turn Redis connection problems and timeouts into ``StoreUnavailable`` (a 503).
+
+    Other Redis errors (a wrong key type, say) are bugs, not outages, and propagate.
+    """
+
+    @wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as e:
+            log.warning("redis unavailable in %s: %s", fn.__name__, e)
+            raise StoreUnavailable(f"customer state store unavailable: {type(e).__name__}") from e
+
+    return wrapper
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply as str."""
+    return value.decode("utf-8") if isinstance(value, bytes) else value
