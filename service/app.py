@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from service import __doc__ as service_doc
 from service.api import ROUTES
 from service.auth import api_keys_from_settings, require_scope
+from service.availability import Availability
 from service.embedded_redis import EmbeddedRedis
 from service.live_model import LiveModel
 from service.problems import EXCEPTION_HANDLERS
@@ -55,6 +56,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             recent_max=settings.recent_events_max,
             recent_ttl_days=settings.recent_events_ttl_days,
         )
+        app.state.availability = Availability(
+            app.state.store, refresh_seconds=settings.stock_refresh_seconds
+        )
         await live_model.refresh()
         watcher = None
         if settings.model_poll_seconds > 0:
@@ -79,6 +83,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": Provide(_provide_settings, sync_to_thread=False),
             "store": Provide(_provide_store, sync_to_thread=False),
             "live_model": Provide(_provide_live_model, sync_to_thread=False),
+            "availability": Provide(_provide_availability, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
@@ -109,3 +114,7 @@ def _provide_store(state: State) -> Store:
 
 def _provide_live_model(state: State) -> LiveModel:
     return state.live_model  # type: ignore[no-any-return]
+
+
+def _provide_availability(state: State) -> Availability:
+    return state.availability  # type: ignore[no-any-return]

@@ -55,6 +55,11 @@ OPTIONAL_ARRAYS: dict[str, tuple[str, int]] = {
     "item_brand": ("i", 1),  # int32 index into brand_names, -1 = none
     "brand_names": ("S", 1),
     "item_price": ("f", 1),  # float32, NaN = unknown
+    # The training matrix (CSR rows in user order, values after FoldIn.transform), so a known
+    # customer's vector can be recomputed with new events at request time.
+    "user_items_indptr": ("i", 1),
+    "user_items_indices": ("i", 1),
+    "user_items_values": ("f", 1),
 }
 
 
@@ -275,6 +280,7 @@ def pack(
     item_titles: Sequence[str | None] | None = None,
     item_brands: Sequence[str | None] | None = None,
     item_prices: Sequence[float | None] | None = None,
+    user_items: tuple[NDArray[Any], NDArray[Any], NDArray[Any]] | None = None,
 ) -> tuple[dict[str, NDArray[Any]], list[str]]:
     """Arrange a model's parts into the artifact's arrays: rows sorted by id, items re-indexed.
 
@@ -285,6 +291,8 @@ def pack(
         bought_indptr, bought_items: CSR rows (in ``user_ids`` order) of the item indices (in
             ``item_ids`` order) each customer bought.
         item_titles, item_brands, item_prices: optional item metadata, in ``item_ids`` order.
+        user_items: optional training matrix as CSR ``(indptr, indices, values)`` in the same
+            orders, for request-time fold-in of known customers.
 
     Returns:
         The arrays for ``save`` and the manifest's ``popularity_channels``.
@@ -320,6 +328,12 @@ def pack(
     if item_prices is not None:
         prices = [np.nan if p is None else p for p in item_prices]
         arrays["item_price"] = np.asarray(prices, dtype=np.float32)[item_order]
+    if user_items is not None:
+        indptr_u, indices_u, values_u = (np.asarray(a) for a in user_items)
+        new_indptr, gathered = _reorder_csr(indptr_u, np.arange(len(indices_u)), user_order)
+        arrays["user_items_indptr"] = new_indptr
+        arrays["user_items_indices"] = new_item_index[indices_u[gathered]]
+        arrays["user_items_values"] = values_u[gathered].astype(np.float32)
     return arrays, channels
 
 
@@ -390,6 +404,11 @@ def _check_arrays(arrays: Mapping[str, NDArray[Any]], manifest: Manifest) -> Non
     for name in ("item_titles", "item_brand", "item_price"):
         if name in arrays and len(arrays[name]) != len(items):
             raise ArtifactError(f"{name} must hold one value per item")
+    if "user_items_indptr" in arrays and (
+        len(arrays["user_items_indptr"]) != len(users) + 1
+        or len(arrays["user_items_indices"]) != len(arrays["user_items_values"])
+    ):
+        raise ArtifactError("user_items arrays do not match user_ids")
     if (
         "item_brand" in arrays
         and len(arrays["item_brand"])

@@ -81,12 +81,14 @@ def require_scope(
 ) -> None:
     """Litestar guard: the request's key must hold the scope in the handler's ``opt["scope"]``.
 
-    The key comes from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. No key or an
-    unknown key is a 401; a key without the scope is a 403.
+    ``opt["scope"]`` is one scope or a tuple of scopes any of which will do. The key comes from
+    ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. No key or an unknown key is a 401; a
+    key without the scope is a 403.
     """
     scope = handler.opt.get("scope")
     if scope is None:
         return
+    wanted = (scope,) if isinstance(scope, str) else tuple(scope)
     key = _presented_key(connection)
     if key is None:
         raise NotAuthorizedException(
@@ -98,8 +100,9 @@ def require_scope(
         raise NotAuthorizedException(
             detail="unknown API key", headers={"WWW-Authenticate": "Bearer"}
         )
-    if scope not in scopes:
-        raise PermissionDeniedException(detail=f"this API key lacks the {scope!r} scope")
+    if not scopes.intersection(wanted):
+        needed = " or ".join(repr(w) for w in wanted)
+        raise PermissionDeniedException(detail=f"this API key lacks the {needed} scope")
 
 
 def _presented_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:

@@ -46,3 +46,11 @@ class InvalidRequest(ServiceError):
     slug = "invalid-request"
     status = 400
     title = "Invalid request"
+
+
+class IdentifierConflict(ServiceError):
+    """An identifier is already linked to another customer; it is never silently re-linked."""
+
+    slug = "identifier-conflict"
+    status = 409
+    title = "Identifier linked to another customer"

@@ -45,11 +45,15 @@ NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Something a customer did, on one channel, at one time.
 
+    An event names the customer by ``customer_id`` or by any ``identifier`` (``cookie:…``,
+    ``email:…``): the service resolves the identifier to the linked customer, and an identifier
+    linked to no one yet stands for an anonymous customer of its own until it is linked.
     ``timestamp`` may be left out on ``POST /v1/events``: the service stamps the time it received
     the event. Batch files always carry it.
     """
 
-    customer_id: Id
+    customer_id: Id | None = None
+    identifier: Id | None = None
     event_type: EventType
     channel: Channel
     item_id: Id | None = None
@@ -66,6 +70,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     def __post_init__(self) -> None:
         # msgspec turns a ValueError raised here into a ValidationError with the path at fault.
+        if self.customer_id is None and self.identifier is None:
+            raise ValueError("an event needs a `customer_id` or an `identifier`")
         if self.item_id is None and self.event_type not in ITEMLESS_EVENT_TYPES:
             raise ValueError(f"`item_id` is required for event_type {self.event_type!r}")
 

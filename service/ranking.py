@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.artifact import Artifact
+from service.foldin import gramian
 
 Rows = NDArray[np.int64]
 Scores = NDArray[np.float32]
@@ -41,6 +42,11 @@ class FactorModel:
         self._channel_rows = {
             name: row for row, name in enumerate(artifact.manifest.popularity_channels)
         }
+        self.fold_in = artifact.manifest.fold_in
+        window = artifact.manifest.data_window
+        # Events after this are news to the model and get folded into the customer's vector.
+        self.trained_until = window.end if window else artifact.manifest.created_at
+        self._gram: NDArray[np.float64] | None = None
         norms = np.linalg.norm(self.item_factors, axis=1).astype(np.float32)
         # Items without signal have zero vectors; don't divide by zero in similar_items.
         self.item_norms = np.where(norms > 0, norms, np.float32(1e-9))
@@ -104,6 +110,27 @@ class FactorModel:
         """Items customer ``user_row`` bought in the training data."""
         start, end = self._bought_indptr[user_row], self._bought_indptr[user_row + 1]
         return np.asarray(self._bought_items[start:end], dtype=np.int64)
+
+    @property
+    def gram(self) -> NDArray[np.float64]:
+        """``YᵀY`` for fold-in, computed on first use (once per model version and worker)."""
+        if self._gram is None:
+            self._gram = gramian(self.item_factors)
+        return self._gram
+
+    def training_row(self, user_row: int) -> tuple[Rows, NDArray[np.float64]]:
+        """The customer's row of the training matrix as (item rows, weights before the transform).
+
+        Artifacts without the matrix give the training purchases, each at the purchase weight.
+        """
+        a = self.artifact.arrays
+        if "user_items_indptr" not in a:
+            rows = self.bought_rows(user_row)
+            return rows, np.full(len(rows), self.fold_in.event_weights.get("purchase", 1.0))
+        start, end = a["user_items_indptr"][user_row], a["user_items_indptr"][user_row + 1]
+        values = np.asarray(a["user_items_values"][start:end], dtype=np.float64)
+        raw = np.expm1(values) if self.fold_in.transform == "log1p" else values
+        return np.asarray(a["user_items_indices"][start:end], dtype=np.int64), raw
 
     def user_vector(self, user_row: int) -> NDArray[np.float32]:
         """The customer's factor vector."""

@@ -1,23 +1,47 @@
-"""What to show: the model's ranking under the business rules, with fallbacks so lists stay full.
+"""What to show: the model's ranking under the business rules, with fallbacks and reasons.
 
-Pure functions over a ``FactorModel`` and a ``CustomerState``; no Redis, no HTTP. The rules:
-already-bought items (in the training data or bought since) and explicitly excluded items never
-appear; a category filter restricts every source; customers the model does not know get the items
-popular on their channel. Every item of the catalogue has a score, so a response has ``k`` items
-whenever the filters leave that many.
+Pure functions over a ``FactorModel`` and what the request knows (``Context``); no Redis, no
+HTTP. The rules: items the customer bought (in the training data or since, on any channel), has
+in the cart or excluded explicitly never appear; a category filter and the stock of the channel or
+store restrict every source; customers the model cannot place (unknown, no consent to
+personalisation) get the items popular on their channel. Every item of the catalogue has a score,
+so a response has ``k`` items whenever the filters leave that many.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 import msgspec
 import numpy as np
 
 from service.errors import InvalidRequest
-from service.ranking import FactorModel, Mask, Scores
+from service.events import Event
+from service.ranking import FactorModel, Mask, Rows, Scores
+from service.realtime import customer_vector
 from service.schemas import RecommendedItem, Source
-from service.store import CustomerState
+from service.state import CustomerState
+
+_VERBS = {
+    "view": "viewed",
+    "add_to_cart": "put in your cart",
+    "purchase": "bought",
+    "wishlist": "saved",
+    "email_click": "clicked",
+    "click": "clicked",
+    "rating": "rated",
+    "offer_redeemed": "redeemed",
+}
+_WHERE = {
+    "store": " in store",
+    "tablet": " in store",
+    "app": " on the app",
+    "web": " online",
+    "email": " in an email",
+    "social": " on social media",
+}
+_MAX_REASONS = 30
 
 
 class Query(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,6 +51,19 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
     k: int
     category: str | None = None
     exclude: tuple[str, ...] = ()
+    store_id: str | None = None
+
+
+class Context(msgspec.Struct, frozen=True, kw_only=True):
+    """What the request knows besides the query."""
+
+    now: datetime
+    state: CustomerState = CustomerState()
+    # Session context a request brings (cart, viewed items), treated like recent events.
+    session: list[Event] = []
+    personalise: bool = True
+    # Items the channel or store can offer now (stock); None: no restriction.
+    available: Mask | None = None
 
 
 class Ranked(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,58 +72,90 @@ class Ranked(msgspec.Struct, frozen=True, kw_only=True):
     items: list[RecommendedItem]
     fallback: bool = False
     fallback_reason: str | None = None
+    recent_events_used: int = 0
 
 
-def for_customer(
-    model: FactorModel, customer_id: str, state: CustomerState, query: Query
-) -> Ranked:
-    """Recommendations for ``customer_id`` under ``query``.
+def for_customer(model: FactorModel, customer_id: str | None, query: Query, ctx: Context) -> Ranked:
+    """Recommendations for ``customer_id`` (None: an anonymous session) under ``query``.
 
     Raises:
         InvalidRequest: the category filter names a category the model does not know.
     """
-    allowed = _allowed(model, query)
-    user_row = model.user_row(customer_id)
-    bought = model.item_rows(state.bought)
+    allowed = _allowed(model, query, ctx.available)
+    explicit = model.item_rows(query.exclude)
+    if not ctx.personalise:
+        rows, scores = model.popular(query.channel, query.k, exclude=explicit, allowed=allowed)
+        items = _items(model, rows, scores, "popular", _popular_reason(query))
+        return Ranked(items=items, fallback=True, fallback_reason="no consent to personalisation")
+    user_row = model.user_row(customer_id) if customer_id else None
+    in_cart = [*ctx.state.cart, *(e.item_id for e in ctx.session if e.event_type == "add_to_cart")]
+    bought = model.item_rows(ctx.state.bought)
     if user_row is not None:
         bought = np.concatenate([model.bought_rows(user_row), bought])
-    exclude = np.concatenate([bought, model.item_rows(query.exclude)])
-    if user_row is None:
+    exclude = np.concatenate([bought, explicit, model.item_rows(i for i in in_cart if i)])
+    events = [*ctx.session, *ctx.state.recent]
+    found = customer_vector(model, customer_id, events, ctx.now)
+    if found.vector is None:
         rows, scores = model.popular(query.channel, query.k, exclude=exclude, allowed=allowed)
         items = _items(model, rows, scores, "popular", _popular_reason(query))
         return Ranked(items=items, fallback=True, fallback_reason="customer unknown to the model")
-    rows, scores = model.recommend(
-        model.user_vector(user_row), query.k, exclude=exclude, allowed=allowed
-    )
-    basis = model.closest(rows, bought[-50:])  # explain by the most similar recent purchase
-    items = [
+    rows, scores = model.recommend(found.vector, query.k, exclude=exclude, allowed=allowed)
+    items = _explained(model, rows, scores, _reasons(model, events, bought))
+    return Ranked(items=items, recent_events_used=found.new_events)
+
+
+def similar_to_item(
+    model: FactorModel, item_row: int, query: Query, available: Mask | None = None
+) -> list[RecommendedItem]:
+    """Items similar to ``item_row`` under the query's filters and the channel's stock."""
+    allowed = _allowed(model, query, available)
+    exclude = model.item_rows(query.exclude)
+    rows, scores = model.similar_items(item_row, query.k, exclude=exclude, allowed=allowed)
+    return _items(model, rows, scores, "model", f"similar to {_name(model, item_row)}")
+
+
+def _allowed(model: FactorModel, query: Query, available: Mask | None) -> Mask | None:
+    if query.category is None:
+        return available
+    mask = model.category_mask(query.category)
+    if mask is None:
+        raise InvalidRequest(f"unknown category {query.category!r}")
+    return mask if available is None else mask & available
+
+
+def _reasons(model: FactorModel, events: Sequence[Event], bought: Rows) -> list[tuple[int, str]]:
+    """Things the customer did that can explain a recommendation, most telling first."""
+    reasons: list[tuple[int, str]] = []
+    for e in events:
+        row = model.item_row(e.item_id) if e.item_id and e.event_type in _VERBS else None
+        if row is not None:
+            verb, where = _VERBS[e.event_type], _WHERE.get(e.channel, "")
+            reasons.append((row, f"because you {verb} {_name(model, row)}{where}"))
+        if len(reasons) >= _MAX_REASONS:
+            return reasons
+    for row in bought[::-1][: _MAX_REASONS - len(reasons)].tolist():
+        reasons.append((row, f"because you bought {_name(model, row)}"))
+    return reasons
+
+
+def _explained(
+    model: FactorModel, rows: Rows, scores: Scores, reasons: list[tuple[int, str]]
+) -> list[RecommendedItem]:
+    basis = np.array([r for r, _ in reasons], dtype=np.int64)
+    closest = model.closest(rows, basis)
+    text = {}
+    for row, why in reasons:
+        text.setdefault(row, why)  # the first (most recent) reason per item wins
+    return [
         RecommendedItem(
             item_id=model.item_id(int(row)),
             score=float(score),
             source="model",
             category=model.category_of(int(row)),
-            reason=f"because you bought {model.item_id(int(b))}" if b >= 0 else None,
+            reason=text.get(int(b)),
         )
-        for row, score, b in zip(rows, scores, basis, strict=True)
+        for row, score, b in zip(rows, scores, closest, strict=True)
     ]
-    return Ranked(items=items)
-
-
-def similar_to_item(model: FactorModel, item_row: int, query: Query) -> list[RecommendedItem]:
-    """Items similar to ``item_row`` under the query's filters."""
-    allowed = _allowed(model, query)
-    exclude = model.item_rows(query.exclude)
-    rows, scores = model.similar_items(item_row, query.k, exclude=exclude, allowed=allowed)
-    return _items(model, rows, scores, "model", f"similar to {model.item_id(item_row)}")
-
-
-def _allowed(model: FactorModel, query: Query) -> Mask | None:
-    if query.category is None:
-        return None
-    mask = model.category_mask(query.category)
-    if mask is None:
-        raise InvalidRequest(f"unknown category {query.category!r}")
-    return mask
 
 
 def _items(
@@ -104,6 +173,11 @@ def _items(
     ]
 
 
+def _name(model: FactorModel, row: int) -> str:
+    return model.title_of(row) or model.item_id(row)
+
+
 def _popular_reason(query: Query) -> str:
     where = f" in {query.category}" if query.category else ""
-    return f"popular{where} on {query.channel}"
+    store = f" in store {query.store_id}" if query.store_id else f" on {query.channel}"
+    return f"popular{where}{store}"

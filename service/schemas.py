@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
-from service.events import Channel
+from service.events import Channel, Id
+from service.store.inventory import StockUpdate
 
 Source = Literal["model", "popular"]
 
@@ -37,6 +38,56 @@ class RecommendationResponse(msgspec.Struct, frozen=True, kw_only=True):
     fallback: bool = False
     fallback_reason: str | None = None
     degraded: bool = False
+    # Events newer than the model that were folded into the customer's vector for this answer.
+    recent_events_used: int = 0
+    store_id: str | None = None
+
+
+class SessionContext(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What the visitor is doing now: items in the cart and items viewed in this session."""
+
+    cart: list[Id] = msgspec.field(default_factory=list)
+    viewed: list[Id] = msgspec.field(default_factory=list)
+
+
+class RecommendationRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/recommendations``: a known customer, an identifier, or only a session."""
+
+    customer_id: Id | None = None
+    identifier: Id | None = None
+    channel: Channel = "web"
+    k: Annotated[int, msgspec.Meta(ge=1, le=200)] | None = None
+    category: str | None = None
+    store_id: Id | None = None
+    exclude: list[Id] = msgspec.field(default_factory=list)
+    context: SessionContext = msgspec.field(default_factory=SessionContext)
+
+
+class LinkRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Link identifiers (``cookie:…``, ``email:…``) to one customer."""
+
+    customer_id: Id
+    identifiers: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=50)]
+
+
+class ConsentRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Consent to personalisation, and to marketing per channel (``{"email": true}``)."""
+
+    personalisation: bool | None = None
+    marketing: dict[str, bool] = msgspec.field(default_factory=dict)
+
+
+class InventoryRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Availability changes, e.g. ``{"items": [{"item_id": "i1", "stores": {"s1": false}}]}``."""
+
+    items: Annotated[list[StockUpdate], msgspec.Meta(min_length=1, max_length=10_000)]
+
+
+class InventoryAccepted(msgspec.Struct, frozen=True, kw_only=True):
+    """Inventory stored; recommendations follow within ``RECO_STOCK_REFRESH_SECONDS``."""
+
+    updated: int
+    stock_version: int
 
 
 class SimilarItemsResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,4 +112,4 @@ class Health(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     status: Literal["ok", "unavailable"]
     model_version: str | None = None
-    checks: dict[str, str] = {}
+    checks: dict[str, str] = msgspec.field(default_factory=dict)

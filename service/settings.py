@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from service import identity
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -39,6 +41,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     model_poll_seconds: Annotated[float, msgspec.Meta(ge=0)] = 2.0
     verify_checksums: bool = True
     redis_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    # Identifier kinds beyond email, loyalty, phone, device, cookie (comma-separated).
+    identifier_kinds: str = ""
+    # Consent when the customer stated none: personalisation opt-out, marketing opt-in.
+    default_personalisation: bool = True
+    default_marketing: bool = False
+    # How often each worker checks for inventory changes (stock filters follow within this).
+    stock_refresh_seconds: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+
+    @property
+    def identifier_kinds_set(self) -> frozenset[str]:
+        """The identifier kinds accepted (built-in plus configured)."""
+        return identity.kinds(self.identifier_kinds.split(","))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +9,12 @@ import pytest
 from service import artifact, recommend
 from service.errors import InvalidRequest
 from service.ranking import FactorModel, top_k
-from service.store import CustomerState
+from service.state import CustomerState
 from tests.builders import checkerboard_artifact, item
+
+
+def ctx(state: CustomerState | None = None) -> recommend.Context:
+    return recommend.Context(now=datetime.now(UTC), state=state or CustomerState())
 
 
 @pytest.fixture
@@ -63,7 +68,7 @@ def test_popular_follows_the_channel_and_falls_back_to_overall(model: FactorMode
 
 def test_for_customer_excludes_training_and_recent_purchases(model: FactorModel) -> None:
     state = CustomerState(bought=frozenset({"i02"}))
-    ranked = recommend.for_customer(model, "u0", state, recommend.Query(channel="web", k=3))
+    ranked = recommend.for_customer(model, "u0", recommend.Query(channel="web", k=3), ctx(state))
     assert [i.item_id for i in ranked.items] == ["i04", "i06", "i08"]
     assert not ranked.fallback
     assert ranked.items[0].reason in ("because you bought i00", "because you bought i02")
@@ -71,7 +76,7 @@ def test_for_customer_excludes_training_and_recent_purchases(model: FactorModel)
 
 def test_for_customer_honours_explicit_exclusions_and_category(model: FactorModel) -> None:
     query = recommend.Query(channel="web", k=2, category="odd", exclude=("i01", "i03"))
-    ranked = recommend.for_customer(model, "u1", CustomerState(), query)
+    ranked = recommend.for_customer(model, "u1", query, ctx(CustomerState()))
     assert [i.item_id for i in ranked.items] == ["i05", "i07"]
 
 
@@ -79,7 +84,7 @@ def test_unknown_customers_get_popular_items_for_the_channel_flagged_as_fallback
     model: FactorModel,
 ) -> None:
     ranked = recommend.for_customer(
-        model, "stranger", CustomerState(), recommend.Query(channel="store", k=3)
+        model, "stranger", recommend.Query(channel="store", k=3), ctx(CustomerState())
     )
     assert ranked.fallback and ranked.fallback_reason
     assert [i.item_id for i in ranked.items] == ["i18", "i16", "i14"]
@@ -89,7 +94,7 @@ def test_unknown_customers_get_popular_items_for_the_channel_flagged_as_fallback
 def test_a_list_has_k_items_beyond_the_customers_taste(model: FactorModel) -> None:
     """u0 likes the 10 even items but bought i00: the 9 others first, then odd ones."""
     ranked = recommend.for_customer(
-        model, "u0", CustomerState(), recommend.Query(channel="web", k=12)
+        model, "u0", recommend.Query(channel="web", k=12), ctx(CustomerState())
     )
     assert len({i.item_id for i in ranked.items}) == 12
     assert [i.item_id for i in ranked.items[:9]] == [item(j) for j in range(2, 20, 2)]
@@ -98,14 +103,14 @@ def test_a_list_has_k_items_beyond_the_customers_taste(model: FactorModel) -> No
 
 def test_a_list_is_never_longer_than_the_catalogue_allows(model: FactorModel) -> None:
     query = recommend.Query(channel="web", k=50, category="even")
-    ranked = recommend.for_customer(model, "u0", CustomerState(), query)
+    ranked = recommend.for_customer(model, "u0", query, ctx(CustomerState()))
     assert sorted(i.item_id for i in ranked.items) == [item(j) for j in range(2, 20, 2)]
 
 
 def test_an_unknown_category_is_a_clear_error(model: FactorModel) -> None:
     with pytest.raises(InvalidRequest, match="unknown category 'shoes'"):
         recommend.for_customer(
-            model, "u0", CustomerState(), recommend.Query(channel="web", k=3, category="shoes")
+            model, "u0", recommend.Query(channel="web", k=3, category="shoes"), ctx(CustomerState())
         )
 
 

@@ -17,7 +17,7 @@ from service.events import Event, event_msgpack_decoder
 from service.store import Store
 
 T = TypeVar("T")
-T0 = datetime(2026, 11, 1, tzinfo=UTC)
+T0 = datetime.now(UTC) - timedelta(hours=1)
 
 
 def event(customer: str, item: str, event_type: str = "view", minutes: int = 0) -> Event:

@@ -71,6 +71,9 @@ def run(
         item_titles=[meta[i].get("title") for i in item_ids] if catalogue else None,
         item_brands=[meta[i].get("brand") for i in item_ids] if catalogue else None,
         item_prices=[meta[i].get("price") for i in item_ids] if catalogue else None,
+        user_items=(m.indptr, m.indices, m.data)
+        if (m := interactions.matrix) is not None
+        else None,
     )
     manifest = artifact.Manifest(
         format_version=artifact.FORMAT_VERSION,

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from service.api.admin import AdminModelController
+from service.api.customers import ConsentController, ErasureController, IdentityController
 from service.api.events import EventController
 from service.api.health import health_live, health_ready
+from service.api.inventory import InventoryController
 from service.api.recommendations import RecommendationController
 
 ROUTES = [
     RecommendationController,
     EventController,
+    IdentityController,
+    ConsentController,
+    ErasureController,
+    InventoryController,
     AdminModelController,
     health_live,
     health_ready,

@@ -12,6 +12,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from service.errors import InvalidRequest
 from service.events import Event
+from service.resolution import resolve_events
 from service.schemas import EventsAccepted
 from service.settings import Settings
 from service.store import Store
@@ -33,8 +34,10 @@ class EventController(Controller):
     ) -> EventsAccepted:
         """Store one event or a batch durably; 202 only once every event is in the stream.
 
-        Events without a ``timestamp`` get the time they were received. A purchase is excluded
-        from the customer's very next recommendations.
+        Events without a ``timestamp`` get the time they were received; events naming an
+        ``identifier`` instead of a ``customer_id`` go to the customer it is linked to. A purchase
+        is excluded from the customer's very next recommendations. An ``event_id`` seen before
+        (a retry) is acknowledged again but not recorded twice.
         """
         events = data if isinstance(data, list) else [data]
         if not events:
@@ -45,5 +48,6 @@ class EventController(Controller):
             )
         now = datetime.now(UTC)
         stamped = [e if e.timestamp else msgspec.structs.replace(e, timestamp=now) for e in events]
-        ids = await store.record(stamped)
+        resolved = await resolve_events(store, settings.identifier_kinds_set, stamped)
+        ids = await store.record(resolved)
         return EventsAccepted(accepted=len(ids), ids=ids)

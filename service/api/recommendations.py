@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get
+from datetime import UTC, datetime
+from typing import Annotated
+
+from litestar import Controller, get, post
 from litestar.di import NamedDependency
+from litestar.params import JSONBody, QueryParameter
 
 from service import recommend
 from service.api.params import Category, ChannelParam, Exclude, K, PathId, new_request_id
+from service.availability import Availability
 from service.errors import StoreUnavailable, UnknownItem
+from service.events import Event
 from service.live_model import LiveModel
-from service.schemas import RecommendationResponse, SimilarItemsResponse
+from service.ranking import FactorModel
+from service.resolution import customer_for
+from service.schemas import RecommendationRequest, RecommendationResponse, SimilarItemsResponse
 from service.settings import Settings
-from service.store import CustomerState, Store
+from service.state import CustomerState
+from service.store import Store
+
+StoreId = Annotated[str | None, QueryParameter(description="Only items in stock in this store")]
 
 
 class RecommendationController(Controller):
@@ -28,35 +39,59 @@ class RecommendationController(Controller):
         live_model: NamedDependency[LiveModel],
         store: NamedDependency[Store],
         settings: NamedDependency[Settings],
+        availability: NamedDependency[Availability],
         channel: ChannelParam = "web",
         k: K = None,
         category: Category = None,
         exclude: Exclude = None,
+        store_id: StoreId = None,
     ) -> RecommendationResponse:
-        """Items for a customer: already-bought items excluded, cold customers get popular items."""
-        model = live_model.get()
-        degraded = False
-        try:
-            state = await store.customer_state(customer_id)
-        except StoreUnavailable:
-            # Answer from the model alone rather than fail the storefront's slot.
-            state, degraded = CustomerState(), True
+        """Items for a customer (a customer id or an identifier such as ``email:…``).
+
+        Bought and carted items are excluded; recent events on any channel shape the answer;
+        customers the model cannot place get the channel's popular items (``fallback``).
+        """
         query = recommend.Query(
             channel=channel,
             k=k or settings.default_k,
             category=category,
             exclude=tuple(exclude or ()),
+            store_id=store_id,
         )
-        ranked = recommend.for_customer(model, customer_id, state, query)
-        return RecommendationResponse(
-            request_id=new_request_id(),
-            model_version=model.version,
-            customer_id=customer_id,
-            channel=channel,
-            items=ranked.items,
-            fallback=ranked.fallback,
-            fallback_reason=ranked.fallback_reason,
-            degraded=degraded,
+        return await _answer(live_model.get(), store, settings, availability, customer_id, query)
+
+    @post("/recommendations", status_code=200, operation_id="recommendForSession")
+    async def for_session(
+        self,
+        data: JSONBody[RecommendationRequest],
+        live_model: NamedDependency[LiveModel],
+        store: NamedDependency[Store],
+        settings: NamedDependency[Settings],
+        availability: NamedDependency[Availability],
+    ) -> RecommendationResponse:
+        """Items for an anonymous visitor or a session: the cart and viewed items are folded in."""
+        query = recommend.Query(
+            channel=data.channel,
+            k=data.k or settings.default_k,
+            category=data.category,
+            exclude=tuple(data.exclude),
+            store_id=data.store_id,
+        )
+        reference = data.customer_id or data.identifier
+        now = datetime.now(UTC)
+        session = [
+            Event(
+                customer_id="session",
+                item_id=i,
+                event_type=kind,
+                channel=data.channel,
+                timestamp=now,
+            )
+            for kind, items in (("add_to_cart", data.context.cart), ("view", data.context.viewed))
+            for i in items
+        ]
+        return await _answer(
+            live_model.get(), store, settings, availability, reference, query, session=session
         )
 
     @get("/items/{item_id:str}/similar", operation_id="similarItems")
@@ -65,12 +100,14 @@ class RecommendationController(Controller):
         item_id: PathId,
         live_model: NamedDependency[LiveModel],
         settings: NamedDependency[Settings],
+        availability: NamedDependency[Availability],
         channel: ChannelParam = "web",
         k: K = None,
         category: Category = None,
         exclude: Exclude = None,
+        store_id: StoreId = None,
     ) -> SimilarItemsResponse:
-        """Items similar to one item (cosine of the model's item factors)."""
+        """Items similar to one item (cosine of item factors), in stock for the channel."""
         model = live_model.get()
         row = model.item_row(item_id)
         if row is None:
@@ -80,11 +117,57 @@ class RecommendationController(Controller):
             k=k or settings.default_k,
             category=category,
             exclude=tuple(exclude or ()),
+            store_id=store_id,
         )
+        available = await availability.mask(model, channel, store_id)
         return SimilarItemsResponse(
             request_id=new_request_id(),
             model_version=model.version,
             item_id=item_id,
             channel=channel,
-            items=recommend.similar_to_item(model, row, query),
+            items=recommend.similar_to_item(model, row, query, available),
         )
+
+
+async def _answer(
+    model: FactorModel,
+    store: Store,
+    settings: Settings,
+    availability: Availability,
+    reference: str | None,
+    query: recommend.Query,
+    *,
+    session: list[Event] | None = None,
+) -> RecommendationResponse:
+    """Resolve the customer, read their state (one round trip), rank, and build the response."""
+    kinds = settings.identifier_kinds_set
+    degraded = False
+    customer_id = None
+    state = CustomerState()
+    try:
+        if reference is not None:
+            customer_id = await customer_for(store, kinds, reference)
+            state = await store.customer_state(customer_id)
+    except StoreUnavailable:
+        # Answer from the model alone rather than fail the storefront's slot.
+        degraded = True
+    ctx = recommend.Context(
+        now=datetime.now(UTC),
+        state=state,
+        session=session or [],
+        personalise=state.consent.allows_personalisation(settings.default_personalisation),
+        available=await availability.mask(model, query.channel, query.store_id),
+    )
+    ranked = recommend.for_customer(model, customer_id, query, ctx)
+    return RecommendationResponse(
+        request_id=new_request_id(),
+        model_version=model.version,
+        customer_id=customer_id or reference or "",
+        channel=query.channel,  # type: ignore[arg-type]
+        items=ranked.items,
+        fallback=ranked.fallback,
+        fallback_reason=ranked.fallback_reason,
+        degraded=degraded,
+        recent_events_used=ranked.recent_events_used,
+        store_id=query.store_id,
+    )

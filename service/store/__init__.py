@@ -6,12 +6,16 @@
 
 from __future__ import annotations
 
-from service.store.customers import CustomerState, EventState
+from service.state import CustomerState
+from service.store.customers import EventState
+from service.store.erasure import Erasure, ErasureReport
+from service.store.identities import IdentityGraph, LinkResult
+from service.store.inventory import Inventory, StockUpdate
 from service.store.keys import Keys
 
 
-class Store(EventState):
+class Store(EventState, IdentityGraph, Inventory, Erasure):
     """Every domain operation on Redis the service needs."""
 
 
-__all__ = ["CustomerState", "Keys", "Store"]
+__all__ = ["CustomerState", "ErasureReport", "Keys", "LinkResult", "StockUpdate", "Store"]

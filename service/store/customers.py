@@ -1,74 +1,150 @@
-"""Events in Redis: the durable stream, and each customer's recent events and purchases."""
+"""Events in Redis: the durable stream, and each customer's recent events, purchases and cart."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
 from service.events import CONSUMED_EVENT_TYPES, Event, event_msgpack_decoder, msgpack_encoder
+from service.state import CartLine, Consent, CustomerState, cart_line_decoder, consent_decoder
 from service.store.base import StoreBase, text, unavailable_on_redis_error
 
 log = logging.getLogger(__name__)
 
+# How long an event id is remembered, so a retried batch is not counted twice.
+IDEMPOTENCY_TTL_SECONDS = 7 * 86400
 
-class CustomerState(msgspec.Struct, frozen=True, kw_only=True):
-    """What Redis knows about a customer right now."""
-
-    recent: list[Event] = []
-    bought: frozenset[str] = frozenset()
+# One script call records a whole batch: atomic, one round trip, and idempotent per event id
+# (a MULTI/EXEC cannot skip an event whose id was seen without a second round trip).
+# KEYS[1] = stream; ARGV = recent_max, ttl, seen_ttl, then 7 values per event:
+# customer key prefix, payload, seen key ("" = none), bought item, cart op, cart item, cart line.
+_RECORD = """
+local out = {}
+local n = (#ARGV - 3) / 7
+for i = 0, n - 1 do
+  local b = 3 + i * 7
+  local prefix, payload, seen = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local existing = false
+  if seen ~= '' then existing = redis.call('GET', seen) end
+  if existing then
+    out[#out + 1] = existing
+  else
+    local id = redis.call('XADD', KEYS[1], '*', 'e', payload)
+    if seen ~= '' then redis.call('SET', seen, id, 'EX', ARGV[3]) end
+    local recent = prefix .. 'recent'
+    redis.call('LPUSH', recent, payload)
+    redis.call('LTRIM', recent, 0, tonumber(ARGV[1]) - 1)
+    redis.call('EXPIRE', recent, ARGV[2])
+    if ARGV[b + 4] ~= '' then
+      redis.call('SADD', prefix .. 'bought', ARGV[b + 4])
+      redis.call('EXPIRE', prefix .. 'bought', ARGV[2])
+    end
+    local op, cart = ARGV[b + 5], prefix .. 'cart'
+    if op == 'add' then
+      redis.call('HSET', cart, ARGV[b + 6], ARGV[b + 7])
+      redis.call('EXPIRE', cart, ARGV[2])
+    elseif op == 'remove' then
+      redis.call('HDEL', cart, ARGV[b + 6])
+    end
+    out[#out + 1] = id
+  end
+end
+return out
+"""
 
 
 class EventState(StoreBase):
-    """Events: the durable stream and each customer's recent events and purchases."""
+    """Events: the durable stream and each customer's recent events, purchases and cart."""
 
     @unavailable_on_redis_error
     async def record(self, events: Sequence[Event]) -> list[str]:
-        """Append ``events`` to the durable stream and update each customer's state, atomically.
+        """Append ``events`` to the stream and update each customer's state, atomically.
 
-        All writes go in one MULTI/EXEC transaction, in one round trip: nothing is applied unless
-        the whole transaction reached Redis, and no other client sees half a batch. The caller
-        acknowledges the batch only when this returns.
+        Every event must carry its resolved ``customer_id``. The batch runs as one Lua script:
+        all of it or none of it is applied, in one round trip, and an event whose ``event_id``
+        was recorded before (a retry) is not recorded again; its first stream id is returned.
 
         Returns:
             The stream entry id of each event, in order.
         """
         if not events:
             return []
-        payloads = [msgpack_encoder.encode(event) for event in events]
-        pipe = self.client.pipeline(transaction=True)
-        # The XADDs come first, so the first len(events) results are the stream ids.
-        for payload in payloads:
-            pipe.xadd(self.keys.events, {"e": payload})
-        for event, payload in zip(events, payloads, strict=True):
-            self._update_state(pipe, event, payload)
-        results = await pipe.execute()
-        return [text(entry_id) for entry_id in results[: len(events)]]
+        args: list[str | bytes | int] = [
+            self.recent_max,
+            self.recent_ttl_seconds,
+            IDEMPOTENCY_TTL_SECONDS,
+        ]
+        for event in events:
+            args.extend(self._script_args(event))
+        ids = await self.client.eval(_RECORD, 1, self.keys.events, *args)
+        return [text(i) for i in ids]
 
-    def _update_state(self, pipe: Any, event: Event, payload: bytes) -> None:
-        recent = self.keys.recent(event.customer_id)
-        pipe.lpush(recent, payload)
-        pipe.ltrim(recent, 0, self.recent_max - 1)
-        pipe.expire(recent, self.recent_ttl_seconds)
-        if event.event_type in CONSUMED_EVENT_TYPES and event.item_id is not None:
-            bought = self.keys.bought(event.customer_id)
-            pipe.sadd(bought, event.item_id)
-            pipe.expire(bought, self.recent_ttl_seconds)
+    def _script_args(self, event: Event) -> list[str | bytes]:
+        assert event.customer_id is not None, "record() needs resolved customer ids"
+        item = event.item_id or ""
+        cart_op, cart_line = "", b""
+        if event.event_type == "add_to_cart" and item:
+            cart_op = "add"
+            line = CartLine(
+                added_at=event.timestamp or datetime.now(UTC),
+                channel=event.channel,
+                quantity=event.quantity,
+            )
+            cart_line = msgpack_encoder.encode(line)
+        elif event.event_type in ("remove_from_cart", "purchase") and item:
+            cart_op = "remove"
+        return [
+            self.keys.customer_prefix(event.customer_id),
+            msgpack_encoder.encode(event),
+            self.keys.seen(event.event_id) if event.event_id else "",
+            item if event.event_type in CONSUMED_EVENT_TYPES else "",
+            cart_op,
+            item,
+            cart_line,
+        ]
 
     @unavailable_on_redis_error
     async def customer_state(self, customer_id: str) -> CustomerState:
-        """Recent events (newest first) and bought items of ``customer_id``, in one round trip."""
+        """Recent events (newest first, none older than the TTL), purchases, cart and consent."""
         pipe = self.client.pipeline(transaction=False)
         pipe.lrange(self.keys.recent(customer_id), 0, -1)
         pipe.smembers(self.keys.bought(customer_id))
-        recent_raw, bought_raw = await pipe.execute()
-        recent = []
-        for raw in recent_raw:
+        pipe.hgetall(self.keys.cart(customer_id))
+        pipe.get(self.keys.consent(customer_id))
+        recent_raw, bought_raw, cart_raw, consent_raw = await pipe.execute()
+        oldest = datetime.now(UTC) - timedelta(seconds=self.recent_ttl_seconds)
+        recent = [
+            e for e in decode_events(recent_raw) if e.timestamp is None or e.timestamp >= oldest
+        ]
+        cart = {}
+        for item, raw in cart_raw.items():
             try:
-                recent.append(event_msgpack_decoder.decode(raw))
+                cart[text(item)] = cart_line_decoder.decode(raw)
             except msgspec.DecodeError:
-                # An entry written by an incompatible version: skip it rather than fail the request.
-                log.warning("undecodable recent event for a customer; skipped")
-        return CustomerState(recent=recent, bought=frozenset(text(b) for b in bought_raw))
+                log.warning("undecodable cart line skipped")
+        return CustomerState(
+            recent=recent,
+            bought=frozenset(text(b) for b in bought_raw),
+            cart=cart,
+            consent=consent_decoder.decode(consent_raw) if consent_raw else Consent(),
+        )
+
+    @unavailable_on_redis_error
+    async def set_consent(self, customer_id: str, consent: Consent) -> None:
+        """Store the customer's consent (no expiry: it holds until changed or erased)."""
+        await self.client.set(self.keys.consent(customer_id), msgpack_encoder.encode(consent))
+
+
+def decode_events(raw_events: list[bytes]) -> list[Event]:
+    """Decode stored events, skipping (and logging) any that do not decode."""
+    events = []
+    for raw in raw_events:
+        try:
+            events.append(event_msgpack_decoder.decode(raw))
+        except msgspec.DecodeError:
+            # An entry written by an incompatible version: skip it rather than fail the request.
+            log.warning("undecodable recent event for a customer; skipped")
+    return events

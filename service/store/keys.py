@@ -30,3 +30,62 @@ class Keys:
     def bought(self, customer_id: str) -> str:
         """The set of item ids the customer bought since the model was trained."""
         return self._customer(customer_id, "bought")
+
+    def cart(self, customer_id: str) -> str:
+        """The current cart: item id -> msgpack ``CartLine``."""
+        return self._customer(customer_id, "cart")
+
+    def consent(self, customer_id: str) -> str:
+        """The customer's consent, a msgpack ``Consent``."""
+        return self._customer(customer_id, "consent")
+
+    def identifiers(self, customer_id: str) -> str:
+        """The set of identifiers linked to the customer (for erasure and the profile)."""
+        return self._customer(customer_id, "ids")
+
+    def customer_keys(self, customer_id: str) -> list[str]:
+        """Every key of one customer that the service writes."""
+        return [
+            self.recent(customer_id),
+            self.bought(customer_id),
+            self.cart(customer_id),
+            self.consent(customer_id),
+            self.identifiers(customer_id),
+        ]
+
+    def identifier(self, identifier: str) -> str:
+        """Identifier -> the customer id it is linked to."""
+        return f"{self.prefix}:id:{identifier}"
+
+    def seen(self, event_id: str) -> str:
+        """Idempotency: an event id already recorded -> its stream entry id."""
+        return f"{self.prefix}:seen:{event_id}"
+
+    @property
+    def suppressed(self) -> str:
+        """Erased customers: SHA-256 of the customer id -> erasure time (training drops them)."""
+        return f"{self.prefix}:suppressed"
+
+    @property
+    def stock_version(self) -> str:
+        """A counter bumped by every inventory change, so workers know when to refresh."""
+        return f"{self.prefix}:stock:version"
+
+    @property
+    def stock_stores(self) -> str:
+        """The stores that have sent inventory."""
+        return f"{self.prefix}:stock:stores"
+
+    @property
+    def unavailable_online(self) -> str:
+        """Items not available online."""
+        return f"{self.prefix}:stock:online:out"
+
+    def available_in_store(self, store_id: str) -> str:
+        """Items in stock in one store (a store's assortment)."""
+        return f"{self.prefix}:stock:store:{store_id}:in"
+
+    @property
+    def export_markers(self) -> str:
+        """Exporter batches being written: batch id -> file and entry ids (crash recovery)."""
+        return f"{self.prefix}:export:markers"

@@ -1,0 +1,50 @@
+"""What the service knows about a customer in real time: recent events, purchases, cart, consent."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from service.events import Channel, Event
+
+
+class CartLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One item in the customer's current cart."""
+
+    added_at: datetime
+    channel: Channel
+    quantity: float = 1.0
+
+
+class Consent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What the customer agreed to; ``None`` means "not stated" and the configured default applies.
+
+    ``personalisation``: may recommendations use their behaviour (and training their events)?
+    ``marketing``: per channel (``email``, ``app``, ``sms``...), may offers be sent there?
+    """
+
+    personalisation: bool | None = None
+    marketing: dict[str, bool] = msgspec.field(default_factory=dict)
+    updated_at: datetime | None = None
+
+    def allows_personalisation(self, default: bool) -> bool:
+        """Personalisation allowed, with ``default`` when the customer said nothing."""
+        return default if self.personalisation is None else self.personalisation
+
+    def allows_marketing(self, channel: str, default: bool) -> bool:
+        """Marketing on ``channel`` allowed, with ``default`` when the customer said nothing."""
+        return self.marketing.get(channel, default)
+
+
+class CustomerState(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything Redis holds for one customer, read in one round trip."""
+
+    recent: list[Event] = msgspec.field(default_factory=list)
+    bought: frozenset[str] = frozenset()
+    cart: dict[str, CartLine] = msgspec.field(default_factory=dict)
+    consent: Consent = msgspec.field(default_factory=Consent)
+
+
+cart_line_decoder = msgspec.msgpack.Decoder(CartLine)
+consent_decoder = msgspec.msgpack.Decoder(Consent)

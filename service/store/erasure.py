@@ -1,0 +1,98 @@
+"""Erasure: remove a customer's state, identifiers and unexported events; record a suppression."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+import msgspec
+
+from service.events import event_msgpack_decoder
+from service.store.base import StoreBase, text, unavailable_on_redis_error
+
+_STREAM_PAGE = 1000
+
+
+def customer_hash(customer_id: str) -> str:
+    """How a suppressed customer is recorded: the id's SHA-256, so the list holds no id."""
+    return hashlib.sha256(customer_id.encode("utf-8")).hexdigest()
+
+
+class ErasureReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What an erasure removed."""
+
+    customer_id: str
+    keys_deleted: int
+    identifiers_removed: int
+    stream_events_deleted: int
+
+
+class Erasure(StoreBase):
+    """Right to erasure; idempotent: erasing twice removes nothing more and fails nothing."""
+
+    @unavailable_on_redis_error
+    async def erase(self, customer_id: str) -> ErasureReport:
+        """Delete everything Redis holds about ``customer_id`` and suppress it for training."""
+        keys = self.keys
+        identifiers = [text(i) for i in await self.client.smembers(keys.identifiers(customer_id))]
+        owned = [
+            i
+            for i, owner in zip(
+                identifiers,
+                await self.client.mget([keys.identifier(i) for i in identifiers])
+                if identifiers
+                else [],
+                strict=True,
+            )
+            if owner is not None and text(owner) == customer_id
+        ]
+        names = {customer_id, *identifiers}
+        doomed = set(keys.customer_keys(customer_id))
+        doomed.update(k for i in identifiers for k in keys.customer_keys(i))
+        async for key in self.client.scan_iter(
+            match=_glob_escape(keys.customer_prefix(customer_id)) + "*"
+        ):
+            doomed.add(text(key))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(*doomed)
+        if owned:
+            pipe.delete(*[keys.identifier(i) for i in owned])
+        pipe.hsetnx(keys.suppressed, customer_hash(customer_id), datetime.now(UTC).isoformat())
+        deleted = (await pipe.execute())[0]
+        events = await self._delete_stream_events(names)
+        return ErasureReport(
+            customer_id=customer_id,
+            keys_deleted=int(deleted),
+            identifiers_removed=len(owned),
+            stream_events_deleted=events,
+        )
+
+    async def _delete_stream_events(self, names: set[str]) -> int:
+        """XDEL the customer's events not yet exported (their ids or identifiers)."""
+        deleted, start = 0, "-"
+        while True:
+            page = await self.client.xrange(self.keys.events, min=start, count=_STREAM_PAGE)
+            if not page:
+                return deleted
+            doomed = []
+            for entry_id, fields in page:
+                try:
+                    event = event_msgpack_decoder.decode(fields[b"e"])
+                except (msgspec.DecodeError, KeyError):
+                    continue
+                if event.customer_id in names or event.identifier in names:
+                    doomed.append(entry_id)
+            if doomed:
+                deleted += await self.client.xdel(self.keys.events, *doomed)
+            start = "(" + text(page[-1][0])
+
+    @unavailable_on_redis_error
+    async def suppressed_hashes(self) -> dict[str, str]:
+        """Every suppression: customer-id hash -> erasure time."""
+        raw = await self.client.hgetall(self.keys.suppressed)
+        return {text(k): text(v) for k, v in raw.items()}
+
+
+def _glob_escape(text_: str) -> str:
+    """Escape glob specials so a customer id with ``*`` or ``[`` matches only itself."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text_)

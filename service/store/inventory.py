@@ -1,0 +1,63 @@
+"""Stock and assortment in Redis: what is available online and in each store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from service.events import Id
+from service.store.base import StoreBase, text, unavailable_on_redis_error
+
+
+class StockUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Availability of one item: online, and per store (in stock or not)."""
+
+    item_id: Id
+    online: bool | None = None
+    stores: dict[Id, bool] = msgspec.field(default_factory=dict)
+
+
+class Inventory(StoreBase):
+    """Online is a block list (everything is available unless marked out); a store is an allow list
+    (only items marked in stock there), because a store carries a small part of the catalogue.
+    """
+
+    @unavailable_on_redis_error
+    async def set_stock(self, updates: Sequence[StockUpdate]) -> int:
+        """Apply availability changes in one transaction; returns the new stock version."""
+        keys = self.keys
+        pipe = self.client.pipeline(transaction=True)
+        for update in updates:
+            if update.online is True:
+                pipe.srem(keys.unavailable_online, update.item_id)
+            elif update.online is False:
+                pipe.sadd(keys.unavailable_online, update.item_id)
+            for store_id, available in update.stores.items():
+                pipe.sadd(keys.stock_stores, store_id)
+                if available:
+                    pipe.sadd(keys.available_in_store(store_id), update.item_id)
+                else:
+                    pipe.srem(keys.available_in_store(store_id), update.item_id)
+        pipe.incr(keys.stock_version)
+        results = await pipe.execute()
+        return int(results[-1])
+
+    @unavailable_on_redis_error
+    async def stock_version(self) -> int:
+        """The counter every inventory change bumps (0 before any)."""
+        return int(await self.client.get(self.keys.stock_version) or 0)
+
+    @unavailable_on_redis_error
+    async def unavailable_online(self) -> set[str]:
+        """Items marked unavailable online."""
+        return {text(i) for i in await self.client.smembers(self.keys.unavailable_online)}
+
+    @unavailable_on_redis_error
+    async def available_in_store(self, store_id: str) -> set[str] | None:
+        """Items in stock in ``store_id``; None when the store never sent inventory."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sismember(self.keys.stock_stores, store_id)
+        pipe.smembers(self.keys.available_in_store(store_id))
+        known, items = await pipe.execute()
+        return {text(i) for i in items} if known else None
