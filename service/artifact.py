@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.errors import ArtifactError
+from service.events import DEFAULT_EVENT_WEIGHTS
 
 FORMAT_VERSION = 1
 LATEST = "LATEST"
@@ -88,8 +89,10 @@ class FoldIn(msgspec.Struct, frozen=True, kw_only=True):
 
     regularization: float = 0.05
     alpha: float = 1.0
-    event_weights: dict[str, float] = {}
-    channel_weights: dict[str, float] = {}
+    event_weights: dict[str, float] = msgspec.field(
+        default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS)
+    )
+    channel_weights: dict[str, float] = msgspec.field(default_factory=dict)
     half_life_days: float = 0.0
     transform: str = "log1p"
 

@@ -35,6 +35,22 @@ CHANNELS: tuple[str, ...] = get_args(Channel)
 ITEMLESS_EVENT_TYPES = frozenset({"email_open", "email_click", "offer_redeemed"})
 # After one of these the customer has the item: it is not recommended to them again.
 CONSUMED_EVENT_TYPES = frozenset({"purchase", "rating"})
+# How much one event says about liking its item, until training learns better weights. Events
+# about no item, and those that say nothing positive (removing, returning), weigh 0.
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "add_to_cart": 3.0,
+    "remove_from_cart": 0.0,
+    "purchase": 5.0,
+    "return": 0.0,
+    "wishlist": 2.0,
+    "email_open": 0.0,
+    "email_click": 1.5,
+    "offer_redeemed": 4.0,
+    "impression": 0.0,
+    "click": 1.0,
+    "rating": 1.0,
+}
 
 # Identifiers are opaque strings: no control characters, bounded length.
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]

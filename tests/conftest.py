@@ -69,6 +69,7 @@ def settings(tmp_path: Path, redis_url: str, key_prefix: str, model_dir: Path) -
         api_keys=API_KEYS,
         key_prefix=key_prefix,
         model_poll_seconds=0,
+        stock_refresh_seconds=0,
     )
 
 

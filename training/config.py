@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from service.events import CHANNELS, EVENT_TYPES
+from service.events import CHANNELS, DEFAULT_EVENT_WEIGHTS, EVENT_TYPES
 
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Fraction = Annotated[float, msgspec.Meta(ge=0, lt=1)]
@@ -21,25 +21,6 @@ class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     """Shared options: frozen, keyword-only, and unknown fields are errors (typos fail early)."""
 
 
-def _default_event_weights() -> dict[str, float]:
-    # How much one event says about liking an item. Events about no item, and those that say
-    # nothing positive (removing from cart, returning), weigh 0.
-    return {
-        "view": 1.0,
-        "add_to_cart": 3.0,
-        "remove_from_cart": 0.0,
-        "purchase": 5.0,
-        "return": 0.0,
-        "wishlist": 2.0,
-        "email_open": 0.0,
-        "email_click": 1.5,
-        "offer_redeemed": 4.0,
-        "impression": 0.0,
-        "click": 1.0,
-        "rating": 1.0,
-    }
-
-
 class Weights(Base):
     """How events become the confidence values of the customer-item matrix.
 
@@ -48,7 +29,9 @@ class Weights(Base):
     ``transform`` is applied.
     """
 
-    event_types: dict[str, NonNegative] = msgspec.field(default_factory=_default_event_weights)
+    event_types: dict[str, NonNegative] = msgspec.field(
+        default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS)
+    )
     channels: dict[str, NonNegative] = msgspec.field(
         default_factory=lambda: dict.fromkeys(CHANNELS, 1.0)
     )
