@@ -41,6 +41,7 @@ def _fit(args: argparse.Namespace) -> int:
         items=args.items,
         customers=args.customers,
         on_bad_rows=args.on_bad_rows,
+        suppressions=args.suppressions,
     )
     path = run(inputs, args.model_dir, load_config(args.config), progress=args.progress)
     print(path)
@@ -78,6 +79,29 @@ def _bootstrap(args: argparse.Namespace) -> int:
         run(inputs, args.model_dir, TrainConfig(), progress=False)
     else:
         log.info("model %s found in %s", artifact.latest_version(args.model_dir), args.model_dir)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import redis
+
+    from training.export import Exporter
+
+    client = redis.Redis.from_url(args.redis_url)
+    exporter = Exporter(
+        client,
+        args.out,
+        prefix=args.prefix,
+        group=args.group,
+        consumer=args.consumer,
+        batch=args.batch,
+        claim_idle_seconds=args.claim_idle_seconds,
+    )
+    report = exporter.run()
+    print(
+        f"exported {report.exported} events into {report.files} file(s), dropped {report.dropped}, "
+        f"recovered {report.recovered_batches} interrupted batch(es)"
+    )
     return 0
 
 
@@ -125,6 +149,32 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--days", type=int, default=120)
     gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
     gen.set_defaults(command=_generate)
+
+    export = sub.add_parser(
+        "export-events", help="drain the service's event stream into date-partitioned Parquet"
+    )
+    export.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL"),
+        required=not os.environ.get("REDIS_URL"),
+        help="the service's Redis (default: $REDIS_URL)",
+    )
+    export.add_argument(
+        "--out", required=True, metavar="DIR", help="the Parquet folder training reads"
+    )
+    export.add_argument(
+        "--prefix", default=os.environ.get("RECO_KEY_PREFIX", "reco"), help="Redis key prefix"
+    )
+    export.add_argument("--group", default="exporter", help="consumer group name")
+    export.add_argument("--consumer", help="this exporter's name (default: host-pid)")
+    export.add_argument("--batch", type=int, default=5000, help="events per batch")
+    export.add_argument(
+        "--claim-idle-seconds",
+        type=float,
+        default=60.0,
+        help="take over batches of an exporter silent this long (it crashed)",
+    )
+    export.set_defaults(command=_export)
 
     boot = sub.add_parser("bootstrap", help="sample data and a first model, only where missing")
     boot.add_argument("--data-dir", required=True, metavar="DIR")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -10,11 +11,14 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from service import artifact
+from service.store.erasure import customer_hash
 from training import evaluate, matrix
 from training.config import TrainConfig
+from training.export import SUPPRESSIONS_FILE
 from training.fit import fit_als
 from training.loaders import OnBadRows, load_customers, load_events, load_items
 
@@ -32,6 +36,9 @@ class Inputs(msgspec.Struct, frozen=True, kw_only=True):
     items: str | None = None
     customers: str | None = None
     on_bad_rows: OnBadRows = "skip"
+    # Erased customers (SHA-256 of their ids) to drop; the exporter's _suppressions.json in an
+    # events folder is read too.
+    suppressions: str | None = None
 
 
 def run(
@@ -106,9 +113,36 @@ def _load_events(inputs: Inputs) -> tuple[pa.Table, int]:
     log.info(
         "read %d events from %d file(s), %d bad rows skipped", events.num_rows, len(reports), bad
     )
+    events = drop_suppressed(events, suppressions(inputs))
     if events.num_rows == 0:
         raise TrainingError(f"no valid events in {', '.join(inputs.events)}")
     return events, bad
+
+
+def suppressions(inputs: Inputs) -> set[str]:
+    files = [Path(p) / SUPPRESSIONS_FILE for p in inputs.events if Path(p).is_dir()]
+    if inputs.suppressions:
+        files.append(Path(inputs.suppressions))
+    hashes: set[str] = set()
+    for file in files:
+        if file.is_file():
+            hashes.update(json.loads(file.read_text())["sha256"])
+    return hashes
+
+
+def drop_suppressed(events: pa.Table, hashes: set[str]) -> pa.Table:
+    """``events`` without the events of erased customers (given as SHA-256 of their ids)."""
+    if not hashes:
+        return events
+    customers = pc.unique(events["customer_id"]).to_pylist()
+    erased = [c for c in customers if customer_hash(c) in hashes]
+    if not erased:
+        return events
+    kept = events.filter(pc.invert(pc.is_in(events["customer_id"], value_set=pa.array(erased))))
+    log.info(
+        "dropped %d events of %d erased customer(s)", events.num_rows - kept.num_rows, len(erased)
+    )
+    return kept
 
 
 def _catalogue(inputs: Inputs) -> dict[str, dict[str, object]]:

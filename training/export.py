@@ -1,0 +1,242 @@
+"""Drain the service's event stream into date-partitioned Parquet, each event exactly once.
+
+``python -m training export-events --redis-url URL --out DIR``. Safe to run repeatedly and
+concurrently (each process is its own consumer of one consumer group) and across crashes:
+
+1. a batch is read with XREADGROUP (so it is pending, not lost, until acknowledged);
+2. a marker naming the batch's files and entry ids is written to Redis;
+3. each file is written to a temporary name, fsynced and renamed into ``date=YYYY-MM-DD/``;
+4. the entries are acknowledged and the marker removed in one transaction.
+
+After a crash, a marker whose files all exist is finished (acknowledged); a marker with missing
+files has its files removed and the entries are exported again; entries pending on a consumer
+idle for longer than ``claim_idle_seconds`` are claimed. Events of erased customers, and of
+customers without consent to personalisation, are dropped; the erasure list is written next to
+the data (``_suppressions.json``) for the training job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import redis
+
+from service.events import Event, event_msgpack_decoder, msgpack_encoder
+from service.state import consent_decoder
+from service.store.keys import Keys
+from training.loaders import EVENTS_SCHEMA
+
+log = logging.getLogger(__name__)
+
+SUPPRESSIONS_FILE = "_suppressions.json"
+EXPORT_SCHEMA = EVENTS_SCHEMA.append(pa.field("stream_id", pa.string(), nullable=False))
+
+
+class Marker(msgspec.Struct, frozen=True, kw_only=True):
+    """A batch being written: its files and entry ids, so a crash can be finished or undone."""
+
+    consumer: str
+    created: float
+    files: list[str]
+    ids: list[str]
+
+
+class ExportReport(msgspec.Struct, kw_only=True):
+    """What one run did."""
+
+    exported: int = 0
+    dropped: int = 0
+    files: int = 0
+    recovered_batches: int = 0
+
+
+class Exporter:
+    """One consumer of the ``exporter`` consumer group on the service's event stream."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        out_dir: str | Path,
+        *,
+        prefix: str = "reco",
+        group: str = "exporter",
+        consumer: str | None = None,
+        batch: int = 5000,
+        claim_idle_seconds: float = 60.0,
+        default_personalisation: bool = True,
+        on_file_written: Callable[[Path], None] | None = None,
+    ) -> None:
+        """Prepare; nothing is read until ``run``. ``on_file_written`` is a test hook."""
+        self.client = client
+        self.out = Path(out_dir)
+        self.keys = Keys(prefix)
+        self.group = group
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.batch = batch
+        self.claim_idle_ms = int(claim_idle_seconds * 1000)
+        self.default_personalisation = default_personalisation
+        self.on_file_written = on_file_written
+
+    def run(self) -> ExportReport:
+        """Recover, then export everything pending and new; returns when the stream is drained."""
+        report = ExportReport()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._ensure_group()
+        report.recovered_batches = self._recover()
+        self.client.xautoclaim(
+            self.keys.events, self.group, self.consumer, self.claim_idle_ms, count=self.batch
+        )
+        for start in ("0", ">"):  # first what is pending on this consumer, then new entries
+            while entries := self._read(start):
+                self._export_batch(entries, report)
+        self._write_suppressions()
+        self._trim()
+        return report
+
+    def _ensure_group(self) -> None:
+        try:
+            self.client.xgroup_create(self.keys.events, self.group, id="0", mkstream=True)
+        except redis.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    def _read(self, start: str) -> list[tuple[str, bytes]]:
+        reply = self.client.xreadgroup(
+            self.group, self.consumer, {self.keys.events: start}, count=self.batch
+        )
+        entries = reply[0][1] if reply else []
+        # Pending entries deleted from the stream (erasure) come back with no fields: ack them.
+        gone = [i for i, fields in entries if not fields]
+        if gone:
+            self.client.xack(self.keys.events, self.group, *gone)
+        return [(_text(i), fields[b"e"]) for i, fields in entries if fields]
+
+    def _export_batch(self, entries: list[tuple[str, bytes]], report: ExportReport) -> None:
+        ids = [i for i, _ in entries]
+        events = self._keep(entries, report)
+        by_day: dict[str, list[tuple[str, Event]]] = {}
+        for entry_id, event in events:
+            assert event.timestamp is not None
+            by_day.setdefault(event.timestamp.strftime("%Y-%m-%d"), []).append((entry_id, event))
+        files = {
+            day: self.out / f"date={day}" / f"part-{rows[0][0]}-{rows[-1][0]}.parquet"
+            for day, rows in by_day.items()
+        }
+        marker_id = f"{ids[0]}..{ids[-1]}"
+        marker = Marker(
+            consumer=self.consumer,
+            created=time.time(),
+            files=[str(f) for f in files.values()],
+            ids=ids,
+        )
+        self.client.hset(self.keys.export_markers, marker_id, msgpack_encoder.encode(marker))
+        for day, rows in by_day.items():
+            _write_parquet(files[day], rows)
+            if self.on_file_written:
+                self.on_file_written(files[day])
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(self.keys.events, self.group, *ids)
+        pipe.hdel(self.keys.export_markers, marker_id)
+        pipe.execute()
+        report.exported += len(events)
+        report.files += len(files)
+        log.info("exported %d events into %d file(s)", len(events), len(files))
+
+    def _keep(
+        self, entries: list[tuple[str, bytes]], report: ExportReport
+    ) -> list[tuple[str, Event]]:
+        """Decoded events, without erased customers and customers who refused personalisation."""
+        decoded = []
+        for entry_id, payload in entries:
+            try:
+                decoded.append((entry_id, event_msgpack_decoder.decode(payload)))
+            except msgspec.DecodeError:
+                log.error("stream entry %s does not decode; dropped", entry_id)
+                report.dropped += 1
+        customers = sorted({e.customer_id for _, e in decoded if e.customer_id})
+        refused = self._refused_personalisation(customers)
+        kept = [(i, e) for i, e in decoded if e.customer_id not in refused]
+        report.dropped += len(decoded) - len(kept)
+        return kept
+
+    def _refused_personalisation(self, customers: list[str]) -> set[str]:
+        if not customers:
+            return set()
+        raw = self.client.mget([self.keys.consent(c) for c in customers])
+        return {
+            c
+            for c, r in zip(customers, raw, strict=True)
+            if r is not None
+            and not consent_decoder.decode(r).allows_personalisation(self.default_personalisation)
+        }
+
+    def _recover(self) -> int:
+        """Finish or undo batches left by crashed exporters (or by this consumer's last run)."""
+        recovered = 0
+        now = time.time()
+        for marker_id, raw in self.client.hgetall(self.keys.export_markers).items():
+            marker = msgspec.msgpack.decode(raw, type=Marker)
+            if (
+                marker.consumer != self.consumer
+                and (now - marker.created) * 1000 < self.claim_idle_ms
+            ):
+                continue  # another exporter may still be writing it
+            files = [Path(f) for f in marker.files]
+            pipe = self.client.pipeline(transaction=True)
+            if all(f.exists() for f in files):
+                pipe.xack(self.keys.events, self.group, *marker.ids)
+            else:
+                for f in files:
+                    f.unlink(missing_ok=True)  # half a batch: it is exported again from scratch
+            pipe.hdel(self.keys.export_markers, marker_id)
+            pipe.execute()
+            recovered += 1
+        return recovered
+
+    def _write_suppressions(self) -> None:
+        hashes = sorted(_text(h) for h in self.client.hkeys(self.keys.suppressed))
+        _atomic_write(self.out / SUPPRESSIONS_FILE, json.dumps({"sha256": hashes}).encode())
+
+    def _trim(self) -> None:
+        """Drop exported entries from the stream (only when this group is its only reader)."""
+        groups = self.client.xinfo_groups(self.keys.events)
+        if len(groups) != 1:
+            return
+        pending = self.client.xpending(self.keys.events, self.group)
+        oldest = (
+            _text(pending["min"]) if pending["pending"] else _text(groups[0]["last-delivered-id"])
+        )
+        self.client.xtrim(self.keys.events, minid=oldest, approximate=False)
+
+
+def _write_parquet(path: Path, rows: list[tuple[str, Event]]) -> None:
+    columns = {
+        field.name: [i if field.name == "stream_id" else getattr(e, field.name) for i, e in rows]
+        for field in EXPORT_SCHEMA
+    }
+    table = pa.Table.from_pydict(columns, schema=EXPORT_SCHEMA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
