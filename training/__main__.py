@@ -125,6 +125,11 @@ def _parser() -> argparse.ArgumentParser:
         "--model-dir", required=True, metavar="DIR", help="where versions and LATEST live"
     )
     fit.add_argument(
+        "--suppressions",
+        metavar="FILE",
+        help="erased customers to drop (the exporter's _suppressions.json)",
+    )
+    fit.add_argument(
         "--config", metavar="FILE", help="TOML training config (see training/config.py)"
     )
     fit.add_argument(
