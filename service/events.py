@@ -26,13 +26,17 @@ EventType = Literal[
     "impression",
     "click",
     "rating",
+    "store_visit",
+    "offer_presented",
 ]
 Channel = Literal["web", "app", "email", "store", "tablet", "social", "support", "unknown"]
 
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 CHANNELS: tuple[str, ...] = get_args(Channel)
 # Events about no particular item: everything else must name one.
-ITEMLESS_EVENT_TYPES = frozenset({"email_open", "email_click", "offer_redeemed"})
+ITEMLESS_EVENT_TYPES = frozenset(
+    {"email_open", "email_click", "offer_redeemed", "store_visit", "offer_presented"}
+)
 # After one of these the customer has the item: it is not recommended to them again.
 CONSUMED_EVENT_TYPES = frozenset({"purchase", "rating"})
 # How much one event says about liking its item, until training learns better weights. Events
@@ -50,6 +54,8 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "impression": 0.0,
     "click": 1.0,
     "rating": 1.0,
+    "store_visit": 0.0,
+    "offer_presented": 0.0,
 }
 
 # Identifiers are opaque strings: no control characters, bounded length.
@@ -83,6 +89,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     rating: float | None = None
     # Idempotency key: a retried event with the same id is not counted twice.
     event_id: Id | None = None
+    # The offer an offer_presented / offer_redeemed event is about.
+    offer_id: Id | None = None
 
     def __post_init__(self) -> None:
         # msgspec turns a ValueError raised here into a ValidationError with the path at fault.

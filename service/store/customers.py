@@ -19,13 +19,22 @@ IDEMPOTENCY_TTL_SECONDS = 7 * 86400
 
 # One script call records a whole batch: atomic, one round trip, and idempotent per event id
 # (a MULTI/EXEC cannot skip an event whose id was seen without a second round trip).
-# KEYS[1] = stream; ARGV = recent_max, ttl, seen_ttl, then 7 values per event:
-# customer key prefix, payload, seen key ("" = none), bought item, cart op, cart item, cart line.
+# KEYS[1] = stream; ARGV = recent_max, ttl, seen_ttl, then 12 values per event: customer key
+# prefix, payload, seen key ("" = none), bought item, cart op, cart item, cart line, channel,
+# epoch seconds, order key ("" = not a purchase), value (spend; negative for returns), month.
 _RECORD = """
+local function keep_min(h, field, v)
+  local cur = tonumber(redis.call('HGET', h, field))
+  if not cur or v < cur then redis.call('HSET', h, field, v) end
+end
+local function keep_max(h, field, v)
+  local cur = tonumber(redis.call('HGET', h, field))
+  if not cur or v > cur then redis.call('HSET', h, field, v) end
+end
 local out = {}
-local n = (#ARGV - 3) / 7
+local n = (#ARGV - 3) / 12
 for i = 0, n - 1 do
-  local b = 3 + i * 7
+  local b = 3 + i * 12
   local prefix, payload, seen = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local existing = false
   if seen ~= '' then existing = redis.call('GET', seen) end
@@ -48,6 +57,23 @@ for i = 0, n - 1 do
       redis.call('EXPIRE', cart, ARGV[2])
     elseif op == 'remove' then
       redis.call('HDEL', cart, ARGV[b + 6])
+    end
+    local stats, channel, ts = prefix .. 'stats', ARGV[b + 8], tonumber(ARGV[b + 9])
+    local order, value = ARGV[b + 10], tonumber(ARGV[b + 11])
+    redis.call('HINCRBY', stats, 'ev:' .. channel, 1)
+    keep_min(stats, 'first_seen', ts)
+    keep_max(stats, 'last_seen', ts)
+    if value ~= 0 then
+      redis.call('HINCRBYFLOAT', stats, 'spend:' .. channel, value)
+      redis.call('HINCRBYFLOAT', stats, 'm:' .. ARGV[b + 12], value)
+    end
+    if order ~= '' then
+      keep_max(stats, 'last_purchase', ts)
+      if redis.call('SADD', prefix .. 'orders', order) == 1 then
+        redis.call('HINCRBY', stats, 'orders:' .. channel, 1)
+        keep_min(stats, 'first_order', ts)
+        keep_max(stats, 'last_order', ts)
+      end
     end
     out[#out + 1] = id
   end
@@ -96,6 +122,8 @@ class EventState(StoreBase):
             cart_line = msgpack_encoder.encode(line)
         elif event.event_type in ("remove_from_cart", "purchase") and item:
             cart_op = "remove"
+        when = event.timestamp or datetime.now(UTC)
+        value = event.quantity * (event.price or 0.0)
         return [
             self.keys.customer_prefix(event.customer_id),
             msgpack_encoder.encode(event),
@@ -104,6 +132,17 @@ class EventState(StoreBase):
             cart_op,
             item,
             cart_line,
+            event.channel,
+            str(int(when.timestamp())),
+            _order_key(event, when) if event.event_type == "purchase" else "",
+            repr(
+                -value
+                if event.event_type == "return"
+                else value
+                if event.event_type == "purchase"
+                else 0.0
+            ),
+            when.strftime("%Y-%m"),
         ]
 
     @unavailable_on_redis_error
@@ -136,6 +175,13 @@ class EventState(StoreBase):
     async def set_consent(self, customer_id: str, consent: Consent) -> None:
         """Store the customer's consent (no expiry: it holds until changed or erased)."""
         await self.client.set(self.keys.consent(customer_id), msgpack_encoder.encode(consent))
+
+
+def _order_key(event: Event, when: datetime) -> str:
+    """The order of a purchase line: its session (basket) or else channel, store and time."""
+    if event.session_id:
+        return f"s:{event.session_id}"
+    return f"t:{event.channel}:{event.store_id or ''}:{int(when.timestamp())}"
 
 
 def decode_events(raw_events: list[bytes]) -> list[Event]:

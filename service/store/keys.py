@@ -39,6 +39,14 @@ class Keys:
         """The customer's consent, a msgpack ``Consent``."""
         return self._customer(customer_id, "consent")
 
+    def stats(self, customer_id: str) -> str:
+        """Lifetime figures kept at ingest: events and spend per channel, orders, activity times."""
+        return self._customer(customer_id, "stats")
+
+    def orders(self, customer_id: str) -> str:
+        """The set of order keys seen, so an order of several lines counts once."""
+        return self._customer(customer_id, "orders")
+
     def identifiers(self, customer_id: str) -> str:
         """The set of identifiers linked to the customer (for erasure and the profile)."""
         return self._customer(customer_id, "ids")
@@ -51,6 +59,8 @@ class Keys:
             self.cart(customer_id),
             self.consent(customer_id),
             self.identifiers(customer_id),
+            self.stats(customer_id),
+            self.orders(customer_id),
         ]
 
     def identifier(self, identifier: str) -> str:
