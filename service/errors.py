@@ -54,3 +54,11 @@ class IdentifierConflict(ServiceError):
     slug = "identifier-conflict"
     status = 409
     title = "Identifier linked to another customer"
+
+
+class UnknownCustomer(ServiceError):
+    """No customer is linked to the identifier looked up."""
+
+    slug = "unknown-customer"
+    status = 404
+    title = "Unknown customer"

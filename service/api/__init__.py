@@ -8,6 +8,7 @@ from service.api.events import EventController
 from service.api.health import health_live, health_ready
 from service.api.inventory import InventoryController
 from service.api.recommendations import RecommendationController
+from service.api.tablet import TabletController, tablet_page
 
 ROUTES = [
     RecommendationController,
@@ -16,6 +17,8 @@ ROUTES = [
     ConsentController,
     ErasureController,
     InventoryController,
+    TabletController,
+    tablet_page,
     AdminModelController,
     health_live,
     health_ready,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 
@@ -149,11 +150,30 @@ class EventState(StoreBase):
     async def customer_state(self, customer_id: str) -> CustomerState:
         """Recent events (newest first, none older than the TTL), purchases, cart and consent."""
         pipe = self.client.pipeline(transaction=False)
+        self._queue_state(pipe, customer_id)
+        return self._state_from(await pipe.execute())
+
+    @unavailable_on_redis_error
+    async def profile_facts(
+        self, customer_id: str
+    ) -> tuple[CustomerState, dict[str, float], list[str]]:
+        """State, lifetime stats and linked identifiers of a customer, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        self._queue_state(pipe, customer_id)
+        pipe.hgetall(self.keys.stats(customer_id))
+        pipe.smembers(self.keys.identifiers(customer_id))
+        *state_replies, stats_raw, ids_raw = await pipe.execute()
+        stats = {text(k): float(v) for k, v in stats_raw.items()}
+        return self._state_from(state_replies), stats, sorted(text(i) for i in ids_raw)
+
+    def _queue_state(self, pipe: Any, customer_id: str) -> None:
         pipe.lrange(self.keys.recent(customer_id), 0, -1)
         pipe.smembers(self.keys.bought(customer_id))
         pipe.hgetall(self.keys.cart(customer_id))
         pipe.get(self.keys.consent(customer_id))
-        recent_raw, bought_raw, cart_raw, consent_raw = await pipe.execute()
+
+    def _state_from(self, replies: list[Any]) -> CustomerState:
+        recent_raw, bought_raw, cart_raw, consent_raw = replies
         oldest = datetime.now(UTC) - timedelta(seconds=self.recent_ttl_seconds)
         recent = [
             e for e in decode_events(recent_raw) if e.timestamp is None or e.timestamp >= oldest

@@ -1,0 +1,153 @@
+"""The store tablet's API (scope ``customers``): look a customer up, see their profile, present."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, QueryParameter
+from litestar.static_files import create_static_files_router
+
+from service import identity, profile, recommend
+from service.api.params import PathId
+from service.availability import Availability
+from service.errors import InvalidRequest, UnknownCustomer
+from service.events import Event, Id
+from service.live_model import LiveModel
+from service.resolution import customer_for
+from service.settings import Settings
+from service.store import Store
+
+Lookup = Annotated[str | None, QueryParameter(max_length=256)]
+StoreId = Annotated[str | None, QueryParameter(description="The store the tablet is in")]
+
+
+class LookupResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The customer found, and the (masked) identifier used."""
+
+    customer_id: str
+    identifier: str
+
+
+class Presentation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An offer the staff member presented to the customer."""
+
+    offer_id: Id
+    store_id: Id | None = None
+
+
+class Presented(msgspec.Struct, frozen=True, kw_only=True):
+    """The presentation was recorded (as a ``tablet`` event every channel sees)."""
+
+    event_id: str
+
+
+class TabletController(Controller):
+    """What the store tablet calls."""
+
+    path = "/v1/customers"
+    opt = {"scope": "customers"}  # noqa: RUF012
+    tags = ["tablet"]  # noqa: RUF012
+
+    @get("/lookup", operation_id="lookupCustomer")
+    async def lookup(
+        self,
+        store: NamedDependency[Store],
+        settings: NamedDependency[Settings],
+        loyalty: Lookup = None,
+        email: Lookup = None,
+        phone: Lookup = None,
+        store_id: StoreId = None,
+    ) -> LookupResult:
+        """Find a customer by loyalty card, email or phone (normalised); 404 when no one has it.
+
+        The look-up is recorded as a ``store_visit`` event on the ``tablet`` channel.
+        """
+        given = [(k, v) for k, v in (("loyalty", loyalty), ("email", email), ("phone", phone)) if v]
+        if len(given) != 1:
+            raise InvalidRequest("give exactly one of loyalty, email or phone")
+        kind, value = given[0]
+        normalised = identity.normalise(f"{kind}:{value}", settings.identifier_kinds_set)
+        customer_id = (await store.resolve([normalised]))[normalised]
+        if customer_id is None:
+            raise UnknownCustomer(
+                f"no customer has {kind} {identity.mask(normalised).split(':', 1)[1]}"
+            )
+        visit = Event(
+            customer_id=customer_id,
+            event_type="store_visit",
+            channel="tablet",
+            timestamp=datetime.now(UTC),
+            store_id=store_id,
+        )
+        await store.record([visit])
+        return LookupResult(customer_id=customer_id, identifier=identity.mask(normalised))
+
+    @get("/{customer_id:str}/profile", operation_id="customerProfile")
+    async def profile(
+        self,
+        customer_id: PathId,
+        store: NamedDependency[Store],
+        settings: NamedDependency[Settings],
+        live_model: NamedDependency[LiveModel],
+        availability: NamedDependency[Availability],
+        store_id: StoreId = None,
+        k: Annotated[int, QueryParameter(ge=1, le=50)] = 6,
+    ) -> profile.Profile:
+        """The customer at a glance, with recommendations in stock in this store."""
+        resolved = await customer_for(store, settings.identifier_kinds_set, customer_id)
+        state, stats, identifiers = await store.profile_facts(resolved)
+        if not stats and not identifiers and not state.recent:
+            raise UnknownCustomer(f"no customer {customer_id!r} is known to the service")
+        model = live_model.current
+        now = datetime.now(UTC)
+        view = profile.build(resolved, state, stats, identifiers, model, now)
+        if model is None:
+            return view
+        query = recommend.Query(channel="tablet", k=k, store_id=store_id)
+        ctx = recommend.Context(
+            now=now,
+            state=state,
+            personalise=state.consent.allows_personalisation(settings.default_personalisation),
+            available=await availability.mask(model, "tablet", store_id),
+        )
+        ranked = recommend.for_customer(model, resolved, query, ctx)
+        return msgspec.structs.replace(
+            view, recommendations=ranked.items, store_id=store_id, model_version=model.version
+        )
+
+    @post("/{customer_id:str}/presentations", status_code=202, operation_id="offerPresented")
+    async def presented(
+        self,
+        customer_id: PathId,
+        data: JSONBody[Presentation],
+        store: NamedDependency[Store],
+        settings: NamedDependency[Settings],
+    ) -> Presented:
+        """Record that staff presented an offer, as a ``tablet`` event every channel sees."""
+        resolved = await customer_for(store, settings.identifier_kinds_set, customer_id)
+        event = Event(
+            customer_id=resolved,
+            event_type="offer_presented",
+            channel="tablet",
+            timestamp=datetime.now(UTC),
+            store_id=data.store_id,
+            offer_id=data.offer_id,
+        )
+        (entry_id,) = await store.record([event])
+        return Presented(event_id=entry_id)
+
+
+# The tablet page: static HTML, CSS and JS, no build step. It calls the API above with the
+# tablet's key, which the staff member enters once per session.
+tablet_page = create_static_files_router(
+    path="/tablet",
+    directories=[Path(__file__).resolve().parent.parent / "static" / "tablet"],
+    html_mode=True,
+    include_in_schema=False,
+    name="tablet",
+)
