@@ -1,0 +1,91 @@
+"""Helpers for real-browser tests: the service in a subprocess, and Debian's Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+# As the machine's own probe starts it: no sandbox as root, no background network traffic.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason="Debian's chromium is not installed (apt-get install chromium)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_service(env: dict[str, str], data_dir: Path) -> Iterator[str]:
+    """``python -m service`` on a free port until the block ends; yields its base URL."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        **env,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "DATA_DIR": str(data_dir),
+    }
+    log = (data_dir / "service.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"], env=full_env, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"service did not start: {(data_dir / 'service.log').read_text()[-2000:]}"
+                )
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        log.close()
+
+
+def call(base: str, method: str, path: str, key: str, body: Any = None) -> Any:
+    """One JSON API call; raises on an error status."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        base + path,
+        data=data,
+        method=method,
+        headers={"X-API-Key": key, "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"null")
