@@ -19,6 +19,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from redis.asyncio import Redis
 
 from service import __doc__ as service_doc
+from service.ann import AnnConfig
 from service.api import ROUTES
 from service.auth import api_keys_from_settings, require_scope
 from service.embedded_redis import EmbeddedRedis
@@ -35,7 +36,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     api_keys = api_keys_from_settings(settings.api_keys, settings.data_dir)
-    live_model = LiveModel(settings.model_dir, verify_checksums=settings.verify_checksums)
+    live_model = LiveModel(
+        settings.model_dir,
+        verify_checksums=settings.verify_checksums,
+        ann=AnnConfig(
+            mode=settings.ann, min_items=settings.ann_min_items, nprobe=settings.ann_nprobe
+        ),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -39,6 +39,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     model_poll_seconds: Annotated[float, msgspec.Meta(ge=0)] = 2.0
     verify_checksums: bool = True
     redis_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    # Approximate nearest neighbours (service/ann.py): auto = for catalogues of ann_min_items or
+    # more; on = always; off = exact scoring only. ann_nprobe: clusters searched per query.
+    ann: Literal["auto", "on", "off"] = "auto"
+    ann_min_items: Positive = 30_000
+    ann_nprobe: Positive = 32
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
