@@ -18,35 +18,40 @@ swap: errors, seconds until the new version is served) and writes benchmarks/res
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import os
-import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-import msgspec
-import numpy as np
-import redis
+# As the service does (service/__main__.py): one BLAS thread per process, for the recall timings.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from benchmarks.catalogue import new_manifest, write_catalogue
-from service import ann, artifact
-from service.events import Event, msgpack_encoder
-from service.ranking import FactorModel
-from service.store import Keys
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import msgspec  # noqa: E402
+import numpy as np  # noqa: E402
+import redis  # noqa: E402
+
+from benchmarks.catalogue import new_manifest, write_catalogue  # noqa: E402
+from service import ann, artifact  # noqa: E402
+from service.events import Event, msgpack_encoder  # noqa: E402
+from service.ranking import FactorModel  # noqa: E402
+from service.store import Keys  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 API_KEY = "bench-key"
@@ -418,9 +423,13 @@ def hot_swap(
     for t in threads:
         t.start()
     run = run_wrk(wrk, server.base, script, args.duration, args.connections, args.threads)
+    threads[0].join()
+    # Keep polling after the load until every worker serves the new version (at most 60 s).
+    deadline = time.monotonic() + 60
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
     stop.set()
-    for t in threads:
-        t.join()
+    threads[1].join()
     published = result.pop("_published_at", None)
     result.update(
         {

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from service import artifact
+from service import ann, artifact
 from training import evaluate, matrix
 from training.config import TrainConfig
 from training.fit import fit_als
@@ -72,6 +72,9 @@ def run(
         item_brands=[meta[i].get("brand") for i in item_ids] if catalogue else None,
         item_prices=[meta[i].get("price") for i in item_ids] if catalogue else None,
     )
+    if len(item_ids) >= ann.AnnConfig().min_items:
+        # Large catalogues ship their approximate index, so every service worker maps one copy.
+        arrays.update(ann.build_index(arrays["item_factors"], seed=config.seed))
     manifest = artifact.Manifest(
         format_version=artifact.FORMAT_VERSION,
         model_version=artifact.new_version(config.algorithm),
