@@ -219,10 +219,26 @@ def lua_script(path: Path, endpoint: str, customers: list[str], items: list[str]
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes used so far (from /proc/<pid>/stat)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(
-    wrk: str, url: str, script: Path, duration: float, connections: int, threads: int
+    wrk: str, server: Server, script: Path, duration: float, connections: int, threads: int
 ) -> dict[str, Any]:
-    """One wrk run; requests/s, p50/p99 in ms and errors, parsed from its report."""
+    """One wrk run; requests/s, p50/p99 in ms and errors, parsed from its report.
+
+    Also the server's CPU time per request (µs): unlike requests/s it barely depends on what else
+    the machine runs, so it compares the service with the bare route on a busy machine too.
+    """
+    url = server.base
+    pids = server.worker_pids()
+    cpu_before = cpu_seconds(pids)
     out = subprocess.run(
         [
             wrk,
@@ -249,12 +265,15 @@ def run_wrk(
     socket_errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    cpu = cpu_seconds(pids) - cpu_before
+    requests = int(m.group(1)) if m else 0
     return {
         "requests": int(m.group(1)) if m else 0,
         "rps": round(float(rps.group(1)), 1) if rps else 0.0,
         "p50_ms": latency("50"),
         "p99_ms": latency("99"),
         "errors": socket_errors + (int(non2xx.group(1)) if non2xx else 0),
+        "server_cpu_us_per_request": round(cpu / requests * 1e6, 1) if requests else None,
         "raw": out,
     }
 
@@ -422,7 +441,7 @@ def hot_swap(
     threads = [threading.Thread(target=publish), threading.Thread(target=poll)]
     for t in threads:
         t.start()
-    run = run_wrk(wrk, server.base, script, args.duration, args.connections, args.threads)
+    run = run_wrk(wrk, server, script, args.duration, args.connections, args.threads)
     threads[0].join()
     # Keep polling after the load until every worker serves the new version (at most 60 s).
     deadline = time.monotonic() + 60
@@ -475,9 +494,9 @@ def bench_size(
             log = size_dir / f"service-{workers}.log"
             with serve(argv, env, port, log, "/health/ready", workers) as server:
                 # Warm up: the first requests touch the memory-mapped arrays.
-                run_wrk(wrk, server.base, scripts["recommendations"], 2, args.connections, 1)
+                run_wrk(wrk, server, scripts["recommendations"], 2, args.connections, 1)
                 bare_run = run_wrk(
-                    wrk, bare.base, bare_script, args.duration, args.connections, args.threads
+                    wrk, bare, bare_script, args.duration, args.connections, args.threads
                 )
                 bare_run.pop("raw")
                 run: dict[str, Any] = {"workers": workers, "bare": bare_run, "endpoints": {}}
@@ -490,7 +509,7 @@ def bench_size(
                             continue
                     result = run_wrk(
                         wrk,
-                        server.base,
+                        server,
                         scripts[endpoint],
                         args.duration,
                         args.connections,
@@ -498,6 +517,13 @@ def bench_size(
                     )
                     result.pop("raw")
                     result["ratio_to_bare"] = round(result["rps"] / max(bare_run["rps"], 1), 3)
+                    bare_cpu, cpu = (
+                        bare_run["server_cpu_us_per_request"],
+                        result["server_cpu_us_per_request"],
+                    )
+                    result["cpu_ratio_to_bare"] = (
+                        round(bare_cpu / cpu, 3) if bare_cpu and cpu else None
+                    )
                     run["endpoints"][endpoint] = result
                     print(f"   workers={workers} {endpoint:16} {result}", flush=True)
                 mems = [memory(pid) for pid in server.worker_pids()]
@@ -594,6 +620,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(msgspec.to_builtins(report), indent=2) + "\n")
     print()
     print(format_table(report))
+    print()
+    print(format_summary(report))
     print(f"\nwritten to {args.out}")
     return 0
 
@@ -602,8 +630,8 @@ def format_table(report: dict[str, Any]) -> str:
     """The results as a Markdown table (also used by docs/serving.md)."""
     lines = [
         "| items | workers | endpoint | req/s | ratio to bare | p50 ms | p99 ms | errors "
-        "| PSS/worker MiB | RSS/worker MiB |",
-        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server CPU µs/req | CPU ratio to bare | PSS/worker MiB | RSS/worker MiB |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for size in report["sizes"]:
         for run in size["runs"]:
@@ -614,20 +642,48 @@ def format_table(report: dict[str, Any]) -> str:
             b = run["bare"]
             lines.append(
                 f"| {size['items']:,} | {run['workers']} | bare route | {b['rps']:,.0f} | 1.00 "
-                f"| {b['p50_ms']} | {b['p99_ms']} | {b['errors']} | | |"
+                f"| {b['p50_ms']} | {b['p99_ms']} | {b['errors']} "
+                f"| {b.get('server_cpu_us_per_request')} | 1.00 | | |"
             )
             for name, r in run["endpoints"].items():
                 if "skipped" in r:
                     lines.append(
                         f"| {size['items']:,} | {run['workers']} | {name} | skipped: "
-                        f"{r['skipped']} | | | | | | |"
+                        f"{r['skipped']} | | | | | | | | |"
                     )
                     continue
                 lines.append(
                     f"| {size['items']:,} | {run['workers']} | {name} | {r['rps']:,.0f} "
                     f"| {r['ratio_to_bare']:.2f} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} "
+                    f"| {r.get('server_cpu_us_per_request')} | {r.get('cpu_ratio_to_bare')} "
                     f"| {pss:.0f} | {rss:.0f} |"
                 )
+    return "\n".join(lines)
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """ANN recall, memory of 1 and N workers and the hot swap, per size."""
+    lines = [
+        "| items | served by | recall@10 recommend | recall@10 similar | nlist / nprobe "
+        "| model PSS, 1 worker MiB | model PSS, N workers MiB | N/1 | hot swap errors "
+        "| new version first / all served (s) |",
+        "| ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for size in report["sizes"]:
+        a = size["ann"]
+        runs = {run["workers"]: run for run in size["runs"]}
+        one, many = runs.get(min(runs)), runs.get(max(runs))
+        m1 = one["memory"]["model_pss_mib"] if one else None
+        mn = many["memory"]["model_pss_mib"] if many else None
+        swap = next((run["hot_swap"] for run in size["runs"] if "hot_swap" in run), None)
+        lines.append(
+            f"| {size['items']:,} | {'ANN' if a['used_by_service'] else 'exact'} "
+            f"| {a['recall_at_10_recommend']} | {a['recall_at_10_similar']} "
+            f"| {a['nlist']} / {a['nprobe']} | {m1} | {mn} ({max(runs)} workers) "
+            f"| {round(mn / m1, 2) if m1 and mn else None} "
+            f"| {swap['errors'] if swap else 'n/a'} "
+            f"| {swap['first_served_s'] if swap else ''} / {swap['all_served_s'] if swap else ''} |"
+        )
     return "\n".join(lines)
 
 

@@ -47,8 +47,10 @@ class AnnConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     mode: Literal["auto", "on", "off"] = "auto"
     min_items: int = 30_000
-    # Clusters probed per query; more is slower and closer to exact.
+    # Clusters probed per query; more is slower and closer to exact. Similar items (cosine) need
+    # fewer: an item's neighbours sit in its own and the nearest clusters.
     nprobe: int = 32
+    nprobe_similar: int = 12
     # Filters that leave at most this many items are scored exactly over the allowed items.
     exact_below: int = 20_000
 
@@ -141,7 +143,14 @@ def check_index(
 class IvfIndex:
     """Search over an index's (memory-mapped) arrays; read-only, so threads may share it."""
 
-    def __init__(self, arrays: Any, *, nprobe: int = 32, exact_below: int = 20_000) -> None:
+    def __init__(
+        self,
+        arrays: Any,
+        *,
+        nprobe: int = 32,
+        nprobe_similar: int = 12,
+        exact_below: int = 20_000,
+    ) -> None:
         """Wrap the ``ann_*`` arrays of an artifact (or of ``build_index``)."""
         self.centroids: NDArray[np.float32] = arrays["ann_centroids"]
         self.offsets: NDArray[np.int64] = np.asarray(arrays["ann_offsets"], dtype=np.int64)
@@ -149,6 +158,7 @@ class IvfIndex:
         self.factors: NDArray[np.float32] = arrays["ann_factors"]
         self.nlist = len(self.centroids)
         self.nprobe = max(1, min(nprobe, self.nlist))
+        self.nprobe_similar = max(1, min(nprobe_similar, self.nlist))
         self.exact_below = exact_below
         norms = np.linalg.norm(self.centroids, axis=1)
         self._unit_centroids = (self.centroids / np.where(norms > 0, norms, 1)[:, None]).astype(
@@ -169,8 +179,8 @@ class IvfIndex:
         None when the probed clusters hold fewer than ``k`` items that pass the filters even after
         widening the search: the caller then scores exactly (the filters leave few items).
         """
-        nprobe = self.nprobe
         # Cosine queries (norms given) pick clusters by direction, inner-product ones by value.
+        nprobe = self.nprobe if norms is None else self.nprobe_similar
         centroids = self._unit_centroids if norms is not None else self.centroids
         probe_scores = centroids @ query
         for attempt in range(2):
@@ -204,7 +214,10 @@ class IvfIndex:
         positions = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
         positions += np.arange(total)
         rows = self.rows[positions]
-        scores = self.factors[positions] @ query
+        # One matrix-vector product per contiguous cluster: no copy of the candidates' factors
+        # (twice as fast as gathering them at a million items).
+        bounds = zip(starts.tolist(), ends.tolist(), strict=True)
+        scores = np.concatenate([self.factors[s:e] @ query for s, e in bounds])
         if norms is not None:
             scores /= norms[rows]
         if allowed is not None or (exclude is not None and len(exclude)):

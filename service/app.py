@@ -43,7 +43,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         settings.model_dir,
         verify_checksums=settings.verify_checksums,
         ann=AnnConfig(
-            mode=settings.ann, min_items=settings.ann_min_items, nprobe=settings.ann_nprobe
+            mode=settings.ann,
+            min_items=settings.ann_min_items,
+            nprobe=settings.ann_nprobe,
+            nprobe_similar=settings.ann_nprobe_similar,
         ),
     )
 

@@ -18,6 +18,9 @@ from service.artifact import Artifact
 
 log = logging.getLogger(__name__)
 
+# Items per channel kept ranked by popularity (per model and worker: 12 KiB each).
+_POPULAR_HEAD = 1000
+
 Rows = NDArray[np.int64]
 Scores = NDArray[np.float32]
 Mask = NDArray[np.bool_]
@@ -57,6 +60,7 @@ class FactorModel:
         # Items without signal have zero vectors; don't divide by zero in similar_items.
         self.item_norms = np.where(norms > 0, norms, np.float32(1e-9))
         self._category_masks: dict[int, Mask] = {}
+        self._popular_heads: dict[int, tuple[Rows, Scores]] = {}
         self.ann_config = ann or AnnConfig()
         self.index = self._index(a)
 
@@ -72,7 +76,12 @@ class FactorModel:
                 self.n_items,
             )
             arrays = build_index(self.item_factors)
-        return IvfIndex(arrays, nprobe=config.nprobe, exact_below=config.exact_below)
+        return IvfIndex(
+            arrays,
+            nprobe=config.nprobe,
+            nprobe_similar=config.nprobe_similar,
+            exact_below=config.exact_below,
+        )
 
     @property
     def n_items(self) -> int:
@@ -221,11 +230,32 @@ class FactorModel:
     ) -> tuple[Rows, Scores]:
         """The ``k`` most popular items on ``channel`` (overall for a channel without data)."""
         row = self._channel_rows.get(channel, 0)
+        head, head_scores = self._popular_head(row)
+        # The channel's most popular items, scored once per model: most answers come from them.
+        keep = np.ones(len(head), dtype=bool)
+        if allowed is not None:
+            keep &= allowed[head]
+        if exclude is not None and len(exclude):
+            keep &= ~np.isin(head, exclude)
+        if int(np.count_nonzero(keep)) >= k or len(head) == self.n_items:
+            found = np.flatnonzero(keep)[: max(k, 0)]
+            return head[found], head_scores[found]
+        return top_k(self._popular_scores(row), k, exclude=exclude, allowed=allowed)
+
+    def _popular_scores(self, row: int) -> Scores:
         scores = np.array(self.popularity[row], dtype=np.float32)
         if row != 0:
             # Break ties (and fill channels with sparse data) with overall popularity.
             scores += 1e-6 * self.popularity[0] / max(float(self.popularity[0].max()), 1e-9)
-        return top_k(scores, k, exclude=exclude, allowed=allowed)
+        return scores
+
+    def _popular_head(self, row: int) -> tuple[Rows, Scores]:
+        head = self._popular_heads.get(row)
+        if head is None:
+            # A dict assignment: two threads racing both compute the same head.
+            head = top_k(self._popular_scores(row), _POPULAR_HEAD)
+            self._popular_heads[row] = head
+        return head
 
     def closest(self, item_rows: Rows, basis: Rows) -> Rows:
         """For each of ``item_rows``, the row in ``basis`` with the most similar factors."""

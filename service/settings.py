@@ -40,10 +40,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     verify_checksums: bool = True
     redis_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.5
     # Approximate nearest neighbours (service/ann.py): auto = for catalogues of ann_min_items or
-    # more; on = always; off = exact scoring only. ann_nprobe: clusters searched per query.
+    # more; on = always; off = exact scoring only. ann_nprobe(_similar): clusters searched per
+    # query for a customer (for similar items).
     ann: Literal["auto", "on", "off"] = "auto"
     ann_min_items: Positive = 30_000
     ann_nprobe: Positive = 32
+    ann_nprobe_similar: Positive = 12
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

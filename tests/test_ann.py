@@ -9,7 +9,7 @@ import pytest
 
 from service import ann, artifact
 from service.errors import ArtifactError
-from service.ranking import FactorModel
+from service.ranking import FactorModel, top_k
 from tests.builders import clustered_artifact
 
 N_ITEMS = 4000
@@ -146,3 +146,18 @@ def test_an_index_of_another_model_is_refused(tmp_path: Path) -> None:
 
 def _fields(manifest: artifact.Manifest) -> dict[str, object]:
     return {f: getattr(manifest, f) for f in manifest.__struct_fields__}
+
+
+def test_popular_items_come_from_the_cached_head_and_beyond_it(exact_model: FactorModel) -> None:
+    scores = np.array(exact_model.popularity[0], dtype=np.float32)
+    expected = top_k(scores.copy(), 10)[0]
+    assert exact_model.popular("all", 10)[0].tolist() == expected.tolist()
+    # Exclude the whole cached head: the answer comes from the full ranking, still k items.
+    head = top_k(scores.copy(), 1000)[0]
+    rows, _ = exact_model.popular("all", 10, exclude=head)
+    assert rows.tolist() == top_k(scores.copy(), 10, exclude=head)[0].tolist()
+    allowed = np.zeros(N_ITEMS, dtype=bool)
+    allowed[head[-3:]] = True
+    assert sorted(exact_model.popular("all", 10, allowed=allowed)[0].tolist()) == sorted(
+        head[-3:].tolist()
+    )
