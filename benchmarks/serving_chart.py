@@ -16,12 +16,13 @@ from benchmarks.serving import RESULTS
 
 COLOURS = {
     "bare route": "#9e9e9e",
+    "bare, service's signature": "#d0d0d0",
     "recommendations": "#1f77b4",
     "similar": "#ff7f0e",
     "events": "#2ca02c",
     "offers": "#9467bd",
 }
-W, PANEL_H, TOP, LEFT = 760, 230, 40, 70
+W, PANEL_H, TOP, LEFT = 820, 230, 40, 70
 
 
 def series(report: dict[str, Any], workers: int) -> list[tuple[int, dict[str, dict[str, float]]]]:
@@ -31,6 +32,8 @@ def series(report: dict[str, Any], workers: int) -> list[tuple[int, dict[str, di
             if run["workers"] != workers:
                 continue
             bars = {"bare route": run["bare"]}
+            if "shaped" in run:
+                bars["bare, service's signature"] = run["shaped"]
             for name, r in run["endpoints"].items():
                 if "skipped" not in r:
                     bars[name] = r
@@ -86,12 +89,13 @@ def draw(report: dict[str, Any], workers: int = 1) -> str:
         *panel(data, "p99_ms", "p99 latency (ms)", TOP + PANEL_H + 70, ""),
     ]
     names = list(dict.fromkeys(n for _, bars in data for n in bars))
-    for i, name in enumerate(names):
-        x = LEFT + i * 140
+    x = LEFT
+    for name in names:
         parts.append(
             f'<rect x="{x}" y="{height - 18}" width="10" height="10" fill="{COLOURS[name]}"/>'
             f'<text x="{x + 14}" y="{height - 9}" font-size="11">{name}</text>'
         )
+        x += 30 + int(6.2 * len(name))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
