@@ -7,7 +7,7 @@ DATA_DIR ?= ./var
 MODEL_DIR ?= ./models
 export PORT DATA_DIR MODEL_DIR
 
-.PHONY: run test lint train bench sample clean
+.PHONY: run test lint train bench bench-serving sample clean
 
 # One stamp per install flavour: re-install only when pyproject.toml changes.
 $(VENV)/.run-installed: pyproject.toml
@@ -44,6 +44,12 @@ train: $(VENV)/.run-installed
 ## bench: the training/quality benchmark on ../shared/data
 bench: $(VENV)/.test-installed
 	$(PY) -m benchmarks.training
+
+## bench-serving: the serving benchmark (needs wrk and a Redis on 127.0.0.1:6379; see docs/serving.md)
+BENCH_SERVING_ARGS ?=
+bench-serving: $(VENV)/.test-installed
+	$(PY) -m benchmarks.serving $(BENCH_SERVING_ARGS)
+	$(PY) -m benchmarks.serving_chart
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR)

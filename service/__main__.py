@@ -9,12 +9,18 @@ from __future__ import annotations
 import os
 import sys
 
-import uvicorn
+# One BLAS thread per worker, set before numpy loads OpenBLAS (workers inherit the environment).
+# A request's scoring is a small matrix-vector product; several BLAS threads per request spin
+# against each other and the event loop: measured 557 against 1,712 requests/s on 2 cores.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from service import artifact
-from service.auth import dev_key
-from service.embedded_redis import EmbeddedRedis
-from service.settings import Settings
+import uvicorn  # noqa: E402
+
+from service import artifact  # noqa: E402
+from service.auth import dev_key  # noqa: E402
+from service.embedded_redis import EmbeddedRedis  # noqa: E402
+from service.settings import Settings  # noqa: E402
 
 
 def main() -> int:

@@ -9,6 +9,8 @@ Layout::
 Rows of the user and item arrays are sorted by id (UTF-8 bytes), so an id is found by binary
 search on a memory-mapped array and no worker needs its own id -> row dictionary. Scoring is
 always ``item_factors @ user_vector``: writers fold biases into the factors. Nothing is pickled.
+Large catalogues may ship an approximate nearest-neighbour index as four more arrays (``ann_*``,
+see ``service/ann.py``): optional, checksummed and memory-mapped like the others.
 This module imports only numpy and msgspec; training writes artifacts with it, the service
 reads them.
 """
@@ -30,6 +32,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from service.ann import INDEX_ARRAYS, check_index
 from service.errors import ArtifactError
 from service.events import DEFAULT_EVENT_WEIGHTS
 
@@ -61,6 +64,8 @@ OPTIONAL_ARRAYS: dict[str, tuple[str, int]] = {
     "user_items_indptr": ("i", 1),
     "user_items_indices": ("i", 1),
     "user_items_values": ("f", 1),
+    # The approximate nearest-neighbour index over item_factors (service/ann.py), all or none.
+    **INDEX_ARRAYS,
 }
 
 
@@ -418,6 +423,8 @@ def _check_arrays(arrays: Mapping[str, NDArray[Any]], manifest: Manifest) -> Non
         and (arrays["item_brand"].max() >= len(arrays.get("brand_names", ())))
     ):
         raise ArtifactError("item_brand holds brand indices out of range")
+    if problem := check_index(arrays, len(items), itf.shape[1], itf):
+        raise ArtifactError(problem)
     indptr, bought = arrays["bought_indptr"], arrays["bought_items"]
     if len(indptr) != len(users) + 1 or (len(indptr) and indptr[-1] != len(bought)):
         raise ArtifactError("bought_indptr does not match user_ids and bought_items")

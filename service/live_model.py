@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from service import artifact
+from service.ann import AnnConfig
 from service.errors import ArtifactError, ModelUnavailable
 from service.ranking import FactorModel
 
@@ -21,10 +22,17 @@ class LiveModel:
     old one keeps serving and the error is kept for the readiness check.
     """
 
-    def __init__(self, model_dir: str | Path, *, verify_checksums: bool = True) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        verify_checksums: bool = True,
+        ann: AnnConfig | None = None,
+    ) -> None:
         """Serve models from ``model_dir`` (nothing is loaded until ``refresh``)."""
         self.model_dir = Path(model_dir)
         self.verify_checksums = verify_checksums
+        self.ann = ann
         self.current: FactorModel | None = None
         self.error: str | None = None
         self._failed_version: str | None = None
@@ -77,4 +85,5 @@ class LiveModel:
 
     def _load(self, version: str) -> FactorModel:
         path = artifact.resolve(self.model_dir, version)
-        return FactorModel(artifact.load(path, verify_checksums=self.verify_checksums))
+        loaded = artifact.load(path, verify_checksums=self.verify_checksums)
+        return FactorModel(loaded, ann=self.ann)

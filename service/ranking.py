@@ -6,14 +6,21 @@ arrays; ``item_ids``/``user_ids`` are sorted, so ids are found by binary search.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from service.ann import AnnConfig, IvfIndex, build_index
 from service.artifact import Artifact
 from service.foldin import gramian
+
+log = logging.getLogger(__name__)
+
+# Items per channel kept ranked by popularity (per model and worker: 12 KiB each).
+_POPULAR_HEAD = 1000
 
 Rows = NDArray[np.int64]
 Scores = NDArray[np.float32]
@@ -21,12 +28,20 @@ Mask = NDArray[np.bool_]
 
 
 class FactorModel:
-    """One loaded model version, ready to score. Read-only, so workers and threads share it."""
+    """One loaded model version, ready to score. Read-only, so workers and threads share it.
 
-    def __init__(self, artifact: Artifact) -> None:
+    Large catalogues are scored through an approximate index (``service/ann.py``): the one the
+    artifact ships (memory-mapped, shared by all workers) or, for an artifact without one, an index
+    built at load in this process. ``ann`` decides when (by catalogue size) and how hard to search.
+    """
+
+    def __init__(self, artifact: Artifact, *, ann: AnnConfig | None = None) -> None:
         """Wrap ``artifact``; derives only small per-item vectors (norms), never copies factors."""
-        a = artifact.arrays
+        # Plain ndarray views of the memory-mapped files: the same shared pages, without
+        # np.memmap's per-indexing overhead (tens of thousands of lookups per second).
+        a = {name: _plain(array) for name, array in artifact.arrays.items()}
         self.artifact = artifact
+        self._arrays = a
         self.version = artifact.version
         self.user_ids: NDArray[np.bytes_] = a["user_ids"]
         self.item_ids: NDArray[np.bytes_] = a["item_ids"]
@@ -50,6 +65,29 @@ class FactorModel:
         norms = np.linalg.norm(self.item_factors, axis=1).astype(np.float32)
         # Items without signal have zero vectors; don't divide by zero in similar_items.
         self.item_norms = np.where(norms > 0, norms, np.float32(1e-9))
+        self._category_masks: dict[int, Mask] = {}
+        self._popular_heads: dict[int, tuple[Rows, Scores]] = {}
+        self.ann_config = ann or AnnConfig()
+        self.index = self._index(a)
+
+    def _index(self, arrays: Any) -> IvfIndex | None:
+        config = self.ann_config
+        if not config.wanted(self.n_items):
+            return None
+        if "ann_centroids" not in arrays:
+            log.warning(
+                "model %s has no ANN index: building one in this process (%d items); "
+                "ship it in the artifact to share it between workers",
+                self.version,
+                self.n_items,
+            )
+            arrays = build_index(self.item_factors)
+        return IvfIndex(
+            arrays,
+            nprobe=config.nprobe,
+            nprobe_similar=config.nprobe_similar,
+            exact_below=config.exact_below,
+        )
 
     @property
     def n_items(self) -> int:
@@ -80,23 +118,23 @@ class FactorModel:
 
     def category_name(self, code: int) -> str:
         """The name of category ``code``."""
-        return bytes(self.artifact.arrays["category_names"][code]).decode("utf-8")
+        return bytes(self._arrays["category_names"][code]).decode("utf-8")
 
     def title_of(self, row: int) -> str | None:
         """The item's title, if the training data had titles."""
-        titles = self.artifact.arrays.get("item_titles")
+        titles = self._arrays.get("item_titles")
         return None if titles is None else (bytes(titles[row]).decode("utf-8") or None)
 
     def brand_of(self, row: int) -> str | None:
         """The item's brand, if known."""
-        brands = self.artifact.arrays.get("item_brand")
+        brands = self._arrays.get("item_brand")
         if brands is None or brands[row] < 0:
             return None
-        return bytes(self.artifact.arrays["brand_names"][brands[row]]).decode("utf-8")
+        return bytes(self._arrays["brand_names"][brands[row]]).decode("utf-8")
 
     def price_of(self, row: int) -> float | None:
         """The item's price, if known."""
-        prices = self.artifact.arrays.get("item_price")
+        prices = self._arrays.get("item_price")
         if prices is None or np.isnan(prices[row]):
             return None
         return float(prices[row])
@@ -104,7 +142,17 @@ class FactorModel:
     def category_mask(self, category: str) -> Mask | None:
         """Items in ``category``; None when the model knows no such category."""
         code = self.category_codes.get(category)
-        return None if code is None else np.asarray(self.item_category == code)
+        if code is None:
+            return None
+        mask = self._category_masks.get(code)
+        if mask is None:
+            # One pass over the catalogue per category and model, not per request (a dict
+            # assignment: safe when two threads race, both compute the same mask).
+            mask = np.asarray(self.item_category == code)
+            mask.flags.writeable = False
+            if len(self._category_masks) < 256:
+                self._category_masks[code] = mask
+        return mask
 
     def bought_rows(self, user_row: int) -> Rows:
         """Items customer ``user_row`` bought in the training data."""
@@ -144,7 +192,14 @@ class FactorModel:
         exclude: Rows | None = None,
         allowed: Mask | None = None,
     ) -> tuple[Rows, Scores]:
-        """The ``k`` best items for ``user_vector``, best first; never excluded or disallowed."""
+        """The ``k`` best items for ``user_vector``, best first; never excluded or disallowed.
+
+        Exactly ``min(k, items the filters leave)`` items: the index's answer when it finds ``k``
+        items passing the filters, else exact scoring of the whole catalogue.
+        """
+        found = self._from_index(user_vector, k, exclude, allowed, None)
+        if found is not None:
+            return found
         scores = self.item_factors @ user_vector
         return top_k(scores, k, exclude=exclude, allowed=allowed)
 
@@ -152,23 +207,82 @@ class FactorModel:
         self, item_row: int, k: int, *, exclude: Rows | None = None, allowed: Mask | None = None
     ) -> tuple[Rows, Scores]:
         """The ``k`` items most similar to ``item_row`` by cosine of their factors (not itself)."""
-        scores = (self.item_factors @ self.item_factors[item_row]) / (
-            self.item_norms * self.item_norms[item_row]
-        )
         own = np.array([item_row], dtype=np.int64)
         exclude = own if exclude is None else np.concatenate([exclude, own])
+        query = np.asarray(self.item_factors[item_row]) / self.item_norms[item_row]
+        found = self._from_index(query, k, exclude, allowed, self.item_norms)
+        if found is not None:
+            return found
+        scores = (self.item_factors @ query) / self.item_norms
         return top_k(scores, k, exclude=exclude, allowed=allowed)
+
+    def _from_index(
+        self,
+        query: NDArray[np.float32],
+        k: int,
+        exclude: Rows | None,
+        allowed: Mask | None,
+        norms: NDArray[np.float32] | None,
+    ) -> tuple[Rows, Scores] | None:
+        """The index's answer, or None: no index, or exact scoring is cheaper or needed."""
+        index = self.index
+        if index is None or k <= 0:
+            return None
+        if allowed is not None:
+            n_allowed = int(np.count_nonzero(allowed))
+            if n_allowed <= index.exact_below:
+                # A narrow filter: scoring just the allowed items exactly is cheap and exact.
+                return self._exact_subset(query, k, exclude, allowed, norms)
+        return index.search(query, k, exclude=exclude, allowed=allowed, norms=norms)
+
+    def _exact_subset(
+        self,
+        query: NDArray[np.float32],
+        k: int,
+        exclude: Rows | None,
+        allowed: Mask,
+        norms: NDArray[np.float32] | None,
+    ) -> tuple[Rows, Scores]:
+        rows = np.flatnonzero(allowed)
+        scores = self.item_factors[rows] @ query
+        if norms is not None:
+            scores = scores / norms[rows]
+        if exclude is not None and len(exclude):
+            scores[np.isin(rows, exclude)] = -np.inf
+        found, found_scores = top_k(scores.astype(np.float32), k)
+        return rows[found].astype(np.int64), found_scores
 
     def popular(
         self, channel: str, k: int, *, exclude: Rows | None = None, allowed: Mask | None = None
     ) -> tuple[Rows, Scores]:
         """The ``k`` most popular items on ``channel`` (overall for a channel without data)."""
         row = self._channel_rows.get(channel, 0)
+        head, head_scores = self._popular_head(row)
+        # The channel's most popular items, scored once per model: most answers come from them.
+        keep = np.ones(len(head), dtype=bool)
+        if allowed is not None:
+            keep &= allowed[head]
+        if exclude is not None and len(exclude):
+            keep &= ~np.isin(head, exclude)
+        if int(np.count_nonzero(keep)) >= k or len(head) == self.n_items:
+            found = np.flatnonzero(keep)[: max(k, 0)]
+            return head[found], head_scores[found]
+        return top_k(self._popular_scores(row), k, exclude=exclude, allowed=allowed)
+
+    def _popular_scores(self, row: int) -> Scores:
         scores = np.array(self.popularity[row], dtype=np.float32)
         if row != 0:
             # Break ties (and fill channels with sparse data) with overall popularity.
             scores += 1e-6 * self.popularity[0] / max(float(self.popularity[0].max()), 1e-9)
-        return top_k(scores, k, exclude=exclude, allowed=allowed)
+        return scores
+
+    def _popular_head(self, row: int) -> tuple[Rows, Scores]:
+        head = self._popular_heads.get(row)
+        if head is None:
+            # A dict assignment: two threads racing both compute the same head.
+            head = top_k(self._popular_scores(row), _POPULAR_HEAD)
+            self._popular_heads[row] = head
+        return head
 
     def closest(self, item_rows: Rows, basis: Rows) -> Rows:
         """For each of ``item_rows``, the row in ``basis`` with the most similar factors."""
@@ -197,6 +311,10 @@ def top_k(
     order = part[np.argsort(-scores[part], kind="stable")]
     order = order[np.isfinite(scores[order])]
     return order.astype(np.int64), scores[order].astype(np.float32)
+
+
+def _plain(array: NDArray[Any]) -> NDArray[Any]:
+    return array.view(np.ndarray) if isinstance(array, np.memmap) else array
 
 
 def _find(ids: NDArray[np.bytes_], key: str) -> int | None:

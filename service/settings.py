@@ -54,6 +54,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         """The identifier kinds accepted (built-in plus configured)."""
         return identity.kinds(self.identifier_kinds.split(","))
 
+    # Approximate nearest neighbours (service/ann.py): auto = for catalogues of ann_min_items or
+    # more; on = always; off = exact scoring only. ann_nprobe(_similar): clusters searched per
+    # query for a customer (for similar items).
+    ann: Literal["auto", "on", "off"] = "auto"
+    ann_min_items: Positive = 30_000
+    ann_nprobe: Positive = 32
+    ann_nprobe_similar: Positive = 12
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from environment variables; bad values raise ``msgspec.ValidationError``.

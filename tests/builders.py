@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service import artifact
+from service import ann, artifact
 
 N_USERS = 10
 N_ITEMS = 20
@@ -60,5 +60,40 @@ def checkerboard_artifact(model_dir: Path, *, version: str = "v1-checkerboard") 
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         popularity_channels=channels,
         counts={"users": N_USERS, "items": N_ITEMS},
+    )
+    return artifact.save(model_dir, manifest, arrays)
+
+
+def clustered_artifact(model_dir: Path, n_items: int, *, with_index: bool, seed: int = 0) -> Path:
+    """Items around topic centres, customers mixing topics: structure an ANN index can use.
+
+    ``with_index``: ship the approximate index in the artifact (else the service builds or skips
+    it). Categories ``cat0``..``cat9``; 300 customers, none with purchases.
+    """
+    rng = np.random.default_rng(seed)
+    dim, n_users, n_topics = 16, 300, 40
+    centres = rng.normal(size=(n_topics, dim)).astype(np.float32)
+    topic = rng.integers(0, n_topics, size=n_items)
+    items = centres[topic] + 0.5 * rng.normal(size=(n_items, dim)).astype(np.float32)
+    users = centres[rng.integers(0, n_topics, size=n_users)] + rng.normal(size=(n_users, dim))
+    arrays, channels = artifact.pack(
+        user_ids=[f"c{i:04d}" for i in range(n_users)],
+        user_factors=users.astype(np.float32),
+        item_ids=[f"i{j:06d}" for j in range(n_items)],
+        item_factors=items,
+        item_categories=[f"cat{t % 10}" for t in topic],
+        popularity={"all": rng.random(n_items).astype(np.float32)},
+        bought_indptr=np.zeros(n_users + 1, np.int64),
+        bought_items=np.zeros(0, np.int32),
+    )
+    if with_index:
+        arrays.update(ann.build_index(arrays["item_factors"]))
+    manifest = artifact.Manifest(
+        format_version=artifact.FORMAT_VERSION,
+        model_version=f"clustered-{n_items}-{'ann' if with_index else 'exact'}",
+        algorithm="clustered",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        popularity_channels=channels,
+        counts={"users": n_users, "items": n_items},
     )
     return artifact.save(model_dir, manifest, arrays)

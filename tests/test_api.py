@@ -308,3 +308,18 @@ def test_model_versions_listed_by_the_admin_endpoint_match_the_artifact(
     assert (
         manifest["files"].keys() == artifact.load(artifact.resolve(model_dir)).manifest.files.keys()
     )
+
+
+def test_the_ann_setting_reaches_the_served_model(settings: Settings) -> None:
+    # RECO_ANN=on: the checkerboard's 20 items get an index built at load; answers stay the same.
+    with client_for(replace(settings, ann="on", ann_nprobe=2)) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        assert client.app.state.live_model.get().index is not None
+        response = client.get("/v1/customers/u0/recommendations", params={"k": 3})
+        assert recommended(response) == ["i02", "i04", "i06"]
+        params = {"k": 2, "category": "odd", "exclude": ["i01", "i03"]}
+        response = client.get("/v1/customers/u1/recommendations", params=params)
+        assert recommended(response) == ["i05", "i07"]
+        assert len(recommended(client.get("/v1/items/i03/similar", params={"k": 8}))) == 8
+    with client_for(replace(settings, ann="off")) as client:
+        assert client.app.state.live_model.get().index is None

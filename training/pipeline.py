@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from service import artifact
+from service import ann, artifact
 from service.store.erasure import customer_hash
 from training import evaluate, matrix
 from training.config import TrainConfig
@@ -78,10 +78,15 @@ def run(
         item_titles=[meta[i].get("title") for i in item_ids] if catalogue else None,
         item_brands=[meta[i].get("brand") for i in item_ids] if catalogue else None,
         item_prices=[meta[i].get("price") for i in item_ids] if catalogue else None,
-        user_items=(m.indptr, m.indices, m.data)
-        if (m := interactions.matrix) is not None
-        else None,
+        user_items=(
+            interactions.matrix.indptr,
+            interactions.matrix.indices,
+            interactions.matrix.data,
+        ),
     )
+    if len(item_ids) >= ann.AnnConfig().min_items:
+        # Large catalogues ship their approximate index, so every service worker maps one copy.
+        arrays.update(ann.build_index(arrays["item_factors"], seed=config.seed))
     manifest = artifact.Manifest(
         format_version=artifact.FORMAT_VERSION,
         model_version=artifact.new_version(config.algorithm),

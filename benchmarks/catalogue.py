@@ -1,0 +1,92 @@
+"""Generated catalogues for the serving benchmark: clustered factors, written as real artifacts.
+
+No training: factors are drawn around ``n_topics`` topic centres (items of a topic resemble each
+other, customers like a mix of one to three topics), with item norms spread like popularity, so an
+approximate index meets the kind of structure a trained model has and its recall is meaningful.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service import ann, artifact
+
+CHANNELS = ("web", "app", "email", "store")
+
+
+def clustered_factors(
+    n_items: int, n_users: int, dim: int = 64, *, seed: int = 0
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
+    """Item factors, customer factors and each item's topic."""
+    rng = np.random.default_rng(seed)
+    n_topics = max(8, int(np.sqrt(n_items)))
+    centres = rng.normal(size=(n_topics, dim)).astype(np.float32)
+    topic = rng.integers(0, n_topics, size=n_items)
+    items = centres[topic] + 0.6 * rng.normal(size=(n_items, dim)).astype(np.float32)
+    items *= rng.lognormal(0.0, 0.25, size=(n_items, 1)).astype(np.float32) / np.sqrt(dim)
+    users = np.zeros((n_users, dim), dtype=np.float32)
+    for _ in range(3):
+        weight = rng.random(size=(n_users, 1)).astype(np.float32)
+        users += weight * centres[rng.integers(0, n_topics, size=n_users)]
+    users += 0.5 * rng.normal(size=(n_users, dim)).astype(np.float32)
+    return items.astype(np.float32), (users / np.sqrt(dim)).astype(np.float32), topic
+
+
+def write_catalogue(
+    model_dir: Path,
+    n_items: int,
+    n_users: int,
+    *,
+    dim: int = 64,
+    seed: int = 0,
+    with_index: bool = True,
+    version: str | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Write one artifact (LATEST) with ``n_items`` items and ``n_users`` customers.
+
+    Returns the artifact's folder and its arrays (for the hot-swap copy and recall measurement).
+    """
+    rng = np.random.default_rng(seed + 1)
+    items, users, topic = clustered_factors(n_items, n_users, dim, seed=seed)
+    n_categories = 50
+    categories = [f"cat{t % n_categories:02d}" for t in topic]
+    popularity = {"all": rng.pareto(1.5, size=n_items).astype(np.float32)}
+    for ch in CHANNELS:
+        popularity[ch] = rng.pareto(1.5, size=n_items).astype(np.float32)
+    bought_per_user = rng.integers(0, 8, size=n_users)
+    indptr = np.concatenate([[0], np.cumsum(bought_per_user)]).astype(np.int64)
+    bought = rng.integers(0, n_items, size=int(indptr[-1])).astype(np.int32)
+    # Sorted ids of fixed width, so rows are already in id order.
+    arrays, channels = artifact.pack(
+        user_ids=[f"c{i:07d}" for i in range(n_users)],
+        user_factors=users,
+        item_ids=[f"i{j:07d}" for j in range(n_items)],
+        item_factors=items,
+        item_categories=categories,
+        popularity=popularity,
+        bought_indptr=indptr,
+        bought_items=bought,
+    )
+    if with_index:
+        arrays.update(ann.build_index(arrays["item_factors"], seed=seed))
+    manifest = new_manifest(channels, n_users, n_items, version)
+    return artifact.save(model_dir, manifest, arrays), arrays
+
+
+def new_manifest(
+    channels: list[str], n_users: int, n_items: int, version: str | None = None
+) -> artifact.Manifest:
+    """A manifest for a generated model."""
+    return artifact.Manifest(
+        format_version=artifact.FORMAT_VERSION,
+        model_version=version or artifact.new_version("bench"),
+        algorithm="generated",
+        created_at=datetime.now(UTC),
+        popularity_channels=channels,
+        counts={"users": n_users, "items": n_items},
+    )

@@ -1,0 +1,718 @@
+"""Serving benchmark: the service under load, beside a bare Litestar route, at several sizes.
+
+Run: ``python -m benchmarks.serving [--sizes 10000,100000,1000000] [--duration 10]
+[--connections 32] [--workers 1,4] [--users 200000]`` (``make bench-serving``). Needs ``wrk``
+(Debian: ``apt-get install -y wrk``; installed automatically when missing and running as root)
+and a Redis (``--redis-url``, default ``redis://127.0.0.1:6379/15``; keys under a unique prefix,
+deleted afterwards).
+
+For each catalogue size it generates an artifact (clustered factors, ANN index shipped in it),
+seeds customers' real-time state in Redis, starts ``python -m service`` as a separate process and
+drives it with ``wrk`` (Lua scripts that vary customers and items) for a fixed time at fixed
+concurrency, endpoint by endpoint, right after the bare route (``benchmarks/bare_app.py``, same
+uvicorn settings). Per endpoint: requests/s, p50, p99, errors (non-2xx and socket errors), the
+ratio to the bare route, and memory per worker (RSS and PSS from /proc/<pid>/smaps_rollup). It
+reports ANN recall@10 against exact scoring, publishes a new model version during a load run (hot
+swap: errors, seconds until the new version is served) and writes benchmarks/results/serving.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+# As the service does (service/__main__.py): one BLAS thread per process, for the recall timings.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import msgspec  # noqa: E402
+import numpy as np  # noqa: E402
+import redis  # noqa: E402
+
+from benchmarks.catalogue import new_manifest, write_catalogue  # noqa: E402
+from service import ann, artifact  # noqa: E402
+from service.events import Event, msgpack_encoder  # noqa: E402
+from service.ranking import FactorModel  # noqa: E402
+from service.store import Keys  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+API_KEY = "bench-key"
+ENDPOINTS = ("recommendations", "similar", "offers", "events")
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def ensure_wrk() -> str:
+    """The path of ``wrk``; installs the Debian package when missing and running as root."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk is missing: apt-get install -y wrk", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+        found = shutil.which("wrk")
+    if not found:
+        sys.exit("this benchmark needs wrk: install it (Debian/Ubuntu: apt-get install -y wrk)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A server process (the service or the bare route) and its worker processes."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path) -> None:
+        self.port = port
+        self.log = log
+        self.proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait(self, path: str, timeout: float = 180.0, expect_workers: int = 1) -> None:
+        """Until ``path`` answers 200 (and ``expect_workers`` workers are up)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            status, _ = http_get(self.base + path)
+            if status == 200 and len(self.worker_pids()) >= expect_workers:
+                # Several workers: each loads the model; give the others time to be ready.
+                if expect_workers > 1:
+                    oks = sum(http_get(self.base + path)[0] == 200 for _ in range(40))
+                    if oks < 40:
+                        time.sleep(0.5)
+                        continue
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"server not ready after {timeout}s: {self.log.read_text()[-2000:]}")
+
+    def worker_pids(self) -> list[int]:
+        """The processes that answer requests: the children of uvicorn's supervisor, if any."""
+        children = _children(self.proc.pid)
+        # uvicorn with workers > 1: a supervisor and N spawned workers (plus multiprocessing's
+        # resource tracker, which has no sockets: filtered by its command line).
+        workers = [p for p in children if "resource_tracker" not in _cmdline(p)]
+        return workers or [self.proc.pid]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            out.append(int(entry.name))
+    return sorted(out)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def memory(pid: int) -> dict[str, float]:
+    """RSS and PSS of ``pid`` in MiB (PSS divides shared pages among the processes sharing them)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value, *_ = line.split()
+        fields[name.rstrip(":")] = int(value) / 1024
+    return {"rss_mib": round(fields["Rss"], 1), "pss_mib": round(fields["Pss"], 1)}
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {API_KEY}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def lua_script(path: Path, endpoint: str, customers: list[str], items: list[str]) -> Path:
+    """A wrk script that picks a random customer or item per request."""
+    c = ",".join(f'"{x}"' for x in customers)
+    i = ",".join(f'"{x}"' for x in items)
+    head = (
+        f"local customers = {{{c}}}\nlocal items = {{{i}}}\n"
+        f'wrk.headers["Authorization"] = "Bearer {API_KEY}"\n'
+        "local channels = {'web', 'app', 'email', 'store'}\n"
+        "math.randomseed(os.time())\n"
+        "local function pick(t) return t[math.random(#t)] end\n"
+    )
+    bodies = {
+        "bare": 'return wrk.format("GET", "/bare/" .. pick(customers))',
+        "shaped": (
+            'return wrk.format("GET", "/shaped/" .. pick(customers) .. '
+            '"?k=10&channel=" .. pick(channels))'
+        ),
+        "recommendations": (
+            'return wrk.format("GET", "/v1/customers/" .. pick(customers) .. '
+            '"/recommendations?k=10&channel=" .. pick(channels))'
+        ),
+        "similar": 'return wrk.format("GET", "/v1/items/" .. pick(items) .. "/similar?k=10")',
+        "offers": (
+            'return wrk.format("GET", "/v1/customers/" .. pick(customers) .. '
+            '"/offers?channel=email")'
+        ),
+        "events": (
+            'local body = \'{"customer_id":"\' .. pick(customers) .. \'","item_id":"\' .. '
+            'pick(items) .. \'","event_type":"view","channel":"\' .. pick(channels) .. '
+            "'\"}'\n"
+            # wrk.format's own headers replace wrk.headers: the key goes in again.
+            '  return wrk.format("POST", "/v1/events", {["Content-Type"] = "application/json", '
+            f'["Authorization"] = "Bearer {API_KEY}"}}, body)'
+        ),
+    }
+    path.write_text(head + "request = function()\n  " + bodies[endpoint] + "\nend\n")
+    return path
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes used so far (from /proc/<pid>/stat)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ratio(bare: dict[str, Any], result: dict[str, Any]) -> float | None:
+    """The bare route's CPU time per request over the endpoint's: capacity on an idle machine."""
+    b, r = bare["server_cpu_us_per_request"], result["server_cpu_us_per_request"]
+    return round(b / r, 3) if b and r else None
+
+
+def run_wrk(
+    wrk: str, server: Server, script: Path, duration: float, connections: int, threads: int
+) -> dict[str, Any]:
+    """One wrk run; requests/s, p50/p99 in ms and errors, parsed from its report.
+
+    Also the server's CPU time per request (µs): unlike requests/s it barely depends on what else
+    the machine runs, so it compares the service with the bare route on a busy machine too.
+    """
+    url = server.base
+    pids = server.worker_pids()
+    cpu_before = cpu_seconds(pids)
+    out = subprocess.run(
+        [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--timeout",
+            "2s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+        return round(float(m.group(1)) * _UNITS[m.group(2)], 2) if m else float("nan")
+
+    m = re.search(r"(\d+) requests in", out)
+    socket_errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    cpu = cpu_seconds(pids) - cpu_before
+    requests = int(m.group(1)) if m else 0
+    return {
+        "requests": int(m.group(1)) if m else 0,
+        "rps": round(float(rps.group(1)), 1) if rps else 0.0,
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "errors": socket_errors + (int(non2xx.group(1)) if non2xx else 0),
+        "server_cpu_us_per_request": round(cpu / requests * 1e6, 1) if requests else None,
+        "raw": out,
+    }
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def seed_redis(url: str, prefix: str, customers: list[str], items: list[str]) -> None:
+    """Recent events (10 views and a purchase) for each of ``customers``, as the service writes."""
+    client = redis.Redis.from_url(url)
+    keys = Keys(prefix)
+    rng = np.random.default_rng(1)
+    now = datetime.now(UTC)
+    pipe = client.pipeline(transaction=False)
+    for n, customer in enumerate(customers):
+        picks = rng.choice(len(items), size=11)
+        for j, event_type in zip(picks, ["view"] * 10 + ["purchase"], strict=True):
+            event = Event(
+                customer_id=customer,
+                item_id=items[j],
+                event_type=event_type,  # type: ignore[arg-type]
+                channel="web",
+                timestamp=now,
+            )
+            pipe.lpush(keys.recent(customer), msgpack_encoder.encode(event))
+        pipe.sadd(keys.bought(customer), items[picks[-1]])
+        if n % 2000 == 1999:
+            pipe.execute()
+    pipe.execute()
+    client.close()
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    batch = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            client.delete(*batch)
+            batch = []
+    if batch:
+        client.delete(*batch)
+    client.close()
+
+
+def measure_recall(model_dir: Path, n_users: int, samples: int = 300) -> dict[str, Any]:
+    """recall@10 of the index against exact scoring, for customers and for similar items."""
+    loaded = artifact.load(artifact.resolve(model_dir), verify_checksums=False)
+    approx = FactorModel(loaded, ann=ann.AnnConfig(mode="on"))
+    exact = FactorModel(loaded, ann=ann.AnnConfig(mode="off"))
+    rng = np.random.default_rng(5)
+    users = rng.choice(n_users, size=min(samples, n_users), replace=False)
+    item_rows = rng.choice(approx.n_items, size=min(samples, approx.n_items), replace=False)
+
+    def recall(found: np.ndarray, truth: np.ndarray) -> float:
+        return len(set(found.tolist()) & set(truth.tolist())) / max(len(truth), 1)
+
+    rec = [
+        recall(
+            approx.recommend(approx.user_vector(u), 10)[0],
+            exact.recommend(exact.user_vector(u), 10)[0],
+        )
+        for u in users
+    ]
+    sim = [
+        recall(approx.similar_items(int(i), 10)[0], exact.similar_items(int(i), 10)[0])
+        for i in item_rows
+    ]
+    t0 = time.perf_counter()
+    for u in users[:100]:
+        approx.recommend(approx.user_vector(u), 10)
+    ann_ms = (time.perf_counter() - t0) / min(100, len(users)) * 1000
+    t0 = time.perf_counter()
+    for u in users[:100]:
+        exact.recommend(exact.user_vector(u), 10)
+    exact_ms = (time.perf_counter() - t0) / min(100, len(users)) * 1000
+    return {
+        "recall_at_10_recommend": round(float(np.mean(rec)), 4),
+        "recall_at_10_similar": round(float(np.mean(sim)), 4),
+        "nlist": len(loaded.arrays["ann_centroids"]),
+        "nprobe": approx.index.nprobe if approx.index else None,
+        "nprobe_similar": approx.index.nprobe_similar if approx.index else None,
+        "ann_ms_per_query": round(ann_ms, 3),
+        "exact_ms_per_query": round(exact_ms, 3),
+    }
+
+
+def service_env(
+    args: argparse.Namespace, model_dir: Path, data_dir: Path, prefix: str, port: int, workers: int
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "MODEL_DIR": str(model_dir),
+            "DATA_DIR": str(data_dir),
+            "REDIS_URL": args.redis_url,
+            "API_KEYS": f"{API_KEY}=recommend+events+offers+customers+admin",
+            "RECO_WORKERS": str(workers),
+            "PORT": str(port),
+            "LOG_LEVEL": "WARNING",
+            "RECO_KEY_PREFIX": prefix,
+            "RECO_MODEL_POLL_SECONDS": "1",
+            "RECO_ANN": args.ann,
+        }
+    )
+    return env
+
+
+@contextlib.contextmanager
+def serve(
+    argv: list[str], env: dict[str, str], port: int, log: Path, ready: str, workers: int = 1
+) -> Iterator[Server]:
+    server = Server(argv, env, port, log)
+    try:
+        server.wait(ready, expect_workers=workers)
+        yield server
+    finally:
+        server.stop()
+
+
+def hot_swap(
+    args: argparse.Namespace,
+    wrk: str,
+    server: Server,
+    script: Path,
+    model_dir: Path,
+    arrays: dict[str, Any],
+    n_users: int,
+    n_items: int,
+    probe_customer: str,
+) -> dict[str, Any]:
+    """Publish a new version mid-run; errors during the run and seconds until it is served."""
+    new_version = artifact.new_version("swap")
+    swapped = dict(arrays)
+    swapped["user_factors"] = (arrays["user_factors"] * np.float32(1.01)).astype(np.float32)
+    manifest = new_manifest(["all", "app", "email", "store", "web"], n_users, n_items, new_version)
+    result: dict[str, Any] = {"new_version": new_version}
+    seen: list[float] = []
+    poll_errors = [0]
+    stop = threading.Event()
+
+    def publish() -> None:
+        time.sleep(args.duration / 3)
+        t0 = time.monotonic()
+        artifact.save(model_dir, manifest, swapped)
+        result["publish_s"] = round(time.monotonic() - t0, 2)
+        result["_published_at"] = time.monotonic()
+
+    def poll() -> None:
+        url = f"{server.base}/v1/customers/{probe_customer}/recommendations?k=10"
+        streak = 0
+        while not stop.is_set():
+            status, body = http_get(url, timeout=2)
+            if status != 200:
+                poll_errors[0] += 1
+            elif new_version.encode() in body and "_published_at" in result:
+                if not seen:
+                    seen.append(time.monotonic())
+                streak += 1
+                if streak >= 20 and len(seen) == 1:  # every worker it reaches serves it
+                    seen.append(time.monotonic())
+            else:
+                streak = 0
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=publish), threading.Thread(target=poll)]
+    for t in threads:
+        t.start()
+    run = run_wrk(wrk, server, script, args.duration, args.connections, args.threads)
+    threads[0].join()
+    # Keep polling after the load until every worker serves the new version (at most 60 s).
+    deadline = time.monotonic() + 60
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    threads[1].join()
+    published = result.pop("_published_at", None)
+    result.update(
+        {
+            "requests": run["requests"],
+            "rps": run["rps"],
+            "p99_ms": run["p99_ms"],
+            "errors": run["errors"] + poll_errors[0],
+            "first_served_s": round(seen[0] - published, 2) if seen and published else None,
+            "all_served_s": round(seen[1] - published, 2) if len(seen) > 1 and published else None,
+        }
+    )
+    return result
+
+
+def bench_size(
+    args: argparse.Namespace, wrk: str, bare: Server, work: Path, n_items: int, baseline_pss: float
+) -> dict[str, Any]:
+    print(f"\n== {n_items:,} items, {args.users:,} customers", flush=True)
+    size_dir = work / f"items-{n_items}"
+    model_dir, data_dir = size_dir / "models", size_dir / "var"
+    data_dir.mkdir(parents=True)
+    t0 = time.perf_counter()
+    _, arrays = write_catalogue(model_dir, n_items, args.users, seed=n_items % 997)
+    row: dict[str, Any] = {"items": n_items, "customers": args.users}
+    row["generate_s"] = round(time.perf_counter() - t0, 1)
+    row["ann"] = measure_recall(model_dir, args.users)
+    row["ann"]["used_by_service"] = ann.AnnConfig(mode=args.ann).wanted(n_items)
+    print(f"   generated in {row['generate_s']}s; ANN {row['ann']}", flush=True)
+    rng = np.random.default_rng(2)
+    customers = [f"c{i:07d}" for i in rng.choice(args.users, size=5000, replace=False)]
+    customers += [f"new{i:05d}" for i in range(250)]  # 5% unknown: the popular fallback
+    items = [f"i{j:07d}" for j in rng.choice(n_items, size=5000, replace=False)]
+    prefix = f"bench-{os.getpid()}-{n_items}"
+    seed_redis(args.redis_url, prefix, customers[:2500], items)
+    scripts = {e: lua_script(size_dir / f"{e}.lua", e, customers, items) for e in ENDPOINTS}
+    bare_script = lua_script(size_dir / "bare.lua", "bare", customers, items)
+    shaped_script = lua_script(size_dir / "shaped.lua", "shaped", customers, items)
+    row["runs"] = []
+    try:
+        for workers in args.workers:
+            port = free_port()
+            env = service_env(args, model_dir, data_dir, prefix, port, workers)
+            argv = [sys.executable, "-m", "service"]
+            log = size_dir / f"service-{workers}.log"
+            with serve(argv, env, port, log, "/health/ready", workers) as server:
+                # Warm up: the first requests touch the memory-mapped arrays.
+                run_wrk(wrk, server, scripts["recommendations"], 2, args.connections, 1)
+                bare_run = run_wrk(
+                    wrk, bare, bare_script, args.duration, args.connections, args.threads
+                )
+                bare_run.pop("raw")
+                shaped = run_wrk(
+                    wrk, bare, shaped_script, args.duration, args.connections, args.threads
+                )
+                shaped.pop("raw")
+                shaped["ratio_to_bare"] = round(shaped["rps"] / max(bare_run["rps"], 1), 3)
+                shaped["cpu_ratio_to_bare"] = cpu_ratio(bare_run, shaped)
+                run: dict[str, Any] = {
+                    "workers": workers,
+                    "bare": bare_run,
+                    "shaped": shaped,
+                    "endpoints": {},
+                }
+                for endpoint in ENDPOINTS:
+                    if endpoint == "offers":
+                        # SLOT: the offers route belongs to another issue; measured once it exists.
+                        status, _ = http_get(f"{server.base}/v1/customers/{customers[0]}/offers")
+                        if status in (404, 405):
+                            run["endpoints"][endpoint] = {"skipped": "route absent"}
+                            continue
+                    result = run_wrk(
+                        wrk,
+                        server,
+                        scripts[endpoint],
+                        args.duration,
+                        args.connections,
+                        args.threads,
+                    )
+                    result.pop("raw")
+                    result["ratio_to_bare"] = round(result["rps"] / max(bare_run["rps"], 1), 3)
+                    result["cpu_ratio_to_bare"] = cpu_ratio(bare_run, result)
+                    run["endpoints"][endpoint] = result
+                    print(f"   workers={workers} {endpoint:16} {result}", flush=True)
+                mems = [memory(pid) for pid in server.worker_pids()]
+                run["memory"] = {
+                    "per_worker": mems,
+                    "pss_total_mib": round(sum(m["pss_mib"] for m in mems), 1),
+                    "rss_total_mib": round(sum(m["rss_mib"] for m in mems), 1),
+                    "model_pss_mib": round(
+                        sum(m["pss_mib"] for m in mems) - len(mems) * baseline_pss, 1
+                    ),
+                }
+                print(f"   workers={workers} memory {run['memory']}", flush=True)
+                if workers == args.workers[-1] and not args.no_hot_swap:
+                    run["hot_swap"] = hot_swap(
+                        args,
+                        wrk,
+                        server,
+                        scripts["recommendations"],
+                        model_dir,
+                        arrays,
+                        args.users,
+                        n_items,
+                        customers[0],
+                    )
+                    print(f"   hot swap: {run['hot_swap']}", flush=True)
+                row["runs"].append(run)
+    finally:
+        delete_prefix(args.redis_url, prefix)
+        if not args.keep:
+            shutil.rmtree(model_dir, ignore_errors=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--users", type=int, default=200_000, help="customers in the model")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--workers", default="1,4", help="service worker counts to measure")
+    parser.add_argument("--ann", default="auto", choices=["auto", "on", "off"])
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--no-hot-swap", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep generated artifacts")
+    parser.add_argument("--out", type=Path, default=RESULTS / "serving.json")
+    args = parser.parse_args(argv)
+    args.workers = [int(w) for w in args.workers.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    wrk = ensure_wrk()
+    if not redis.Redis.from_url(args.redis_url).ping():
+        sys.exit(f"no Redis at {args.redis_url}")
+    report: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
+        "sizes": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        work = Path(tmp)
+        # The interpreter's own memory: a service worker with no model at all.
+        empty = work / "empty"
+        (empty / "models").mkdir(parents=True)
+        port = free_port()
+        env = service_env(args, empty / "models", empty / "var", "bench-empty", port, 1)
+        with serve(
+            [sys.executable, "-m", "service"], env, port, empty / "log", "/health/live"
+        ) as server:
+            baseline = memory(server.worker_pids()[0])
+        report["baseline_worker_memory"] = baseline
+        print(f"service worker without a model: {baseline}", flush=True)
+        port = free_port()
+        bare_argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "benchmarks.bare_app:create_app",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--log-level",
+            "warning",
+        ]
+        with serve(bare_argv, dict(os.environ), port, work / "bare.log", "/bare/x") as bare:
+            for n_items in sizes:
+                report["sizes"].append(
+                    bench_size(args, wrk, bare, work, n_items, baseline["pss_mib"])
+                )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(msgspec.to_builtins(report), indent=2) + "\n")
+    print()
+    print(format_table(report))
+    print()
+    print(format_summary(report))
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The results as a Markdown table (also used by docs/serving.md)."""
+    lines = [
+        "| items | workers | endpoint | req/s | ratio to bare | p50 ms | p99 ms | errors "
+        "| server CPU µs/req | CPU ratio to bare | PSS/worker MiB | RSS/worker MiB |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for size in report["sizes"]:
+        for run in size["runs"]:
+            mem = run["memory"]
+            n = max(len(mem["per_worker"]), 1)
+            pss = mem["pss_total_mib"] / n
+            rss = mem["rss_total_mib"] / n
+            b = run["bare"]
+            lines.append(
+                f"| {size['items']:,} | {run['workers']} | bare route | {b['rps']:,.0f} | 1.00 "
+                f"| {b['p50_ms']} | {b['p99_ms']} | {b['errors']} "
+                f"| {b.get('server_cpu_us_per_request')} | 1.00 | | |"
+            )
+            if "shaped" in run:
+                r = run["shaped"]
+                lines.append(
+                    f"| {size['items']:,} | {run['workers']} | bare route, service's signature "
+                    f"| {r['rps']:,.0f} | {r['ratio_to_bare']:.2f} | {r['p50_ms']} | {r['p99_ms']} "
+                    f"| {r['errors']} | {r.get('server_cpu_us_per_request')} "
+                    f"| {r.get('cpu_ratio_to_bare')} | | |"
+                )
+            for name, r in run["endpoints"].items():
+                if "skipped" in r:
+                    lines.append(
+                        f"| {size['items']:,} | {run['workers']} | {name} | skipped: "
+                        f"{r['skipped']} | | | | | | | | |"
+                    )
+                    continue
+                lines.append(
+                    f"| {size['items']:,} | {run['workers']} | {name} | {r['rps']:,.0f} "
+                    f"| {r['ratio_to_bare']:.2f} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} "
+                    f"| {r.get('server_cpu_us_per_request')} | {r.get('cpu_ratio_to_bare')} "
+                    f"| {pss:.0f} | {rss:.0f} |"
+                )
+    return "\n".join(lines)
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """ANN recall, memory of 1 and N workers and the hot swap, per size."""
+    lines = [
+        "| items | served by | recall@10 recommend | recall@10 similar "
+        "| nlist / nprobe / nprobe similar | model PSS, 1 worker MiB | model PSS, N workers MiB "
+        "| N/1 | hot swap errors "
+        "| new version first / all served (s) |",
+        "| ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for size in report["sizes"]:
+        a = size["ann"]
+        runs = {run["workers"]: run for run in size["runs"]}
+        one, many = runs.get(min(runs)), runs.get(max(runs))
+        m1 = one["memory"]["model_pss_mib"] if one else None
+        mn = many["memory"]["model_pss_mib"] if many else None
+        swap = next((run["hot_swap"] for run in size["runs"] if "hot_swap" in run), None)
+        lines.append(
+            f"| {size['items']:,} | {'ANN' if a['used_by_service'] else 'exact'} "
+            f"| {a['recall_at_10_recommend']} | {a['recall_at_10_similar']} "
+            f"| {a['nlist']} / {a['nprobe']} / {a.get('nprobe_similar')} "
+            f"| {m1} | {mn} ({max(runs)} workers) "
+            f"| {round(mn / m1, 2) if m1 and mn else None} "
+            f"| {swap['errors'] if swap else 'n/a'} "
+            f"| {swap['first_served_s'] if swap else ''} / {swap['all_served_s'] if swap else ''} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The approximate index: recall against exact scoring, full lists under filters, the artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service import ann, artifact
+from service.errors import ArtifactError
+from service.ranking import FactorModel, top_k
+from tests.builders import clustered_artifact
+
+N_ITEMS = 4000
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return clustered_artifact(tmp_path_factory.mktemp("models"), N_ITEMS, with_index=True).parent
+
+
+@pytest.fixture(scope="module")
+def ann_model(model_dir: Path) -> FactorModel:
+    return FactorModel(artifact.load(artifact.resolve(model_dir)), ann=ann.AnnConfig(mode="on"))
+
+
+@pytest.fixture(scope="module")
+def exact_model(model_dir: Path) -> FactorModel:
+    return FactorModel(artifact.load(artifact.resolve(model_dir)), ann=ann.AnnConfig(mode="off"))
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return len(set(found.tolist()) & set(truth.tolist())) / len(truth)
+
+
+def test_the_index_finds_what_exact_scoring_finds(
+    ann_model: FactorModel, exact_model: FactorModel
+) -> None:
+    assert ann_model.index is not None
+    assert exact_model.index is None
+    users = [ann_model.user_vector(u) for u in range(200)]
+    personal = [
+        recall(ann_model.recommend(u, 10)[0], exact_model.recommend(u, 10)[0]) for u in users
+    ]
+    similar = [
+        recall(ann_model.similar_items(i, 10)[0], exact_model.similar_items(i, 10)[0])
+        for i in range(0, N_ITEMS, 40)
+    ]
+    assert np.mean(personal) >= 0.95
+    assert np.mean(similar) >= 0.95
+
+
+def test_the_index_scores_like_exact_scoring(ann_model: FactorModel) -> None:
+    rows, scores = ann_model.similar_items(7, 5)
+    assert 7 not in rows.tolist()
+    expected = ann_model.item_factors[rows] @ ann_model.item_factors[7]
+    expected /= ann_model.item_norms[rows] * ann_model.item_norms[7]
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+    assert list(scores) == sorted(scores, reverse=True)
+
+
+def test_filters_still_leave_k_items(ann_model: FactorModel, exact_model: FactorModel) -> None:
+    user = ann_model.user_vector(3)
+    best = exact_model.recommend(user, 50)[0]
+    # Excluding the 50 best items: the index must look further than its first probe.
+    rows, _ = ann_model.recommend(user, 10, exclude=best)
+    assert len(rows) == 10
+    assert not set(rows.tolist()) & set(best.tolist())
+    # A mask that keeps 0.5% of the catalogue, scattered: answered exactly over those items.
+    allowed = np.zeros(N_ITEMS, dtype=bool)
+    allowed[::200] = True
+    rows, _ = ann_model.recommend(user, 10, allowed=allowed)
+    assert rows.tolist() == exact_model.recommend(user, 10, allowed=allowed)[0].tolist()
+    # Fewer allowed items than k: all of them, never a disallowed one.
+    allowed = np.zeros(N_ITEMS, dtype=bool)
+    allowed[[5, 900, 3000]] = True
+    rows, _ = ann_model.similar_items(5, 10, allowed=allowed)
+    assert sorted(rows.tolist()) == [900, 3000]
+
+
+def test_a_broad_filter_falls_back_to_exact_scoring_when_the_index_runs_dry() -> None:
+    rng = np.random.default_rng(0)
+    factors = rng.normal(size=(500, 8)).astype(np.float32)
+    index = ann.IvfIndex(ann.build_index(factors, nlist=50), nprobe=1, exact_below=0)
+    query = factors[0]
+    allowed = np.ones(500, dtype=bool)
+    allowed[index.rows[: index.offsets[-2]]] = False  # only the last cluster is allowed
+    found = index.search(query, 5, allowed=allowed)
+    last = set(index.rows[index.offsets[-2] :].tolist())
+    assert found is None or set(found[0].tolist()) <= last
+
+
+@pytest.mark.parametrize(
+    ("mode", "min_items", "n_items", "expected"),
+    [
+        ("auto", 30_000, 4000, False),
+        ("auto", 1000, 4000, True),
+        ("on", 30_000, 4000, True),
+        ("off", 1000, 4000, False),
+        ("on", 1000, 1, False),
+    ],
+)
+def test_the_switch_is_by_size_and_configurable(
+    mode: str, min_items: int, n_items: int, expected: bool
+) -> None:
+    config = ann.AnnConfig(mode=mode, min_items=min_items)  # type: ignore[arg-type]
+    assert config.wanted(n_items) is expected
+
+
+def test_an_artifact_without_an_index_still_loads_and_scores(tmp_path: Path) -> None:
+    path = clustered_artifact(tmp_path, 1000, with_index=False)
+    loaded = artifact.load(path)
+    assert "ann_centroids" not in loaded.manifest.files
+    exact = FactorModel(loaded)  # auto: 1000 items is below the threshold
+    assert exact.index is None
+    built = FactorModel(loaded, ann=ann.AnnConfig(mode="on"))  # built at load
+    assert built.index is not None
+    user = exact.user_vector(0)
+    assert recall(built.recommend(user, 10)[0], exact.recommend(user, 10)[0]) >= 0.8
+    assert len(exact.recommend(user, 10)[0]) == 10
+
+
+def test_the_index_is_checksummed_like_every_array(tmp_path: Path) -> None:
+    path = clustered_artifact(tmp_path, 1000, with_index=True)
+    assert "ann_factors" in artifact.load(path).manifest.files
+    data = bytearray((path / "ann_factors.npy").read_bytes())
+    data[-5] ^= 0xFF
+    (path / "ann_factors.npy").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"ann_factors\.npy: checksum mismatch"):
+        artifact.load(path)
+
+
+def test_an_index_of_another_model_is_refused(tmp_path: Path) -> None:
+    path = clustered_artifact(tmp_path, 1000, with_index=True)
+    arrays = dict(artifact.load(path).arrays)
+    arrays.update(ann.build_index(arrays["item_factors"][::-1].copy()))
+    manifest = artifact.load(path).manifest
+    manifest = artifact.Manifest(**{**_fields(manifest), "model_version": "v2"})
+    with pytest.raises(ArtifactError, match="index belongs to another model"):
+        artifact.save(tmp_path, manifest, arrays)
+    del arrays["ann_rows"]
+    with pytest.raises(ArtifactError, match="ANN index is incomplete: ann_rows missing"):
+        artifact.save(tmp_path, manifest, arrays)
+
+
+def _fields(manifest: artifact.Manifest) -> dict[str, object]:
+    return {f: getattr(manifest, f) for f in manifest.__struct_fields__}
+
+
+def test_popular_items_come_from_the_cached_head_and_beyond_it(exact_model: FactorModel) -> None:
+    scores = np.array(exact_model.popularity[0], dtype=np.float32)
+    expected = top_k(scores.copy(), 10)[0]
+    assert exact_model.popular("all", 10)[0].tolist() == expected.tolist()
+    # Exclude the whole cached head: the answer comes from the full ranking, still k items.
+    head = top_k(scores.copy(), 1000)[0]
+    rows, _ = exact_model.popular("all", 10, exclude=head)
+    assert rows.tolist() == top_k(scores.copy(), 10, exclude=head)[0].tolist()
+    allowed = np.zeros(N_ITEMS, dtype=bool)
+    allowed[head[-3:]] = True
+    assert sorted(exact_model.popular("all", 10, allowed=allowed)[0].tolist()) == sorted(
+        head[-3:].tolist()
+    )
