@@ -17,6 +17,7 @@ reads them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -245,7 +246,8 @@ def load(path: str | Path, *, mmap: bool = True, verify_checksums: bool = True) 
     """
     path = Path(path)
     try:
-        manifest = msgspec.json.decode((path / MANIFEST).read_bytes(), type=Manifest)
+        manifest_bytes = (path / MANIFEST).read_bytes()
+        manifest = msgspec.json.decode(manifest_bytes, type=Manifest)
     except FileNotFoundError as e:
         raise ArtifactError(f"{path}: {MANIFEST} is missing") from e
     except msgspec.DecodeError as e:
@@ -255,6 +257,11 @@ def load(path: str | Path, *, mmap: bool = True, verify_checksums: bool = True) 
             f"{path}: format_version {manifest.format_version}, this service reads {FORMAT_VERSION}"
         )
     arrays: dict[str, NDArray[Any]] = {}
+    fingerprint = _fingerprint(path, manifest_bytes, manifest)
+    # One worker checks a version's checksums; the others find its mark and skip the hashing
+    # (reading a million-item version takes seconds). A file changed since then changes the
+    # fingerprint (size, mtime), so it is checked again.
+    verify_checksums = verify_checksums and _read_mark(path) != fingerprint
     for name, entry in manifest.files.items():
         file = path / f"{name}.npy"
         if not file.is_file():
@@ -272,7 +279,36 @@ def load(path: str | Path, *, mmap: bool = True, verify_checksums: bool = True) 
             )
         arrays[name] = array
     _check_arrays(arrays, manifest)
+    if verify_checksums:
+        _write_mark(path, fingerprint)
     return Artifact(path=path, manifest=manifest, arrays=arrays)
+
+
+_VERIFIED = ".verified"
+
+
+def _fingerprint(path: Path, manifest_bytes: bytes, manifest: Manifest) -> str:
+    digest = hashlib.sha256(manifest_bytes)
+    for name in sorted(manifest.files):
+        try:
+            st = (path / f"{name}.npy").stat()
+        except FileNotFoundError:
+            return ""
+        digest.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return digest.hexdigest()
+
+
+def _read_mark(path: Path) -> str | None:
+    try:
+        return (path / _VERIFIED).read_text().strip()
+    except OSError:
+        return None
+
+
+def _write_mark(path: Path, fingerprint: str) -> None:
+    # A read-only model store keeps no mark: every worker verifies, which is only slower.
+    with contextlib.suppress(OSError):
+        (path / _VERIFIED).write_text(fingerprint + "\n")
 
 
 def pack(

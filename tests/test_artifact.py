@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -209,3 +210,14 @@ def test_metadata_of_the_wrong_length_is_refused(tmp_path: Path) -> None:
     arrays["item_price"] = np.ones(3, np.float32)
     with pytest.raises(ArtifactError, match="one value per item"):
         artifact.save(tmp_path, manifest(channels=channels), arrays)
+
+
+def test_checksums_are_verified_once_per_version_and_again_after_a_change(tmp_path: Path) -> None:
+    path = checkerboard_artifact(tmp_path)
+    artifact.load(path)
+    assert (path / ".verified").is_file()
+    # Same size, new content and mtime: the fingerprint changes, so the checksum runs again.
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    _flip_last_byte(path / "item_factors.npy")
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        artifact.load(path)
