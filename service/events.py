@@ -83,6 +83,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     rating: float | None = None
     # Idempotency key: a retried event with the same id is not counted twice.
     event_id: Id | None = None
+    # The offer an ``offer_redeemed`` event redeems (closes the loop on offers presented).
+    offer_id: Id | None = None
 
     def __post_init__(self) -> None:
         # msgspec turns a ValueError raised here into a ValidationError with the path at fault.

@@ -7,6 +7,7 @@ from service.api.customers import ConsentController, ErasureController, Identity
 from service.api.events import EventController
 from service.api.health import health_live, health_ready
 from service.api.inventory import InventoryController
+from service.api.offers import CustomerOffersController, OfferCatalogueController
 from service.api.recommendations import RecommendationController
 
 ROUTES = [
@@ -17,6 +18,8 @@ ROUTES = [
     ErasureController,
     InventoryController,
     AdminModelController,
+    OfferCatalogueController,
+    CustomerOffersController,
     health_live,
     health_ready,
 ]
