@@ -98,11 +98,15 @@ def _trigger(o: Offer, c: Candidate, r: OfferRules, m: FactorModel) -> bool:
 
 
 def _not_redeemed(o: Offer, c: Candidate, r: OfferRules, m: FactorModel) -> bool:
+    if not c.history.redeemed:
+        return True
     at = c.history.redeemed.get(o.offer_id)
     return at is None or c.now - at > timedelta(days=r.redeemed_block_days)
 
 
 def _under_caps(o: Offer, c: Candidate, r: OfferRules, m: FactorModel) -> bool:
+    if not o.caps or not c.history.contacts:
+        return True
     shown = [x.at for x in c.history.contacts if x.offer_id == o.offer_id]
     return all(
         sum(at > c.now - timedelta(days=cap.period_days) for at in shown) < cap.max
@@ -111,6 +115,8 @@ def _under_caps(o: Offer, c: Candidate, r: OfferRules, m: FactorModel) -> bool:
 
 
 def _not_shown_elsewhere(o: Offer, c: Candidate, r: OfferRules, m: FactorModel) -> bool:
+    if not c.history.contacts:
+        return True
     since = c.now - timedelta(hours=r.suppress_elsewhere_hours)
     return not any(
         x.offer_id == o.offer_id and x.channel != c.channel and x.at > since
@@ -134,9 +140,47 @@ ELIGIBILITY: tuple[tuple[str, Rule], ...] = (
 )
 
 
+# Rules that hold whatever the customer when the offer leaves their setting empty: skipped.
+_UNCONDITIONAL = {
+    "segment": lambda o: not o.eligibility.segments,
+    "days_since_purchase": lambda o: (
+        o.eligibility.min_days_since_purchase is None
+        and o.eligibility.max_days_since_purchase is None
+    ),
+    "ltv_band": lambda o: not o.eligibility.ltv_bands,
+    "bought_category": lambda o: not o.eligibility.bought_categories,
+    "not_bought_category": lambda o: not o.eligibility.not_bought_categories,
+    "trigger": lambda o: o.eligibility.trigger is None,
+    "contact_cap": lambda o: not o.caps,
+}
+
+
 def why_not(offer: Offer, cand: Candidate, rules: OfferRules, model: FactorModel) -> str | None:
     """The first eligibility rule ``offer`` fails for ``cand``; None when it is eligible."""
-    for name, rule in ELIGIBILITY:
+    return _first_failing(ELIGIBILITY, offer, cand, rules, model)
+
+
+def relevant_rules(offer: Offer) -> tuple[tuple[str, Rule], ...]:
+    """The rules of ``ELIGIBILITY`` that can fail for ``offer`` (the others always hold).
+
+    Validity and channel are left out: ``rank`` checks them first, inline.
+    """
+    return tuple(
+        (name, rule)
+        for name, rule in ELIGIBILITY
+        if name not in ("validity", "channel")
+        and not (name in _UNCONDITIONAL and _UNCONDITIONAL[name](offer))
+    )
+
+
+def _first_failing(
+    table: Sequence[tuple[str, Rule]],
+    offer: Offer,
+    cand: Candidate,
+    rules: OfferRules,
+    model: FactorModel,
+) -> str | None:
+    for name, rule in table:
         if not rule(offer, cand, rules, model):
             return name
     return None
@@ -168,6 +212,7 @@ class Plan:
         """Resolve each offer's items and categories to rows of ``model``."""
         self.model = model
         self.offers = list(offers)
+        self.rules = [relevant_rules(o) for o in self.offers]
         general = model.popular("all", _GENERAL_TARGET)[0]
         parts = [_target_rows(model, o, general) for o in self.offers]
         self.empty = np.array([len(p) == 0 for p in parts], dtype=bool)
@@ -175,6 +220,8 @@ class Plan:
         self.starts = np.cumsum([0, *(len(p) for p in parts[:-1])]).astype(np.int64)
         rows = np.concatenate(parts) if parts else np.empty(0, np.int64)
         self.factors = np.ascontiguousarray(model.item_factors[rows].T)
+        # A plain (not memory-mapped) transposed copy of the item factors, for batch products.
+        self.item_factors_t = np.ascontiguousarray(model.item_factors.T)
 
     def affinities(self, vectors: Sequence[NDArray[np.float32] | None], default: float) -> NDArray:
         """Customers x offers: the best target score per offer, clipped to 0..1.
@@ -185,18 +232,31 @@ class Plan:
         known = [i for i, v in enumerate(vectors) if v is not None]
         if not known or not self.offers:
             return out
-        stacked = np.stack([vectors[i] for i in known]).astype(np.float32)  # type: ignore[misc]
-        scores = stacked @ self.factors
+        scores = _stack(vectors, known) @ self.factors
         best = np.clip(np.maximum.reduceat(scores, self.starts, axis=1), 0.0, 1.0)
         best[:, self.empty] = default
         out[known] = best
         return out
 
+    def item_scores(self, vectors: Sequence[NDArray[np.float32] | None]) -> NDArray | None:
+        """Customers x items: every item's score, one matrix product (rows of None: zeros)."""
+        known = [i for i, v in enumerate(vectors) if v is not None]
+        if not known:
+            return None
+        out = np.zeros((len(vectors), self.item_factors_t.shape[1]), dtype=np.float32)
+        out[known] = _stack(vectors, known) @ self.item_factors_t
+        return out
+
+
+def _stack(vectors: Sequence[NDArray[np.float32] | None], known: list[int]) -> NDArray:
+    return np.stack([vectors[i] for i in known]).astype(np.float32)  # type: ignore[misc]
+
 
 def rank(
     plan: Plan,
     cands: Sequence[Candidate],
-    vectors: Sequence[NDArray[np.float32] | None],
+    affinity: NDArray,
+    personal: Sequence[bool],
     rules: OfferRules,
     k: int,
 ) -> list[list[ScoredOffer]]:
@@ -204,14 +264,16 @@ def rank(
 
     Order: on the cart trigger's channels a matching abandoned-cart offer comes first; then
     expected value, then priority, then id. Offers whose expected value is not above
-    ``rules.min_expected_value`` are dropped unless a trigger made them.
+    ``rules.min_expected_value`` are dropped unless a trigger made them. ``affinity`` comes from
+    ``Plan.affinities``; ``personal`` says whether it is the customer's own (for the reason).
     """
-    affinity = plan.affinities(vectors, rules.default_affinity)
     out = []
     for i, cand in enumerate(cands):
         picked = []
         for j, offer in enumerate(plan.offers):
-            if why_not(offer, cand, rules, plan.model) is not None:
+            if cand.channel not in offer.channels or not offer.valid_at(cand.now):
+                continue  # the cheap rules first: most offers stop here
+            if _first_failing(plan.rules[j], offer, cand, rules, plan.model) is not None:
                 continue
             trig = offer.eligibility.trigger
             ev = float(affinity[i, j]) * offer.value - offer.cost
@@ -223,7 +285,7 @@ def rank(
         picked.sort(key=lambda p: p[0])
         out.append(
             [
-                _scored(plan.model, o, cand, ev, aff, trig, vectors[i] is not None)
+                _scored(plan.model, o, cand, ev, aff, trig, personal[i])
                 for _, o, ev, aff, trig in picked[:k]
             ]
         )
