@@ -337,6 +337,11 @@ def test_the_export_matches_the_single_customer_endpoint(client: TestClient) -> 
         assert line["offers"] == expected["offers"]
         assert line["items"] == expected["items"]
         assert len(line["items"]) == 3
+        recs = client.get(
+            f"/v1/customers/{line['customer_id']}/recommendations",
+            params={"channel": "email", "k": 3},
+        ).json()
+        assert line["items"] == recs["items"]  # the same items as the recommendations endpoint
 
 
 def test_an_export_is_recorded_in_the_shared_contact_history(client: TestClient) -> None:
