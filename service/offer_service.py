@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import msgspec
 import numpy as np
@@ -70,6 +70,8 @@ class Chooser(msgspec.Struct, frozen=True, kw_only=True):
     record: bool = True
     # Only customers in this segment (an export's audience); None: everyone asked for.
     segment: str | None = None
+    # The most of the event loop's time this work may take (an export in a serving worker: 0.5).
+    share: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
 
 
 async def load_catalogue(store: Store, model: FactorModel) -> Catalogue:
@@ -100,7 +102,7 @@ async def choose(
     rules = chooser.catalogue.rules
     if pairs is None:
         pairs = await chooser.store.offer_states(customer_ids, rules, now)
-    pace = _Pace()
+    pace = _Pace(chooser.share)
     prepared: list[Choice | _Prepared] = []
     for customer_id, (state, history) in zip(customer_ids, pairs, strict=True):
         prepared.append(_prepare(chooser, customer_id, state, history, now))
@@ -141,14 +143,20 @@ class _Prepared(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Pace:
-    """Yield to the event loop whenever ``TIME_SLICE`` of work has been done since the last time."""
+    """Yield to the event loop after every ``TIME_SLICE`` of work, long enough to keep ``share``.
 
-    def __init__(self) -> None:
+    A share of 1 only lets other tasks take a turn (``sleep(0)``); below 1 the loop also idles
+    for a while, so requests that need several turns (read, Redis, write) finish in between.
+    """
+
+    def __init__(self, share: float) -> None:
+        self.share = share
         self.since = time.perf_counter()
 
     async def tick(self) -> None:
-        if time.perf_counter() - self.since > TIME_SLICE:
-            await asyncio.sleep(0)
+        worked = time.perf_counter() - self.since
+        if worked > TIME_SLICE:
+            await asyncio.sleep(worked * (1 / self.share - 1))
             self.since = time.perf_counter()
 
 

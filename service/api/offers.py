@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 # Exports running at once per worker; more are refused (429) rather than queued unseen.
 EXPORT_SLOTS = 2
+# The most of a worker's event loop an export may take: online requests keep the rest.
+EXPORT_SHARE = 0.5
 _ndjson = msgspec.json.Encoder()
 OfferK = Annotated[int, QueryParameter(ge=1, le=20, description="How many offers (default 3)")]
 ItemsK = Annotated[int, QueryParameter(ge=0, le=50, description="Recommended items to add")]
@@ -201,6 +203,7 @@ class CustomerOffersController(Controller):
             available=await availability.mask(model, data.channel, None),
             record=data.record,
             segment=segment,
+            share=EXPORT_SHARE,
         )
         slots = _slots(state)
         if slots.locked():
