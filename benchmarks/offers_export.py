@@ -212,7 +212,7 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--baseline-seconds", type=float, default=10)
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15"))
-    p.add_argument("--out", type=Path, default=Path("benchmarks/offers_export.json"))
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/offers_export.json"))
     args = p.parse_args()
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(args.redis_url)
@@ -255,6 +255,7 @@ def main() -> int:
             "cpus": os.cpu_count(),
         }
         print(json.dumps(result, indent=2))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         return 0
     finally:
