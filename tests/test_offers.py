@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 from litestar.testing import TestClient
 
 from tests.test_omnichannel import event, post
@@ -373,3 +374,34 @@ def test_a_segment_audience_exports_the_segment_only(client: TestClient) -> None
 )
 def test_bad_export_requests_are_refused(client: TestClient, body: dict[str, object]) -> None:
     assert client.post("/v1/exports/offers", json=body).status_code == 400
+
+
+def test_a_chunk_scored_in_a_thread_matches_the_endpoints(client: TestClient) -> None:
+    audience = [f"u{i}" for i in range(10)] + ["newbie"]  # more than one slice: a thread
+    for c in audience:
+        consent(client, c, email=True)
+    put_offer(client, "even")
+    put_offer(client, "odd", target={"categories": ["odd"]})
+    post(client, event("newbie", "i05", "view", "web"), event("u4", "i01", "view", "app"))
+    single = {c: offers(client, c, "email", k=2, items=4, record="false") for c in audience}
+    lines = export(client, audience={"customer_ids": audience}, offers=2, items=4, record=False)
+    assert [line["customer_id"] for line in lines] == audience
+    for line in lines:
+        assert line["offers"] == single[line["customer_id"]]["offers"]
+        assert line["items"] == single[line["customer_id"]]["items"]
+
+
+def test_erasure_removes_the_contact_history(client: TestClient, redis_url: str) -> None:
+    consent(client, "u2")
+    put_offer(client, "o1")
+    assert offer_ids(offers(client, "u2")) == ["o1"]
+    post(client, event("u2", None, "offer_redeemed", "store", offer_id="o1"))
+    prefix = client.app.state.settings.key_prefix
+    r = redis.Redis.from_url(redis_url)
+    try:
+        assert r.exists(f"{prefix}:{{c:u2}}:offers:contacts", f"{prefix}:{{c:u2}}:offers:redeemed")
+        assert client.delete("/v1/customers/u2").status_code in (200, 204)
+        assert not r.exists(f"{prefix}:{{c:u2}}:offers:contacts")
+        assert not r.exists(f"{prefix}:{{c:u2}}:offers:redeemed")
+    finally:
+        r.close()
