@@ -32,12 +32,19 @@ def parse_offers(raw: bytes) -> tuple[list[Offer], list[str]]:
     """Offers in a JSON list or NDJSON file; and one message per invalid offer (with its field)."""
     stripped = raw.strip()
     if stripped.startswith(b"["):
-        bodies = [_json.encode(b) for b in msgspec.json.decode(stripped)]
+        try:
+            bodies = [_json.encode(b) for b in msgspec.json.decode(stripped)]
+        except msgspec.DecodeError as e:
+            return [], [f"the file is not a valid JSON list: {e}"]
     else:
         bodies = [line for line in stripped.splitlines() if line.strip()]
     offers, problems = [], []
     for n, body in enumerate(bodies):
-        head = msgspec.json.decode(body)
+        try:
+            head = msgspec.json.decode(body)
+        except msgspec.DecodeError as e:
+            problems.append(f"offer {n}: $: not valid JSON: {e}")
+            continue
         offer_id = head.get("offer_id") if isinstance(head, dict) else None
         if not isinstance(offer_id, str):
             problems.append(f"offer {n}: $.offer_id: required")

@@ -69,3 +69,12 @@ def test_the_batch_export_writes_what_the_endpoint_answers(
     for line in lines:
         assert line["offers"] == expected[line["customer_id"]]["offers"]
         assert line["items"] == expected[line["customer_id"]]["items"]
+
+
+def test_a_line_that_is_not_json_is_reported(
+    client: TestClient, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "offers.ndjson"
+    path.write_text(json.dumps({"offer_id": "a", **offer()}) + "\n{not json\n")
+    assert run(settings, "import", str(path)) == 1
+    assert "offer 1: $: not valid JSON" in capsys.readouterr().err
