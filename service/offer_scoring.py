@@ -268,11 +268,19 @@ def rank(
     ``Plan.affinities``; ``personal`` says whether it is the customer's own (for the reason).
     """
     out = []
+    # Validity and channel do not depend on the customer: checked once per channel and time.
+    open_offers: dict[tuple[str, datetime], list[int]] = {}
     for i, cand in enumerate(cands):
         picked = []
-        for j, offer in enumerate(plan.offers):
-            if cand.channel not in offer.channels or not offer.valid_at(cand.now):
-                continue  # the cheap rules first: most offers stop here
+        key = (cand.channel, cand.now)
+        if key not in open_offers:
+            open_offers[key] = [
+                j
+                for j, o in enumerate(plan.offers)
+                if cand.channel in o.channels and o.valid_at(cand.now)
+            ]
+        for j in open_offers[key]:
+            offer = plan.offers[j]
             if _first_failing(plan.rules[j], offer, cand, rules, plan.model) is not None:
                 continue
             trig = offer.eligibility.trigger
