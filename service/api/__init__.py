@@ -7,6 +7,7 @@ from service.api.customers import ConsentController, ErasureController, Identity
 from service.api.events import EventController
 from service.api.health import health_live, health_ready
 from service.api.inventory import InventoryController
+from service.api.offers import CustomerOffersController, OfferCatalogueController
 from service.api.recommendations import RecommendationController
 from service.api.tablet import TabletController, tablet_page
 
@@ -20,6 +21,8 @@ ROUTES = [
     TabletController,
     tablet_page,
     AdminModelController,
+    OfferCatalogueController,
+    CustomerOffersController,
     health_live,
     health_ready,
 ]

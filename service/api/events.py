@@ -50,4 +50,5 @@ class EventController(Controller):
         stamped = [e if e.timestamp else msgspec.structs.replace(e, timestamp=now) for e in events]
         resolved = await resolve_events(store, settings.identifier_kinds_set, stamped)
         ids = await store.record(resolved)
+        await store.record_redemptions(resolved)  # offer_redeemed with an offer_id: caps, history
         return EventsAccepted(accepted=len(ids), ids=ids)

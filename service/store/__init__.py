@@ -12,9 +12,10 @@ from service.store.erasure import Erasure, ErasureReport
 from service.store.identities import IdentityGraph, LinkResult
 from service.store.inventory import Inventory, StockUpdate
 from service.store.keys import Keys
+from service.store.offers import OfferStore
 
 
-class Store(EventState, IdentityGraph, Inventory, Erasure):
+class Store(EventState, IdentityGraph, Inventory, Erasure, OfferStore):
     """Every domain operation on Redis the service needs."""
 
 

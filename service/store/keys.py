@@ -51,6 +51,14 @@ class Keys:
         """The set of identifiers linked to the customer (for erasure and the profile)."""
         return self._customer(customer_id, "ids")
 
+    def offer_contacts(self, customer_id: str) -> str:
+        """Offers presented to the customer on any channel: a sorted set scored by time."""
+        return self._customer(customer_id, "offers:contacts")
+
+    def offer_redemptions(self, customer_id: str) -> str:
+        """Offers the customer redeemed: offer id -> time."""
+        return self._customer(customer_id, "offers:redeemed")
+
     def customer_keys(self, customer_id: str) -> list[str]:
         """Every key of one customer that the service writes."""
         return [
@@ -94,6 +102,21 @@ class Keys:
     def available_in_store(self, store_id: str) -> str:
         """Items in stock in one store (a store's assortment)."""
         return f"{self.prefix}:stock:store:{store_id}:in"
+
+    @property
+    def offers(self) -> str:
+        """The offer catalogue: offer id -> JSON ``Offer``."""
+        return f"{self.prefix}:offers"
+
+    @property
+    def offers_version(self) -> str:
+        """A counter bumped by every change to the catalogue or the offer rules."""
+        return f"{self.prefix}:offers:version"
+
+    @property
+    def offer_rules(self) -> str:
+        """The offer rules (segments, bands, triggers), JSON ``OfferRules``."""
+        return f"{self.prefix}:offers:rules"
 
     @property
     def export_markers(self) -> str:

@@ -1,0 +1,304 @@
+"""Choosing offers for customers: one code path for the online endpoint and the audience export.
+
+Reads state and offer history for a chunk of customers in one round trip, scores the chunk
+against every offer with one matrix product (``offer_scoring.Plan``), adds the recommended items
+exactly as ``GET /v1/customers/{id}/recommendations`` would, and records what was presented in the
+one contact history all channels share. Between small slices of work it yields to the event loop,
+so an export of a whole audience never starves the online endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Annotated, Any, cast
+
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+
+from service import identity, recommend
+from service.offer_facts import OfferHistory, customer_facts
+from service.offer_scoring import Candidate, Plan, ScoredOffer, rank
+from service.offers import Offer, OfferRules
+from service.ranking import FactorModel, Mask, Rows, Scores, top_k
+from service.realtime import customer_vector
+from service.schemas import RecommendedItem
+from service.settings import Settings
+from service.state import CustomerState
+from service.store import Store
+
+# Customers read from Redis per round trip, and scored per slice between yields to the loop.
+CHUNK = 256
+SLICE = 8
+# Longest stretch of work (seconds) before the export yields to online requests.
+TIME_SLICE = 0.001
+_PLANS: dict[tuple[str, str, int], Plan] = {}
+
+
+class Catalogue(msgspec.Struct, frozen=True, kw_only=True):
+    """The offers and rules in force, and their plan for the live model."""
+
+    version: int
+    offers: list[Offer]
+    rules: OfferRules
+    plan: Plan
+
+
+class Choice(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What one customer gets on one channel; ``skipped`` says why nothing may be sent."""
+
+    customer_id: str
+    offers: list[ScoredOffer]
+    items: list[RecommendedItem] = msgspec.field(default_factory=list)
+    skipped: str | None = None
+
+
+class Chooser(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything fixed for one request or one export."""
+
+    model: FactorModel
+    store: Store
+    settings: Settings
+    catalogue: Catalogue
+    channel: str
+    k_offers: int
+    k_items: int = 0
+    available: Mask | None = None
+    record: bool = True
+    # Only customers in this segment (an export's audience); None: everyone asked for.
+    segment: str | None = None
+    # The most of the event loop's time this work may take (an export in a serving worker: 0.5).
+    share: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
+
+
+async def load_catalogue(store: Store, model: FactorModel) -> Catalogue:
+    """The catalogue and rules (one round trip) with a plan cached per model and version."""
+    version, offers, rules = await store.offer_catalogue()
+    key = (store.keys.prefix, model.version, version)
+    plan = _PLANS.get(key)
+    if plan is None or plan.model is not model:
+        if len(_PLANS) > 16:
+            _PLANS.clear()  # a handful of live versions at most; never grow without bound
+        plan = _PLANS[key] = Plan(model, offers)
+    return Catalogue(version=version, offers=offers, rules=rules, plan=plan)
+
+
+async def choose(
+    chooser: Chooser,
+    customer_ids: Sequence[str],
+    now: datetime,
+    pairs: Sequence[tuple[CustomerState, OfferHistory]] | None = None,
+) -> list[Choice]:
+    """Offers (and items) for each customer, in order; presented offers are recorded.
+
+    Python work runs in short slices between yields to the event loop; the chunk's two matrix
+    products (offer affinities, item scores) run in a thread, where numpy releases the GIL.
+    ``pairs`` are the customers' states and histories when already read (an export reads the
+    next chunk while this one is scored).
+    """
+    rules = chooser.catalogue.rules
+    if pairs is None:
+        pairs = await chooser.store.offer_states(customer_ids, rules, now)
+    pace = _Pace(chooser.share)
+    prepared: list[Choice | _Prepared] = []
+    for customer_id, (state, history) in zip(customer_ids, pairs, strict=True):
+        prepared.append(_prepare(chooser, customer_id, state, history, now))
+        await pace.tick()
+    live = [p for p in prepared if isinstance(p, _Prepared)]
+    vectors = [p.vector for p in live]
+    products = (chooser.catalogue.plan, vectors, rules.default_affinity, chooser.k_items > 0)
+    if len(live) > SLICE:
+        affinity, scores = await asyncio.to_thread(_products, *products)
+    else:
+        affinity, scores = _products(*products)
+    personal = [v is not None for v in vectors]
+    chosen: list[Choice] = []
+    for lo in range(0, len(live), SLICE):
+        part = live[lo : lo + SLICE]
+        ranked = rank(
+            chooser.catalogue.plan,
+            [p.cand for p in part],
+            affinity[lo : lo + SLICE],
+            personal[lo : lo + SLICE],
+            rules,
+            chooser.k_offers,
+        )
+        for n, (p, offers) in enumerate(zip(part, ranked, strict=True)):
+            row = scores[lo + n] if scores is not None else None
+            chosen.append(_full(chooser, p, offers, row))
+            await pace.tick()
+    if chooser.record:
+        presented = [(c.customer_id, o.offer_id) for c in chosen for o in c.offers]
+        await chooser.store.record_contacts(presented, chooser.channel, now, rules)
+    done = iter(chosen)
+    return [p if isinstance(p, Choice) else next(done) for p in prepared]
+
+
+class _Prepared(msgspec.Struct, frozen=True, kw_only=True):
+    cand: Candidate
+    vector: NDArray[np.float32] | None
+
+
+class _Pace:
+    """Yield to the event loop after every ``TIME_SLICE`` of work, long enough to keep ``share``.
+
+    A share of 1 only lets other tasks take a turn (``sleep(0)``); below 1 the loop also idles
+    for a while, so requests that need several turns (read, Redis, write) finish in between.
+    """
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.since = time.perf_counter()
+
+    async def tick(self) -> None:
+        worked = time.perf_counter() - self.since
+        if worked > TIME_SLICE:
+            await asyncio.sleep(worked * (1 / self.share - 1))
+            self.since = time.perf_counter()
+
+
+def _prepare(
+    chooser: Chooser, customer_id: str, state: CustomerState, history: OfferHistory, now: datetime
+) -> Choice | _Prepared:
+    model, settings, rules = chooser.model, chooser.settings, chooser.catalogue.rules
+    if not state.consent.allows_marketing(chooser.channel, settings.default_marketing):
+        return Choice(customer_id=customer_id, offers=[], skipped="no marketing consent")
+    facts = customer_facts(model, customer_id, state, rules, now)
+    if chooser.segment is not None and chooser.segment not in facts.segments:
+        return Choice(customer_id=customer_id, offers=[], skipped="not in the segment")
+    personal = state.consent.allows_personalisation(settings.default_personalisation)
+    vector = customer_vector(model, customer_id, state.recent, now).vector if personal else None
+    cand = Candidate(
+        customer_id=customer_id,
+        channel=chooser.channel,
+        now=now,
+        state=state,
+        facts=facts,
+        history=history,
+    )
+    return _Prepared(cand=cand, vector=vector)
+
+
+def _products(
+    plan: Plan, vectors: list[NDArray[np.float32] | None], default: float, items: bool
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    return plan.affinities(vectors, default), plan.item_scores(vectors) if items else None
+
+
+class _Scored:
+    """The model, with one customer's item scores already computed by the chunk's product.
+
+    ``recommend.for_customer`` then applies exactly the rules of the recommendations endpoint
+    (exclusions, stock, fallbacks, reasons) without scoring the catalogue again.
+    """
+
+    def __init__(self, model: FactorModel, scores: NDArray[np.float32]) -> None:
+        self._model = model
+        self._scores = scores
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def recommend(
+        self,
+        user_vector: NDArray[np.float32],
+        k: int,
+        *,
+        exclude: Rows | None = None,
+        allowed: Mask | None = None,
+    ) -> tuple[Rows, Scores]:
+        return top_k(self._scores.copy(), k, exclude=exclude, allowed=allowed)
+
+
+def _full(
+    chooser: Chooser,
+    p: _Prepared,
+    offers: list[ScoredOffer],
+    scores: NDArray[np.float32] | None,
+) -> Choice:
+    cand = p.cand
+    if not chooser.k_items:
+        return Choice(customer_id=cand.customer_id, offers=offers)
+    ctx = recommend.Context(
+        now=cand.now,
+        state=cand.state,
+        personalise=cand.state.consent.allows_personalisation(
+            chooser.settings.default_personalisation
+        ),
+        available=chooser.available,
+    )
+    model = chooser.model if scores is None else cast(FactorModel, _Scored(chooser.model, scores))
+    query = recommend.Query(channel=chooser.channel, k=chooser.k_items)
+    items = recommend.for_customer(model, cand.customer_id, query, ctx).items
+    return Choice(customer_id=cand.customer_id, offers=offers, items=items)
+
+
+async def resolve(store: Store, kinds: frozenset[str], references: Sequence[str]) -> list[str]:
+    """Customer ids for ids or identifiers (``email:…``), resolving in one round trip."""
+    wanted = sorted(
+        {identity.normalise(r, kinds) for r in references if identity.is_identifier(r, kinds)}
+    )
+    owners = await store.resolve(wanted) if wanted else {}
+    out = []
+    for r in references:
+        if identity.is_identifier(r, kinds):
+            n = identity.normalise(r, kinds)
+            r = owners.get(n) or n
+        out.append(r)
+    return out
+
+
+async def export(
+    chooser: Chooser,
+    now: datetime,
+    *,
+    customer_ids: Sequence[str] | None = None,
+) -> AsyncIterator[Choice]:
+    """Yield the choice of every customer of the audience who may be contacted on the channel.
+
+    The audience is ``customer_ids`` (ids or identifiers) or every customer of the model's
+    training data, restricted to ``chooser.segment`` when it names one. Customers are read and
+    scored ``CHUNK`` at a time; the loop yields between slices so online requests go on.
+    """
+    size = _audience_size(chooser.model, customer_ids)
+    pending = asyncio.ensure_future(_read(chooser, customer_ids, 0, now)) if size else None
+    try:
+        for lo in range(0, size, CHUNK):
+            assert pending is not None
+            ids, pairs = await pending
+            # Read the next chunk from Redis while this one is scored.
+            nxt = lo + CHUNK
+            pending = (
+                asyncio.ensure_future(_read(chooser, customer_ids, nxt, now))
+                if nxt < size
+                else None
+            )
+            for choice in await choose(chooser, ids, now, pairs):
+                if choice.skipped is None:
+                    yield choice
+            await asyncio.sleep(0)
+    finally:
+        if pending is not None:
+            pending.cancel()  # the consumer went away mid-export
+
+
+async def _read(
+    chooser: Chooser, customer_ids: Sequence[str] | None, lo: int, now: datetime
+) -> tuple[list[str], list[tuple[CustomerState, OfferHistory]]]:
+    if customer_ids is not None:
+        kinds = chooser.settings.identifier_kinds_set
+        ids = await resolve(chooser.store, kinds, customer_ids[lo : lo + CHUNK])
+    else:
+        ids = _model_customers(chooser.model, lo, lo + CHUNK)
+    return ids, await chooser.store.offer_states(ids, chooser.catalogue.rules, now)
+
+
+def _audience_size(model: FactorModel, customer_ids: Sequence[str] | None) -> int:
+    return len(model.user_ids) if customer_ids is None else len(customer_ids)
+
+
+def _model_customers(model: FactorModel, lo: int, hi: int) -> list[str]:
+    return [bytes(u).decode("utf-8") for u in model.user_ids[lo:hi]]

@@ -1,0 +1,186 @@
+"""Offers in Redis: the catalogue, the rules, and one contact history per customer across channels.
+
+Contacts live under the customer's hash tag (erasure removes them with the rest): a sorted set of
+``offer id, channel, time`` scored by time, trimmed to the rules' history window. Redemptions are
+a hash offer id -> time. Caps and suppression read both in the same round trip as the state.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from service.events import Event
+from service.offer_facts import Contact, OfferHistory
+from service.offers import DEFAULT_RULES, Offer, OfferRules
+from service.state import Consent, CustomerState, cart_line_decoder, consent_decoder
+from service.store.base import StoreBase, text, unavailable_on_redis_error
+from service.store.customers import decode_events
+
+log = logging.getLogger(__name__)
+
+_SEP = "\x1f"  # ids never hold control characters (events.Id), so this cannot clash
+_offer_decoder = msgspec.json.Decoder(Offer)
+_rules_decoder = msgspec.json.Decoder(OfferRules)
+_encoder = msgspec.json.Encoder()
+
+
+class OfferStore(StoreBase):
+    """The offer catalogue, the offer rules, contact history and redemptions."""
+
+    @unavailable_on_redis_error
+    async def put_offer(self, offer: Offer) -> bool:
+        """Create or replace ``offer``; True when it is new."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.keys.offers, offer.offer_id, _encoder.encode(offer))
+        pipe.incr(self.keys.offers_version)
+        created, _ = await pipe.execute()
+        return bool(created)
+
+    @unavailable_on_redis_error
+    async def get_offer(self, offer_id: str) -> Offer | None:
+        """The offer stored as ``offer_id``, if any."""
+        raw = await self.client.hget(self.keys.offers, offer_id)
+        return None if raw is None else _offer_decoder.decode(raw)
+
+    @unavailable_on_redis_error
+    async def delete_offer(self, offer_id: str) -> bool:
+        """Remove an offer; True when it existed. Its contact history stays (caps still count)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hdel(self.keys.offers, offer_id)
+        pipe.incr(self.keys.offers_version)
+        deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    @unavailable_on_redis_error
+    async def offer_catalogue(self) -> tuple[int, list[Offer], OfferRules]:
+        """The catalogue's version, every offer (by id) and the rules, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.offers_version)
+        pipe.hgetall(self.keys.offers)
+        pipe.get(self.keys.offer_rules)
+        version, raw, rules = await pipe.execute()
+        offers = []
+        for offer_id, body in sorted(raw.items()):
+            try:
+                offers.append(_offer_decoder.decode(body))
+            except msgspec.DecodeError:
+                log.warning("undecodable offer %r skipped", text(offer_id))
+        return int(version or 0), offers, _rules_decoder.decode(rules) if rules else DEFAULT_RULES
+
+    @unavailable_on_redis_error
+    async def set_offer_rules(self, rules: OfferRules) -> None:
+        """Replace the rules (every replica reads them with the catalogue)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.keys.offer_rules, _encoder.encode(rules))
+        pipe.incr(self.keys.offers_version)
+        await pipe.execute()
+
+    @unavailable_on_redis_error
+    async def offer_states(
+        self, customer_ids: Sequence[str], rules: OfferRules, now: datetime
+    ) -> list[tuple[CustomerState, OfferHistory]]:
+        """State and offer history of each customer, all in one round trip."""
+        oldest = now - timedelta(days=rules.contact_history_days)
+        pipe = self.client.pipeline(transaction=False)
+        for c in customer_ids:
+            pipe.lrange(self.keys.recent(c), 0, -1)
+            pipe.smembers(self.keys.bought(c))
+            pipe.hgetall(self.keys.cart(c))
+            pipe.get(self.keys.consent(c))
+            pipe.zrevrangebyscore(self.keys.offer_contacts(c), "+inf", oldest.timestamp())
+            pipe.hgetall(self.keys.offer_redemptions(c))
+        replies = await pipe.execute()
+        recent_oldest = now - timedelta(seconds=self.recent_ttl_seconds)
+        return [
+            (
+                _state(*replies[i : i + 4], oldest=recent_oldest),
+                _history(*replies[i + 4 : i + 6]),
+            )
+            for i in range(0, len(replies), 6)
+        ]
+
+    @unavailable_on_redis_error
+    async def record_contacts(
+        self,
+        presented: Iterable[tuple[str, str]],
+        channel: str,
+        now: datetime,
+        rules: OfferRules,
+    ) -> int:
+        """Record each (customer, offer) presented on ``channel`` at ``now``; returns how many."""
+        ttl = int(rules.contact_history_days * 86400) + 1
+        horizon = (now - timedelta(days=rules.contact_history_days)).timestamp()
+        pipe = self.client.pipeline(transaction=False)
+        count = 0
+        for customer_id, offer_id in presented:
+            key = self.keys.offer_contacts(customer_id)
+            at = now.timestamp()
+            member = _SEP.join((offer_id, channel, repr(at), uuid.uuid4().hex[:8]))
+            pipe.zadd(key, {member: at})
+            pipe.zremrangebyscore(key, "-inf", horizon)
+            pipe.expire(key, ttl)
+            count += 1
+        if count:
+            await pipe.execute()
+        return count
+
+    @unavailable_on_redis_error
+    async def record_redemptions(self, events: Sequence[Event]) -> int:
+        """Remember ``offer_redeemed`` events that name an offer (``offer_id``); returns how many.
+
+        Events must carry their resolved ``customer_id``. Kept for a year at most, longer than
+        any sensible ``redeemed_block_days``.
+        """
+        redeemed = [
+            e for e in events if e.event_type == "offer_redeemed" and e.offer_id and e.customer_id
+        ]
+        if not redeemed:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for e in redeemed:
+            key = self.keys.offer_redemptions(e.customer_id)  # type: ignore[arg-type]
+            at = e.timestamp or datetime.now(UTC)
+            pipe.hset(key, e.offer_id, at.isoformat())  # type: ignore[arg-type]
+            pipe.expire(key, 366 * 86400)
+        await pipe.execute()
+        return len(redeemed)
+
+
+def _state(
+    recent_raw: list[bytes],
+    bought_raw: set[bytes],
+    cart_raw: dict[bytes, bytes],
+    consent_raw: bytes | None,
+    *,
+    oldest: datetime,
+) -> CustomerState:
+    # The same decoding as EventState.customer_state, for many customers in one pipeline.
+    recent = [e for e in decode_events(recent_raw) if e.timestamp is None or e.timestamp >= oldest]
+    cart = {}
+    for item, raw in cart_raw.items():
+        try:
+            cart[text(item)] = cart_line_decoder.decode(raw)
+        except msgspec.DecodeError:
+            log.warning("undecodable cart line skipped")
+    return CustomerState(
+        recent=recent,
+        bought=frozenset(text(b) for b in bought_raw),
+        cart=cart,
+        consent=consent_decoder.decode(consent_raw) if consent_raw else Consent(),
+    )
+
+
+def _history(contacts_raw: list[bytes], redeemed_raw: dict[bytes, bytes]) -> OfferHistory:
+    contacts = []
+    for raw in contacts_raw:
+        parts = text(raw).split(_SEP)
+        if len(parts) == 4:
+            at = datetime.fromtimestamp(float(parts[2]), UTC)
+            contacts.append(Contact(offer_id=parts[0], channel=parts[1], at=at))
+    redeemed = {text(k): datetime.fromisoformat(text(v)) for k, v in redeemed_raw.items()}
+    return OfferHistory(contacts=contacts, redeemed=redeemed)
