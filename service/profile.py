@@ -23,6 +23,7 @@ from typing import Literal
 import msgspec
 
 from service import identity
+from service.offer_scoring import ScoredOffer
 from service.ranking import FactorModel
 from service.schemas import RecommendedItem
 from service.state import Consent, CustomerState
@@ -95,6 +96,8 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     stage: Stage
     store_id: str | None = None
     recommendations: list[RecommendedItem] = msgspec.field(default_factory=list)
+    # The offer to make at the till, with its reason (not yet recorded as presented).
+    best_offer: ScoredOffer | None = None
     model_version: str | None = None
 
 

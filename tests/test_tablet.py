@@ -145,6 +145,8 @@ def test_the_profile_recommends_what_this_store_has(tablet: TestClient) -> None:
 
 
 def test_lookup_and_presentations_are_recorded_as_tablet_events(tablet: TestClient) -> None:
+    offer = {"title": "Free delivery", "kind": "free_delivery", "channels": ["tablet"], "value": 5}
+    assert tablet.put("/v1/offers/spring-10", json=offer).status_code == 201
     tablet.get("/v1/customers/lookup", params={"loyalty": "L0000042", "store_id": "s1"})
     presented = tablet.post(
         "/v1/customers/u2/presentations", json={"offer_id": "spring-10", "store_id": "s1"}
@@ -155,6 +157,11 @@ def test_lookup_and_presentations_are_recorded_as_tablet_events(tablet: TestClie
         for m in tablet.get("/v1/customers/u2/profile").json()["channel_mix"]
     }
     assert mix["tablet"] == 2
+
+
+def test_presenting_an_unknown_offer_is_a_404(tablet: TestClient) -> None:
+    response = tablet.post("/v1/customers/u2/presentations", json={"offer_id": "nope"})
+    assert response.status_code == 404
 
 
 def test_a_storefront_key_cannot_read_profiles(tablet: TestClient) -> None:

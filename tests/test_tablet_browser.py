@@ -25,7 +25,7 @@ def service(tmp_path: Path, redis_url: str, key_prefix: str, model_dir: Path) ->
         "REDIS_URL": redis_url,
         "RECO_KEY_PREFIX": key_prefix,
         "MODEL_DIR": str(model_dir),
-        "API_KEYS": f"{TABLET_KEY}=customers+offers,{ADMIN}=admin+events+recommend+customers",
+        "API_KEYS": f"{TABLET_KEY}=customers+offers,{ADMIN}=admin+events+customers+offers",
         "RECO_STOCK_REFRESH_SECONDS": "0",
         "LOG_LEVEL": "WARNING",
     }
@@ -62,6 +62,17 @@ def service(tmp_path: Path, redis_url: str, key_prefix: str, model_dir: Path) ->
         )
         stock = [{"item_id": i, "stores": {"s1": True}} for i in ("i10", "i12", "i14", "i03")]
         call(base, "PUT", "/v1/inventory", ADMIN, {"items": stock})
+        offer = {
+            "title": "15% off everything even",
+            "kind": "percent_off",
+            "amount": 15,
+            "target": {"categories": ["even"]},
+            "channels": ["tablet", "email"],
+            "value": 12.0,
+        }
+        call(base, "PUT", "/v1/offers/even-15", ADMIN, offer)
+        consent = {"marketing": {"tablet": True, "email": True}}
+        call(base, "PUT", "/v1/customers/u2/consent", ADMIN, consent)
         yield base
 
 
@@ -96,7 +107,14 @@ def test_staff_find_a_customer_and_see_the_profile(service: str, tmp_path: Path)
         expect(cards.first).to_be_visible()
         shown = {cards.nth(i).locator("strong").inner_text() for i in range(cards.count())}
         assert shown <= {"i10", "i12", "i14", "i03"}  # only what store s1 has in stock
+        expect(page.locator("#offer")).to_contain_text("15% off everything even")
         shot = Path(os.environ.get("TABLET_SCREENSHOT") or tmp_path / "tablet.png")
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
+        # Before the presentation email may make the offer; after it, email does not repeat it.
+        email = "/v1/customers/u2/offers?channel=email&record=false"
+        assert [o["offer_id"] for o in call(service, "GET", email, ADMIN)["offers"]] == ["even-15"]
+        page.click("#presented")
+        expect(page.locator("#presented-note")).to_be_visible()
+        assert call(service, "GET", email, ADMIN)["offers"] == []
         browser.close()

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -225,17 +226,24 @@ def _write_parquet(path: Path, rows: list[tuple[str, Event]]) -> None:
     }
     table = pa.Table.from_pydict(columns, schema=EXPORT_SCHEMA)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _atomic_write(path: Path, write: Callable[[Path], object] | bytes) -> None:
+    """Write through a temporary file of our own (concurrent exporters), fsync, then rename."""
+    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        if isinstance(write, bytes):
+            tmp.write_bytes(write)
+        else:
+            write(tmp)
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _text(value: bytes | str) -> str:

@@ -9,15 +9,18 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
 from litestar.params import JSONBody, QueryParameter
 from litestar.static_files import create_static_files_router
 
-from service import identity, profile, recommend
+from service import identity, offer_service, profile, recommend
 from service.api.params import PathId
 from service.availability import Availability
 from service.errors import InvalidRequest, UnknownCustomer
 from service.events import Event, Id
 from service.live_model import LiveModel
+from service.offer_scoring import ScoredOffer
+from service.ranking import FactorModel
 from service.resolution import customer_for
 from service.settings import Settings
 from service.store import Store
@@ -117,7 +120,11 @@ class TabletController(Controller):
         )
         ranked = recommend.for_customer(model, resolved, query, ctx)
         return msgspec.structs.replace(
-            view, recommendations=ranked.items, store_id=store_id, model_version=model.version
+            view,
+            recommendations=ranked.items,
+            store_id=store_id,
+            model_version=model.version,
+            best_offer=await _best_offer(model, store, settings, resolved, now),
         )
 
     @post("/{customer_id:str}/presentations", status_code=202, operation_id="offerPresented")
@@ -128,18 +135,44 @@ class TabletController(Controller):
         store: NamedDependency[Store],
         settings: NamedDependency[Settings],
     ) -> Presented:
-        """Record that staff presented an offer, as a ``tablet`` event every channel sees."""
+        """Record that staff presented an offer.
+
+        It goes into the contact history every channel's caps and "already shown elsewhere" rules
+        use, and is a ``tablet`` event. An unknown offer is a 404.
+        """
+        if await store.get_offer(data.offer_id) is None:
+            raise NotFoundException(detail=f"no offer {data.offer_id!r}")
         resolved = await customer_for(store, settings.identifier_kinds_set, customer_id)
+        now = datetime.now(UTC)
+        _, _, rules = await store.offer_catalogue()
+        await store.record_contacts([(resolved, data.offer_id)], "tablet", now, rules)
         event = Event(
             customer_id=resolved,
             event_type="offer_presented",
             channel="tablet",
-            timestamp=datetime.now(UTC),
+            timestamp=now,
             store_id=data.store_id,
             offer_id=data.offer_id,
         )
         (entry_id,) = await store.record([event])
         return Presented(event_id=entry_id)
+
+
+async def _best_offer(
+    model: FactorModel, store: Store, settings: Settings, customer_id: str, now: datetime
+) -> ScoredOffer | None:
+    """The tablet channel's best offer, previewed: it is recorded only when staff present it."""
+    chooser = offer_service.Chooser(
+        model=model,
+        store=store,
+        settings=settings,
+        catalogue=await offer_service.load_catalogue(store, model),
+        channel="tablet",
+        k_offers=1,
+        record=False,
+    )
+    [choice] = await offer_service.choose(chooser, [customer_id], now)
+    return choice.offers[0] if choice.offers else None
 
 
 # The tablet page: static HTML, CSS and JS, no build step. It calls the API above with the

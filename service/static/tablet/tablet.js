@@ -155,15 +155,6 @@ function renderOffer(offer) {
   if (offer.reason) box.appendChild(text("p", offer.reason, "muted"));
 }
 
-async function bestOffer(customerId) {
-  try {
-    const body = await api(`/v1/customers/${encodeURIComponent(customerId)}/offers?channel=tablet&k=1`);
-    return (body.offers || [])[0] || null;
-  } catch (e) {
-    return null; // no offers (or no offers scope): the rest of the profile still shows
-  }
-}
-
 async function search(event) {
   event.preventDefault();
   const serial = ++searchSerial;
@@ -178,13 +169,10 @@ async function search(event) {
     if (storeId()) params.set("store_id", storeId());
     const found = await api(`/v1/customers/lookup?${params}`);
     const profileParams = new URLSearchParams(storeId() ? { store_id: storeId() } : {});
-    const [profile, offer] = await Promise.all([
-      api(`/v1/customers/${encodeURIComponent(found.customer_id)}/profile?${profileParams}`),
-      bestOffer(found.customer_id),
-    ]);
+    const profile = await api(`/v1/customers/${encodeURIComponent(found.customer_id)}/profile?${profileParams}`);
     if (serial !== searchSerial) return; // a newer search started: never show a stale customer
     current = { customerId: found.customer_id, offerId: null };
-    renderProfile(profile, offer);
+    renderProfile(profile, profile.best_offer);
   } catch (e) {
     if (serial !== searchSerial) return;
     if (e.status === 401) showKeyForm("The key was not accepted. Enter the tablet key again.");
