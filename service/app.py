@@ -23,9 +23,12 @@ from service.api import ROUTES
 from service.auth import api_keys_from_settings, require_scope
 from service.embedded_redis import EmbeddedRedis
 from service.live_model import LiveModel
+from service.logs import configure as configure_json_logs
+from service.metrics import Metrics
 from service.problems import EXCEPTION_HANDLERS
 from service.settings import Settings
 from service.store import Store
+from service.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level)
     api_keys = api_keys_from_settings(settings.api_keys, settings.data_dir)
     live_model = LiveModel(settings.model_dir, verify_checksums=settings.verify_checksums)
+    metrics = Metrics()
+    tracking = Tracking(settings, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -56,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             recent_ttl_days=settings.recent_events_ttl_days,
         )
         await live_model.refresh()
+        await tracking.start(app.state.store)
         watcher = None
         if settings.model_poll_seconds > 0:
             watcher = asyncio.create_task(live_model.watch(settings.model_poll_seconds))
@@ -66,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            await tracking.stop()
             await app.state.store.aclose()
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
@@ -74,11 +81,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=ROUTES,
         lifespan=[lifespan],
         guards=[require_scope],
-        state=State({"settings": settings, "api_keys": api_keys, "live_model": live_model}),
+        middleware=[metrics.middleware] if settings.tracking else [],
+        state=State(
+            {
+                "settings": settings,
+                "api_keys": api_keys,
+                "live_model": live_model,
+                "tracking": tracking,
+            }
+        ),
         dependencies={
             "settings": Provide(_provide_settings, sync_to_thread=False),
             "store": Provide(_provide_store, sync_to_thread=False),
             "live_model": Provide(_provide_live_model, sync_to_thread=False),
+            "tracking": Provide(_provide_tracking, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
@@ -92,11 +108,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
 
 def configure_logging(level: str) -> None:
-    """One place to configure logging for the service."""
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=False
-    )
-    logging.getLogger("service").setLevel(level)
+    """One place to configure logging for the service: JSON lines, see service/logs.py."""
+    configure_json_logs(level)
 
 
 def _provide_settings(state: State) -> Settings:
@@ -109,3 +122,7 @@ def _provide_store(state: State) -> Store:
 
 def _provide_live_model(state: State) -> LiveModel:
     return state.live_model  # type: ignore[no-any-return]
+
+
+def _provide_tracking(state: State) -> Tracking:
+    return state.tracking  # type: ignore[no-any-return]

@@ -37,6 +37,9 @@ class RecommendationResponse(msgspec.Struct, frozen=True, kw_only=True):
     fallback: bool = False
     fallback_reason: str | None = None
     degraded: bool = False
+    # The A/B test and variant this answer was served under (None: no experiment running).
+    experiment: str | None = None
+    variant: str | None = None
 
 
 class SimilarItemsResponse(msgspec.Struct, frozen=True, kw_only=True):

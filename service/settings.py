@@ -39,6 +39,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     model_poll_seconds: Annotated[float, msgspec.Meta(ge=0)] = 2.0
     verify_checksums: bool = True
     redis_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    # Measurement (issue 7): experiments, served-item counters, attribution, /metrics timing.
+    tracking: bool = True
+    # Days a touch on a channel can win a purchase, over the defaults: "web=7,store=1".
+    attribution_windows: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from service.api.admin import AdminModelController
+from service.api.dashboard import DashboardController, dashboard_page, metrics
 from service.api.events import EventController
+from service.api.experiments import ExperimentController
 from service.api.health import health_live, health_ready
 from service.api.recommendations import RecommendationController
 
@@ -13,4 +15,9 @@ ROUTES = [
     AdminModelController,
     health_live,
     health_ready,
+    # Measurement (issue 7).
+    ExperimentController,
+    DashboardController,
+    dashboard_page,
+    metrics,
 ]

@@ -12,9 +12,11 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from service.errors import InvalidRequest
 from service.events import Event
+from service.live_model import LiveModel
 from service.schemas import EventsAccepted
 from service.settings import Settings
 from service.store import Store
+from service.tracking import Tracking
 
 
 class EventController(Controller):
@@ -30,11 +32,15 @@ class EventController(Controller):
         data: JSONBody[Event | list[Event]],
         store: NamedDependency[Store],
         settings: NamedDependency[Settings],
+        tracking: NamedDependency[Tracking],
+        live_model: NamedDependency[LiveModel],
     ) -> EventsAccepted:
         """Store one event or a batch durably; 202 only once every event is in the stream.
 
         Events without a ``timestamp`` get the time they were received. A purchase is excluded
-        from the customer's very next recommendations.
+        from the customer's very next recommendations. Impressions and clicks (carrying the
+        answer's ``request_id``) are counted per channel and variant; a purchase is attributed
+        to the last touch of its item within that touch channel's window (service/attribution.py).
         """
         events = data if isinstance(data, list) else [data]
         if not events:
@@ -45,5 +51,8 @@ class EventController(Controller):
             )
         now = datetime.now(UTC)
         stamped = [e if e.timestamp else msgspec.structs.replace(e, timestamp=now) for e in events]
-        ids = await store.record(stamped)
+        # Measurement (issue 7): counters and touches ride on the same transaction.
+        current = live_model.current
+        measure = await tracking.plan(stamped, current.version if current else None)
+        ids = await store.record(stamped, also=measure)
         return EventsAccepted(accepted=len(ids), ids=ids)

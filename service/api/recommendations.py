@@ -12,6 +12,7 @@ from service.live_model import LiveModel
 from service.schemas import RecommendationResponse, SimilarItemsResponse
 from service.settings import Settings
 from service.store import CustomerState, Store
+from service.tracking import Tracking, rank_for_variant
 
 
 class RecommendationController(Controller):
@@ -28,13 +29,19 @@ class RecommendationController(Controller):
         live_model: NamedDependency[LiveModel],
         store: NamedDependency[Store],
         settings: NamedDependency[Settings],
+        tracking: NamedDependency[Tracking],
         channel: ChannelParam = "web",
         k: K = None,
         category: Category = None,
         exclude: Exclude = None,
     ) -> RecommendationResponse:
-        """Items for a customer: already-bought items excluded, cold customers get popular items."""
-        model = live_model.get()
+        """Items for a customer: already-bought items excluded, cold customers get popular items.
+
+        A customer in a running experiment gets their variant's model and ranking, and the
+        response names the experiment and variant.
+        """
+        assignment = tracking.assignment(channel, customer_id)  # measurement (issue 7)
+        model = await tracking.model_for(assignment, live_model.get())
         degraded = False
         try:
             state = await store.customer_state(customer_id)
@@ -47,7 +54,8 @@ class RecommendationController(Controller):
             category=category,
             exclude=tuple(exclude or ()),
         )
-        ranked = recommend.for_customer(model, customer_id, state, query)
+        ranked = rank_for_variant(model, customer_id, state, query, assignment)
+        tracking.served(channel, model.version, assignment, ranked.items, ranked.fallback)
         return RecommendationResponse(
             request_id=new_request_id(),
             model_version=model.version,
@@ -57,6 +65,8 @@ class RecommendationController(Controller):
             fallback=ranked.fallback,
             fallback_reason=ranked.fallback_reason,
             degraded=degraded,
+            experiment=assignment.experiment_id if assignment else None,
+            variant=assignment.variant.name if assignment else None,
         )
 
     @get("/items/{item_id:str}/similar", operation_id="similarItems")

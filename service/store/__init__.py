@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from service.store.customers import CustomerState, EventState
 from service.store.keys import Keys
+from service.store.tracking import TrackingState
 
 
-class Store(EventState):
+class Store(EventState, TrackingState):
     """Every domain operation on Redis the service needs."""
 
 

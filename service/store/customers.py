@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -25,12 +25,18 @@ class EventState(StoreBase):
     """Events: the durable stream and each customer's recent events and purchases."""
 
     @unavailable_on_redis_error
-    async def record(self, events: Sequence[Event]) -> list[str]:
+    async def record(
+        self, events: Sequence[Event], *, also: Callable[[Any], None] | None = None
+    ) -> list[str]:
         """Append ``events`` to the durable stream and update each customer's state, atomically.
 
         All writes go in one MULTI/EXEC transaction, in one round trip: nothing is applied unless
         the whole transaction reached Redis, and no other client sees half a batch. The caller
         acknowledges the batch only when this returns.
+
+        Args:
+            events: the batch.
+            also: queues more writes on the same transaction (the measurement counters).
 
         Returns:
             The stream entry id of each event, in order.
@@ -44,6 +50,8 @@ class EventState(StoreBase):
             pipe.xadd(self.keys.events, {"e": payload})
         for event, payload in zip(events, payloads, strict=True):
             self._update_state(pipe, event, payload)
+        if also is not None:
+            also(pipe)
         results = await pipe.execute()
         return [text(entry_id) for entry_id in results[: len(events)]]
 
