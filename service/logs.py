@@ -78,3 +78,6 @@ def configure(level: str) -> None:
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
+    # Litestar's default logging config puts a plain-text handler on the root logger; our
+    # records stop here so they are written once, as JSON, masked.
+    logger.propagate = False
