@@ -12,7 +12,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import parse_qsl
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -34,6 +33,7 @@ class Metrics:
         """Create the metrics in a registry of their own."""
         self.registry = CollectorRegistry()
         r = self.registry
+        self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
         self.latency = Histogram(
             "reco_request_duration_seconds",
             "HTTP request latency by route template and channel",
@@ -133,11 +133,22 @@ class Metrics:
         route = scope.get("path_template") or "unmatched"
         method = scope.get("method", "")
         channel = _channel(scope.get("query_string", b""))
-        self.latency.labels(route, method, channel).observe(seconds)
-        self.responses.labels(route, str(status)).inc()
+        key = (route, method, channel, status)
+        children = self._children.get(key)
+        if children is None:
+            # labels() takes a lock and builds a tuple each call: resolve each series once.
+            children = self._children[key] = (
+                self.latency.labels(route, method, channel),
+                self.responses.labels(route, str(status)),
+            )
+        children[0].observe(seconds)
+        children[1].inc()
         if status >= 500:
             self.errors.labels(route).inc()
-        customer = scope.get("path_params", {}).get("customer_id")
+        # Every request at DEBUG (the histograms already count them); server errors at WARNING.
+        level = logging.WARNING if status >= 500 else logging.DEBUG
+        if not log.isEnabledFor(level):
+            return
         extra: dict[str, Any] = {
             "route": route,
             "method": method,
@@ -145,15 +156,18 @@ class Metrics:
             "status": status,
             "duration_ms": round(seconds * 1000, 3),
         }
-        if customer:
+        if customer := scope.get("path_params", {}).get("customer_id"):
             extra["customer"] = logs.pseudonym(str(customer))
-        log.info("request", extra=extra)
+        log.log(level, "request", extra=extra)
 
 
 def _channel(query_string: bytes) -> str:
+    """The ``channel`` query parameter, bounded so a label can never explode in cardinality."""
     if b"channel=" not in query_string:
         return "none"
-    for key, value in parse_qsl(query_string.decode("latin-1")):
-        if key == "channel":
-            return value if value.isalnum() and len(value) <= 16 else "invalid"
+    for pair in query_string.split(b"&"):
+        key, _, value = pair.partition(b"=")
+        if key == b"channel":
+            text = value.decode("latin-1")
+            return text if text.isalnum() and len(text) <= 16 else "invalid"
     return "none"

@@ -53,7 +53,7 @@ class Tracking:
         self._models: dict[str, FactorModel] = {}
         self._failed: set[str] = set()
         self._loading: dict[str, asyncio.Task[FactorModel | None]] = {}
-        self._served: Increments = {}
+        self._answers: dict[tuple[date, str, str, str | None, bool], int] = {}
         self._served_items: dict[date, set[str]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -117,8 +117,9 @@ class Tracking:
         if not self.enabled:
             return
         today = datetime.now(UTC).date()
-        dims = _dims(assignment.arm if assignment else None, model_version)
-        add(self._served, today, dims, channel, requests=1, fallbacks=int(fallback))
+        # Only a tuple-keyed count here (the hot path); flush() expands it into counter fields.
+        key = (today, channel, model_version, assignment.arm if assignment else None, fallback)
+        self._answers[key] = self._answers.get(key, 0) + 1
         self._served_items.setdefault(today, set()).update(i.item_id for i in items)
         if fallback:
             self.metrics.fallbacks.labels(channel).inc()
@@ -128,10 +129,13 @@ class Tracking:
 
     async def flush(self) -> None:
         """Write the buffered served counters to Redis now."""
-        if self._store is None or not (self._served or self._served_items):
+        if self._store is None or not (self._answers or self._served_items):
             return
-        served, items = self._served, self._served_items
-        self._served, self._served_items = {}, {}
+        answers, items = self._answers, self._served_items
+        self._answers, self._served_items = {}, {}
+        served: Increments = {}
+        for (day, channel, version, arm, fallback), n in answers.items():
+            add(served, day, _dims(arm, version), channel, requests=n, fallbacks=n * fallback)
         await self._store.add_served(served, items)
 
     async def plan(

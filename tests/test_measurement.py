@@ -197,12 +197,15 @@ def test_logs_are_json_with_the_request_id_and_no_personal_data(client: TestClie
     handler = _Lines()
     logger = logging.getLogger("service")
     logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)  # the access line of each request is at DEBUG
     try:
         customer = "jane.doe@example.com"
         response = client.get(f"/v1/customers/{customer}/recommendations?channel=web")
         logging.getLogger("service.test").warning("customer %s phoned +44 20 7946 0958", customer)
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
     entries = [json.loads(line) for line in handler.lines]
     [access] = [e for e in entries if e["msg"] == "request"]
     assert access["request_id"] == response.json()["request_id"]
