@@ -88,9 +88,9 @@ def load(port: int, seconds: float, n_users: int, connections: int, script: Path
     """Requests per second over ``seconds`` against one server."""
     url = f"http://127.0.0.1:{port}"
     if shutil.which("wrk"):
+        cmd = ["wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "-s", str(script)]
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "-s", str(script)]
-            + ["-H", f"Authorization: Bearer {KEY}", url],
+            [*cmd, "-H", f"Authorization: Bearer {KEY}", url],
             capture_output=True,
             text=True,
             check=True,
@@ -182,7 +182,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serving_overhead.json"))
+    default_out = Path("benchmarks/results/serving_overhead.json")
+    parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args()
     rows = [run(n, args.users, args.rounds, args.seconds, args.connections) for n in args.items]
     print(f"{'items':>8} {'rps off':>9} {'rps on':>9} {'drop':>7}")

@@ -177,8 +177,6 @@ class Tracking:
                         revenue=revenue,
                         revenue_sq=revenue * revenue,
                     )
-        for event in events:
-            self.metrics.events.labels(event.event_type, event.channel).inc()
         if not new and not increments:
             return None
         store = self._store
@@ -188,6 +186,13 @@ class Tracking:
             store.queue_counters(pipe, increments)
 
         return queue
+
+    def ingested(self, events: Sequence[Event]) -> None:
+        """Count acknowledged events for ``/metrics``."""
+        if not self.enabled:
+            return
+        for event in events:
+            self.metrics.events.labels(event.event_type, event.channel).inc()
 
     def _touch(self, event: Event, live_version: str | None) -> Touch:
         assert event.item_id is not None and event.timestamp is not None  # validated upstream

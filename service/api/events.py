@@ -55,4 +55,5 @@ class EventController(Controller):
         current = live_model.current
         measure = await tracking.plan(stamped, current.version if current else None)
         ids = await store.record(stamped, also=measure)
+        tracking.ingested(stamped)
         return EventsAccepted(accepted=len(ids), ids=ids)
