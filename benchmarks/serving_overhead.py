@@ -5,6 +5,10 @@ Starts two uvicorn servers on one Redis and one random model, identical except
 ``RECO_TRACKING``; the "on" one also runs an A/B test on the channel asked. Loads them in
 alternating rounds with ``wrk`` (a Python load loop when wrk is absent) over random known
 customers, and prints the median requests per second of each and the drop.
+
+On a shared machine throughput swings with other load, so each round also reads the server
+process's CPU time (``/proc/<pid>/stat``): CPU microseconds per request is what tracking adds,
+and ``1e6 / cpu_us`` is the throughput one fully used core would give.
 """
 
 from __future__ import annotations
@@ -84,6 +88,22 @@ def start_server(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"server on port {port} did not become ready")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    proc: subprocess.Popen[bytes], port: int, seconds: float, n_users: int, conns: int, script: Path
+) -> tuple[float, float]:
+    """One round: requests per second, and server CPU microseconds per request."""
+    before = cpu_seconds(proc.pid)
+    rps = load(port, seconds, n_users, conns, script)
+    used = cpu_seconds(proc.pid) - before
+    return rps, 1e6 * used / max(1.0, rps * seconds)
+
+
 def load(port: int, seconds: float, n_users: int, connections: int, script: Path) -> float:
     """Requests per second over ``seconds`` against one server."""
     url = f"http://127.0.0.1:{port}"
@@ -149,12 +169,16 @@ def run(items: int, users: int, rounds: int, seconds: float, connections: int) -
             url = f"http://127.0.0.1:{ports['on']}/v1/experiments/bench-ab"
             httpx.put(url, json=EXPERIMENT, headers=headers).raise_for_status()
             rps: dict[str, list[float]] = {"on": [], "off": []}
+            cpu_us: dict[str, list[float]] = {"on": [], "off": []}
             for name in ("on", "off"):  # warm-up: caches, first requests
                 load(ports[name], 2, users, connections, script)
             for n in range(rounds):
                 order = ("on", "off") if n % 2 == 0 else ("off", "on")
                 for name in order:
-                    rps[name].append(load(ports[name], seconds, users, connections, script))
+                    args = (ports[name], seconds, users, connections, script)
+                    r, c = measure(servers[name], *args)
+                    rps[name].append(r)
+                    cpu_us[name].append(c)
         finally:
             for proc in servers.values():
                 proc.terminate()
@@ -162,13 +186,18 @@ def run(items: int, users: int, rounds: int, seconds: float, connections: int) -
             if embedded is not None:
                 embedded.stop()
     on, off = statistics.median(rps["on"]), statistics.median(rps["off"])
+    cpu_on, cpu_off = statistics.median(cpu_us["on"]), statistics.median(cpu_us["off"])
     return {
         "items": items,
         "users": users,
-        "rounds": rps,
+        "rounds_rps": rps,
+        "rounds_cpu_us": cpu_us,
         "rps_on": on,
         "rps_off": off,
         "drop_percent": 100 * (off - on) / off,
+        "cpu_us_on": cpu_on,
+        "cpu_us_off": cpu_off,
+        "cpu_drop_percent": 100 * (1 - cpu_off / cpu_on),
         "cpus": os.cpu_count(),
         "tool": "wrk" if shutil.which("wrk") else "python",
     }
@@ -186,11 +215,15 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args()
     rows = [run(n, args.users, args.rounds, args.seconds, args.connections) for n in args.items]
-    print(f"{'items':>8} {'rps off':>9} {'rps on':>9} {'drop':>7}")
+    print(
+        f"{'items':>8} {'rps off':>9} {'rps on':>9} {'drop':>7}"
+        f" {'cpu us/req off':>15} {'on':>7} {'capacity drop':>14}"
+    )
     for row in rows:
         print(
             f"{row['items']:>8} {row['rps_off']:>9.0f} {row['rps_on']:>9.0f} "
-            f"{row['drop_percent']:>6.1f}%"
+            f"{row['drop_percent']:>6.1f}% {row['cpu_us_off']:>15.0f} {row['cpu_us_on']:>7.0f}"
+            f" {row['cpu_drop_percent']:>13.1f}%"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2))
