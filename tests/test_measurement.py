@@ -223,3 +223,22 @@ def test_tracking_off_serves_without_experiments(settings) -> None:  # type: ign
         body = client.get("/v1/customers/u0/recommendations").json()
         assert body["variant"] is None and len(body["request_id"]) == 32
         post(client, event("impression", "u0", "i02", "web", datetime.now(UTC)))
+
+
+def test_the_report_command_writes_a_standalone_page(
+    client: TestClient, settings, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from service import report
+
+    post(client, event("impression", "u0", "i02", "web", datetime.now(UTC)))
+    for name, value in (
+        ("RECO_REDIS_URL", settings.redis_url),
+        ("RECO_KEY_PREFIX", settings.key_prefix),
+        ("RECO_DATA_DIR", settings.data_dir),
+    ):
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "report.html"
+    assert report.main(["--out", str(out), "--model-dir", settings.model_dir, "--days", "3"]) == 0
+    page = out.read_text()
+    assert "DASHBOARD_DATA" not in page
+    assert '"channel_figures"' in page and '"v1-checkerboard"' in page
