@@ -26,6 +26,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -132,6 +133,71 @@ def _python_load(url: str, seconds: float, n_users: int) -> float:
     return done / seconds
 
 
+async def _asgi_cpu_us(app: Any, n_users: int, requests: int) -> float:
+    """CPU microseconds per recommendation request, calling the ASGI app directly."""
+    rng = np.random.default_rng(11)
+    headers = [(b"authorization", f"Bearer {KEY}".encode())]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            raise RuntimeError(f"status {message['status']}")
+
+    async def one(customer: int) -> None:
+        path = f"/v1/customers/u{customer}/recommendations"
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"channel=web&k=10",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+            "state": {},
+        }
+        await app(scope, receive, send)
+
+    async with app.lifespan():
+        for _ in range(300):  # warm-up
+            await one(int(rng.integers(n_users)))
+        started = time.process_time()
+        for _ in range(requests):
+            await one(int(rng.integers(n_users)))
+        return 1e6 * (time.process_time() - started) / requests
+
+
+def in_process(model_dir: Path, redis_url: str, n_users: int, rounds: int) -> dict[str, float]:
+    """Median in-process CPU per request, tracking on and off, alternating rounds."""
+    import asyncio
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    results: dict[str, list[float]] = {"on": [], "off": []}
+    for n in range(rounds):
+        for name in ("on", "off") if n % 2 == 0 else ("off", "on"):
+            settings = Settings(
+                redis_url=redis_url,
+                model_dir=str(model_dir),
+                data_dir=str(model_dir.parent / "var"),
+                api_keys=f"{KEY}=recommend+admin",
+                model_poll_seconds=0,
+                key_prefix="bench",
+                log_level="WARNING",
+                tracking=name == "on",
+            )
+            app = create_app(settings)
+            results[name].append(asyncio.run(_asgi_cpu_us(app, n_users, 2000)))
+    return {name: statistics.median(values) for name, values in results.items()}
+
+
 def free_port() -> int:
     """A free TCP port on loopback."""
     with socket.socket() as s:
@@ -165,6 +231,7 @@ def run(items: int, users: int, rounds: int, seconds: float, connections: int) -
             for name, port in ports.items()
         }
         try:
+            # The experiment lives in Redis: the in-process "on" apps below see it too.
             headers = {"Authorization": f"Bearer {KEY}"}
             url = f"http://127.0.0.1:{ports['on']}/v1/experiments/bench-ab"
             httpx.put(url, json=EXPERIMENT, headers=headers).raise_for_status()
@@ -179,6 +246,7 @@ def run(items: int, users: int, rounds: int, seconds: float, connections: int) -
                     r, c = measure(servers[name], *args)
                     rps[name].append(r)
                     cpu_us[name].append(c)
+            direct = in_process(folder / "models", redis_url, users, rounds)
         finally:
             for proc in servers.values():
                 proc.terminate()
@@ -198,6 +266,9 @@ def run(items: int, users: int, rounds: int, seconds: float, connections: int) -
         "cpu_us_on": cpu_on,
         "cpu_us_off": cpu_off,
         "cpu_drop_percent": 100 * (1 - cpu_off / cpu_on),
+        "asgi_cpu_us_on": direct["on"],
+        "asgi_cpu_us_off": direct["off"],
+        "asgi_drop_percent": 100 * (1 - direct["off"] / direct["on"]),
         "cpus": os.cpu_count(),
         "tool": "wrk" if shutil.which("wrk") else "python",
     }
@@ -208,8 +279,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, nargs="+", default=[100_000, 5_000])
     parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=2)
     parser.add_argument("--connections", type=int, default=16)
     default_out = Path("benchmarks/results/serving_overhead.json")
     parser.add_argument("--out", type=Path, default=default_out)
@@ -217,13 +288,15 @@ def main() -> int:
     rows = [run(n, args.users, args.rounds, args.seconds, args.connections) for n in args.items]
     print(
         f"{'items':>8} {'rps off':>9} {'rps on':>9} {'drop':>7}"
-        f" {'cpu us/req off':>15} {'on':>7} {'capacity drop':>14}"
+        f" {'server cpu us/req off':>22} {'on':>6} {'drop':>7}"
+        f" {'in-process cpu us/req off':>26} {'on':>6} {'drop':>7}"
     )
-    for row in rows:
+    for r in rows:
         print(
-            f"{row['items']:>8} {row['rps_off']:>9.0f} {row['rps_on']:>9.0f} "
-            f"{row['drop_percent']:>6.1f}% {row['cpu_us_off']:>15.0f} {row['cpu_us_on']:>7.0f}"
-            f" {row['cpu_drop_percent']:>13.1f}%"
+            f"{r['items']:>8} {r['rps_off']:>9.0f} {r['rps_on']:>9.0f} {r['drop_percent']:>6.1f}%"
+            f" {r['cpu_us_off']:>22.0f} {r['cpu_us_on']:>6.0f} {r['cpu_drop_percent']:>6.1f}%"
+            f" {r['asgi_cpu_us_off']:>26.0f} {r['asgi_cpu_us_on']:>6.0f}"
+            f" {r['asgi_drop_percent']:>6.1f}%"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2))

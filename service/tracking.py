@@ -55,6 +55,9 @@ class Tracking:
         self._loading: dict[str, asyncio.Task[FactorModel | None]] = {}
         self._answers: dict[tuple[date, str, str, str | None, bool], int] = {}
         self._served_items: dict[date, set[str]] = {}
+        # Items this process already wrote to today's served set: never sent again (the set in
+        # Redis only grows), so after warm-up a flush carries only counters.
+        self._flushed_items: tuple[date, set[str]] = (date.min, set())
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, store: Store) -> None:
@@ -131,12 +134,13 @@ class Tracking:
         """Write the buffered served counters to Redis now."""
         if self._store is None or not (self._answers or self._served_items):
             return
-        answers, items = self._answers, self._served_items
+        answers, items = self._answers, self._fresh(self._served_items)
         self._answers, self._served_items = {}, {}
         served: Increments = {}
         for (day, channel, version, arm, fallback), n in answers.items():
             add(served, day, _dims(arm, version), channel, requests=n, fallbacks=n * fallback)
         await self._store.add_served(served, items)
+        self._remember(items)
 
     async def plan(
         self, events: Sequence[Event], live_version: str | None
@@ -186,6 +190,20 @@ class Tracking:
             store.queue_counters(pipe, increments)
 
         return queue
+
+    def _fresh(self, items: dict[date, set[str]]) -> dict[date, set[str]]:
+        """``items`` less those this process already wrote today."""
+        day, done = self._flushed_items
+        return {d: ids - done if d == day else ids for d, ids in items.items()}
+
+    def _remember(self, written: dict[date, set[str]]) -> None:
+        """Note items written to Redis; only the latest day is kept in memory."""
+        for written_day, ids in sorted(written.items()):
+            day, done = self._flushed_items
+            if written_day > day:
+                self._flushed_items = (written_day, set(ids))
+            elif written_day == day:
+                done |= ids
 
     def ingested(self, events: Sequence[Event]) -> None:
         """Count acknowledged events for ``/metrics``."""

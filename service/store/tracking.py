@@ -116,6 +116,8 @@ class TrackingState(StoreBase):
         pipe = self.client.pipeline(transaction=False)
         self.queue_counters(pipe, increments)
         for day, ids in items.items():
+            if not ids:
+                continue
             key = self.keys.served_items(day.isoformat())
             pipe.sadd(key, *ids)
             pipe.expire(key, STATS_TTL_SECONDS)
