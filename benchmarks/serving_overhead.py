@@ -173,7 +173,9 @@ async def _asgi_cpu_us(app: Any, n_users: int, requests: int) -> float:
         return 1e6 * (time.process_time() - started) / requests
 
 
-def in_process(model_dir: Path, redis_url: str, n_users: int, rounds: int) -> dict[str, float]:
+def in_process(
+    model_dir: Path, redis_url: str, n_users: int, n_items: int, rounds: int
+) -> dict[str, float]:
     """Median in-process CPU per request, tracking on and off, alternating rounds."""
     import asyncio
 
@@ -194,7 +196,8 @@ def in_process(model_dir: Path, redis_url: str, n_users: int, rounds: int) -> di
                 tracking=name == "on",
             )
             app = create_app(settings)
-            results[name].append(asyncio.run(_asgi_cpu_us(app, n_users, 2000)))
+            requests = max(300, min(2000, 10_000_000 // n_items))  # ~10 s a round at most
+            results[name].append(asyncio.run(_asgi_cpu_us(app, n_users, requests)))
     return {name: statistics.median(values) for name, values in results.items()}
 
 
@@ -246,7 +249,7 @@ def run(items: int, users: int, rounds: int, seconds: float, connections: int) -
                     r, c = measure(servers[name], *args)
                     rps[name].append(r)
                     cpu_us[name].append(c)
-            direct = in_process(folder / "models", redis_url, users, rounds)
+            direct = in_process(folder / "models", redis_url, users, items, rounds)
         finally:
             for proc in servers.values():
                 proc.terminate()
