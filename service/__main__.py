@@ -42,6 +42,8 @@ def main() -> int:
             log_level=settings.log_level.lower(),
             loop="uvloop" if sys.platform != "win32" else "asyncio",
             http="httptools",
+            # The app writes its own access log, without customer ids (service/metrics.py).
+            access_log=False,
         )
     finally:
         if embedded is not None:

@@ -10,13 +10,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from litestar import Litestar
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from redis.asyncio import Redis
@@ -28,9 +25,12 @@ from service.auth import api_keys_from_settings, require_scope
 from service.availability import Availability
 from service.embedded_redis import EmbeddedRedis
 from service.live_model import LiveModel
+from service.logs import configure as configure_json_logs
+from service.metrics import Metrics
 from service.problems import EXCEPTION_HANDLERS
 from service.settings import Settings
 from service.store import Store
+from service.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             nprobe_similar=settings.ann_nprobe_similar,
         ),
     )
+    metrics = Metrics()
+    tracking = Tracking(settings, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             app.state.store, refresh_seconds=settings.stock_refresh_seconds
         )
         await live_model.refresh()
+        await tracking.start(app.state.store)
         watcher = None
         if settings.model_poll_seconds > 0:
             watcher = asyncio.create_task(live_model.watch(settings.model_poll_seconds))
@@ -83,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            await tracking.stop()
             await app.state.store.aclose()
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
@@ -90,13 +94,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=ROUTES,
         lifespan=[lifespan],
-        guards=[_require_scope],
-        state=State({"settings": settings, "api_keys": api_keys, "live_model": live_model}),
+        guards=[require_scope],
+        middleware=[metrics.middleware] if settings.tracking else [],
+        state=State(
+            {
+                "settings": settings,
+                "api_keys": api_keys,
+                "live_model": live_model,
+                "tracking": tracking,
+            }
+        ),
         dependencies={
             "settings": Provide(_provide_settings, sync_to_thread=False),
             "store": Provide(_provide_store, sync_to_thread=False),
             "live_model": Provide(_provide_live_model, sync_to_thread=False),
             "availability": Provide(_provide_availability, sync_to_thread=False),
+            "tracking": Provide(_provide_tracking, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
@@ -110,19 +123,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
 
 def configure_logging(level: str) -> None:
-    """One place to configure logging for the service."""
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=False
-    )
-    logging.getLogger("service").setLevel(level)
-
-
-async def _require_scope(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
-    # The guard does no I/O (a dict lookup of a SHA-256 digest). Litestar runs a sync guard in
-    # the thread pool, one hop per request: about a third of a bare route's throughput here.
-    require_scope(connection, handler)
+    """One place to configure logging for the service: JSON lines, see service/logs.py."""
+    configure_json_logs(level)
 
 
 def _provide_settings(state: State) -> Settings:
@@ -139,3 +141,7 @@ def _provide_live_model(state: State) -> LiveModel:
 
 def _provide_availability(state: State) -> Availability:
     return state.availability  # type: ignore[no-any-return]
+
+
+def _provide_tracking(state: State) -> Tracking:
+    return state.tracking  # type: ignore[no-any-return]

@@ -76,7 +76,7 @@ def api_keys_from_settings(api_keys: str | None, data_dir: str | Path) -> ApiKey
     return ApiKeys({dev_key(data_dir): frozenset(SCOPES)})
 
 
-def require_scope(
+async def require_scope(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
     """Litestar guard: the request's key must hold the scope in the handler's ``opt["scope"]``.
@@ -84,6 +84,9 @@ def require_scope(
     ``opt["scope"]`` is one scope or a tuple of scopes any of which will do. The key comes from
     ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. No key or an unknown key is a 401; a
     key without the scope is a 403.
+
+    Async although it never awaits: Litestar runs a sync guard in a worker thread, a thread hop
+    on every request (about 50 us of CPU each, measured in benchmarks/serving_overhead.py).
     """
     scope = handler.opt.get("scope")
     if scope is None:

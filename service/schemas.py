@@ -41,6 +41,9 @@ class RecommendationResponse(msgspec.Struct, frozen=True, kw_only=True):
     # Events newer than the model that were folded into the customer's vector for this answer.
     recent_events_used: int = 0
     store_id: str | None = None
+    # The A/B test and variant this answer was served under (None: no experiment running).
+    experiment: str | None = None
+    variant: str | None = None
 
 
 class SessionContext(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -61,6 +61,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ann_min_items: Positive = 30_000
     ann_nprobe: Positive = 32
     ann_nprobe_similar: Positive = 12
+    # Measurement (issue 7): experiments, served-item counters, attribution, /metrics timing.
+    tracking: bool = True
+    # Days a touch on a channel can win a purchase, over the defaults: "web=7,store=1".
+    attribution_windows: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

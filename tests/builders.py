@@ -21,7 +21,13 @@ def item(j: int) -> str:
     return f"i{j:02d}"
 
 
-def checkerboard_artifact(model_dir: Path, *, version: str = "v1-checkerboard") -> Path:
+def checkerboard_artifact(
+    model_dir: Path,
+    *,
+    version: str = "v1-checkerboard",
+    metrics: dict[str, object] | None = None,
+    created_at: datetime | None = None,
+) -> Path:
     """Even customers like even items, odd customers odd items.
 
     - Within each parity, lower item numbers score higher (``i00`` > ``i02`` > ...).
@@ -57,9 +63,10 @@ def checkerboard_artifact(model_dir: Path, *, version: str = "v1-checkerboard") 
         format_version=artifact.FORMAT_VERSION,
         model_version=version,
         algorithm="checkerboard",
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        created_at=created_at or datetime(2026, 1, 1, tzinfo=UTC),
         popularity_channels=channels,
         counts={"users": N_USERS, "items": N_ITEMS},
+        metrics=metrics or {},
     )
     return artifact.save(model_dir, manifest, arrays)
 

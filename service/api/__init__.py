@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from service.api.admin import AdminModelController
 from service.api.customers import ConsentController, ErasureController, IdentityController
+from service.api.dashboard import DashboardController, dashboard_page, metrics
 from service.api.events import EventController
+from service.api.experiments import ExperimentController
 from service.api.health import health_live, health_ready
 from service.api.inventory import InventoryController
 from service.api.offers import CustomerOffersController, OfferCatalogueController
@@ -25,4 +27,9 @@ ROUTES = [
     CustomerOffersController,
     health_live,
     health_ready,
+    # Measurement (issue 7).
+    ExperimentController,
+    DashboardController,
+    dashboard_page,
+    metrics,
 ]

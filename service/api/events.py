@@ -12,10 +12,12 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from service.errors import InvalidRequest
 from service.events import Event
+from service.live_model import LiveModel
 from service.resolution import resolve_events
 from service.schemas import EventsAccepted
 from service.settings import Settings
 from service.store import Store
+from service.tracking import Tracking
 
 
 class EventController(Controller):
@@ -31,13 +33,17 @@ class EventController(Controller):
         data: JSONBody[Event | list[Event]],
         store: NamedDependency[Store],
         settings: NamedDependency[Settings],
+        tracking: NamedDependency[Tracking],
+        live_model: NamedDependency[LiveModel],
     ) -> EventsAccepted:
         """Store one event or a batch durably; 202 only once every event is in the stream.
 
         Events without a ``timestamp`` get the time they were received; events naming an
         ``identifier`` instead of a ``customer_id`` go to the customer it is linked to. A purchase
         is excluded from the customer's very next recommendations. An ``event_id`` seen before
-        (a retry) is acknowledged again but not recorded twice.
+        (a retry) is acknowledged again but not recorded twice. Impressions and clicks (carrying
+        the answer's ``request_id``) are counted per channel and variant; a purchase is attributed
+        to the last touch of its item within that touch channel's window (service/attribution.py).
         """
         events = data if isinstance(data, list) else [data]
         if not events:
@@ -49,6 +55,10 @@ class EventController(Controller):
         now = datetime.now(UTC)
         stamped = [e if e.timestamp else msgspec.structs.replace(e, timestamp=now) for e in events]
         resolved = await resolve_events(store, settings.identifier_kinds_set, stamped)
-        ids = await store.record(resolved)
+        # Measurement (issue 7): counters and touches ride on the same transaction.
+        current = live_model.current
+        measure = await tracking.plan(resolved, current.version if current else None)
+        ids = await store.record(resolved, also=measure)
         await store.record_redemptions(resolved)  # offer_redeemed with an offer_id: caps, history
+        tracking.ingested(resolved)
         return EventsAccepted(accepted=len(ids), ids=ids)

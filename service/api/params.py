@@ -8,6 +8,7 @@ from typing import Annotated
 from litestar.params import PathParameter, QueryParameter
 
 from service.events import Channel
+from service.logs import current_request_id
 
 MAX_K = 200
 K = Annotated[int | None, QueryParameter(ge=1, le=MAX_K, description="How many items (default 10)")]
@@ -20,5 +21,5 @@ PathId = Annotated[str, PathParameter(min_length=1, max_length=256)]
 
 
 def new_request_id() -> str:
-    """A fresh id for a response, echoed by clients on impressions and clicks."""
-    return uuid.uuid4().hex
+    """The request's id (in its logs and ``x-request-id`` too), echoed on impressions and clicks."""
+    return current_request_id() or uuid.uuid4().hex

@@ -21,6 +21,7 @@ from service.schemas import RecommendationRequest, RecommendationResponse, Simil
 from service.settings import Settings
 from service.state import CustomerState
 from service.store import Store
+from service.tracking import Tracking, rank_for_variant
 
 StoreId = Annotated[str | None, QueryParameter(description="Only items in stock in this store")]
 
@@ -40,6 +41,7 @@ class RecommendationController(Controller):
         store: NamedDependency[Store],
         settings: NamedDependency[Settings],
         availability: NamedDependency[Availability],
+        tracking: NamedDependency[Tracking],
         channel: ChannelParam = "web",
         k: K = None,
         category: Category = None,
@@ -49,7 +51,9 @@ class RecommendationController(Controller):
         """Items for a customer (a customer id or an identifier such as ``email:…``).
 
         Bought and carted items are excluded; recent events on any channel shape the answer;
-        customers the model cannot place get the channel's popular items (``fallback``).
+        customers the model cannot place get the channel's popular items (``fallback``). A
+        customer in a running experiment gets their variant's model and ranking, and the response
+        names the experiment and variant.
         """
         query = recommend.Query(
             channel=channel,
@@ -58,7 +62,9 @@ class RecommendationController(Controller):
             exclude=tuple(exclude or ()),
             store_id=store_id,
         )
-        return await _answer(live_model.get(), store, settings, availability, customer_id, query)
+        return await _answer(
+            live_model.get(), store, settings, availability, tracking, customer_id, query
+        )
 
     @post("/recommendations", status_code=200, operation_id="recommendForSession")
     async def for_session(
@@ -68,6 +74,7 @@ class RecommendationController(Controller):
         store: NamedDependency[Store],
         settings: NamedDependency[Settings],
         availability: NamedDependency[Availability],
+        tracking: NamedDependency[Tracking],
     ) -> RecommendationResponse:
         """Items for an anonymous visitor or a session: the cart and viewed items are folded in."""
         query = recommend.Query(
@@ -91,7 +98,14 @@ class RecommendationController(Controller):
             for i in items
         ]
         return await _answer(
-            live_model.get(), store, settings, availability, reference, query, session=session
+            live_model.get(),
+            store,
+            settings,
+            availability,
+            tracking,
+            reference,
+            query,
+            session=session,
         )
 
     @get("/items/{item_id:str}/similar", operation_id="similarItems")
@@ -130,10 +144,11 @@ class RecommendationController(Controller):
 
 
 async def _answer(
-    model: FactorModel,
+    live: FactorModel,
     store: Store,
     settings: Settings,
     availability: Availability,
+    tracking: Tracking,
     reference: str | None,
     query: recommend.Query,
     *,
@@ -151,6 +166,9 @@ async def _answer(
     except StoreUnavailable:
         # Answer from the model alone rather than fail the storefront's slot.
         degraded = True
+    # Measurement (issue 7): the customer's experiment variant picks the model and the ranking.
+    assignment = tracking.assignment(query.channel, customer_id) if customer_id else None
+    model = await tracking.model_for(assignment, live)
     ctx = recommend.Context(
         now=datetime.now(UTC),
         state=state,
@@ -158,7 +176,8 @@ async def _answer(
         personalise=state.consent.allows_personalisation(settings.default_personalisation),
         available=await availability.mask(model, query.channel, query.store_id),
     )
-    ranked = recommend.for_customer(model, customer_id, query, ctx)
+    ranked = rank_for_variant(model, customer_id, query, ctx, assignment)
+    tracking.served(query.channel, model.version, assignment, ranked.items, ranked.fallback)
     return RecommendationResponse(
         request_id=new_request_id(),
         model_version=model.version,
@@ -170,4 +189,6 @@ async def _answer(
         degraded=degraded,
         recent_events_used=ranked.recent_events_used,
         store_id=query.store_id,
+        experiment=assignment.experiment_id if assignment else None,
+        variant=assignment.variant.name if assignment else None,
     )

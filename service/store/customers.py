@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -87,12 +87,18 @@ class EventState(StoreBase):
     """Events: the durable stream and each customer's recent events, purchases and cart."""
 
     @unavailable_on_redis_error
-    async def record(self, events: Sequence[Event]) -> list[str]:
+    async def record(
+        self, events: Sequence[Event], *, also: Callable[[Any], None] | None = None
+    ) -> list[str]:
         """Append ``events`` to the stream and update each customer's state, atomically.
 
         Every event must carry its resolved ``customer_id``. The batch runs as one Lua script:
         all of it or none of it is applied, in one round trip, and an event whose ``event_id``
         was recorded before (a retry) is not recorded again; its first stream id is returned.
+
+        Args:
+            events: the batch.
+            also: queues more writes on the same transaction (the measurement counters).
 
         Returns:
             The stream entry id of each event, in order.
@@ -106,7 +112,14 @@ class EventState(StoreBase):
         ]
         for event in events:
             args.extend(self._script_args(event))
-        ids = await self.client.eval(_RECORD, 1, self.keys.events, *args)
+        if also is None:
+            ids = await self.client.eval(_RECORD, 1, self.keys.events, *args)
+        else:
+            # Callers' writes (measurement counters) join the same transaction.
+            pipe = self.client.pipeline(transaction=True)
+            pipe.eval(_RECORD, 1, self.keys.events, *args)
+            also(pipe)
+            ids = (await pipe.execute())[0]
         return [text(i) for i in ids]
 
     def _script_args(self, event: Event) -> list[str | bytes]:

@@ -15,6 +15,8 @@ class Keys:
         self.prefix = prefix
         # The durable log of every acknowledged event (drained to Parquet by the exporter).
         self.events = f"{prefix}:events"
+        # Measurement (issue 7): experiment configs by id.
+        self.experiments = f"{prefix}:experiments"
 
     def customer_prefix(self, customer_id: str) -> str:
         """The start of every key of one customer (erasure scans for it)."""
@@ -69,6 +71,9 @@ class Keys:
             self.identifiers(customer_id),
             self.stats(customer_id),
             self.orders(customer_id),
+            self.offer_contacts(customer_id),
+            self.offer_redemptions(customer_id),
+            self.touches(customer_id),
         ]
 
     def identifier(self, identifier: str) -> str:
@@ -122,3 +127,16 @@ class Keys:
     def export_markers(self) -> str:
         """Exporter batches being written: batch id -> file and entry ids (crash recovery)."""
         return f"{self.prefix}:export:markers"
+
+    # Measurement (issue 7): touches per customer, counters and items served per UTC day.
+    def touches(self, customer_id: str) -> str:
+        """The customer's recent impressions and clicks, newest first (for attribution)."""
+        return self._customer(customer_id, "touches")
+
+    def daily_stats(self, day: str) -> str:
+        """One day's counters (impressions, clicks, conversions, revenue...) per dimension."""
+        return f"{self.prefix}:stats:{day}"
+
+    def served_items(self, day: str) -> str:
+        """The set of item ids recommended on one day (catalogue coverage)."""
+        return f"{self.prefix}:served:{day}"

@@ -1,0 +1,173 @@
+"""Operational metrics for Prometheus, and the middleware that times every request.
+
+Each app has its own registry (tests build many apps in one process; the global registry would
+refuse the second). The middleware also gives each request its id and writes one structured
+access-log line with the route template, never the raw path (paths hold customer ids).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from service import logs
+
+log = logging.getLogger("service.access")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+class Metrics:
+    """Every metric the service exports, in one registry."""
+
+    def __init__(self) -> None:
+        """Create the metrics in a registry of their own."""
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
+        self.latency = Histogram(
+            "reco_request_duration_seconds",
+            "HTTP request latency by route template and channel",
+            ["route", "method", "channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.responses = Counter(
+            "reco_responses_total",
+            "HTTP responses by route and status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "reco_request_errors_total", "HTTP 5xx responses by route", ["route"], registry=r
+        )
+        self.fallbacks = Counter(
+            "reco_fallbacks_total", "non-personalised answers served", ["channel"], registry=r
+        )
+        self.model_info = Gauge(
+            "reco_model_info", "the live model version (value 1)", ["version"], registry=r
+        )
+        self.redis_latency = Histogram(
+            "reco_redis_duration_seconds",
+            "Redis round trips by store operation",
+            ["operation"],
+            buckets=REDIS_BUCKETS,
+            registry=r,
+        )
+        self.events = Counter(
+            "reco_events_ingested_total",
+            "events acknowledged, by type and channel",
+            ["event_type", "channel"],
+            registry=r,
+        )
+        self.assignments = Counter(
+            "reco_experiment_assignments_total",
+            "answers served under an experiment variant",
+            ["experiment", "variant", "channel"],
+            registry=r,
+        )
+
+    def render(self, model_version: str | None) -> bytes:
+        """The exposition text, with the model version as of now."""
+        self.model_info.clear()
+        if model_version:
+            self.model_info.labels(model_version).set(1)
+        return generate_latest(self.registry)
+
+    def time_calls(self, target: object, names: Iterable[str]) -> None:
+        """Time the named coroutine methods of ``target`` (the store) into ``redis_latency``."""
+        for name in names:
+            setattr(target, name, self._timed(getattr(target, name), name))
+
+    def _timed(self, fn: Callable[P, Awaitable[T]], name: str) -> Callable[P, Awaitable[T]]:
+        histogram = self.redis_latency.labels(name)
+
+        @wraps(fn)
+        async def timed(*args: P.args, **kwargs: P.kwargs) -> T:
+            started = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                histogram.observe(time.perf_counter() - started)
+
+        return timed
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        """A Litestar middleware factory (Litestar calls it with ``app=``)."""
+
+        async def timed_app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            request_id = logs.start_request()
+            started = time.perf_counter()
+            status = 500
+
+            async def send_wrapper(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        (b"x-request-id", request_id.encode()),
+                    ]
+                await send(message)
+
+            try:
+                await app(scope, receive, send_wrapper)
+            finally:
+                self._observe(scope, status, time.perf_counter() - started)
+
+        return timed_app
+
+    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("path_template") or "unmatched"
+        method = scope.get("method", "")
+        channel = _channel(scope.get("query_string", b""))
+        key = (route, method, channel, status)
+        children = self._children.get(key)
+        if children is None:
+            # labels() takes a lock and builds a tuple each call: resolve each series once.
+            children = self._children[key] = (
+                self.latency.labels(route, method, channel),
+                self.responses.labels(route, str(status)),
+            )
+        children[0].observe(seconds)
+        children[1].inc()
+        if status >= 500:
+            self.errors.labels(route).inc()
+        # Every request at DEBUG (the histograms already count them); server errors at WARNING.
+        level = logging.WARNING if status >= 500 else logging.DEBUG
+        if not log.isEnabledFor(level):
+            return
+        extra: dict[str, Any] = {
+            "route": route,
+            "method": method,
+            "channel": channel,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+        }
+        if customer := scope.get("path_params", {}).get("customer_id"):
+            extra["customer"] = logs.pseudonym(str(customer))
+        log.log(level, "request", extra=extra)
+
+
+def _channel(query_string: bytes) -> str:
+    """The ``channel`` query parameter, bounded so a label can never explode in cardinality."""
+    if b"channel=" not in query_string:
+        return "none"
+    for pair in query_string.split(b"&"):
+        key, _, value = pair.partition(b"=")
+        if key == b"channel":
+            text = value.decode("latin-1")
+            return text if text.isalnum() and len(text) <= 16 else "invalid"
+    return "none"

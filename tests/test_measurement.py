@@ -1,0 +1,244 @@
+"""Measurement end to end over HTTP and a real Redis: attribution, experiments, /metrics, logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from service import logs
+from tests.conftest import client_for, replace
+
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=5)
+
+
+def event(kind: str, customer: str, item: str, channel: str, at: datetime, **kw: Any) -> dict:
+    return {
+        "customer_id": customer,
+        "item_id": item,
+        "event_type": kind,
+        "channel": channel,
+        "timestamp": at.isoformat(),
+        **kw,
+    }
+
+
+def post(client: TestClient, *events: dict) -> None:
+    response = client.post("/v1/events", json=list(events))
+    assert response.status_code == 202, response.text
+
+
+def totals(client: TestClient) -> dict[str, dict[str, Any]]:
+    response = client.get("/v1/dashboard", params={"days": 14})
+    assert response.status_code == 200, response.text
+    return {c["channel"]: c["figures"] for c in response.json()["channel_figures"]}
+
+
+def test_a_web_impression_is_credited_with_a_store_purchase_two_days_later(
+    client: TestClient,
+) -> None:
+    post(
+        client,
+        event("impression", "u0", "i02", "web", T0, request_id="r1"),
+        event("impression", "u0", "i04", "web", T0, request_id="r1"),
+        event("click", "u0", "i02", "web", T0 + timedelta(minutes=1), request_id="r1"),
+    )
+    post(client, event("purchase", "u0", "i02", "store", T0 + timedelta(days=2), price=30.0))
+    web = totals(client)["web"]
+    assert (web["impressions"], web["clicks"], web["conversions"]) == (2, 1, 1)
+    assert web["revenue"] == pytest.approx(30.0)
+    assert web["ctr"]["value"] == pytest.approx(0.5)
+    assert web["average_order_value"]["value"] == pytest.approx(30.0)
+
+
+def test_a_purchase_outside_the_window_is_not_credited(client: TestClient) -> None:
+    post(client, event("impression", "u2", "i04", "web", T0, request_id="r2"))
+    post(client, event("purchase", "u2", "i04", "store", T0 + timedelta(days=8), price=10.0))
+    assert totals(client)["web"]["conversions"] == 0
+
+
+def test_the_window_is_per_channel_and_configurable(settings) -> None:  # type: ignore[no-untyped-def]
+    with client_for(replace(settings, attribution_windows="web=1")) as client:
+        client.headers["Authorization"] = "Bearer test-admin-key"
+        post(client, event("impression", "u4", "i06", "web", T0))
+        post(client, event("purchase", "u4", "i06", "store", T0 + timedelta(days=2)))
+        assert totals(client)["web"]["conversions"] == 0
+
+
+def test_a_purchase_in_the_same_batch_as_its_impression_is_credited(client: TestClient) -> None:
+    post(
+        client,
+        event("impression", "u6", "i08", "app", T0),
+        event("purchase", "u6", "i08", "app", T0 + timedelta(hours=1), price=5.0, quantity=2),
+    )
+    app = totals(client)["app"]
+    assert app["conversions"] == 1 and app["revenue"] == pytest.approx(10.0)
+
+
+EXPERIMENT = {
+    "variants": [{"name": "control"}, {"name": "popular", "ranking": "popular"}],
+    "channels": ["web", "store"],
+}
+
+
+def test_responses_carry_request_id_model_and_variant_consistently_on_every_channel(
+    client: TestClient,
+) -> None:
+    assert client.put("/v1/experiments/ab1", json=EXPERIMENT).status_code == 200
+    seen: dict[str, set[str]] = {}
+    for customer in [f"u{i}" for i in range(10)] + ["new-1", "new-2"]:
+        for channel in ("web", "store"):
+            response = client.get(f"/v1/customers/{customer}/recommendations?channel={channel}")
+            body = response.json()
+            assert body["experiment"] == "ab1"
+            assert body["model_version"] == "v1-checkerboard"
+            assert response.headers["x-request-id"] == body["request_id"]
+            seen.setdefault(customer, set()).add(body["variant"])
+    assert all(len(variants) == 1 for variants in seen.values())  # same on web and store
+    assert {v for vs in seen.values() for v in vs} == {"control", "popular"}
+    email = client.get("/v1/customers/u0/recommendations?channel=email").json()
+    assert email["experiment"] is None and email["variant"] is None
+
+
+def test_a_popular_variant_serves_popular_items(client: TestClient) -> None:
+    body = {"variants": [{"name": "a", "ranking": "popular"}, {"name": "b", "weight": 1e-9}]}
+    assert client.put("/v1/experiments/pop", json=body).status_code == 200
+    items = client.get("/v1/customers/u0/recommendations?channel=store&k=2").json()["items"]
+    assert [i["item_id"] for i in items] == ["i18", "i16"]
+
+
+def test_a_variant_pinned_to_an_unknown_model_falls_back_to_the_live_one(
+    client: TestClient,
+) -> None:
+    body = {"variants": [{"name": "a", "model_version": "missing"}, {"name": "b", "weight": 1e-9}]}
+    client.put("/v1/experiments/pin", json=body)
+    response = client.get("/v1/customers/u0/recommendations")
+    assert response.status_code == 200
+    assert response.json()["model_version"] == "v1-checkerboard"
+
+
+def test_experiment_admin_api(client: TestClient) -> None:
+    assert client.put("/v1/experiments/bad", json={"variants": [{"name": "x"}]}).status_code == 400
+    assert client.get("/v1/experiments/nope").status_code == 404
+    client.put("/v1/experiments/ab2", json=EXPERIMENT)
+    assert [e["experiment_id"] for e in client.get("/v1/experiments").json()] == ["ab2"]
+    stopped = client.post("/v1/experiments/ab2/stop").json()
+    assert stopped["stop"] is not None
+    body = client.get("/v1/customers/u0/recommendations").json()
+    assert body["experiment"] is None
+    assert client.delete("/v1/experiments/ab2").status_code == 204
+    assert client.get("/v1/experiments").json() == []
+
+
+def test_experiment_results_per_variant_and_channel(client: TestClient) -> None:
+    client.put("/v1/experiments/ab3", json=EXPERIMENT)
+    variants = {}
+    for i in range(10):
+        body = client.get(f"/v1/customers/u{i}/recommendations?channel=web").json()
+        variants[f"u{i}"] = body["variant"]
+    now = datetime.now(UTC)
+    for customer in variants:
+        post(client, event("impression", customer, "i01", "web", now))
+    post(client, event("click", "u0", "i01", "web", now))
+    post(client, event("purchase", "u0", "i01", "store", now, price=20.0))
+    result = client.get("/v1/experiments/ab3/results").json()
+    assert result["control"] == "control"
+    [web] = [c for c in result["channels"] if c["channel"] == "web"]
+    figures = {v["variant"]: v["figures"] for v in web["variants"]}
+    in_control = sum(1 for v in variants.values() if v == "control")
+    assert figures["control"]["impressions"] + figures["popular"]["impressions"] == 10
+    assert figures[variants["u0"]]["conversions"] == 1
+    assert figures["control"]["impressions"] == in_control
+    other = web["variants"][1]
+    assert other["ctr_vs_control"]["statement"].startswith("not yet significant")
+
+
+def test_metrics_endpoint(client: TestClient) -> None:
+    client.get("/v1/customers/u0/recommendations?channel=web")
+    client.get("/v1/customers/stranger/recommendations?channel=app")
+    post(client, event("impression", "u0", "i02", "web", datetime.now(UTC)))
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    route = 'route="/v1/customers/{customer_id}/recommendations"'
+    assert f'reco_request_duration_seconds_count{{channel="web",method="GET",{route}}}' in text
+    assert 'reco_fallbacks_total{channel="app"} 1.0' in text
+    assert 'reco_model_info{version="v1-checkerboard"} 1.0' in text
+    assert 'reco_events_ingested_total{channel="web",event_type="impression"} 1.0' in text
+    assert 'reco_redis_duration_seconds_count{operation="customer_state"}' in text
+    assert "reco_request_errors_total" in text
+    assert "u0" not in text and "stranger" not in text
+
+
+def test_coverage_counts_items_recommended_today(client: TestClient) -> None:
+    client.get("/v1/customers/u0/recommendations?k=3")  # i02 i04 i06
+    client.get("/v1/customers/u1/recommendations?k=3")  # i03 i05 i07
+    data = client.get("/v1/dashboard").json()
+    assert data["coverage"][-1] == pytest.approx(6 / 20)
+    assert data["models"][0]["role"] == "live"
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logs.JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def test_logs_are_json_with_the_request_id_and_no_personal_data(client: TestClient) -> None:
+    handler = _Lines()
+    logger = logging.getLogger("service")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)  # the access line of each request is at DEBUG
+    try:
+        customer = "jane.doe@example.com"
+        response = client.get(f"/v1/customers/{customer}/recommendations?channel=web")
+        logging.getLogger("service.test").warning("customer %s phoned +44 20 7946 0958", customer)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    entries = [json.loads(line) for line in handler.lines]
+    [access] = [e for e in entries if e["msg"] == "request"]
+    assert access["request_id"] == response.json()["request_id"]
+    assert access["customer"] == logs.pseudonym(customer)
+    assert access["route"] == "/v1/customers/{customer_id}/recommendations"
+    joined = "\n".join(handler.lines)
+    assert "jane.doe" not in joined and "example.com" not in joined
+    assert "7946" not in joined
+
+
+def test_tracking_off_serves_without_experiments(settings) -> None:  # type: ignore[no-untyped-def]
+    with client_for(replace(settings, tracking=False)) as client:
+        client.headers["Authorization"] = "Bearer test-admin-key"
+        client.put("/v1/experiments/ab4", json=EXPERIMENT)
+        body = client.get("/v1/customers/u0/recommendations").json()
+        assert body["variant"] is None and len(body["request_id"]) == 32
+        post(client, event("impression", "u0", "i02", "web", datetime.now(UTC)))
+
+
+def test_the_report_command_writes_a_standalone_page(
+    client: TestClient, settings, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from service import report
+
+    post(client, event("impression", "u0", "i02", "web", datetime.now(UTC)))
+    for name, value in (
+        ("RECO_REDIS_URL", settings.redis_url),
+        ("RECO_KEY_PREFIX", settings.key_prefix),
+        ("RECO_DATA_DIR", settings.data_dir),
+    ):
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "report.html"
+    assert report.main(["--out", str(out), "--model-dir", settings.model_dir, "--days", "3"]) == 0
+    page = out.read_text()
+    assert "DASHBOARD_DATA" not in page
+    assert '"channel_figures"' in page and '"v1-checkerboard"' in page
