@@ -22,6 +22,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -33,6 +34,7 @@ from benchmarks.serving import delete_prefix, seed_redis  # noqa: E402
 from service import ann, artifact, recommend  # noqa: E402
 from service.auth import ApiKeys  # noqa: E402
 from service.ranking import FactorModel  # noqa: E402
+from service.realtime import customer_vector  # noqa: E402
 from service.schemas import RecommendationResponse  # noqa: E402
 from service.store import Store  # noqa: E402
 
@@ -80,7 +82,8 @@ def main() -> None:
             state = asyncio.run(_state(args.redis_url, prefix, customer))
             query = recommend.Query(channel="web", k=10)
             user = model.user_vector(model.user_row(customer))  # type: ignore[arg-type]
-            ranked = recommend.for_customer(model, customer, state, query)
+            ctx = recommend.Context(now=datetime.now(UTC), state=state)
+            ranked = recommend.for_customer(model, customer, query, ctx)
             response = RecommendationResponse(
                 request_id=uuid.uuid4().hex,
                 model_version=model.version,
@@ -99,8 +102,11 @@ def main() -> None:
                     lambda: model.recommend(user, 10)
                 ),
                 "scoring: exact over all items": per_call_us(lambda: exact.recommend(user, 10)),
-                "recommend.for_customer (rules + scoring)": per_call_us(
-                    lambda: recommend.for_customer(model, customer, state, query)
+                "realtime fold-in of recent events": per_call_us(
+                    lambda: customer_vector(model, customer, state.recent, ctx.now)
+                ),
+                "recommend.for_customer (rules + fold-in + scoring)": per_call_us(
+                    lambda: recommend.for_customer(model, customer, query, ctx)
                 ),
                 "request id (uuid4)": per_call_us(lambda: uuid.uuid4().hex),
                 "response JSON encode": per_call_us(lambda: encoder.encode(response)),

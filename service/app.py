@@ -28,6 +28,7 @@ from service.live_model import LiveModel
 from service.logs import configure as configure_json_logs
 from service.metrics import Metrics
 from service.problems import EXCEPTION_HANDLERS
+from service.runtime import Runtime
 from service.settings import Settings
 from service.store import Store
 from service.tracking import Tracking
@@ -73,6 +74,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         app.state.availability = Availability(
             app.state.store, refresh_seconds=settings.stock_refresh_seconds
+        )
+        app.state.runtime = Runtime(
+            settings=settings,
+            store=app.state.store,
+            live_model=live_model,
+            availability=app.state.availability,
+            tracking=tracking,
         )
         await live_model.refresh()
         await tracking.start(app.state.store)

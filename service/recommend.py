@@ -123,36 +123,47 @@ def _allowed(model: FactorModel, query: Query, available: Mask | None) -> Mask |
     return mask if available is None else mask & available
 
 
-def _reasons(model: FactorModel, events: Sequence[Event], bought: Rows) -> list[tuple[int, str]]:
-    """Things the customer did that can explain a recommendation, most telling first."""
-    reasons: list[tuple[int, str]] = []
+def _reasons(
+    model: FactorModel, events: Sequence[Event], bought: Rows
+) -> list[tuple[int, Event | None]]:
+    """Things the customer did that can explain a recommendation, most telling first.
+
+    (item row, event) pairs; ``None`` stands for a purchase in the training data. The text is
+    written only for the reasons an answer uses (``_reason_text``).
+    """
+    reasons: list[tuple[int, Event | None]] = []
     for e in events:
         row = model.item_row(e.item_id) if e.item_id and e.event_type in _VERBS else None
         if row is not None:
-            verb, where = _VERBS[e.event_type], _WHERE.get(e.channel, "")
-            reasons.append((row, f"because you {verb} {_name(model, row)}{where}"))
-        if len(reasons) >= _MAX_REASONS:
-            return reasons
-    for row in bought[::-1][: _MAX_REASONS - len(reasons)].tolist():
-        reasons.append((row, f"because you bought {_name(model, row)}"))
+            reasons.append((row, e))
+            if len(reasons) >= _MAX_REASONS:
+                return reasons
+    reasons.extend((row, None) for row in bought[::-1][: _MAX_REASONS - len(reasons)].tolist())
     return reasons
 
 
+def _reason_text(model: FactorModel, row: int, event: Event | None) -> str:
+    if event is None:
+        return f"because you bought {_name(model, row)}"
+    where = _WHERE.get(event.channel, "")
+    return f"because you {_VERBS[event.event_type]} {_name(model, row)}{where}"
+
+
 def _explained(
-    model: FactorModel, rows: Rows, scores: Scores, reasons: list[tuple[int, str]]
+    model: FactorModel, rows: Rows, scores: Scores, reasons: list[tuple[int, Event | None]]
 ) -> list[RecommendedItem]:
     basis = np.array([r for r, _ in reasons], dtype=np.int64)
     closest = model.closest(rows, basis)
-    text = {}
-    for row, why in reasons:
-        text.setdefault(row, why)  # the first (most recent) reason per item wins
+    first: dict[int, Event | None] = {}
+    for row, event in reasons:
+        first.setdefault(row, event)  # the first (most recent) reason per item wins
     return [
         RecommendedItem(
             item_id=model.item_id(int(row)),
             score=float(score),
             source="model",
             category=model.category_of(int(row)),
-            reason=text.get(int(b)),
+            reason=_reason_text(model, int(b), first[int(b)]) if int(b) in first else None,
         )
         for row, score, b in zip(rows, scores, closest, strict=True)
     ]

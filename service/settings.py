@@ -37,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_batch_events: Positive = 1000
     recent_events_max: Positive = 100
     recent_events_ttl_days: Positive = 90
+    # Recent events a recommendation reads: the newest are the ones the model has not seen.
+    fold_in_events: Positive = 30
     # How often each worker checks models/LATEST for a new version; 0 turns it off.
     model_poll_seconds: Annotated[float, msgspec.Meta(ge=0)] = 2.0
     verify_checksums: bool = True

@@ -6,18 +6,15 @@ from datetime import UTC, datetime
 
 import msgspec
 from litestar import Controller, post
-from litestar.di import NamedDependency
+from litestar.datastructures import State
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from service.errors import InvalidRequest
 from service.events import Event
-from service.live_model import LiveModel
 from service.resolution import resolve_events
+from service.runtime import runtime
 from service.schemas import EventsAccepted
-from service.settings import Settings
-from service.store import Store
-from service.tracking import Tracking
 
 
 class EventController(Controller):
@@ -31,10 +28,7 @@ class EventController(Controller):
     async def post_events(
         self,
         data: JSONBody[Event | list[Event]],
-        store: NamedDependency[Store],
-        settings: NamedDependency[Settings],
-        tracking: NamedDependency[Tracking],
-        live_model: NamedDependency[LiveModel],
+        state: State,
     ) -> EventsAccepted:
         """Store one event or a batch durably; 202 only once every event is in the stream.
 
@@ -45,6 +39,8 @@ class EventController(Controller):
         the answer's ``request_id``) are counted per channel and variant; a purchase is attributed
         to the last touch of its item within that touch channel's window (service/attribution.py).
         """
+        rt = runtime(state)
+        store, settings, tracking = rt.store, rt.settings, rt.tracking
         events = data if isinstance(data, list) else [data]
         if not events:
             raise InvalidRequest("the batch holds no event")
@@ -56,7 +52,7 @@ class EventController(Controller):
         stamped = [e if e.timestamp else msgspec.structs.replace(e, timestamp=now) for e in events]
         resolved = await resolve_events(store, settings.identifier_kinds_set, stamped)
         # Measurement (issue 7): counters and touches ride on the same transaction.
-        current = live_model.current
+        current = rt.live_model.current
         measure = await tracking.plan(resolved, current.version if current else None)
         ids = await store.record(resolved, also=measure)
         await store.record_redemptions(resolved)  # offer_redeemed with an offer_id: caps, history

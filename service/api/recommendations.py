@@ -6,22 +6,18 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from litestar import Controller, get, post
-from litestar.di import NamedDependency
+from litestar.datastructures import State
 from litestar.params import JSONBody, QueryParameter
 
 from service import recommend
 from service.api.params import Category, ChannelParam, Exclude, K, PathId, new_request_id
-from service.availability import Availability
 from service.errors import StoreUnavailable, UnknownItem
 from service.events import Event
-from service.live_model import LiveModel
-from service.ranking import FactorModel
 from service.resolution import customer_for
+from service.runtime import Runtime, runtime
 from service.schemas import RecommendationRequest, RecommendationResponse, SimilarItemsResponse
-from service.settings import Settings
 from service.state import CustomerState
-from service.store import Store
-from service.tracking import Tracking, rank_for_variant
+from service.tracking import rank_for_variant
 
 StoreId = Annotated[str | None, QueryParameter(description="Only items in stock in this store")]
 
@@ -37,11 +33,7 @@ class RecommendationController(Controller):
     async def for_customer(
         self,
         customer_id: PathId,
-        live_model: NamedDependency[LiveModel],
-        store: NamedDependency[Store],
-        settings: NamedDependency[Settings],
-        availability: NamedDependency[Availability],
-        tracking: NamedDependency[Tracking],
+        state: State,
         channel: ChannelParam = "web",
         k: K = None,
         category: Category = None,
@@ -55,31 +47,25 @@ class RecommendationController(Controller):
         customer in a running experiment gets their variant's model and ranking, and the response
         names the experiment and variant.
         """
+        rt = runtime(state)
         query = recommend.Query(
             channel=channel,
-            k=k or settings.default_k,
+            k=k or rt.settings.default_k,
             category=category,
             exclude=tuple(exclude or ()),
             store_id=store_id,
         )
-        return await _answer(
-            live_model.get(), store, settings, availability, tracking, customer_id, query
-        )
+        return await _answer(rt, customer_id, query)
 
     @post("/recommendations", status_code=200, operation_id="recommendForSession")
     async def for_session(
-        self,
-        data: JSONBody[RecommendationRequest],
-        live_model: NamedDependency[LiveModel],
-        store: NamedDependency[Store],
-        settings: NamedDependency[Settings],
-        availability: NamedDependency[Availability],
-        tracking: NamedDependency[Tracking],
+        self, data: JSONBody[RecommendationRequest], state: State
     ) -> RecommendationResponse:
         """Items for an anonymous visitor or a session: the cart and viewed items are folded in."""
+        rt = runtime(state)
         query = recommend.Query(
             channel=data.channel,
-            k=data.k or settings.default_k,
+            k=data.k or rt.settings.default_k,
             category=data.category,
             exclude=tuple(data.exclude),
             store_id=data.store_id,
@@ -97,24 +83,13 @@ class RecommendationController(Controller):
             for kind, items in (("add_to_cart", data.context.cart), ("view", data.context.viewed))
             for i in items
         ]
-        return await _answer(
-            live_model.get(),
-            store,
-            settings,
-            availability,
-            tracking,
-            reference,
-            query,
-            session=session,
-        )
+        return await _answer(rt, reference, query, session=session)
 
     @get("/items/{item_id:str}/similar", operation_id="similarItems")
     async def similar(
         self,
         item_id: PathId,
-        live_model: NamedDependency[LiveModel],
-        settings: NamedDependency[Settings],
-        availability: NamedDependency[Availability],
+        state: State,
         channel: ChannelParam = "web",
         k: K = None,
         category: Category = None,
@@ -122,7 +97,8 @@ class RecommendationController(Controller):
         store_id: StoreId = None,
     ) -> SimilarItemsResponse:
         """Items similar to one item (cosine of item factors), in stock for the channel."""
-        model = live_model.get()
+        rt = runtime(state)
+        settings, model = rt.settings, rt.live_model.get()
         row = model.item_row(item_id)
         if row is None:
             raise UnknownItem(f"item {item_id!r} is not in model {model.version}")
@@ -133,7 +109,7 @@ class RecommendationController(Controller):
             exclude=tuple(exclude or ()),
             store_id=store_id,
         )
-        available = await availability.mask(model, channel, store_id)
+        available = await rt.availability.mask(model, channel, store_id)
         return SimilarItemsResponse(
             request_id=new_request_id(),
             model_version=model.version,
@@ -144,17 +120,14 @@ class RecommendationController(Controller):
 
 
 async def _answer(
-    live: FactorModel,
-    store: Store,
-    settings: Settings,
-    availability: Availability,
-    tracking: Tracking,
+    rt: Runtime,
     reference: str | None,
     query: recommend.Query,
     *,
     session: list[Event] | None = None,
 ) -> RecommendationResponse:
     """Resolve the customer, read their state (one round trip), rank, and build the response."""
+    settings, store, tracking, live = rt.settings, rt.store, rt.tracking, rt.live_model.get()
     kinds = settings.identifier_kinds_set
     degraded = False
     customer_id = None
@@ -162,7 +135,7 @@ async def _answer(
     try:
         if reference is not None:
             customer_id = await customer_for(store, kinds, reference)
-            state = await store.customer_state(customer_id)
+            state = await store.customer_state(customer_id, recent=settings.fold_in_events)
     except StoreUnavailable:
         # Answer from the model alone rather than fail the storefront's slot.
         degraded = True
@@ -174,7 +147,7 @@ async def _answer(
         state=state,
         session=session or [],
         personalise=state.consent.allows_personalisation(settings.default_personalisation),
-        available=await availability.mask(model, query.channel, query.store_id),
+        available=await rt.availability.mask(model, query.channel, query.store_id),
     )
     ranked = rank_for_variant(model, customer_id, query, ctx, assignment)
     tracking.served(query.channel, model.version, assignment, ranked.items, ranked.fallback)

@@ -160,10 +160,15 @@ class EventState(StoreBase):
         ]
 
     @unavailable_on_redis_error
-    async def customer_state(self, customer_id: str) -> CustomerState:
-        """Recent events (newest first, none older than the TTL), purchases, cart and consent."""
+    async def customer_state(self, customer_id: str, *, recent: int | None = None) -> CustomerState:
+        """Recent events (newest first, none older than the TTL), purchases, cart and consent.
+
+        Args:
+            recent: read only the newest ``recent`` events (recommendations need only those the
+                model has not seen; decoding all of them is most of this call's cost).
+        """
         pipe = self.client.pipeline(transaction=False)
-        self._queue_state(pipe, customer_id)
+        self._queue_state(pipe, customer_id, recent)
         return self._state_from(await pipe.execute())
 
     @unavailable_on_redis_error
@@ -179,8 +184,8 @@ class EventState(StoreBase):
         stats = {text(k): float(v) for k, v in stats_raw.items()}
         return self._state_from(state_replies), stats, sorted(text(i) for i in ids_raw)
 
-    def _queue_state(self, pipe: Any, customer_id: str) -> None:
-        pipe.lrange(self.keys.recent(customer_id), 0, -1)
+    def _queue_state(self, pipe: Any, customer_id: str, recent: int | None = None) -> None:
+        pipe.lrange(self.keys.recent(customer_id), 0, -1 if recent is None else recent - 1)
         pipe.smembers(self.keys.bought(customer_id))
         pipe.hgetall(self.keys.cart(customer_id))
         pipe.get(self.keys.consent(customer_id))
