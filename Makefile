@@ -53,3 +53,7 @@ bench-serving: $(VENV)/.test-installed
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR)
+
+## bench-ingest: POST /v1/events throughput and latency, single and batched (needs wrk)
+bench-ingest: $(VENV)/.test-installed
+	$(PY) -m benchmarks.ingest
