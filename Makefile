@@ -7,7 +7,7 @@ DATA_DIR ?= ./var
 MODEL_DIR ?= ./models
 export PORT DATA_DIR MODEL_DIR
 
-.PHONY: run test lint train bench bench-serving sample clean
+.PHONY: run test lint train bench bench-serving bench-ingest sample clean
 
 # One stamp per install flavour: re-install only when pyproject.toml changes.
 $(VENV)/.run-installed: pyproject.toml
