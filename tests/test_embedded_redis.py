@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import msgspec
+import pytest
 import redis
 from litestar.testing import TestClient
 
@@ -47,6 +48,16 @@ def test_acknowledged_events_survive_a_killed_redis_server(tmp_path: Path, model
     with EmbeddedRedis(tmp_path / "var") as url:
         stored = redis.Redis.from_url(url).xrange("reco:events")
         assert [i.decode() for i, _ in stored] == ids
+
+
+def test_stopping_leaves_no_server_process_behind(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path)
+    server.start()
+    pid = server.pid
+    assert pid
+    server.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 def test_a_second_user_of_the_same_folder_joins_the_running_server(tmp_path: Path) -> None:
