@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _fit(args: argparse.Namespace) -> int:
     from training.config import load_config
-    from training.pipeline import Inputs, run
+    from training.pipeline import Inputs, format_table, run
 
     inputs = Inputs(
         events=[str(p) for p in args.events],
@@ -42,7 +42,12 @@ def _fit(args: argparse.Namespace) -> int:
         customers=args.customers,
         on_bad_rows=args.on_bad_rows,
     )
-    path = run(inputs, args.model_dir, load_config(args.config), progress=args.progress)
+    path = run(
+        inputs, args.model_dir, load_config(args.config), progress=args.progress, force=args.force
+    )
+    metrics = artifact.load(path, verify_checksums=False).manifest.metrics
+    if metrics:
+        print(format_table(metrics))
     print(path)
     return 0
 
@@ -108,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=["skip", "reject"],
         default="skip",
         help="skip and count bad rows (default), or reject a file that has any",
+    )
+    fit.add_argument(
+        "--force",
+        action="store_true",
+        help="replace LATEST even when the new model tests worse than it by more than the margin",
     )
     fit.add_argument(
         "--progress",
