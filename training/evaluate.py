@@ -62,6 +62,11 @@ def average_precision_at_k(recommended: Sequence[int], relevant: set[int], k: in
     return total / denominator if denominator else 0.0
 
 
+def precision_at_k(recommended: Sequence[int], relevant: set[int], k: int) -> float:
+    """Share of the top ``k`` slots holding a relevant item (``k`` is the denominator)."""
+    return len(set(recommended[:k]) & relevant) / k if k else 0.0
+
+
 def hit_at_k(recommended: Sequence[int], relevant: set[int], k: int) -> float:
     """1 when at least one relevant item is in the top ``k``, else 0."""
     return float(bool(set(recommended[:k]) & relevant))

@@ -55,8 +55,8 @@ def run(
         training.loaders.BadFileError: an input file is unusable, or has bad rows in reject mode.
     """
     started = time.perf_counter()
-    events, bad_rows = _load_events(inputs)
-    catalogue = _catalogue(inputs)
+    events, bad_rows = read_events(inputs)
+    catalogue = read_catalogue(inputs)
     n_customers = _count_customers(inputs)
     start, end = matrix.window(events)
     algorithm, weights, metrics = _evaluate(events, config, catalogue)
@@ -109,7 +109,7 @@ def run(
     return path
 
 
-def _load_events(inputs: Inputs) -> tuple[pa.Table, int]:
+def read_events(inputs: Inputs) -> tuple[pa.Table, int]:
     events, reports = load_events(inputs.events, on_bad_rows=inputs.on_bad_rows)
     bad = sum(r.bad_rows for r in reports)
     log.info(
@@ -120,7 +120,7 @@ def _load_events(inputs: Inputs) -> tuple[pa.Table, int]:
     return events, bad
 
 
-def _catalogue(inputs: Inputs) -> dict[str, dict[str, object]]:
+def read_catalogue(inputs: Inputs) -> dict[str, dict[str, object]]:
     """Item id -> its metadata (title, category, brand, price) from the items file, if given."""
     if inputs.items is None:
         return {}

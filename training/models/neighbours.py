@@ -8,6 +8,7 @@ scores stay available (``Fitted.exact``) to measure what the approximation costs
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,26 +17,36 @@ from threadpoolctl import threadpool_limits
 
 from training.models.base import Array, Data, Fitted, low_rank, merged, timed
 
-ITEMKNN_DEFAULTS: dict[str, Any] = {"neighbours": 100, "similarity": "cosine", "rank": 128}
+ITEMKNN_DEFAULTS: dict[str, Any] = {
+    "neighbours": 100,
+    "similarity": "cosine",
+    "max_items": 5000,
+    "rank": 128,
+}
 EASE_DEFAULTS: dict[str, Any] = {"l2": 200.0, "max_items": 3000, "rank": 128}
 
 
 def fit_itemknn(data: Data, params: dict[str, Any]) -> Fitted:
-    """implicit's item-item nearest neighbours (``similarity``: ``cosine`` or ``bm25``)."""
+    """implicit's item-item neighbours (``cosine`` or ``bm25``) among the ``max_items`` most popular."""
     from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
 
     p = merged(ITEMKNN_DEFAULTS, params)
     x = data.interactions.matrix.astype(np.float32).tocsr()
+    n = x.shape[1]
     seconds: list[float] = []
     with timed(seconds), threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
         # implicit converts its own normalised copy of the matrix to CSR and warns about that.
         warnings.filterwarnings("ignore", message="Method expects CSR input")
         kind = BM25Recommender if p["similarity"] == "bm25" else CosineRecommender
         model = kind(K=int(p["neighbours"]))
-        model.fit(x, show_progress=False)
+        top = _most_popular(x, int(p["max_items"]))
+        xt = x[:, top]
+        model.fit(xt, show_progress=False)
         b = model.similarity.astype(np.float32).tocsr()
-        users, items = _export(x, b, int(p["rank"]), data.seed)
-    return Fitted("itemknn", users, items, p, seconds[0], exact=lambda rows: _dense(x[rows] @ b))
+        users, top_items = _export(xt, b, int(p["rank"]), data.seed)
+        items = np.zeros((n, users.shape[1]), dtype=np.float32)
+        items[top] = top_items
+    return Fitted("itemknn", users, items, p, seconds[0], exact=_exact(xt, b, top, n))
 
 
 def fit_ease(data: Data, params: dict[str, Any]) -> Fitted:
@@ -45,8 +56,7 @@ def fit_ease(data: Data, params: dict[str, Any]) -> Fitted:
     n = x.shape[1]
     seconds: list[float] = []
     with timed(seconds):
-        counts = np.asarray((x > 0).sum(axis=0)).ravel()
-        top = np.sort(np.argsort(-counts, kind="stable")[: int(p["max_items"])])
+        top = _most_popular(x, int(p["max_items"]))
         xt = x[:, top]
         gram = (xt.T @ xt).toarray().astype(np.float64)
         gram[np.diag_indices_from(gram)] += float(p["l2"])
@@ -56,13 +66,26 @@ def fit_ease(data: Data, params: dict[str, Any]) -> Fitted:
         users, top_items = _export(xt, b, int(p["rank"]), data.seed)
         items = np.zeros((n, users.shape[1]), dtype=np.float32)
         items[top] = top_items
+    return Fitted("ease", users, items, p, seconds[0], exact=_exact(xt, b, top, n))
+
+
+def _most_popular(x: sp.csr_matrix, limit: int) -> np.ndarray:
+    """Columns of the ``limit`` items with the most customers, in column order."""
+    counts = np.asarray((x > 0).sum(axis=0)).ravel()
+    return np.sort(np.argsort(-counts, kind="stable")[:limit])
+
+
+def _exact(
+    xt: sp.csr_matrix, b: Any, top: np.ndarray, n: int
+) -> Callable[[np.ndarray], Array]:
+    """The model's own scores ``history @ B`` (0 for items outside ``top``)."""
 
     def exact(rows: np.ndarray) -> Array:
         scores = np.zeros((len(rows), n), dtype=np.float32)
         scores[:, top] = _dense(xt[rows] @ b)
         return scores
 
-    return Fitted("ease", users, items, p, seconds[0], exact=exact)
+    return exact
 
 
 def _export(x: sp.csr_matrix, b: Any, rank: int, seed: int) -> tuple[Array, Array]:
