@@ -236,3 +236,31 @@ def test_configs_round_trip_through_toml(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text(to_toml(config))
     assert load_config(path) == config
+
+
+@pytest.mark.slow
+def test_a_new_customer_is_folded_in_from_a_few_events(complements_file: Path) -> None:
+    """Cold start: one store purchase of s1, folded in as the service does, brings w1."""
+    from service.artifact import FoldIn
+    from training.coldstart import NewCustomer, new_customers, score_cold
+    from training.experiment import make_data
+    from training.loaders import load_events
+
+    events, _ = load_events(complements_file)
+    data = make_data(events, SMALL, {})
+    ids = data.interactions.item_ids.tolist()
+    s1, w1 = ids.index("s1"), ids.index("w1")
+    case = NewCustomer(
+        rows=[s1],
+        event_types=["purchase"],
+        channels=["store"],
+        ages=[0.0],
+        bought={s1},
+        relevant={w1},
+    )
+    fitted = FITTERS["als"](data, SMALL.params("als"))
+    params = FoldIn(event_weights={"purchase": 5.0}, regularization=1.0, alpha=10.0)
+    assert score_cold(fitted, [case], params, 3).hit_rate == 1.0
+    # Only customers the model lacks count, with their first events as context.
+    later = events.slice(events.num_rows - 1)  # probe's purchase: a known customer
+    assert new_customers(data.interactions, later) == []

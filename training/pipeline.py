@@ -12,7 +12,7 @@ import msgspec
 import pyarrow as pa
 
 from service import artifact
-from training import evaluate, matrix
+from training import coldstart, evaluate, matrix
 from training.config import TrainConfig
 from training.experiment import Catalogue, make_data, make_period, report
 from training.loaders import OnBadRows, load_customers, load_events, load_items
@@ -59,7 +59,7 @@ def run(
     catalogue = read_catalogue(inputs)
     n_customers = _count_customers(inputs)
     start, end = matrix.window(events)
-    algorithm, weights, metrics = _evaluate(events, config, catalogue)
+    algorithm, weights, metrics, folding = _evaluate(events, config, catalogue)
     if not force:
         guard(model_dir, shipped_ndcg(metrics, algorithm), config.selection.margin)
     _stage(f"fit {algorithm} on all events", started)
@@ -102,7 +102,7 @@ def run(
         popularity_channels=channels,
         metrics=metrics,
         config=msgspec.to_builtins(config),
-        fold_in=fold_in(config),
+        fold_in=folding,
     )
     path = artifact.save(model_dir, manifest, arrays)
     _stage(f"wrote {path} and switched {artifact.LATEST}", started)
@@ -160,31 +160,37 @@ def _can_evaluate(events: pa.Table, config: TrainConfig) -> bool:
 
 def _evaluate(
     events: pa.Table, config: TrainConfig, catalogue: Catalogue
-) -> tuple[str, dict[str, float], dict[str, Any]]:
+) -> tuple[str, dict[str, float], dict[str, Any], artifact.FoldIn]:
     """Select on validation (``auto``), then fit on the past and score the test period.
 
     Returns:
-        The algorithm to ship, its blend weights, and the metrics for the manifest: one report
-        per model (overall and per channel), ``selected`` and the ``validation`` scores.
+        The algorithm to ship, its blend weights, the metrics for the manifest (one report per
+        model, overall and per channel; ``selected``; the ``validation`` scores; ``cold_start``)
+        and the fold-in parameters (regularization and alpha fitted on validation for ``auto``).
     """
     algorithm = config.algorithm
     selection = config.selection
     weights = dict(selection.blend_weights) or dict.fromkeys(selection.blend_parts, 1.0)
+    folding = fold_in(config)
+    k = config.evaluation.k
     if not _can_evaluate(events, config):
-        return ("als" if algorithm == "auto" else algorithm), weights, {}
+        return ("als" if algorithm == "auto" else algorithm), weights, {}, folding
     started = time.perf_counter()
     train, test, cutoff = evaluate.time_split(events, config.evaluation.holdout_fraction)
     results: dict[str, Any] = {"cutoff": cutoff.isoformat(), "test_events": test.num_rows}
     if algorithm == "auto":
         inner, validation, _ = evaluate.time_split(train, config.selection.validation_fraction)
-        choice = choose(make_period(inner, validation, config, catalogue), config)
+        validation_period = make_period(inner, validation, config, catalogue)
+        choice = choose(validation_period, config)
         algorithm, weights = choice.algorithm, choice.blend_weights
         results["validation"] = choice.validation
+        cases = coldstart.new_customers(validation_period.data.interactions, validation)
+        folding, _ = coldstart.fit_fold_in(choice.fitted[algorithm], cases, folding, k)
         _stage(f"selected {algorithm} on validation", started)
     period = make_period(train, test, config, catalogue)
     if len(period.overall.customers) == 0:
         log.warning("the test period has no customer to evaluate: metrics left out")
-        return algorithm, weights, {}
+        return algorithm, weights, {}, folding
     names = [algorithm, "popularity"]
     if config.algorithm == "auto":
         names = list(dict.fromkeys([*config.selection.candidates, algorithm]))
@@ -195,9 +201,14 @@ def _evaluate(
         results[name] = report(fitted[name], period, config.evaluation.k)
     results["selected"] = algorithm
     results["blend_weights"] = weights
+    cases = coldstart.new_customers(period.data.interactions, test)
+    if cases:
+        results["cold_start"] = coldstart.cold_report(
+            fitted[algorithm], fitted["popularity"], cases, folding, k
+        )
     _stage(f"evaluated on {len(period.overall.customers)} test customers", started)
     log.info("test metrics:\n%s", format_table(results))
-    return algorithm, weights, results
+    return algorithm, weights, results, folding
 
 
 def format_table(metrics: dict[str, Any]) -> str:
@@ -215,6 +226,14 @@ def format_table(metrics: dict[str, Any]) -> str:
                 f"{mark + name:<20}{channel:<9}{r['ndcg']:>9.4f}{r['recall']:>8.4f}"
                 f"{r['map']:>8.4f}{r['hit_rate']:>8.4f}{r['coverage']:>7.3f}"
                 f"{r['popularity_bias']:>8.3f}{r['customers']:>7}{m.get('fit_s', 0):>7.1f}"
+            )
+    cold = metrics.get("cold_start", {})
+    for name, r in cold.items():
+        if isinstance(r, dict) and "ndcg" in r:
+            lines.append(
+                f"{'new:' + name:<20}{'all':<9}{r['ndcg']:>9.4f}{r['recall']:>8.4f}"
+                f"{r['map']:>8.4f}{r['hit_rate']:>8.4f}{r['coverage']:>7.3f}"
+                f"{r['popularity_bias']:>8.3f}{r['customers']:>7}"
             )
     return "\n".join(lines)
 

@@ -35,6 +35,8 @@ class Choice:
     algorithm: str
     blend_weights: dict[str, float]
     validation: dict[str, dict[str, float]]
+    # The candidates as fitted on the validation period's past, by name.
+    fitted: dict[str, Fitted]
 
 
 def needed_models(names: Iterable[str], config: TrainConfig) -> list[str]:
@@ -90,18 +92,17 @@ def choose(period: Period, config: TrainConfig) -> Choice:
     k = config.evaluation.k
     results: dict[str, dict[str, float]] = {}
     weights = dict(config.selection.blend_weights)
+    if "blend" in candidates:
+        if not weights:
+            weights, _ = tune_blend(fitted, period, config)
+        fitted["blend"] = make_blend(fitted, weights)
     for name in candidates:
-        if name == "blend":
-            if not weights:
-                weights, _ = tune_blend(fitted, period, config)
-            model = make_blend(fitted, weights)
-        else:
-            model = fitted[name]
+        model = fitted[name]
         m = score(model, period, k, targets=targets)
         results[name] = {"ndcg": m.ndcg, "recall": m.recall, "map": m.map, "fit_s": model.fit_s}
     best = max(results, key=lambda n: results[n]["ndcg"])
     log.info("validation: %s; selected %s", results, best)
-    return Choice(algorithm=best, blend_weights=weights, validation=results)
+    return Choice(algorithm=best, blend_weights=weights, validation=results, fitted=fitted)
 
 
 def fit_named(
