@@ -93,7 +93,8 @@ class Selection(Base):
     """Model selection: what competes on the validation period, the blend, and the ship guard.
 
     The validation period is the last ``validation_fraction`` of the training side of the split.
-    ``blend_weights`` empty means: search them (``blend_trials`` random draws) on validation.
+    ``blend_weights`` empty means: search them on validation (``blend_trials`` random draws, then
+    two rounds of coordinate refinement).
     """
 
     candidates: list[str] = msgspec.field(
@@ -107,10 +108,17 @@ class Selection(Base):
         ]
     )
     blend_parts: list[str] = msgspec.field(
-        default_factory=lambda: ["als", "itemknn", "ease", "popularity", "recent_popularity"]
+        default_factory=lambda: [
+            "als",
+            "itemknn",
+            "ease",
+            "popularity",
+            "recent_popularity",
+            "attributes",
+        ]
     )
     blend_weights: dict[str, NonNegative] = {}
-    blend_trials: Positive = 40
+    blend_trials: Positive = 60
     validation_fraction: Fraction = 0.1
     # Customers sampled for validation scoring (all of them when fewer).
     max_customers: Positive = 1500

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from training import evaluate, matrix
 from training.config import TrainConfig
 from training.models.base import Data, Fitted
-from training.models.hybrid import item_feature_matrix, user_feature_matrix
+from training.models.hybrid import attribute_matrix, item_feature_matrix, user_feature_matrix
 
 Catalogue = Mapping[str, Mapping[str, Any]]
 
@@ -57,7 +57,7 @@ def make_data(
     )
     ids = interactions.item_ids.tolist()
     meta = [catalogue.get(i, {}) for i in ids]
-    item_features = item_feature_matrix(
+    attributes = attribute_matrix(
         [m.get("category") for m in meta],
         [m.get("brand") for m in meta],
         [m.get("price") for m in meta],
@@ -68,7 +68,8 @@ def make_data(
         bought=bought,
         end=end,
         weights=config.weights,
-        item_features=item_features,
+        item_features=item_feature_matrix(attributes),
+        item_attributes=attributes,
         user_features=user_feature_matrix(channel_share(events, interactions)),
         seed=config.seed,
     )

@@ -17,9 +17,10 @@ import numpy as np
 from service import artifact
 from service.errors import ArtifactError
 from training.config import TrainConfig
+from training.evaluate import ndcg_at_k
 from training.experiment import Period, score, subsample
 from training.models import FITTERS, Data, Fitted
-from training.models.blend import blend, normalised, random_weights
+from training.models.blend import Shortlist, blend, normalised, random_weights
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +71,31 @@ def tune_blend(
 ) -> tuple[dict[str, float], float]:
     """Random search of the blend weights on ``period``'s (sampled) targets; best weights, NDCG."""
     names = [n for n in config.selection.blend_parts if n in fitted]
-    parts = {n: normalised(fitted[n]) for n in names}
     targets = subsample(period.overall, config.selection.max_customers, config.seed)
-    rng = np.random.default_rng(config.seed)
     k = config.evaluation.k
+    shortlist = Shortlist(
+        {n: normalised(fitted[n]) for n in names}, targets.customers, period.data.bought
+    )
+
+    def ndcg(weights: dict[str, float]) -> float:
+        rankings = shortlist.rankings(weights, k)
+        return float(
+            np.mean([ndcg_at_k(r, t, k) for r, t in zip(rankings, targets.relevant, strict=True)])
+        )
+
+    rng = np.random.default_rng(config.seed)
+    draws = [dict.fromkeys(names, 1.0)]
+    draws += [random_weights(names, rng) for _ in range(config.selection.blend_trials - 1)]
     best: tuple[dict[str, float], float] = ({}, -1.0)
-    for trial in range(config.selection.blend_trials):
-        weights = dict.fromkeys(names, 1.0) if trial == 0 else random_weights(names, rng)
-        ndcg = score(blend(parts, weights), period, k, targets=targets).ndcg
-        if ndcg > best[1]:
-            best = (weights, ndcg)
+    for weights in draws:
+        if (found := ndcg(weights)) > best[1]:
+            best = (weights, found)
+    for _ in range(2):  # coordinate refinement around the best draw
+        for name in names:
+            for factor in (0.0, 0.5, 2.0):
+                weights = {**best[0], name: best[0][name] * factor if best[0][name] else factor / 4}
+                if any(weights.values()) and (found := ndcg(weights)) > best[1]:
+                    best = (weights, found)
     log.info("blend weights %s: validation NDCG@%d %.4f", best[0], k, best[1])
     return best
 

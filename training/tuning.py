@@ -63,6 +63,7 @@ SPACES: dict[str, Space] = {
     },
     "recent_popularity": lambda r: {"half_life_days": _log_uniform(r, 1.0, 60.0)},
     "popularity": lambda r: {},
+    "attributes": lambda r: {},
 }
 
 

@@ -9,7 +9,7 @@ from training.models.base import Data, Fitted
 from training.models.factorization import fit_als, fit_bpr
 from training.models.hybrid import fit_lightfm
 from training.models.neighbours import fit_ease, fit_itemknn
-from training.models.popularity import fit_popularity, fit_recent_popularity
+from training.models.popularity import fit_attributes, fit_popularity, fit_recent_popularity
 
 Fitter = Callable[[Data, dict[str, Any]], Fitted]
 
@@ -22,6 +22,7 @@ FITTERS: dict[str, Fitter] = {
     "itemknn": fit_itemknn,
     "ease": fit_ease,
     "lightfm": fit_lightfm,
+    "attributes": fit_attributes,
 }
 BASELINES: tuple[str, ...] = tuple(FITTERS)
 

@@ -31,6 +31,7 @@ class Data:
         end: the end of the period; time decay is measured back from here.
         item_features: items x features (identity, category, brand, price band), or None.
         user_features: customers x features (identity, channel mix), or None.
+        item_attributes: items x attribute one-hots (category, brand, price band), or None.
     """
 
     events: pa.Table
@@ -40,6 +41,7 @@ class Data:
     weights: Weights
     item_features: sp.csr_matrix | None = None
     user_features: sp.csr_matrix | None = None
+    item_attributes: sp.csr_matrix | None = None
     seed: int = 42
 
     @property

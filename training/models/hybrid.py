@@ -67,15 +67,19 @@ def fit_lightfm(data: Data, params: dict[str, Any]) -> Fitted:
     return Fitted("lightfm", users, items, p, seconds[0])
 
 
-def item_feature_matrix(
+def attribute_matrix(
     categories: list[str | None], brands: list[str | None], prices: list[float | None]
 ) -> sp.csr_matrix:
-    """Items x (identity + category + brand + price quintile) one-hots, rows normalised to 1."""
-    n = len(categories)
-    blocks = [sp.identity(n, dtype=np.float32, format="csr")]
-    for values in (categories, brands, _price_bands(prices)):
-        blocks.append(_one_hot(values))
-    return _normalise_rows(sp.hstack(blocks).tocsr())
+    """Items x (category + brand + price quintile) one-hots."""
+    blocks = [_one_hot(values) for values in (categories, brands, _price_bands(prices))]
+    return sp.hstack(blocks).tocsr().astype(np.float32)
+
+
+def item_feature_matrix(attributes: sp.csr_matrix) -> sp.csr_matrix:
+    """Items x (identity + attributes), rows normalised to 1: LightFM's item features."""
+    n = attributes.shape[0]
+    identity = sp.identity(n, dtype=np.float32, format="csr")
+    return _normalise_rows(sp.hstack([identity, attributes]).tocsr())
 
 
 def user_feature_matrix(channel_share: np.ndarray) -> sp.csr_matrix:

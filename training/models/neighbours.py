@@ -23,7 +23,7 @@ ITEMKNN_DEFAULTS: dict[str, Any] = {
     "max_items": 5000,
     "rank": 128,
 }
-EASE_DEFAULTS: dict[str, Any] = {"l2": 200.0, "max_items": 3000, "rank": 128}
+EASE_DEFAULTS: dict[str, Any] = {"l2": 200.0, "max_items": 3000, "rank": 256}
 
 
 def fit_itemknn(data: Data, params: dict[str, Any]) -> Fitted:
