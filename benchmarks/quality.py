@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 
 from training import evaluate, matrix
 from training.config import TrainConfig
-from training.experiment import Period, make_period
-from training.loaders import load_events, load_items
+from training.experiment import Period, SideInfo, make_period
+from training.loaders import load_customers, load_events, load_items
 from training.models import Fitted
 from training.selection import choose, fit_all, fit_named
 from training.tuning import tune
@@ -60,19 +60,23 @@ def per_user_split(events: pa.Table, fraction: float, seed: int) -> tuple[pa.Tab
     return events.filter(mask), events.filter(pc.invert(mask))
 
 
-def catalogue(folder: Path) -> dict[str, dict[str, Any]]:
-    """Item metadata of the data set, when it has an items file."""
-    files = sorted(folder.glob("items.*"))
-    if not files:
-        return {}
-    items, _ = load_items(files[0])
-    return {row.pop("item_id"): row for row in items.to_pylist()}
+def side_info(folder: Path) -> SideInfo:
+    """Item metadata and customer attributes of the data set, where it has them."""
+    items, customers = sorted(folder.glob("items.*")), sorted(folder.glob("customers.*"))
+    return SideInfo(
+        items={r.pop("item_id"): r for r in load_items(items[0])[0].to_pylist()} if items else {},
+        customers=(
+            {r.pop("customer_id"): r for r in load_customers(customers[0])[0].to_pylist()}
+            if customers
+            else {}
+        ),
+    )
 
 
 def run_protocol(
     splits: tuple[tuple[pa.Table, pa.Table], tuple[pa.Table, pa.Table]],
     config: TrainConfig,
-    meta: dict[str, dict[str, Any]],
+    meta: SideInfo,
     quick: bool,
 ) -> dict[str, Any]:
     """Tune and select on the validation split, then score every model on the test split."""
@@ -142,7 +146,7 @@ def bench_dataset(folder: Path, quick: bool) -> list[dict[str, Any]]:
     base = {"dataset": folder.name, "events": events.num_rows}
     if (end - start).total_seconds() < 86_400 * 2:
         return [{**base, "protocol": "time", "note": "one day of data: no time split possible"}]
-    meta = catalogue(folder)
+    meta = side_info(folder)
     config = TrainConfig()
     if quick:
         config = msgspec.structs.replace(

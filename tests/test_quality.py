@@ -110,11 +110,11 @@ SMALL = TrainConfig(
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FITTERS))
 def test_every_model_family_exports_finite_factors(name: str, complements_file: Path) -> None:
-    from training.experiment import make_data
+    from training.experiment import SideInfo, make_data
     from training.loaders import load_events
 
     events, _ = load_events(complements_file)
-    data = make_data(events, SMALL, {})
+    data = make_data(events, SMALL, SideInfo())
     fitted = FITTERS[name](data, SMALL.params(name))
     n_users, n_items = data.shape
     assert fitted.user_factors.shape[0] == n_users and fitted.item_factors.shape[0] == n_items
@@ -243,11 +243,11 @@ def test_a_new_customer_is_folded_in_from_a_few_events(complements_file: Path) -
     """Cold start: one store purchase of s1, folded in as the service does, brings w1."""
     from service.artifact import FoldIn
     from training.coldstart import NewCustomer, new_customers, score_cold
-    from training.experiment import make_data
+    from training.experiment import SideInfo, make_data
     from training.loaders import load_events
 
     events, _ = load_events(complements_file)
-    data = make_data(events, SMALL, {})
+    data = make_data(events, SMALL, SideInfo())
     ids = data.interactions.item_ids.tolist()
     s1, w1 = ids.index("s1"), ids.index("w1")
     case = NewCustomer(
@@ -264,3 +264,13 @@ def test_a_new_customer_is_folded_in_from_a_few_events(complements_file: Path) -
     # Only customers the model lacks count, with their first events as context.
     later = events.slice(events.num_rows - 1)  # probe's purchase: a known customer
     assert new_customers(data.interactions, later) == []
+
+
+def test_customer_attributes_become_one_hot_features() -> None:
+    from training.experiment import customer_attributes
+
+    m = customer_attributes(
+        ["a", "b", "c"], {"a": {"age": "45-54", "income": ""}, "b": {"age": "19-24"}}
+    )
+    assert m.shape == (3, 2)  # age=19-24, age=45-54; empty values and unknown customers: none
+    assert m.toarray().tolist() == [[0, 1], [1, 0], [0, 0]]

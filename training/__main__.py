@@ -54,11 +54,15 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from training.config import load_config
-    from training.pipeline import Inputs, read_catalogue, read_events
+    from training.experiment import SideInfo
+    from training.pipeline import Inputs, read_catalogue, read_customers, read_events
     from training.tuning import to_toml, tune
 
     inputs = Inputs(
-        events=[str(p) for p in args.events], items=args.items, on_bad_rows=args.on_bad_rows
+        events=[str(p) for p in args.events],
+        items=args.items,
+        customers=args.customers,
+        on_bad_rows=args.on_bad_rows,
     )
     events, _ = read_events(inputs)
     config = load_config(args.config)
@@ -66,7 +70,7 @@ def _tune(args: argparse.Namespace) -> int:
     tuned, found = tune(
         events,
         config,
-        read_catalogue(inputs),
+        SideInfo(items=read_catalogue(inputs), customers=read_customers(inputs)),
         models=models,
         trials=args.trials,
         weight_trials=args.weight_trials,
@@ -160,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--events", nargs="+", required=True, metavar="PATH")
     tune.add_argument("--items", metavar="PATH", help="item metadata (for LightFM's features)")
+    tune.add_argument("--customers", metavar="PATH", help="customer attributes (for LightFM)")
     tune.add_argument("--config", metavar="FILE", help="starting TOML config")
     tune.add_argument("--out", required=True, metavar="FILE", help="where to write the config")
     tune.add_argument("--models", nargs="+", metavar="NAME", help="default: the blend's parts")

@@ -8,7 +8,7 @@ customer's already-bought items are excluded before the top k is taken.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,13 @@ from training.config import TrainConfig
 from training.models.base import Data, Fitted
 from training.models.hybrid import attribute_matrix, item_feature_matrix, user_feature_matrix
 
-Catalogue = Mapping[str, Mapping[str, Any]]
+
+@dataclass(frozen=True)
+class SideInfo:
+    """What the data has besides events: item metadata and customer attributes, by id."""
+
+    items: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    customers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ class Period:
 
 
 def make_data(
-    events: pa.Table, config: TrainConfig, catalogue: Catalogue, *, end: datetime | None = None
+    events: pa.Table, config: TrainConfig, side: SideInfo, *, end: datetime | None = None
 ) -> Data:
     """The fit data of ``events``: confidence matrix, purchases, item and customer features."""
     end = end or matrix.window(events)[1]
@@ -56,7 +62,7 @@ def make_data(
         (np.ones(len(items), np.float32), items, indptr), shape=interactions.shape
     )
     ids = interactions.item_ids.tolist()
-    meta = [catalogue.get(i, {}) for i in ids]
+    meta = [side.items.get(i, {}) for i in ids]
     attributes = attribute_matrix(
         [m.get("category") for m in meta],
         [m.get("brand") for m in meta],
@@ -70,7 +76,10 @@ def make_data(
         weights=config.weights,
         item_features=item_feature_matrix(attributes),
         item_attributes=attributes,
-        user_features=user_feature_matrix(channel_share(events, interactions)),
+        user_features=user_feature_matrix(
+            channel_share(events, interactions),
+            customer_attributes(interactions.customer_ids.tolist(), side.customers),
+        ),
         seed=config.seed,
     )
 
@@ -89,11 +98,26 @@ def channel_share(events: pa.Table, interactions: matrix.Interactions) -> NDArra
     return counts / np.where(totals > 0, totals, 1.0)
 
 
-def make_period(
-    past: pa.Table, future: pa.Table, config: TrainConfig, catalogue: Catalogue
-) -> Period:
+def customer_attributes(
+    customer_ids: list[str], customers: Mapping[str, Mapping[str, str]]
+) -> sp.csr_matrix:
+    """Customers x one-hots of their attribute values (``age=45-54``...); none: 0 columns."""
+    values = [
+        [f"{k}={v}" for k, v in customers.get(c, {}).items() if v not in (None, "")]
+        for c in customer_ids
+    ]
+    names = sorted({v for row in values for v in row})
+    code = {v: i for i, v in enumerate(names)}
+    rows = [r for r, row in enumerate(values) for _ in row]
+    cols = [code[v] for row in values for v in row]
+    return sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(customer_ids), len(names))
+    )
+
+
+def make_period(past: pa.Table, future: pa.Table, config: TrainConfig, side: SideInfo) -> Period:
     """Fit data of ``past`` and the targets of ``future``, overall and per channel."""
-    data = make_data(past, config, catalogue)
+    data = make_data(past, config, side)
     overall = Targets(*evaluate.test_targets(data.interactions, data.bought, future))
     by_channel = {}
     for channel in sorted(set(pc.unique(future["channel"]).to_pylist())):

@@ -14,7 +14,7 @@ import pyarrow as pa
 from service import artifact
 from training import coldstart, evaluate, matrix
 from training.config import TrainConfig
-from training.experiment import Catalogue, make_data, make_period, report
+from training.experiment import SideInfo, make_data, make_period, report
 from training.loaders import OnBadRows, load_customers, load_events, load_items
 from training.selection import choose, fit_all, fit_named, guard, shipped_ndcg
 
@@ -57,13 +57,14 @@ def run(
     started = time.perf_counter()
     events, bad_rows = read_events(inputs)
     catalogue = read_catalogue(inputs)
-    n_customers = _count_customers(inputs)
+    customers = read_customers(inputs)
+    side = SideInfo(items=catalogue, customers=customers)
     start, end = matrix.window(events)
-    algorithm, weights, metrics, folding = _evaluate(events, config, catalogue)
+    algorithm, weights, metrics, folding = _evaluate(events, config, side)
     if not force:
         guard(model_dir, shipped_ndcg(metrics, algorithm), config.selection.margin)
     _stage(f"fit {algorithm} on all events", started)
-    data = make_data(events, config, catalogue, end=end)
+    data = make_data(events, config, side, end=end)
     if data.interactions.matrix.nnz == 0:
         raise TrainingError("no event has a positive weight: nothing to learn from")
     fitted = fit_named(algorithm, data, config, weights)
@@ -97,7 +98,7 @@ def run(
             "customers": interactions.shape[0],
             "items": interactions.shape[1],
             "interactions": int(interactions.matrix.nnz),
-            "customers_file_rows": n_customers,
+            "customers_file_rows": len(customers),
         },
         popularity_channels=channels,
         metrics=metrics,
@@ -141,11 +142,12 @@ def fold_in(config: TrainConfig) -> artifact.FoldIn:
     )
 
 
-def _count_customers(inputs: Inputs) -> int:
+def read_customers(inputs: Inputs) -> dict[str, dict[str, str]]:
+    """Customer id -> its attributes from the customers file, if given."""
     if inputs.customers is None:
-        return 0
+        return {}
     customers, _ = load_customers(inputs.customers, on_bad_rows=inputs.on_bad_rows)
-    return int(customers.num_rows)
+    return {row.pop("customer_id"): row for row in customers.to_pylist()}
 
 
 def _can_evaluate(events: pa.Table, config: TrainConfig) -> bool:
@@ -159,7 +161,7 @@ def _can_evaluate(events: pa.Table, config: TrainConfig) -> bool:
 
 
 def _evaluate(
-    events: pa.Table, config: TrainConfig, catalogue: Catalogue
+    events: pa.Table, config: TrainConfig, side: SideInfo
 ) -> tuple[str, dict[str, float], dict[str, Any], artifact.FoldIn]:
     """Select on validation (``auto``), then fit on the past and score the test period.
 
@@ -180,14 +182,14 @@ def _evaluate(
     results: dict[str, Any] = {"cutoff": cutoff.isoformat(), "test_events": test.num_rows}
     if algorithm == "auto":
         inner, validation, _ = evaluate.time_split(train, config.selection.validation_fraction)
-        validation_period = make_period(inner, validation, config, catalogue)
+        validation_period = make_period(inner, validation, config, side)
         choice = choose(validation_period, config)
         algorithm, weights = choice.algorithm, choice.blend_weights
         results["validation"] = choice.validation
         cases = coldstart.new_customers(validation_period.data.interactions, validation)
         folding, _ = coldstart.fit_fold_in(choice.fitted[algorithm], cases, folding, k)
         _stage(f"selected {algorithm} on validation", started)
-    period = make_period(train, test, config, catalogue)
+    period = make_period(train, test, config, side)
     if len(period.overall.customers) == 0:
         log.warning("the test period has no customer to evaluate: metrics left out")
         return algorithm, weights, {}, folding

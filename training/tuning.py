@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from training import evaluate
 from training.config import TrainConfig, Weights
-from training.experiment import Catalogue, Period, make_period, score, subsample
+from training.experiment import Period, SideInfo, make_period, score, subsample
 from training.models import FITTERS
 from training.selection import tune_blend
 
@@ -77,7 +77,7 @@ def validation_split(events: pa.Table, config: TrainConfig) -> tuple[pa.Table, p
 def tune(
     events: pa.Table,
     config: TrainConfig,
-    catalogue: Catalogue,
+    side: SideInfo,
     *,
     models: list[str],
     trials: int,
@@ -89,8 +89,8 @@ def tune(
     ``splits`` (past, validation) replaces the default time-based validation split.
     """
     past, future = splits or validation_split(events, config)
-    config, weight_log = tune_weights(past, future, config, catalogue, weight_trials)
-    period = make_period(past, future, config, catalogue)
+    config, weight_log = tune_weights(past, future, config, side, weight_trials)
+    period = make_period(past, future, config, side)
     found: dict[str, Any] = {"weights": weight_log}
     tuned = dict(config.models)
     for name in models:
@@ -130,7 +130,7 @@ def tune_model(
 
 
 def tune_weights(
-    past: pa.Table, future: pa.Table, config: TrainConfig, catalogue: Catalogue, trials: int
+    past: pa.Table, future: pa.Table, config: TrainConfig, side: SideInfo, trials: int
 ) -> tuple[TrainConfig, dict[str, Any]]:
     """Search the weights of the event types and channels present, decay and transform, with ALS.
 
@@ -142,7 +142,7 @@ def tune_weights(
     best: tuple[TrainConfig, float] = (config, -1.0)
     for trial in range(trials):
         candidate = config if trial == 0 else _random_weights(config, types, channels, rng)
-        period = make_period(past, future, candidate, catalogue)
+        period = make_period(past, future, candidate, side)
         targets = subsample(period.overall, candidate.selection.max_customers, candidate.seed)
         fitted = FITTERS["als"](period.data, candidate.params("als"))
         ndcg = score(fitted, period, candidate.evaluation.k, targets=targets).ndcg

@@ -82,10 +82,14 @@ def item_feature_matrix(attributes: sp.csr_matrix) -> sp.csr_matrix:
     return _normalise_rows(sp.hstack([identity, attributes]).tocsr())
 
 
-def user_feature_matrix(channel_share: np.ndarray) -> sp.csr_matrix:
-    """Customers x (identity + share of their events per channel), rows normalised to 1."""
+def user_feature_matrix(channel_share: np.ndarray, attributes: sp.csr_matrix) -> sp.csr_matrix:
+    """Customers x (identity + share of events per channel + attribute one-hots), rows sum 1."""
     n = channel_share.shape[0]
-    blocks = [sp.identity(n, dtype=np.float32, format="csr"), sp.csr_matrix(channel_share)]
+    blocks = [
+        sp.identity(n, dtype=np.float32, format="csr"),
+        sp.csr_matrix(channel_share),
+        attributes,
+    ]
     return _normalise_rows(sp.hstack(blocks).tocsr())
 
 
