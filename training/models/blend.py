@@ -23,7 +23,7 @@ def normalised(part: Fitted) -> Fitted:
     centred = items - items.mean(axis=0)
     cov = centred.T @ centred / max(len(items), 1)
     users = part.user_factors.astype(np.float64)
-    sigma = np.sqrt(np.maximum(np.einsum("ud,de,ue->u", users, cov, users), 0.0))
+    sigma = np.sqrt(np.maximum(((users @ cov) * users).sum(axis=1), 0.0))
     scale = np.where(sigma > 1e-12, 1.0 / np.where(sigma > 1e-12, sigma, 1.0), 0.0)
     return Fitted(
         part.name,

@@ -1,8 +1,10 @@
 """Item-item (cosine, BM25) and EASE: strong simple baselines, exported as low-rank factors.
 
 Both score ``history @ B`` with an items x items matrix ``B``. The artifact needs one dot product,
-so ``B ≈ L Rᵀ`` (randomised SVD): user vector = ``history @ L``, item factors = ``R``. The exact
-scores stay available (``Fitted.exact``) to measure what the approximation costs.
+so ``B ≈ L Rᵀ`` (randomised SVD): user vector = ``history @ L``, item factors = ``R``. A catalogue
+of at most ``exact_items`` items is exported exactly instead (user vector = ``history @ B``, item
+factors = the identity). The exact scores stay available (``Fitted.exact``) to measure what the
+approximation costs.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ ITEMKNN_DEFAULTS: dict[str, Any] = {
     "similarity": "cosine",
     "max_items": 5000,
     "rank": 128,
+    "exact_items": 2048,
 }
-EASE_DEFAULTS: dict[str, Any] = {"l2": 200.0, "max_items": 3000, "rank": 256}
+EASE_DEFAULTS: dict[str, Any] = {"l2": 200.0, "max_items": 3000, "rank": 256, "exact_items": 2048}
 
 
 def fit_itemknn(data: Data, params: dict[str, Any]) -> Fitted:
@@ -43,7 +46,7 @@ def fit_itemknn(data: Data, params: dict[str, Any]) -> Fitted:
         xt = x[:, top]
         model.fit(xt, show_progress=False)
         b = model.similarity.astype(np.float32).tocsr()
-        users, top_items = _export(xt, b, int(p["rank"]), data.seed)
+        users, top_items = _export(xt, b, _rank(p, n), data.seed)
         items = np.zeros((n, users.shape[1]), dtype=np.float32)
         items[top] = top_items
     return Fitted("itemknn", users, items, p, seconds[0], exact=_exact(xt, b, top, n))
@@ -63,10 +66,15 @@ def fit_ease(data: Data, params: dict[str, Any]) -> Fitted:
         inverse = np.linalg.inv(gram)
         b = (-inverse / np.diag(inverse)).astype(np.float32)
         b[np.diag_indices_from(b)] = 0.0
-        users, top_items = _export(xt, b, int(p["rank"]), data.seed)
+        users, top_items = _export(xt, b, _rank(p, n), data.seed)
         items = np.zeros((n, users.shape[1]), dtype=np.float32)
         items[top] = top_items
     return Fitted("ease", users, items, p, seconds[0], exact=_exact(xt, b, top, n))
+
+
+def _rank(params: dict[str, Any], n_items: int) -> int:
+    """The export's rank: exact (one column per item) for catalogues of ``exact_items`` or less."""
+    return n_items if n_items <= int(params["exact_items"]) else int(params["rank"])
 
 
 def _most_popular(x: sp.csr_matrix, limit: int) -> np.ndarray:
