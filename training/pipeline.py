@@ -16,7 +16,7 @@ from training import coldstart, evaluate, matrix
 from training.config import TrainConfig
 from training.experiment import SideInfo, make_data, make_period, report
 from training.loaders import OnBadRows, load_customers, load_events, load_items
-from training.selection import choose, fit_all, fit_named, guard, shipped_ndcg
+from training.selection import choose, fit_all, fit_named, guard, make_blend, shipped_ndcg
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +196,9 @@ def _evaluate(
     names = [algorithm, "popularity"]
     if config.algorithm == "auto":
         names = list(dict.fromkeys([*config.selection.candidates, algorithm]))
-    fitted = fit_all([n for n in names if n != "blend"], period.data, config)
+    fitted = fit_all(names, period.data, config)  # the blend's parts too, fitted once
     if "blend" in names:
-        fitted["blend"] = fit_named("blend", period.data, config, weights)
+        fitted["blend"] = make_blend(fitted, {n: w for n, w in weights.items() if w > 0})
     for name in names:
         results[name] = report(fitted[name], period, config.evaluation.k)
     results["selected"] = algorithm
