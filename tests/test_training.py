@@ -207,7 +207,7 @@ def test_config_files_are_read_and_typos_fail(tmp_path: Path) -> None:
 
 
 SMALL = SampleConfig(customers=300, items=120, categories=6, brands=10, days=60)
-FAST = TrainConfig(als=AlsParams(factors=16, iterations=5))
+FAST = TrainConfig(algorithm="als", als=AlsParams(factors=16, iterations=5))
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +297,7 @@ def test_the_held_out_item_of_a_checkerboard_is_ranked_first(tmp_path: Path) -> 
     version = run(
         Inputs(events=[str(path)]),
         tmp_path / "models",
-        TrainConfig(als=AlsParams(factors=2, iterations=10)),
+        TrainConfig(algorithm="als", als=AlsParams(factors=2, iterations=10)),
     )
     model = FactorModel(artifact.load(version))
     for u in range(2, 20, 2):

@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _fit(args: argparse.Namespace) -> int:
     from training.config import load_config
-    from training.pipeline import Inputs, run
+    from training.pipeline import Inputs, format_table, run
 
     inputs = Inputs(
         events=[str(p) for p in args.events],
@@ -43,8 +43,43 @@ def _fit(args: argparse.Namespace) -> int:
         on_bad_rows=args.on_bad_rows,
         suppressions=args.suppressions,
     )
-    path = run(inputs, args.model_dir, load_config(args.config), progress=args.progress)
+    path = run(
+        inputs, args.model_dir, load_config(args.config), progress=args.progress, force=args.force
+    )
+    metrics = artifact.load(path, verify_checksums=False).manifest.metrics
+    if metrics:
+        print(format_table(metrics))
     print(path)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.experiment import SideInfo
+    from training.pipeline import Inputs, read_catalogue, read_customers, read_events
+    from training.tuning import to_toml, tune
+
+    inputs = Inputs(
+        events=[str(p) for p in args.events],
+        items=args.items,
+        customers=args.customers,
+        on_bad_rows=args.on_bad_rows,
+    )
+    events, _ = read_events(inputs)
+    config = load_config(args.config)
+    models = args.models or [m for m in config.selection.blend_parts if m != "blend"]
+    tuned, found = tune(
+        events,
+        config,
+        SideInfo(items=read_catalogue(inputs), customers=read_customers(inputs)),
+        models=models,
+        trials=args.trials,
+        weight_trials=args.weight_trials,
+    )
+    Path(args.out).write_text(to_toml(tuned))
+    for name, result in found.items():
+        log.info("tuned %s: %s", name, result)
+    print(args.out)
     return 0
 
 
@@ -139,12 +174,33 @@ def _parser() -> argparse.ArgumentParser:
         help="skip and count bad rows (default), or reject a file that has any",
     )
     fit.add_argument(
+        "--force",
+        action="store_true",
+        help="replace LATEST even when the new model tests worse than it by more than the margin",
+    )
+    fit.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=sys.stderr.isatty(),
         help="show progress bars (default: when stderr is a terminal)",
     )
     fit.set_defaults(command=_fit)
+
+    tune = sub.add_parser(
+        "tune",
+        help="search weights, decay, model and blend parameters on a validation period; "
+        "write a TOML config for fit --config",
+    )
+    tune.add_argument("--events", nargs="+", required=True, metavar="PATH")
+    tune.add_argument("--items", metavar="PATH", help="item metadata (for LightFM's features)")
+    tune.add_argument("--customers", metavar="PATH", help="customer attributes (for LightFM)")
+    tune.add_argument("--config", metavar="FILE", help="starting TOML config")
+    tune.add_argument("--out", required=True, metavar="FILE", help="where to write the config")
+    tune.add_argument("--models", nargs="+", metavar="NAME", help="default: the blend's parts")
+    tune.add_argument("--trials", type=int, default=6, help="random draws per model")
+    tune.add_argument("--weight-trials", type=int, default=6, help="draws of the weights")
+    tune.add_argument("--on-bad-rows", choices=["skip", "reject"], default="skip")
+    tune.set_defaults(command=_tune)
 
     gen = sub.add_parser("generate-sample-data", help="write a seeded omnichannel sample data set")
     gen.add_argument("--out", required=True, metavar="DIR")

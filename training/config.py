@@ -6,7 +6,7 @@ Written as TOML (``--config FILE``); unknown keys are errors, so a typo never pa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -67,14 +67,70 @@ class Evaluation(Base):
     k: Positive = 10
 
 
-class TrainConfig(Base):
-    """Everything ``python -m training fit`` can be told besides file paths."""
+Algorithm = Literal[
+    "auto", "blend", "als", "bpr", "itemknn", "ease", "lightfm", "popularity", "recent_popularity"
+]
 
-    algorithm: Literal["als"] = "als"
+
+class Selection(Base):
+    """Model selection: what competes on the validation period, the blend, and the ship guard.
+
+    The validation period is the last ``validation_fraction`` of the training side of the split.
+    ``blend_weights`` empty means: search them on validation (``blend_trials`` random draws, then
+    two rounds of coordinate refinement).
+    """
+
+    candidates: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "popularity",
+            "recent_popularity",
+            "als",
+            "itemknn",
+            "ease",
+            "blend",
+        ]
+    )
+    blend_parts: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "als",
+            "itemknn",
+            "ease",
+            "popularity",
+            "recent_popularity",
+            "attributes",
+        ]
+    )
+    blend_weights: dict[str, NonNegative] = {}
+    blend_trials: Positive = 60
+    validation_fraction: Fraction = 0.1
+    # Customers sampled for validation scoring (all of them when fewer).
+    max_customers: Positive = 1500
+    # Refuse to replace LATEST when the new model's test NDCG is below (1 - margin) x its NDCG.
+    margin: Fraction = 0.05
+
+
+class TrainConfig(Base):
+    """Everything ``python -m training fit`` can be told besides file paths.
+
+    ``algorithm = "auto"`` selects the best candidate on the validation period; a model name
+    trains that model. ``models.<name>`` holds each model's parameters (ALS's are ``als``).
+    """
+
+    algorithm: Algorithm = "auto"
     als: AlsParams = AlsParams()
+    models: dict[str, dict[str, Any]] = {}
     weights: Weights = Weights()
     evaluation: Evaluation = Evaluation()
+    selection: Selection = Selection()
     seed: int = 42
+
+    def params(self, model: str) -> dict[str, Any]:
+        """The parameters of ``model`` (ALS from ``als``, others from ``models``)."""
+        if model == "als":
+            p = msgspec.to_builtins(self.als)
+            p.pop("use_gpu", None)
+            return {**p, **self.models.get("als", {})}
+        return dict(self.models.get(model, {}))
 
 
 def load_config(path: str | Path | None) -> TrainConfig:

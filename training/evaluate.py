@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -32,6 +33,8 @@ class Metrics(msgspec.Struct, frozen=True, kw_only=True):
     map: float
     hit_rate: float
     coverage: float
+    # Mean popularity percentile of the recommended items (1: only the most popular item).
+    popularity_bias: float = 0.0
 
 
 def ndcg_at_k(recommended: Sequence[int], relevant: set[int], k: int) -> float:
@@ -59,15 +62,40 @@ def average_precision_at_k(recommended: Sequence[int], relevant: set[int], k: in
     return total / denominator if denominator else 0.0
 
 
+def precision_at_k(recommended: Sequence[int], relevant: set[int], k: int) -> float:
+    """Share of the top ``k`` slots holding a relevant item (``k`` is the denominator)."""
+    return len(set(recommended[:k]) & relevant) / k if k else 0.0
+
+
 def hit_at_k(recommended: Sequence[int], relevant: set[int], k: int) -> float:
     """1 when at least one relevant item is in the top ``k``, else 0."""
     return float(bool(set(recommended[:k]) & relevant))
 
 
+def popularity_bias(rankings: Sequence[Sequence[int]], item_counts: NDArray[Any], k: int) -> float:
+    """Mean popularity percentile of the recommended items: 1 = the most popular, 0 = the least.
+
+    Percentiles rank ``item_counts`` (ties share the lower rank); 0 when nothing is recommended.
+    """
+    shown = np.array([r for ranking in rankings for r in ranking[:k]], dtype=np.int64)
+    if len(shown) == 0 or len(item_counts) < 2:
+        return 0.0
+    counts = np.asarray(item_counts, dtype=np.float64)
+    percentile = np.searchsorted(np.sort(counts), counts, side="left") / (len(counts) - 1)
+    return float(percentile[shown].mean())
+
+
 def summarise(
-    rankings: Sequence[Sequence[int]], relevant: Sequence[set[int]], k: int, n_items: int
+    rankings: Sequence[Sequence[int]],
+    relevant: Sequence[set[int]],
+    k: int,
+    n_items: int,
+    item_counts: NDArray[Any] | None = None,
 ) -> Metrics:
-    """Average the metrics over customers; coverage is distinct recommended items / catalogue."""
+    """Average the metrics over customers; coverage is distinct recommended items / catalogue.
+
+    ``item_counts`` (training popularity per item) gives the popularity bias.
+    """
     n = len(rankings)
     if n == 0:
         return Metrics(k=k, customers=0, ndcg=0, recall=0, map=0, hit_rate=0, coverage=0)
@@ -81,6 +109,7 @@ def summarise(
         map=float(np.mean([average_precision_at_k(r, t, k) for r, t in pairs])),
         hit_rate=float(np.mean([hit_at_k(r, t, k) for r, t in pairs])),
         coverage=len(shown) / n_items if n_items else 0.0,
+        popularity_bias=0.0 if item_counts is None else popularity_bias(rankings, item_counts, k),
     )
 
 
@@ -95,17 +124,23 @@ def time_split(table: pa.Table, holdout_fraction: float) -> tuple[pa.Table, pa.T
 
 
 def test_targets(
-    train: Interactions, bought: sp.csr_matrix, test: pa.Table
+    train: Interactions,
+    bought: sp.csr_matrix,
+    test: pa.Table,
+    channel: str | None = None,  # noqa: PT028 (not a test function)
 ) -> tuple[NDArray[np.int64], list[set[int]]]:
     """Customers to evaluate and, for each, the items they newly bought in the test period.
 
     Purchases (or ratings) are the targets; a data set without them uses every event with an item.
     Only customers and items the training data knows count, and re-purchases of items already
-    bought in training are dropped, since production never recommends those.
+    bought in training are dropped, since production never recommends those. With ``channel``,
+    only targets bought (or seen) on that channel count: the per-channel report.
     """
     consumed = pc.is_in(test["event_type"], value_set=pa.array(sorted(CONSUMED_EVENT_TYPES)))
     targets = test.filter(consumed) if pc.any(consumed).as_py() else test
     targets = targets.filter(pc.is_valid(targets["item_id"]))
+    if channel is not None:
+        targets = targets.filter(pc.equal(targets["channel"], channel))
     customers = positions(targets["customer_id"], train.customer_ids)
     items = positions(targets["item_id"], train.item_ids)
     keep = (customers >= 0) & (items >= 0)

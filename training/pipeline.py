@@ -7,20 +7,20 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import scipy.sparse as sp
 
 from service import ann, artifact
 from service.store.erasure import customer_hash
-from training import evaluate, matrix
+from training import coldstart, evaluate, matrix
 from training.config import TrainConfig
+from training.experiment import SideInfo, make_data, make_period, report
 from training.export import SUPPRESSIONS_FILE
-from training.fit import fit_als
 from training.loaders import OnBadRows, load_customers, load_events, load_items
+from training.selection import choose, fit_all, fit_named, guard, make_blend, shipped_ndcg
 
 log = logging.getLogger(__name__)
 
@@ -42,35 +42,48 @@ class Inputs(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def run(
-    inputs: Inputs, model_dir: str | Path, config: TrainConfig, *, progress: bool = False
+    inputs: Inputs,
+    model_dir: str | Path,
+    config: TrainConfig,
+    *,
+    progress: bool = False,
+    force: bool = False,
 ) -> Path:
     """Train one model version and publish it as ``model_dir/LATEST``; returns its folder.
 
+    With ``config.algorithm = "auto"`` the candidates compete on a validation period carved from
+    the training side; the winner (or the named algorithm) is checked on the test period beside
+    the baselines, refitted on all events and written with its report.
+
     Raises:
         TrainingError: no usable events.
+        WorseModelError: the new model is worse than LATEST by more than the margin (``force``
+            skips this check).
         training.loaders.BadFileError: an input file is unusable, or has bad rows in reject mode.
     """
     started = time.perf_counter()
-    events, bad_rows = _load_events(inputs)
-    catalogue = _catalogue(inputs)
-    n_customers = _count_customers(inputs)
+    events, bad_rows = read_events(inputs)
+    catalogue = read_catalogue(inputs)
+    customers = read_customers(inputs)
+    side = SideInfo(items=catalogue, customers=customers)
     start, end = matrix.window(events)
-    metrics = _evaluate(events, config, progress) if _can_evaluate(events, config) else {}
-    _stage("fit on all events", started)
-    interactions = matrix.build(events, config.weights, end=end)
-    if interactions.matrix.nnz == 0:
+    algorithm, weights, metrics, folding = _evaluate(events, config, side)
+    if not force:
+        guard(model_dir, shipped_ndcg(metrics, algorithm), config.selection.margin)
+    _stage(f"fit {algorithm} on all events", started)
+    data = make_data(events, config, side, end=end)
+    if data.interactions.matrix.nnz == 0:
         raise TrainingError("no event has a positive weight: nothing to learn from")
-    user_factors, item_factors = fit_als(
-        interactions.matrix, config.als, seed=config.seed, progress=progress
-    )
+    fitted = fit_named(algorithm, data, config, weights)
+    interactions = data.interactions
     indptr, bought = matrix.bought(events, interactions)
     item_ids = interactions.item_ids.tolist()
     meta = {i: catalogue.get(i, {}) for i in item_ids}
     arrays, channels = artifact.pack(
         user_ids=interactions.customer_ids.tolist(),
-        user_factors=user_factors,
+        user_factors=fitted.user_factors,
         item_ids=item_ids,
-        item_factors=item_factors,
+        item_factors=fitted.item_factors,
         item_categories=[meta[i].get("category") for i in item_ids],
         popularity=matrix.popularity(events, interactions, config.weights, end=end),
         bought_indptr=indptr,
@@ -89,10 +102,10 @@ def run(
         arrays.update(ann.build_index(arrays["item_factors"], seed=config.seed))
     manifest = artifact.Manifest(
         format_version=artifact.FORMAT_VERSION,
-        model_version=artifact.new_version(config.algorithm),
-        algorithm=config.algorithm,
+        model_version=artifact.new_version(algorithm),
+        algorithm=algorithm,
         created_at=datetime.now(UTC),
-        params=msgspec.to_builtins(config.als),
+        params=msgspec.to_builtins(fitted.params),
         data_window=artifact.DataWindow(start=start, end=end),
         counts={
             "events": events.num_rows,
@@ -100,19 +113,19 @@ def run(
             "customers": interactions.shape[0],
             "items": interactions.shape[1],
             "interactions": int(interactions.matrix.nnz),
-            "customers_file_rows": n_customers,
+            "customers_file_rows": len(customers),
         },
         popularity_channels=channels,
         metrics=metrics,
         config=msgspec.to_builtins(config),
-        fold_in=fold_in(config),
+        fold_in=folding,
     )
     path = artifact.save(model_dir, manifest, arrays)
     _stage(f"wrote {path} and switched {artifact.LATEST}", started)
     return path
 
 
-def _load_events(inputs: Inputs) -> tuple[pa.Table, int]:
+def read_events(inputs: Inputs) -> tuple[pa.Table, int]:
     events, reports = load_events(inputs.events, on_bad_rows=inputs.on_bad_rows)
     bad = sum(r.bad_rows for r in reports)
     log.info(
@@ -150,7 +163,7 @@ def drop_suppressed(events: pa.Table, hashes: set[str]) -> pa.Table:
     return kept
 
 
-def _catalogue(inputs: Inputs) -> dict[str, dict[str, object]]:
+def read_catalogue(inputs: Inputs) -> dict[str, dict[str, object]]:
     """Item id -> its metadata (title, category, brand, price) from the items file, if given."""
     if inputs.items is None:
         return {}
@@ -171,11 +184,12 @@ def fold_in(config: TrainConfig) -> artifact.FoldIn:
     )
 
 
-def _count_customers(inputs: Inputs) -> int:
+def read_customers(inputs: Inputs) -> dict[str, dict[str, str]]:
+    """Customer id -> its attributes from the customers file, if given."""
     if inputs.customers is None:
-        return 0
+        return {}
     customers, _ = load_customers(inputs.customers, on_bad_rows=inputs.on_bad_rows)
-    return int(customers.num_rows)
+    return {row.pop("customer_id"): row for row in customers.to_pylist()}
 
 
 def _can_evaluate(events: pa.Table, config: TrainConfig) -> bool:
@@ -188,35 +202,84 @@ def _can_evaluate(events: pa.Table, config: TrainConfig) -> bool:
     return True
 
 
-def _evaluate(events: pa.Table, config: TrainConfig, progress: bool) -> dict[str, object]:
-    """Fit on the past, rank the holdout customers like production, against popularity."""
+def _evaluate(
+    events: pa.Table, config: TrainConfig, side: SideInfo
+) -> tuple[str, dict[str, float], dict[str, Any], artifact.FoldIn]:
+    """Select on validation (``auto``), then fit on the past and score the test period.
+
+    Returns:
+        The algorithm to ship, its blend weights, the metrics for the manifest (one report per
+        model, overall and per channel; ``selected``; the ``validation`` scores; ``cold_start``)
+        and the fold-in parameters (regularization and alpha fitted on validation for ``auto``).
+    """
+    algorithm = config.algorithm
+    selection = config.selection
+    weights = dict(selection.blend_weights) or dict.fromkeys(selection.blend_parts, 1.0)
+    folding = fold_in(config)
+    k = config.evaluation.k
+    if not _can_evaluate(events, config):
+        return ("als" if algorithm == "auto" else algorithm), weights, {}, folding
     started = time.perf_counter()
     train, test, cutoff = evaluate.time_split(events, config.evaluation.holdout_fraction)
-    interactions = matrix.build(train, config.weights)
-    if interactions.matrix.nnz == 0 or test.num_rows == 0:
-        log.warning("holdout split left no training or no test data: metrics left out")
-        return {}
-    indptr, bought_items = matrix.bought(train, interactions)
-    bought = sp.csr_matrix(
-        (np.ones(len(bought_items), np.float32), bought_items, indptr), shape=interactions.shape
-    )
-    customers, relevant = evaluate.test_targets(interactions, bought, test)
-    k = config.evaluation.k
-    user_factors, item_factors = fit_als(
-        interactions.matrix, config.als, seed=config.seed, progress=progress
-    )
-    pop = matrix.popularity(train, interactions, config.weights)["all"]
-    n_items = interactions.shape[1]
-    results: dict[str, object] = {"cutoff": cutoff.isoformat(), "test_events": test.num_rows}
-    for name, scorer in (
-        (config.algorithm, evaluate.factor_scorer(user_factors, item_factors)),
-        ("popularity", evaluate.popularity_scorer(pop)),
-    ):
-        rankings = evaluate.rank(scorer, customers, bought, k)
-        results[name] = msgspec.to_builtins(evaluate.summarise(rankings, relevant, k, n_items))
-    _stage(f"evaluated on {len(customers)} holdout customers", started)
-    log.info("holdout metrics: %s", results)
-    return results
+    results: dict[str, Any] = {"cutoff": cutoff.isoformat(), "test_events": test.num_rows}
+    if algorithm == "auto":
+        inner, validation, _ = evaluate.time_split(train, config.selection.validation_fraction)
+        validation_period = make_period(inner, validation, config, side)
+        choice = choose(validation_period, config)
+        algorithm, weights = choice.algorithm, choice.blend_weights
+        results["validation"] = choice.validation
+        cases = coldstart.new_customers(validation_period.data.interactions, validation)
+        folding, _ = coldstart.fit_fold_in(choice.fitted[algorithm], cases, folding, k)
+        _stage(f"selected {algorithm} on validation", started)
+    period = make_period(train, test, config, side)
+    if len(period.overall.customers) == 0:
+        log.warning("the test period has no customer to evaluate: metrics left out")
+        return algorithm, weights, {}, folding
+    names = [algorithm, "popularity"]
+    if config.algorithm == "auto":
+        names = list(dict.fromkeys([*config.selection.candidates, algorithm]))
+    fitted = fit_all(names, period.data, config)  # the blend's parts too, fitted once
+    if "blend" in names:
+        fitted["blend"] = make_blend(fitted, {n: w for n, w in weights.items() if w > 0})
+    for name in names:
+        results[name] = report(fitted[name], period, config.evaluation.k)
+    results["selected"] = algorithm
+    results["blend_weights"] = weights
+    cases = coldstart.new_customers(period.data.interactions, test)
+    if cases:
+        results["cold_start"] = coldstart.cold_report(
+            fitted[algorithm], fitted["popularity"], cases, folding, k
+        )
+    _stage(f"evaluated on {len(period.overall.customers)} test customers", started)
+    log.info("test metrics:\n%s", format_table(results))
+    return algorithm, weights, results, folding
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The test report as a table: one line per model, then per channel."""
+    head = f"{'model':<20}{'channel':<9}{'NDCG@10':>9}{'Rec@10':>8}{'MAP@10':>8}{'Hit@10':>8}"
+    head += f"{'cover':>7}{'popbias':>8}{'users':>7}{'fit s':>7}"
+    lines = [head, "-" * len(head)]
+    for name, m in metrics.items():
+        if not isinstance(m, dict) or "ndcg" not in m:
+            continue
+        rows = [("all", m), *sorted(m.get("by_channel", {}).items())]
+        for channel, r in rows:
+            mark = "*" if name == metrics.get("selected") and channel == "all" else " "
+            lines.append(
+                f"{mark + name:<20}{channel:<9}{r['ndcg']:>9.4f}{r['recall']:>8.4f}"
+                f"{r['map']:>8.4f}{r['hit_rate']:>8.4f}{r['coverage']:>7.3f}"
+                f"{r['popularity_bias']:>8.3f}{r['customers']:>7}{m.get('fit_s', 0):>7.1f}"
+            )
+    cold = metrics.get("cold_start", {})
+    for name, r in cold.items():
+        if isinstance(r, dict) and "ndcg" in r:
+            lines.append(
+                f"{'new:' + name:<20}{'all':<9}{r['ndcg']:>9.4f}{r['recall']:>8.4f}"
+                f"{r['map']:>8.4f}{r['hit_rate']:>8.4f}{r['coverage']:>7.3f}"
+                f"{r['popularity_bias']:>8.3f}{r['customers']:>7}"
+            )
+    return "\n".join(lines)
 
 
 def _stage(what: str, started: float) -> None:

@@ -1,0 +1,276 @@
+"""Model quality: metrics, the factor export of every model family, selection and the ship guard."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service import artifact
+from service.ranking import FactorModel
+from training import evaluate
+from training.__main__ import main
+from training.config import TrainConfig, load_config
+from training.models import FITTERS, Fitted
+from training.models.base import low_rank
+from training.models.blend import blend, normalised
+from training.pipeline import Inputs, run
+from training.selection import WorseModelError, guard
+from training.tuning import to_toml
+
+START = datetime(2026, 9, 1, tzinfo=UTC)
+
+
+def test_precision_counts_hits_over_k() -> None:
+    assert evaluate.precision_at_k([1, 2, 3, 4], {1, 3, 9}, 4) == pytest.approx(0.5)
+    assert evaluate.precision_at_k([1], {1}, 10) == pytest.approx(0.1)
+
+
+def test_popularity_bias_is_the_mean_popularity_percentile_of_what_is_shown() -> None:
+    counts = np.array([10.0, 5.0, 1.0])  # percentiles 1, 0.5, 0
+    assert evaluate.popularity_bias([[0]], counts, 10) == pytest.approx(1.0)
+    assert evaluate.popularity_bias([[0, 2], [1]], counts, 10) == pytest.approx(0.5)
+    assert evaluate.popularity_bias([[2, 0]], counts, 1) == pytest.approx(0.0)  # only the top k
+
+
+def test_a_blend_is_the_weighted_sum_of_per_customer_standardised_scores() -> None:
+    rng = np.random.default_rng(0)
+    a = Fitted(
+        "a", rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=(8, 3)).astype(np.float32)
+    )
+    b = Fitted("b", np.ones((5, 1), np.float32), rng.random((8, 1)).astype(np.float32))
+    mixed = blend({"a": normalised(a), "b": normalised(b)}, {"a": 2.0, "b": 0.5})
+    rows = np.arange(5)
+
+    def standardised(f: Fitted) -> np.ndarray:
+        s = f.scores(rows).astype(np.float64)
+        return s / s.std(axis=1, keepdims=True)
+
+    expected = 2.0 * standardised(a) + 0.5 * standardised(b)
+    got = mixed.scores(rows)
+    # Equal up to a per-customer constant, which does not change any ranking.
+    assert np.allclose(
+        got - got.mean(axis=1, keepdims=True),
+        expected - expected.mean(axis=1, keepdims=True),
+        atol=1e-4,
+    )
+
+
+def test_the_randomised_svd_recovers_a_low_rank_matrix() -> None:
+    rng = np.random.default_rng(1)
+    m = (rng.normal(size=(40, 3)) @ rng.normal(size=(3, 40))).astype(np.float32)
+    left, right = low_rank(lambda x: m @ x, lambda x: m.T @ x, 40, 3, seed=0)
+    assert np.allclose(left @ right.T, m, atol=1e-3)
+
+
+def _purchases(rows: list[tuple[str, str, str, int]]) -> str:
+    """CSV of (customer, item, channel, day) purchases starting at START."""
+    lines = ["customer_id,item_id,event_type,channel,timestamp"]
+    for c, i, ch, day in rows:
+        ts = (START + timedelta(days=day, minutes=len(lines))).strftime("%Y-%m-%dT%H:%M:%SZ")
+        lines.append(f"{c},{i},purchase,{ch},{ts}")
+    return "\n".join(lines) + "\n"
+
+
+def complements(
+    n_customers: int = 240, pairs: int = 12, seed: int = 3
+) -> list[tuple[str, str, str, int]]:
+    """Store purchases predict web interest: who buys ``s{j}`` in store buys ``w{j}`` online.
+
+    Everybody also buys a few of ten popular web items, so popularity is a real competitor.
+    Customer ``probe`` bought ``s0`` in store and nothing else.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_customers):
+        day = int(rng.integers(0, 50))
+        for j in rng.choice(pairs, size=2, replace=False):
+            rows.append((f"c{c}", f"s{j}", "store", day))
+            rows.append((f"c{c}", f"w{j}", "web", day + int(rng.integers(1, 9))))
+        for p in rng.choice(10, size=3, replace=False):
+            rows.append((f"c{c}", f"p{p}", "web", int(rng.integers(0, 60))))
+    rows.append(("probe", "s0", "store", 30))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def complements_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("complements") / "events.csv"
+    path.write_text(_purchases(complements()))
+    return path
+
+
+SMALL = TrainConfig(
+    models={"bpr": {"factors": 8, "iterations": 20}, "lightfm": {"components": 8, "epochs": 5}}
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FITTERS))
+def test_every_model_family_exports_finite_factors(name: str, complements_file: Path) -> None:
+    from training.experiment import SideInfo, make_data
+    from training.loaders import load_events
+
+    events, _ = load_events(complements_file)
+    data = make_data(events, SMALL, SideInfo())
+    fitted = FITTERS[name](data, SMALL.params(name))
+    n_users, n_items = data.shape
+    assert fitted.user_factors.shape[0] == n_users and fitted.item_factors.shape[0] == n_items
+    assert fitted.user_factors.shape[1] == fitted.item_factors.shape[1]
+    assert np.isfinite(fitted.scores(np.arange(n_users))).all()
+    if fitted.exact is not None:  # small catalogue: the export is exact
+        rows = np.arange(n_users)
+        assert np.allclose(fitted.scores(rows), fitted.exact(rows), atol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_store_purchase_brings_its_web_complement(complements_file: Path, tmp_path: Path) -> None:
+    """Trained with model selection, a customer who bought s0 in store is shown w0 online."""
+    path = run(Inputs(events=[str(complements_file)]), tmp_path, TrainConfig())
+    loaded = artifact.load(path)
+    metrics = loaded.manifest.metrics
+    selected = metrics["selected"]
+    assert loaded.manifest.algorithm == selected
+    assert set(metrics["validation"]) == set(TrainConfig().selection.candidates)
+    assert metrics[selected]["ndcg"] > metrics["popularity"]["ndcg"]
+    assert "web" in metrics[selected]["by_channel"]  # per-channel report
+    model = FactorModel(loaded)
+    row = model.user_row("probe")
+    assert row is not None
+    top, _ = model.recommend(model.user_vector(row), 3, exclude=model.bought_rows(row))
+    assert "w0" in [model.item_id(int(r)) for r in top]
+    assert "s0" not in [model.item_id(int(r)) for r in top]  # already bought: never shown
+
+
+def _artifact_with(model_dir: Path, ndcg: float) -> None:
+    arrays, channels = artifact.pack(
+        user_ids=["u"],
+        user_factors=np.ones((1, 1), np.float32),
+        item_ids=["i"],
+        item_factors=np.ones((1, 1), np.float32),
+        item_categories=[None],
+        popularity={"all": np.ones(1)},
+        bought_indptr=np.array([0, 0]),
+        bought_items=np.array([], np.int32),
+    )
+    manifest = artifact.Manifest(
+        format_version=artifact.FORMAT_VERSION,
+        model_version="v1",
+        algorithm="als",
+        created_at=START,
+        popularity_channels=channels,
+        metrics={"selected": "als", "als": {"ndcg": ndcg}},
+    )
+    artifact.save(model_dir, manifest, arrays)
+
+
+def test_the_guard_refuses_a_model_worse_than_latest_by_more_than_the_margin(
+    tmp_path: Path,
+) -> None:
+    guard(tmp_path, 0.1, 0.05)  # no LATEST yet: anything ships
+    _artifact_with(tmp_path, 0.5)
+    guard(tmp_path, 0.48, 0.05)  # within the margin
+    with pytest.raises(WorseModelError, match=r"0\.4000.*v1"):
+        guard(tmp_path, 0.4, 0.05)
+
+
+@pytest.mark.slow
+def test_the_cli_refuses_to_ship_a_worse_model_unless_forced(
+    complements_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    models = tmp_path / "models"
+    good = ["fit", "--events", str(complements_file), "--model-dir", str(models), "--no-progress"]
+    assert main(good) == 0
+    first = artifact.latest_version(models)
+    worse = tmp_path / "worse.toml"
+    worse.write_text('algorithm = "popularity"\n')
+    assert main([*good, "--config", str(worse)]) == 1
+    assert "WorseModelError" in caplog.text and "--force" in caplog.text
+    assert artifact.latest_version(models) == first
+    assert main([*good, "--config", str(worse), "--force"]) == 0
+    assert artifact.latest_version(models) != first
+
+
+@pytest.mark.slow
+def test_tune_writes_a_config_that_fit_reuses(complements_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tuned.toml"
+    argv = [
+        "tune",
+        "--events",
+        str(complements_file),
+        "--out",
+        str(out),
+        "--trials",
+        "2",
+        "--weight-trials",
+        "2",
+        "--models",
+        "als",
+        "recent_popularity",
+    ]
+    assert main(argv) == 0
+    tuned = load_config(out)
+    assert set(tuned.models) >= {"als", "recent_popularity"}
+    assert tuned.selection.blend_weights  # the blend was tuned too
+    assert (
+        main(
+            [
+                "fit",
+                "--events",
+                str(complements_file),
+                "--model-dir",
+                str(tmp_path / "m"),
+                "--config",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+
+
+def test_configs_round_trip_through_toml(tmp_path: Path) -> None:
+    config = TrainConfig(models={"ease": {"l2": 300.0}, "itemknn": {"similarity": "bm25"}})
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(config))
+    assert load_config(path) == config
+
+
+@pytest.mark.slow
+def test_a_new_customer_is_folded_in_from_a_few_events(complements_file: Path) -> None:
+    """Cold start: one store purchase of s1, folded in as the service does, brings w1."""
+    from service.artifact import FoldIn
+    from training.coldstart import NewCustomer, new_customers, score_cold
+    from training.experiment import SideInfo, make_data
+    from training.loaders import load_events
+
+    events, _ = load_events(complements_file)
+    data = make_data(events, SMALL, SideInfo())
+    ids = data.interactions.item_ids.tolist()
+    s1, w1 = ids.index("s1"), ids.index("w1")
+    case = NewCustomer(
+        rows=[s1],
+        event_types=["purchase"],
+        channels=["store"],
+        ages=[0.0],
+        bought={s1},
+        relevant={w1},
+    )
+    fitted = FITTERS["als"](data, SMALL.params("als"))
+    params = FoldIn(event_weights={"purchase": 5.0}, regularization=1.0, alpha=10.0)
+    assert score_cold(fitted, [case], params, 3).hit_rate == 1.0
+    # Only customers the model lacks count, with their first events as context.
+    later = events.slice(events.num_rows - 1)  # probe's purchase: a known customer
+    assert new_customers(data.interactions, later) == []
+
+
+def test_customer_attributes_become_one_hot_features() -> None:
+    from training.experiment import customer_attributes
+
+    m = customer_attributes(
+        ["a", "b", "c"], {"a": {"age": "45-54", "income": ""}, "b": {"age": "19-24"}}
+    )
+    assert m.shape == (3, 2)  # age=19-24, age=45-54; empty values and unknown customers: none
+    assert m.toarray().tolist() == [[0, 1], [1, 0], [0, 0]]

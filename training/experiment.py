@@ -1,0 +1,163 @@
+"""One period of an experiment: fit data for the past, targets for what came next, and scoring.
+
+A ``Period`` holds what every model is fitted on (``Data``) and the customers and items of the
+following period to rank for, overall and per channel. Scoring ranks as production does: the
+customer's already-bought items are excluded before the top k is taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from training import evaluate, matrix
+from training.config import TrainConfig
+from training.models.base import Data, Fitted
+from training.models.hybrid import attribute_matrix, item_feature_matrix, user_feature_matrix
+
+
+@dataclass(frozen=True)
+class SideInfo:
+    """What the data has besides events: item metadata and customer attributes, by id."""
+
+    items: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    customers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Customers to rank for and, for each, the items they newly bought afterwards."""
+
+    customers: NDArray[np.int64]
+    relevant: list[set[int]]
+
+
+@dataclass(frozen=True)
+class Period:
+    """Fit on ``data``; rank for ``overall`` and ``by_channel`` targets."""
+
+    data: Data
+    overall: Targets
+    by_channel: dict[str, Targets]
+    item_counts: NDArray[np.float64]
+
+
+def make_data(
+    events: pa.Table, config: TrainConfig, side: SideInfo, *, end: datetime | None = None
+) -> Data:
+    """The fit data of ``events``: confidence matrix, purchases, item and customer features."""
+    end = end or matrix.window(events)[1]
+    interactions = matrix.build(events, config.weights, end=end)
+    indptr, items = matrix.bought(events, interactions)
+    bought = sp.csr_matrix(
+        (np.ones(len(items), np.float32), items, indptr), shape=interactions.shape
+    )
+    ids = interactions.item_ids.tolist()
+    meta = [side.items.get(i, {}) for i in ids]
+    attributes = attribute_matrix(
+        [m.get("category") for m in meta],
+        [m.get("brand") for m in meta],
+        [m.get("price") for m in meta],
+    )
+    return Data(
+        events=events,
+        interactions=interactions,
+        bought=bought,
+        end=end,
+        weights=config.weights,
+        item_features=item_feature_matrix(attributes),
+        item_attributes=attributes,
+        user_features=user_feature_matrix(
+            channel_share(events, interactions),
+            customer_attributes(interactions.customer_ids.tolist(), side.customers),
+        ),
+        seed=config.seed,
+    )
+
+
+def channel_share(events: pa.Table, interactions: matrix.Interactions) -> NDArray[np.float32]:
+    """Customers x channels present: the share of each customer's item events per channel."""
+    rows = matrix.positions(events["customer_id"], interactions.customer_ids)
+    channels = events["channel"].to_numpy(zero_copy_only=False)
+    names = sorted(set(channels.tolist()))
+    code = {c: i for i, c in enumerate(names)}
+    cols = np.array([code[c] for c in channels.tolist()], dtype=np.int64)
+    ok = rows >= 0
+    counts = np.zeros((interactions.shape[0], len(names)), dtype=np.float32)
+    np.add.at(counts, (rows[ok], cols[ok]), 1.0)
+    totals = counts.sum(axis=1, keepdims=True)
+    return counts / np.where(totals > 0, totals, 1.0)
+
+
+def customer_attributes(
+    customer_ids: list[str], customers: Mapping[str, Mapping[str, str]]
+) -> sp.csr_matrix:
+    """Customers x one-hots of their attribute values (``age=45-54``...); none: 0 columns."""
+    values = [
+        [f"{k}={v}" for k, v in customers.get(c, {}).items() if v not in (None, "")]
+        for c in customer_ids
+    ]
+    names = sorted({v for row in values for v in row})
+    code = {v: i for i, v in enumerate(names)}
+    rows = [r for r, row in enumerate(values) for _ in row]
+    cols = [code[v] for row in values for v in row]
+    return sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(customer_ids), len(names))
+    )
+
+
+def make_period(past: pa.Table, future: pa.Table, config: TrainConfig, side: SideInfo) -> Period:
+    """Fit data of ``past`` and the targets of ``future``, overall and per channel."""
+    data = make_data(past, config, side)
+    overall = Targets(*evaluate.test_targets(data.interactions, data.bought, future))
+    by_channel = {}
+    for channel in sorted(set(pc.unique(future["channel"]).to_pylist())):
+        found = Targets(*evaluate.test_targets(data.interactions, data.bought, future, channel))
+        if len(found.customers):
+            by_channel[channel] = found
+    counts = np.asarray((data.interactions.matrix > 0).sum(axis=0), dtype=np.float64).ravel()
+    return Period(data=data, overall=overall, by_channel=by_channel, item_counts=counts)
+
+
+def score(
+    fitted: Fitted, period: Period, k: int, *, targets: Targets | None = None, exact: bool = False
+) -> evaluate.Metrics:
+    """Metrics of ``fitted`` on ``targets`` (default: all of the period's), already-bought excluded.
+
+    ``exact`` scores with the model's own scores instead of its exported factors, where it has
+    them (EASE, item-item), to measure what the export costs.
+    """
+    t = targets or period.overall
+    scorer = fitted.exact if exact and fitted.exact is not None else fitted.scores
+    rankings = evaluate.rank(scorer, t.customers, period.data.bought, k)
+    return evaluate.summarise(
+        rankings, t.relevant, k, period.data.shape[1], item_counts=period.item_counts
+    )
+
+
+def report(fitted: Fitted, period: Period, k: int) -> dict[str, Any]:
+    """Overall and per-channel metrics of ``fitted`` as plain data for the manifest."""
+    result: dict[str, Any] = msgspec.to_builtins(score(fitted, period, k))
+    result["by_channel"] = {
+        ch: msgspec.to_builtins(score(fitted, period, k, targets=t))
+        for ch, t in period.by_channel.items()
+    }
+    result["fit_s"] = round(fitted.fit_s, 3)
+    return result
+
+
+def subsample(targets: Targets, limit: int, seed: int) -> Targets:
+    """At most ``limit`` of the customers (seeded), to keep tuning cheap."""
+    if len(targets.customers) <= limit:
+        return targets
+    keep = np.sort(np.random.default_rng(seed).choice(len(targets.customers), limit, replace=False))
+    return Targets(targets.customers[keep], [targets.relevant[i] for i in keep])

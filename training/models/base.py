@@ -1,0 +1,115 @@
+"""What every model family is fitted on and what it returns: plain float32 factor arrays."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from training.config import Weights
+from training.matrix import Interactions
+
+Array = NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Data:
+    """One training period: its events, confidence matrix, purchases and side information.
+
+    Attributes:
+        events: the period's events (loaders' normalised schema).
+        interactions: customers x items confidences built from ``events`` with ``weights``.
+        bought: customers x items, 1 where the customer bought (or rated) the item.
+        end: the end of the period; time decay is measured back from here.
+        item_features: items x features (identity, category, brand, price band), or None.
+        user_features: customers x features (identity, channel mix), or None.
+        item_attributes: items x attribute one-hots (category, brand, price band), or None.
+    """
+
+    events: pa.Table
+    interactions: Interactions
+    bought: sp.csr_matrix
+    end: datetime
+    weights: Weights
+    item_features: sp.csr_matrix | None = None
+    user_features: sp.csr_matrix | None = None
+    item_attributes: sp.csr_matrix | None = None
+    seed: int = 42
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(customers, items)."""
+        return self.interactions.shape
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A fitted model in the artifact's form: ``scores = user_factors[u] @ item_factors.T``."""
+
+    name: str
+    user_factors: Array
+    item_factors: Array
+    params: dict[str, Any] = field(default_factory=dict)
+    fit_s: float = 0.0
+    # The model's own scores before export, when the factors approximate them (EASE, item-item).
+    exact: Callable[[NDArray[np.int64]], Array] | None = None
+
+    def scores(self, rows: NDArray[np.int64]) -> Array:
+        """Scores of customers ``rows`` for every item, ``[len(rows), items]``."""
+        return self.user_factors[rows] @ self.item_factors.T
+
+
+def merged(defaults: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` overridden by ``params``; an unknown key is an error naming it."""
+    if unknown := set(params) - set(defaults):
+        raise ValueError(f"unknown model parameter(s) {sorted(unknown)}; known: {sorted(defaults)}")
+    return {**defaults, **params}
+
+
+@contextmanager
+def timed(out: list[float]) -> Iterator[None]:
+    """Append the seconds the block took to ``out``."""
+    started = time.perf_counter()
+    yield
+    out.append(time.perf_counter() - started)
+
+
+def finite(name: str, *arrays: Array) -> None:
+    """Raise ValueError when a fit produced NaN or infinite factors."""
+    for a in arrays:
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name}: NaN or infinite values in the factors")
+
+
+def low_rank(
+    apply: Callable[[Array], Array],
+    apply_t: Callable[[Array], Array],
+    n: int,
+    rank: int,
+    seed: int,
+    power_iterations: int = 3,
+) -> tuple[Array, Array]:
+    """Randomised SVD of an ``n x n`` operator ``B``: returns ``(L, R)`` with ``B ≈ L @ R.T``.
+
+    Args:
+        apply: ``X -> B @ X``; apply_t: ``X -> B.T @ X``.
+        rank: the number of columns of ``L`` and ``R`` (at most ``n``).
+    """
+    rank = min(rank, n)
+    rng = np.random.default_rng(seed)
+    q = np.linalg.qr(apply(rng.standard_normal((n, min(rank + 10, n))).astype(np.float32)))[0]
+    for _ in range(power_iterations):
+        q = np.linalg.qr(apply_t(q))[0]
+        q = np.linalg.qr(apply(q))[0]
+    small = apply_t(q).T  # (q.T @ B), rank+10 x n
+    u, s, vt = np.linalg.svd(small, full_matrices=False)
+    left = (q @ u[:, :rank]) * s[:rank]
+    return left.astype(np.float32), np.ascontiguousarray(vt[:rank].T, dtype=np.float32)

@@ -1,0 +1,111 @@
+"""Item-item (cosine, BM25) and EASE: strong simple baselines, exported as low-rank factors.
+
+Both score ``history @ B`` with an items x items matrix ``B``. The artifact needs one dot product,
+so ``B ≈ L Rᵀ`` (randomised SVD): user vector = ``history @ L``, item factors = ``R``. A catalogue
+of at most ``exact_items`` items is exported exactly instead (user vector = ``history @ B``, item
+factors = the identity). The exact scores stay available (``Fitted.exact``) to measure what the
+approximation costs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from training.models.base import Array, Data, Fitted, low_rank, merged, timed
+
+ITEMKNN_DEFAULTS: dict[str, Any] = {
+    "neighbours": 100,
+    "similarity": "cosine",
+    "max_items": 5000,
+    "rank": 128,
+    "exact_items": 2048,
+}
+EASE_DEFAULTS: dict[str, Any] = {"l2": 200.0, "max_items": 3000, "rank": 256, "exact_items": 2048}
+
+
+def fit_itemknn(data: Data, params: dict[str, Any]) -> Fitted:
+    """implicit's item-item neighbours (``cosine`` or ``bm25``) among the ``max_items`` most popular."""
+    from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
+
+    p = merged(ITEMKNN_DEFAULTS, params)
+    x = data.interactions.matrix.astype(np.float32).tocsr()
+    n = x.shape[1]
+    seconds: list[float] = []
+    with timed(seconds), threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+        # implicit converts its own normalised copy of the matrix to CSR and warns about that.
+        warnings.filterwarnings("ignore", message="Method expects CSR input")
+        kind = BM25Recommender if p["similarity"] == "bm25" else CosineRecommender
+        model = kind(K=int(p["neighbours"]))
+        top = _most_popular(x, int(p["max_items"]))
+        xt = x[:, top]
+        model.fit(xt, show_progress=False)
+        b = model.similarity.astype(np.float32).tocsr()
+        users, top_items = _export(xt, b, _rank(p, n), data.seed)
+        items = np.zeros((n, users.shape[1]), dtype=np.float32)
+        items[top] = top_items
+    return Fitted("itemknn", users, items, p, seconds[0], exact=_exact(xt, b, top, n))
+
+
+def fit_ease(data: Data, params: dict[str, Any]) -> Fitted:
+    """EASE (Steck 2019) on the ``max_items`` most popular items: ``B = I - P/diag(P)``."""
+    p = merged(EASE_DEFAULTS, params)
+    x = data.interactions.matrix.astype(np.float32).tocsr()
+    n = x.shape[1]
+    seconds: list[float] = []
+    with timed(seconds):
+        top = _most_popular(x, int(p["max_items"]))
+        xt = x[:, top]
+        gram = (xt.T @ xt).toarray().astype(np.float64)
+        gram[np.diag_indices_from(gram)] += float(p["l2"])
+        inverse = np.linalg.inv(gram)
+        b = (-inverse / np.diag(inverse)).astype(np.float32)
+        b[np.diag_indices_from(b)] = 0.0
+        users, top_items = _export(xt, b, _rank(p, n), data.seed)
+        items = np.zeros((n, users.shape[1]), dtype=np.float32)
+        items[top] = top_items
+    return Fitted("ease", users, items, p, seconds[0], exact=_exact(xt, b, top, n))
+
+
+def _rank(params: dict[str, Any], n_items: int) -> int:
+    """The export's rank: exact (one column per item) for catalogues of ``exact_items`` or less."""
+    return n_items if n_items <= int(params["exact_items"]) else int(params["rank"])
+
+
+def _most_popular(x: sp.csr_matrix, limit: int) -> np.ndarray:
+    """Columns of the ``limit`` items with the most customers, in column order."""
+    counts = np.asarray((x > 0).sum(axis=0)).ravel()
+    return np.sort(np.argsort(-counts, kind="stable")[:limit])
+
+
+def _exact(
+    xt: sp.csr_matrix, b: Any, top: np.ndarray, n: int
+) -> Callable[[np.ndarray], Array]:
+    """The model's own scores ``history @ B`` (0 for items outside ``top``)."""
+
+    def exact(rows: np.ndarray) -> Array:
+        scores = np.zeros((len(rows), n), dtype=np.float32)
+        scores[:, top] = _dense(xt[rows] @ b)
+        return scores
+
+    return exact
+
+
+def _export(x: sp.csr_matrix, b: Any, rank: int, seed: int) -> tuple[Array, Array]:
+    """User and item factors with ``x @ b ≈ users @ items.T``; exact when ``rank >= n``."""
+    n = b.shape[0]
+    if rank >= n:
+        dense_b = b.toarray() if sp.issparse(b) else b
+        return _dense(x @ dense_b), np.eye(n, dtype=np.float32)
+    bt = b.T.tocsr() if sp.issparse(b) else b.T
+    left, right = low_rank(lambda m: b @ m, lambda m: bt @ m, n, rank, seed)
+    return _dense(x @ left), right
+
+
+def _dense(m: Any) -> Array:
+    return np.asarray(m.toarray() if sp.issparse(m) else m, dtype=np.float32)

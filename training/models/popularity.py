@@ -1,0 +1,68 @@
+"""Non-collaborative models: all-time and recent popularity, and content (attribute) affinity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import numpy as np
+import scipy.sparse as sp
+
+from training import matrix
+from training.models.base import Data, Fitted, merged, timed
+
+POPULARITY_DEFAULTS: dict[str, Any] = {"half_life_days": 0.0}
+RECENT_DEFAULTS: dict[str, Any] = {"half_life_days": 7.0}
+
+
+def popularity_scores(data: Data, half_life_days: float) -> np.ndarray:
+    """``log1p`` of each item's weighted popularity, decayed with ``half_life_days`` (0: none)."""
+    weights = msgspec.structs.replace(data.weights, half_life_days=float(half_life_days))
+    pop = matrix.popularity(data.events, data.interactions, weights, end=data.end)["all"]
+    return np.log1p(pop).astype(np.float32)
+
+
+def _fit(name: str, data: Data, params: dict[str, Any]) -> Fitted:
+    seconds: list[float] = []
+    with timed(seconds):
+        scores = popularity_scores(data, params["half_life_days"])
+    users = np.ones((data.shape[0], 1), dtype=np.float32)
+    return Fitted(name, users, scores[:, None], params, seconds[0])
+
+
+def fit_popularity(data: Data, params: dict[str, Any]) -> Fitted:
+    """The same list for everyone: items by all-time weighted popularity."""
+    return _fit("popularity", data, merged(POPULARITY_DEFAULTS, params))
+
+
+def fit_recent_popularity(data: Data, params: dict[str, Any]) -> Fitted:
+    """Items by popularity with a short half-life: what sells now."""
+    return _fit("recent_popularity", data, merged(RECENT_DEFAULTS, params))
+
+
+ATTRIBUTES_DEFAULTS: dict[str, Any] = {"rank": 32}
+
+
+def fit_attributes(data: Data, params: dict[str, Any]) -> Fitted:
+    """Content affinity: the share of a customer's history in each category, brand, price band.
+
+    User vector = the customer's confidences over items times the item attribute one-hots,
+    normalised to sum 1; item factors = the one-hots, projected on their top ``rank`` principal
+    directions when there are more attributes. With no attributes it scores 0 everywhere.
+    """
+    p = merged(ATTRIBUTES_DEFAULTS, params)
+    seconds: list[float] = []
+    with timed(seconds):
+        attributes = data.item_attributes
+        if attributes is None or attributes.shape[1] == 0:
+            attributes = sp.csr_matrix((data.shape[1], 1), dtype=np.float32)
+        profile = np.asarray((data.interactions.matrix @ attributes).todense(), dtype=np.float32)
+        totals = profile.sum(axis=1, keepdims=True)
+        users = profile / np.where(totals > 0, totals, 1.0)
+        if attributes.shape[1] > p["rank"]:
+            _, vectors = np.linalg.eigh((attributes.T @ attributes).toarray().astype(np.float64))
+            top = vectors[:, -int(p["rank"]) :].astype(np.float32)
+            users, items = users @ top, np.asarray(attributes @ top, dtype=np.float32)
+        else:
+            items = np.asarray(attributes.todense(), dtype=np.float32)
+    return Fitted("attributes", users.astype(np.float32), items, p, seconds[0])

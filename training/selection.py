@@ -1,0 +1,160 @@
+"""Model selection: fit the candidates, tune the blend on validation, pick the best, guard LATEST.
+
+The blend's parts are fitted once per period and reused by the blend, so selecting among the
+baselines and their blend costs one fit of each model per period.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service import artifact
+from service.errors import ArtifactError
+from training.config import TrainConfig
+from training.evaluate import ndcg_at_k
+from training.experiment import Period, score, subsample
+from training.models import FITTERS, Data, Fitted
+from training.models.blend import Shortlist, blend, normalised, random_weights
+
+log = logging.getLogger(__name__)
+
+
+class WorseModelError(Exception):
+    """The new model is worse than the one LATEST names by more than the configured margin."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The model selection's outcome on the validation period."""
+
+    algorithm: str
+    blend_weights: dict[str, float]
+    validation: dict[str, dict[str, float]]
+    # The candidates as fitted on the validation period's past, by name.
+    fitted: dict[str, Fitted]
+
+
+def needed_models(names: Iterable[str], config: TrainConfig) -> list[str]:
+    """The base models to fit for ``names`` (a blend needs its parts), in a stable order."""
+    wanted: list[str] = []
+    for name in names:
+        for part in config.selection.blend_parts if name == "blend" else [name]:
+            if part not in FITTERS:
+                raise ValueError(f"unknown model {part!r}; known: {sorted(FITTERS)} and 'blend'")
+            if part not in wanted:
+                wanted.append(part)
+    return wanted
+
+
+def fit_all(names: Iterable[str], data: Data, config: TrainConfig) -> dict[str, Fitted]:
+    """Fit every base model ``names`` need on ``data``."""
+    fitted = {}
+    for name in needed_models(names, config):
+        fitted[name] = FITTERS[name](data, config.params(name))
+        log.info("fitted %s in %.1fs", name, fitted[name].fit_s)
+    return fitted
+
+
+def make_blend(fitted: Mapping[str, Fitted], weights: Mapping[str, float]) -> Fitted:
+    """The blend of the fitted parts with ``weights``."""
+    return blend({n: normalised(fitted[n]) for n in weights if n in fitted}, weights)
+
+
+def tune_blend(
+    fitted: Mapping[str, Fitted], period: Period, config: TrainConfig
+) -> tuple[dict[str, float], float]:
+    """Random search of the blend weights on ``period``'s (sampled) targets; best weights, NDCG."""
+    names = [n for n in config.selection.blend_parts if n in fitted]
+    targets = subsample(period.overall, config.selection.max_customers, config.seed)
+    k = config.evaluation.k
+    shortlist = Shortlist(
+        {n: normalised(fitted[n]) for n in names}, targets.customers, period.data.bought
+    )
+
+    def ndcg(weights: dict[str, float]) -> float:
+        rankings = shortlist.rankings(weights, k)
+        return float(
+            np.mean([ndcg_at_k(r, t, k) for r, t in zip(rankings, targets.relevant, strict=True)])
+        )
+
+    rng = np.random.default_rng(config.seed)
+    draws = [dict.fromkeys(names, 1.0)]
+    draws += [random_weights(names, rng) for _ in range(config.selection.blend_trials - 1)]
+    best: tuple[dict[str, float], float] = ({}, -1.0)
+    for weights in draws:
+        if (found := ndcg(weights)) > best[1]:
+            best = (weights, found)
+    for _ in range(2):  # coordinate refinement around the best draw
+        for name in names:
+            for factor in (0.0, 0.5, 2.0):
+                weights = {**best[0], name: best[0][name] * factor if best[0][name] else factor / 4}
+                if any(weights.values()) and (found := ndcg(weights)) > best[1]:
+                    best = (weights, found)
+    log.info("blend weights %s: validation NDCG@%d %.4f", best[0], k, best[1])
+    return best
+
+
+def choose(period: Period, config: TrainConfig) -> Choice:
+    """Fit every candidate on the validation ``period`` and pick the best by NDCG@k."""
+    candidates = config.selection.candidates
+    fitted = fit_all(candidates, period.data, config)
+    targets = subsample(period.overall, config.selection.max_customers, config.seed)
+    k = config.evaluation.k
+    results: dict[str, dict[str, float]] = {}
+    weights = dict(config.selection.blend_weights)
+    if "blend" in candidates:
+        if not weights:
+            weights, _ = tune_blend(fitted, period, config)
+        fitted["blend"] = make_blend(fitted, weights)
+    for name in candidates:
+        model = fitted[name]
+        m = score(model, period, k, targets=targets)
+        results[name] = {"ndcg": m.ndcg, "recall": m.recall, "map": m.map, "fit_s": model.fit_s}
+    best = max(results, key=lambda n: results[n]["ndcg"])
+    log.info("validation: %s; selected %s", results, best)
+    return Choice(algorithm=best, blend_weights=weights, validation=results, fitted=fitted)
+
+
+def fit_named(
+    name: str, data: Data, config: TrainConfig, blend_weights: Mapping[str, float]
+) -> Fitted:
+    """Fit ``name`` (a base model, or the blend with ``blend_weights``) on ``data``."""
+    if name != "blend":
+        return FITTERS[name](data, config.params(name))
+    weights = {n: w for n, w in blend_weights.items() if w > 0}
+    return make_blend(fit_all(list(weights), data, config), weights)
+
+
+def shipped_ndcg(metrics: Mapping[str, Any], algorithm: str) -> float | None:
+    """The test NDCG a manifest recorded for the model it ships, if it recorded one."""
+    entry = metrics.get(str(metrics.get("selected", algorithm)))
+    if isinstance(entry, Mapping) and isinstance(entry.get("ndcg"), int | float):
+        return float(entry["ndcg"])
+    return None
+
+
+def guard(model_dir: str | Path, new_ndcg: float | None, margin: float) -> None:
+    """Refuse to replace LATEST with a model worse than it by more than ``margin`` (relative).
+
+    Raises:
+        WorseModelError: the new model's test NDCG is below ``(1 - margin)`` x LATEST's.
+    """
+    if new_ndcg is None or artifact.latest_version(model_dir) is None:
+        return
+    try:
+        current = artifact.load(artifact.resolve(model_dir), verify_checksums=False).manifest
+    except ArtifactError as e:
+        log.warning("LATEST is unreadable (%s): replacing it", e)
+        return
+    old = shipped_ndcg(current.metrics, current.algorithm)
+    if old is not None and new_ndcg < (1 - margin) * old:
+        raise WorseModelError(
+            f"the new model's test NDCG {new_ndcg:.4f} is more than {margin:.0%} below "
+            f"LATEST {current.model_version} ({old:.4f}); not replacing it (--force to override)"
+        )

@@ -1,0 +1,207 @@
+"""Budgeted random search on the validation period: event/channel weights and decay, each model's
+hyperparameters, then the blend's weights. The result is a ``TrainConfig`` that ``fit`` reuses.
+
+The search never sees the test period: it splits the training side into a past and a validation
+period, exactly as model selection does. The first trial of every search is the current setting,
+so tuning never makes the validation score worse.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from training import evaluate
+from training.config import TrainConfig, Weights
+from training.experiment import Period, SideInfo, make_period, score, subsample
+from training.models import FITTERS
+from training.selection import tune_blend
+
+log = logging.getLogger(__name__)
+
+Space = Callable[[np.random.Generator], dict[str, Any]]
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def _pick(rng: np.random.Generator, options: list[Any]) -> Any:
+    return options[int(rng.integers(len(options)))]
+
+
+# One random point of each model's hyperparameter space.
+SPACES: dict[str, Space] = {
+    "als": lambda r: {
+        "factors": _pick(r, [32, 64, 128]),
+        "regularization": _log_uniform(r, 1e-3, 1.0),
+        "alpha": _log_uniform(r, 0.5, 40.0),
+    },
+    "bpr": lambda r: {
+        "factors": _pick(r, [32, 64, 128]),
+        "learning_rate": _log_uniform(r, 0.005, 0.1),
+        "regularization": _log_uniform(r, 1e-4, 0.1),
+        "iterations": _pick(r, [50, 100, 200]),
+    },
+    "itemknn": lambda r: {
+        "neighbours": _pick(r, [20, 50, 100, 200, 400]),
+        "similarity": _pick(r, ["cosine", "bm25"]),
+    },
+    "ease": lambda r: {"l2": _log_uniform(r, 10.0, 3000.0)},
+    "lightfm": lambda r: {
+        "loss": _pick(r, ["warp", "bpr"]),
+        "components": _pick(r, [32, 64]),
+        "learning_rate": _log_uniform(r, 0.01, 0.1),
+        "epochs": _pick(r, [10, 20, 30]),
+        "item_alpha": _log_uniform(r, 1e-8, 1e-4),
+    },
+    "recent_popularity": lambda r: {"half_life_days": _log_uniform(r, 1.0, 60.0)},
+    "popularity": lambda r: {},
+    "attributes": lambda r: {},
+}
+
+
+def validation_split(events: pa.Table, config: TrainConfig) -> tuple[pa.Table, pa.Table]:
+    """The past and the validation period of the training side of the holdout split."""
+    train, _, _ = evaluate.time_split(events, config.evaluation.holdout_fraction)
+    inner, validation, _ = evaluate.time_split(train, config.selection.validation_fraction)
+    return inner, validation
+
+
+def tune(
+    events: pa.Table,
+    config: TrainConfig,
+    side: SideInfo,
+    *,
+    models: list[str],
+    trials: int,
+    weight_trials: int,
+    splits: tuple[pa.Table, pa.Table] | None = None,
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """Tune weights, then each of ``models``, then the blend; returns the config and a log.
+
+    ``splits`` (past, validation) replaces the default time-based validation split.
+    """
+    past, future = splits or validation_split(events, config)
+    config, weight_log = tune_weights(past, future, config, side, weight_trials)
+    period = make_period(past, future, config, side)
+    found: dict[str, Any] = {"weights": weight_log}
+    tuned = dict(config.models)
+    for name in models:
+        params, ndcg = tune_model(name, period, config, trials)
+        tuned[name] = params
+        found[name] = {"params": params, "ndcg": ndcg}
+    config = msgspec.structs.replace(config, models=tuned)
+    if "blend" in config.selection.candidates:
+        from training.selection import fit_all
+
+        fitted = fit_all(["blend"], period.data, config)
+        weights, ndcg = tune_blend(fitted, period, config)
+        config = msgspec.structs.replace(
+            config, selection=msgspec.structs.replace(config.selection, blend_weights=weights)
+        )
+        found["blend"] = {"weights": weights, "ndcg": ndcg}
+    return config, found
+
+
+def tune_model(
+    name: str, period: Period, config: TrainConfig, trials: int
+) -> tuple[dict[str, Any], float]:
+    """Random search of ``name``'s hyperparameters; the best parameters and validation NDCG."""
+    rng = np.random.default_rng(config.seed)
+    targets = subsample(period.overall, config.selection.max_customers, config.seed)
+    base = config.params(name)
+    best: tuple[dict[str, Any], float] = (base, -1.0)
+    for trial in range(trials if SPACES[name](rng) else 1):
+        params = base if trial == 0 else {**base, **SPACES[name](rng)}
+        ndcg = score(
+            FITTERS[name](period.data, params), period, config.evaluation.k, targets=targets
+        )
+        log.info("tune %s trial %d %s: NDCG %.4f", name, trial, params, ndcg.ndcg)
+        if ndcg.ndcg > best[1]:
+            best = (params, ndcg.ndcg)
+    return best
+
+
+def tune_weights(
+    past: pa.Table, future: pa.Table, config: TrainConfig, side: SideInfo, trials: int
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """Search the weights of the event types and channels present, decay and transform, with ALS.
+
+    Weights of types or channels the data does not have stay as they are (nothing to learn).
+    """
+    types = set(pc.unique(past["event_type"]).to_pylist())
+    channels = set(pc.unique(past["channel"]).to_pylist())
+    rng = np.random.default_rng(config.seed)
+    best: tuple[TrainConfig, float] = (config, -1.0)
+    for trial in range(trials):
+        candidate = config if trial == 0 else _random_weights(config, types, channels, rng)
+        period = make_period(past, future, candidate, side)
+        targets = subsample(period.overall, candidate.selection.max_customers, candidate.seed)
+        fitted = FITTERS["als"](period.data, candidate.params("als"))
+        ndcg = score(fitted, period, candidate.evaluation.k, targets=targets).ndcg
+        log.info("tune weights trial %d %s: NDCG %.4f", trial, candidate.weights, ndcg)
+        if ndcg > best[1]:
+            best = (candidate, ndcg)
+    return best[0], {"weights": msgspec.to_builtins(best[0].weights), "ndcg": best[1]}
+
+
+def _random_weights(
+    config: TrainConfig, types: set[str], channels: set[str], rng: np.random.Generator
+) -> TrainConfig:
+    w = config.weights
+    event_types = dict(w.event_types)
+    if len(types) > 1:
+        event_types.update({t: _log_uniform(rng, 0.2, 10.0) for t in types})
+    channel_weights = dict(w.channels)
+    if len(channels) > 1:
+        channel_weights.update({c: _log_uniform(rng, 0.2, 5.0) for c in channels})
+    weights = Weights(
+        event_types=event_types,
+        channels=channel_weights,
+        half_life_days=_pick(rng, [0.0, _log_uniform(rng, 7.0, 365.0)]),
+        rating_scale=w.rating_scale,
+        transform=_pick(rng, ["log1p", "none"]),
+    )
+    return msgspec.structs.replace(config, weights=weights)
+
+
+def to_toml(config: TrainConfig) -> str:
+    """``config`` as TOML that ``load_config`` reads back (tables of scalars, lists, tables)."""
+    lines: list[str] = []
+    _write_table(msgspec.to_builtins(config), [], lines)
+    return "\n".join(lines) + "\n"
+
+
+def _write_table(table: dict[str, Any], path: list[str], lines: list[str]) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    if path and (scalars or not table):
+        lines.append(f"\n[{'.'.join(_key(p) for p in path)}]")
+    lines.extend(f"{_key(k)} = {_value(v)}" for k, v in scalars.items())
+    for k, v in table.items():
+        if isinstance(v, dict):
+            _write_table(v, [*path, k], lines)
+
+
+def _key(key: str) -> str:
+    return (
+        key
+        if key.replace("_", "").replace("-", "").isalnum()
+        else msgspec.json.encode(key).decode()
+    )
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return msgspec.json.encode(value).decode()
