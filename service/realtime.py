@@ -32,9 +32,10 @@ def customer_vector(
 ) -> CustomerVector:
     """The vector of ``customer_id`` given its recent ``events`` (any order).
 
-    A known customer without new events keeps the model's vector; new events are added to the
-    customer's training row and the vector is recomputed; a customer the model does not know gets
-    a vector from the new events alone (cold start), or None without any.
+    A known customer without new events keeps the model's vector; with new events it moves by the
+    difference they make to the least-squares solution of the customer's training row (so the
+    fitted vector is kept, whatever model made it); a customer the model does not know gets a
+    vector from the new events alone (cold start), or None without any.
     """
     user_row = model.user_row(customer_id) if customer_id else None
     new: list[tuple[int, float]] = []
@@ -47,19 +48,30 @@ def customer_vector(
                 new.append((row, weight))
     if user_row is not None and not new:
         return CustomerVector(vector=model.user_vector(user_row))
-    base_rows, base_weights = (
-        model.training_row(user_row)
-        if user_row is not None
-        else (np.empty(0, np.int64), np.empty(0))
+    if user_row is None:
+        rows, values = confidences(model.fold_in, [r for r, _ in new], [w for _, w in new])
+        if not len(rows):
+            return CustomerVector(vector=None)
+        vector = recalculate_user(model.item_factors, model.gram, rows, values, model.fold_in)
+        return CustomerVector(vector=vector, new_events=len(new))
+    # A known customer keeps the vector training fitted (for a blend, ALS, BPR or LightFM alike)
+    # and moves by what the new events change in the least-squares solution of their row.
+    base_rows, base_weights = model.training_row(user_row)
+    before = _solve(model, base_rows, base_weights)
+    after = _solve(
+        model,
+        np.concatenate([base_rows, np.array([r for r, _ in new], dtype=np.int64)]),
+        np.concatenate([base_weights, np.array([w for _, w in new], dtype=np.float64)]),
     )
-    all_rows = np.concatenate([base_rows, np.array([r for r, _ in new], dtype=np.int64)])
-    all_weights = np.concatenate([base_weights, np.array([w for _, w in new], dtype=np.float64)])
-    item_rows, values = confidences(model.fold_in, all_rows, all_weights)
-    if not len(item_rows):
-        vector = model.user_vector(user_row) if user_row is not None else None
-        return CustomerVector(vector=vector)
-    vector = recalculate_user(model.item_factors, model.gram, item_rows, values, model.fold_in)
-    return CustomerVector(vector=vector, new_events=len(new))
+    vector = model.user_vector(user_row) + (after - before)
+    return CustomerVector(vector=vector.astype(np.float32), new_events=len(new))
+
+
+def _solve(
+    model: FactorModel, rows: NDArray[np.int64], weights: NDArray[np.float64]
+) -> NDArray[np.float32]:
+    item_rows, values = confidences(model.fold_in, rows, weights)
+    return recalculate_user(model.item_factors, model.gram, item_rows, values, model.fold_in)
 
 
 def _is_new(model: FactorModel, event: Event) -> bool:

@@ -74,12 +74,13 @@ def test_configured_identifier_kinds_are_accepted() -> None:
 
 
 def test_app_views_change_the_next_web_answer_within_the_same_second(client: TestClient) -> None:
-    """u0 likes even items; a few app views of odd items bring odd items onto the web."""
+    """u0 likes even items; a session of odd items on the app brings odd items onto the web."""
     before = recs(client, "u0", channel="web")
     assert all(int(i[1:]) % 2 == 0 for i in ids(before))
-    post(client, *(event("u0", f"i{j:02d}", "view", "app") for j in (3, 5, 7, 9, 11)))
+    session = [event("u0", f"i{j:02d}", "view", "app") for j in (3, 5, 7, 9, 11) for _ in range(2)]
+    post(client, *session, event("u0", "i13", "add_to_cart", "app"))
     after = recs(client, "u0", channel="web")
-    assert after["recent_events_used"] == 5
+    assert after["recent_events_used"] == 11
     assert any(int(i[1:]) % 2 == 1 for i in ids(after))
     assert any("on the app" in (i["reason"] or "") for i in after["items"])
 

@@ -1,0 +1,62 @@
+"""Request-time vectors: known customers keep their fitted vector and move with new events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service import artifact
+from service.events import Event
+from service.foldin import confidences, recalculate_user
+from service.ranking import FactorModel
+from service.realtime import customer_vector
+from tests.builders import checkerboard_artifact
+
+NOW = datetime(2026, 11, 1, tzinfo=UTC)  # after the checkerboard's data window
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> FactorModel:
+    return FactorModel(artifact.load(checkerboard_artifact(tmp_path)))
+
+
+def view(item: str, kind: str = "view") -> Event:
+    return Event(customer_id="u0", item_id=item, event_type=kind, channel="app", timestamp=NOW)  # type: ignore[arg-type]
+
+
+def test_without_new_events_the_fitted_vector_is_served(model: FactorModel) -> None:
+    found = customer_vector(model, "u0", [view("i03", "impression")], NOW)  # weight 0
+    assert found.new_events == 0
+    assert np.array_equal(found.vector, model.user_vector(model.user_row("u0")))  # type: ignore[arg-type]
+
+
+def test_new_events_move_the_fitted_vector_by_their_least_squares_effect(
+    model: FactorModel,
+) -> None:
+    row = model.user_row("u0")
+    assert row is not None
+    found = customer_vector(model, "u0", [view("i03"), view("i05")], NOW)
+    base_rows, base_weights = model.training_row(row)
+    new_rows = np.array([model.item_row("i03"), model.item_row("i05")], dtype=np.int64)
+    new_weights = np.array([1.0, 1.0])
+
+    def solve(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        r, v = confidences(model.fold_in, rows, weights)
+        return recalculate_user(model.item_factors, model.gram, r, v, model.fold_in)
+
+    delta = solve(
+        np.concatenate([base_rows, new_rows]), np.concatenate([base_weights, new_weights])
+    ) - solve(base_rows, base_weights)
+    assert found.new_events == 2
+    assert np.allclose(found.vector, model.user_vector(row) + delta, atol=1e-6)
+    assert found.vector[1] > 0  # towards the odd items viewed
+
+
+def test_an_unknown_customer_is_folded_in_from_new_events_alone(model: FactorModel) -> None:
+    assert customer_vector(model, "stranger", [], NOW).vector is None
+    found = customer_vector(model, "stranger", [view("i03")], NOW)
+    assert found.vector is not None
+    assert found.vector[1] > abs(found.vector[0])
