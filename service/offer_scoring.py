@@ -220,8 +220,10 @@ class Plan:
         self.starts = np.cumsum([0, *(len(p) for p in parts[:-1])]).astype(np.int64)
         rows = np.concatenate(parts) if parts else np.empty(0, np.int64)
         self.factors = np.ascontiguousarray(model.item_factors[rows].T)
-        # A plain (not memory-mapped) transposed copy of the item factors, for batch products.
-        self.item_factors_t = np.ascontiguousarray(model.item_factors.T)
+        # A transposed view, not a copy: the item factors are memory-mapped and shared by every
+        # worker (a copy costs each worker the whole matrix, 256 MB at a million items), and BLAS
+        # multiplies by a transpose without materialising it.
+        self.item_factors_t = np.asarray(model.item_factors).T
 
     def affinities(self, vectors: Sequence[NDArray[np.float32] | None], default: float) -> NDArray:
         """Customers x offers: the best target score per offer, clipped to 0..1.
