@@ -12,6 +12,7 @@ import msgspec
 from service.events import CONSUMED_EVENT_TYPES, Event, event_msgpack_decoder, msgpack_encoder
 from service.state import CartLine, Consent, CustomerState, cart_line_decoder, consent_decoder
 from service.store.base import StoreBase, text, unavailable_on_redis_error
+from service.store.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,8 @@ class EventState(StoreBase):
                 model has not seen; decoding all of them is most of this call's cost).
         """
         pipe = self.client.pipeline(transaction=False)
-        self._queue_state(pipe, customer_id, recent)
-        return self._state_from(await pipe.execute())
+        queue_state(pipe, self.keys, customer_id, recent)
+        return state_from(await pipe.execute(), self._oldest_recent())
 
     @unavailable_on_redis_error
     async def profile_facts(
@@ -177,42 +178,50 @@ class EventState(StoreBase):
     ) -> tuple[CustomerState, dict[str, float], list[str]]:
         """State, lifetime stats and linked identifiers of a customer, in one round trip."""
         pipe = self.client.pipeline(transaction=False)
-        self._queue_state(pipe, customer_id)
+        queue_state(pipe, self.keys, customer_id)
         pipe.hgetall(self.keys.stats(customer_id))
         pipe.smembers(self.keys.identifiers(customer_id))
         *state_replies, stats_raw, ids_raw = await pipe.execute()
         stats = {text(k): float(v) for k, v in stats_raw.items()}
-        return self._state_from(state_replies), stats, sorted(text(i) for i in ids_raw)
-
-    def _queue_state(self, pipe: Any, customer_id: str, recent: int | None = None) -> None:
-        pipe.lrange(self.keys.recent(customer_id), 0, -1 if recent is None else recent - 1)
-        pipe.smembers(self.keys.bought(customer_id))
-        pipe.hgetall(self.keys.cart(customer_id))
-        pipe.get(self.keys.consent(customer_id))
-
-    def _state_from(self, replies: list[Any]) -> CustomerState:
-        recent_raw, bought_raw, cart_raw, consent_raw = replies
-        oldest = datetime.now(UTC) - timedelta(seconds=self.recent_ttl_seconds)
-        recent = [
-            e for e in decode_events(recent_raw) if e.timestamp is None or e.timestamp >= oldest
-        ]
-        cart = {}
-        for item, raw in cart_raw.items():
-            try:
-                cart[text(item)] = cart_line_decoder.decode(raw)
-            except msgspec.DecodeError:
-                log.warning("undecodable cart line skipped")
-        return CustomerState(
-            recent=recent,
-            bought=frozenset(text(b) for b in bought_raw),
-            cart=cart,
-            consent=consent_decoder.decode(consent_raw) if consent_raw else Consent(),
+        return (
+            state_from(state_replies, self._oldest_recent()),
+            stats,
+            sorted(text(i) for i in ids_raw),
         )
+
+    def _oldest_recent(self) -> datetime:
+        return datetime.now(UTC) - timedelta(seconds=self.recent_ttl_seconds)
 
     @unavailable_on_redis_error
     async def set_consent(self, customer_id: str, consent: Consent) -> None:
         """Store the customer's consent (no expiry: it holds until changed or erased)."""
         await self.client.set(self.keys.consent(customer_id), msgpack_encoder.encode(consent))
+
+
+def queue_state(pipe: Any, keys: Keys, customer_id: str, recent: int | None = None) -> None:
+    """Queue the reads of a customer's state on ``pipe`` (four replies, for ``state_from``)."""
+    pipe.lrange(keys.recent(customer_id), 0, -1 if recent is None else recent - 1)
+    pipe.smembers(keys.bought(customer_id))
+    pipe.hgetall(keys.cart(customer_id))
+    pipe.get(keys.consent(customer_id))
+
+
+def state_from(replies: Sequence[Any], oldest: datetime) -> CustomerState:
+    """The customer state from ``queue_state``'s four replies; events before ``oldest`` dropped."""
+    recent_raw, bought_raw, cart_raw, consent_raw = replies
+    recent = [e for e in decode_events(recent_raw) if e.timestamp is None or e.timestamp >= oldest]
+    cart = {}
+    for item, raw in cart_raw.items():
+        try:
+            cart[text(item)] = cart_line_decoder.decode(raw)
+        except msgspec.DecodeError:
+            log.warning("undecodable cart line skipped")
+    return CustomerState(
+        recent=recent,
+        bought=frozenset(text(b) for b in bought_raw),
+        cart=cart,
+        consent=consent_decoder.decode(consent_raw) if consent_raw else Consent(),
+    )
 
 
 def _order_key(event: Event, when: datetime) -> str:

@@ -17,9 +17,9 @@ import msgspec
 from service.events import Event
 from service.offer_facts import Contact, OfferHistory
 from service.offers import DEFAULT_RULES, Offer, OfferRules
-from service.state import Consent, CustomerState, cart_line_decoder, consent_decoder
+from service.state import CustomerState
 from service.store.base import StoreBase, text, unavailable_on_redis_error
-from service.store.customers import decode_events
+from service.store.customers import queue_state, state_from
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +88,14 @@ class OfferStore(StoreBase):
         oldest = now - timedelta(days=rules.contact_history_days)
         pipe = self.client.pipeline(transaction=False)
         for c in customer_ids:
-            pipe.lrange(self.keys.recent(c), 0, -1)
-            pipe.smembers(self.keys.bought(c))
-            pipe.hgetall(self.keys.cart(c))
-            pipe.get(self.keys.consent(c))
+            queue_state(pipe, self.keys, c)
             pipe.zrevrangebyscore(self.keys.offer_contacts(c), "+inf", oldest.timestamp())
             pipe.hgetall(self.keys.offer_redemptions(c))
         replies = await pipe.execute()
         recent_oldest = now - timedelta(seconds=self.recent_ttl_seconds)
         return [
             (
-                _state(*replies[i : i + 4], oldest=recent_oldest),
+                state_from(replies[i : i + 4], recent_oldest),
                 _history(*replies[i + 4 : i + 6]),
             )
             for i in range(0, len(replies), 6)
@@ -149,30 +146,6 @@ class OfferStore(StoreBase):
             pipe.expire(key, 366 * 86400)
         await pipe.execute()
         return len(redeemed)
-
-
-def _state(
-    recent_raw: list[bytes],
-    bought_raw: set[bytes],
-    cart_raw: dict[bytes, bytes],
-    consent_raw: bytes | None,
-    *,
-    oldest: datetime,
-) -> CustomerState:
-    # The same decoding as EventState.customer_state, for many customers in one pipeline.
-    recent = [e for e in decode_events(recent_raw) if e.timestamp is None or e.timestamp >= oldest]
-    cart = {}
-    for item, raw in cart_raw.items():
-        try:
-            cart[text(item)] = cart_line_decoder.decode(raw)
-        except msgspec.DecodeError:
-            log.warning("undecodable cart line skipped")
-    return CustomerState(
-        recent=recent,
-        bought=frozenset(text(b) for b in bought_raw),
-        cart=cart,
-        consent=consent_decoder.decode(consent_raw) if consent_raw else Consent(),
-    )
 
 
 def _history(contacts_raw: list[bytes], redeemed_raw: dict[bytes, bytes]) -> OfferHistory:
