@@ -102,6 +102,12 @@ def test_responses_carry_request_id_model_and_variant_consistently_on_every_chan
     assert {v for vs in seen.values() for v in vs} == {"control", "popular"}
     email = client.get("/v1/customers/u0/recommendations?channel=email").json()
     assert email["experiment"] is None and email["variant"] is None
+    # Offer answers carry the same assignment as the customer's recommendations.
+    for customer, variants in seen.items():
+        offers = client.get(f"/v1/customers/{customer}/offers?channel=web&record=false").json()
+        assert offers["experiment"] == "ab1"
+        assert {offers["variant"]} == variants
+        assert offers["request_id"] and offers["model_version"] == "v1-checkerboard"
 
 
 def test_a_popular_variant_serves_popular_items(client: TestClient) -> None:

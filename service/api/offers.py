@@ -28,6 +28,7 @@ from service.resolution import customer_for
 from service.schemas import RecommendedItem
 from service.settings import Settings
 from service.store import Store
+from service.tracking import Tracking
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,6 +53,9 @@ class OffersResponse(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     offers: list[ScoredOffer]
     items: list[RecommendedItem] = msgspec.field(default_factory=list)
     skipped: str | None = None
+    # The A/B test and variant the customer is in on this channel (None: none running).
+    experiment: str | None = None
+    variant: str | None = None
 
 
 class Audience(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -136,6 +140,7 @@ class CustomerOffersController(Controller):
         store: NamedDependency[Store],
         settings: NamedDependency[Settings],
         availability: NamedDependency[Availability],
+        tracking: NamedDependency[Tracking],
         channel: ChannelParam = "web",
         k: OfferK = 3,
         items: ItemsK = 0,
@@ -146,8 +151,10 @@ class CustomerOffersController(Controller):
         Respects marketing consent, validity, segments, triggers, caps and what was presented on
         other channels; the offers returned are recorded as presented unless ``record=false``.
         """
-        model = live_model.get()
         resolved = await customer_for(store, settings.identifier_kinds_set, customer_id)
+        # The same experiment assignment as the customer's recommendations (issue 7).
+        assignment = tracking.assignment(channel, resolved)
+        model = await tracking.model_for(assignment, live_model.get())
         chooser = offer_service.Chooser(
             model=model,
             store=store,
@@ -168,6 +175,8 @@ class CustomerOffersController(Controller):
             offers=choice.offers,
             items=choice.items,
             skipped=choice.skipped,
+            experiment=assignment.experiment_id if assignment else None,
+            variant=assignment.variant.name if assignment else None,
         )
 
     @post("/exports/offers", status_code=200, operation_id="exportOffers")
