@@ -118,7 +118,6 @@ class Customer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 # Encoders and decoders are built once and reused (msgspec's performance advice).
-json_encoder = msgspec.json.Encoder()
 msgpack_encoder = msgspec.msgpack.Encoder()
 event_msgpack_decoder = msgspec.msgpack.Decoder(Event)
 event_json_decoder = msgspec.json.Decoder(Event)

@@ -28,18 +28,17 @@ async def resolve_events(
     store: Store, kinds: frozenset[str], events: Sequence[Event]
 ) -> list[Event]:
     """``events`` with every ``customer_id`` filled in, resolving identifiers in one round trip."""
-    wanted = {
-        identity.normalise(e.identifier, kinds)
+    # Normalise each identifier once; look every one of them up in one round trip.
+    normalised = {
+        e.identifier: identity.normalise(e.identifier, kinds)
         for e in events
         if e.customer_id is None and e.identifier
     }
-    owners = await store.resolve(sorted(wanted)) if wanted else {}
+    owners = await store.resolve(sorted(set(normalised.values()))) if normalised else {}
     resolved = []
     for e in events:
         if e.customer_id is None and e.identifier:
-            normalised = identity.normalise(e.identifier, kinds)
-            e = msgspec.structs.replace(
-                e, identifier=normalised, customer_id=owners.get(normalised) or normalised
-            )
+            name = normalised[e.identifier]
+            e = msgspec.structs.replace(e, identifier=name, customer_id=owners.get(name) or name)
         resolved.append(e)
     return resolved

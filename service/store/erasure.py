@@ -86,12 +86,6 @@ class Erasure(StoreBase):
                 deleted += await self.client.xdel(self.keys.events, *doomed)
             start = "(" + text(page[-1][0])
 
-    @unavailable_on_redis_error
-    async def suppressed_hashes(self) -> dict[str, str]:
-        """Every suppression: customer-id hash -> erasure time."""
-        raw = await self.client.hgetall(self.keys.suppressed)
-        return {text(k): text(v) for k, v in raw.items()}
-
 
 def _glob_escape(text_: str) -> str:
     """Escape glob specials so a customer id with ``*`` or ``[`` matches only itself."""

@@ -53,13 +53,6 @@ class IdentityGraph(StoreBase):
         }
 
     @unavailable_on_redis_error
-    async def identifiers_of(self, customer_id: str) -> list[str]:
-        """Every identifier linked to the customer, sorted."""
-        return sorted(
-            text(i) for i in await self.client.smembers(self.keys.identifiers(customer_id))
-        )
-
-    @unavailable_on_redis_error
     async def link(self, customer_id: str, identifiers: Sequence[str]) -> LinkResult:
         """Link (normalised) ``identifiers`` to ``customer_id`` and merge their anonymous history.
 
