@@ -7,7 +7,7 @@ arrays; ``item_ids``/``user_ids`` are sorted, so ids are found by binary search.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,12 +15,15 @@ from numpy.typing import NDArray
 
 from service.ann import AnnConfig, IvfIndex, build_index
 from service.artifact import Artifact
-from service.foldin import gramian
+from service.foldin import confidences, gramian, recalculate_user
 
 log = logging.getLogger(__name__)
 
 # Items per channel kept ranked by popularity (per model and worker: 12 KiB each).
 _POPULAR_HEAD = 1000
+# Customers whose training-row solution each worker keeps per model (about 0.4 KiB each at 64
+# factors): the customers active right now, whose requests fold in new events.
+_SOLUTIONS_KEPT = 20_000
 
 Rows = NDArray[np.int64]
 Scores = NDArray[np.float32]
@@ -67,6 +70,7 @@ class FactorModel:
         self.item_norms = np.where(norms > 0, norms, np.float32(1e-9))
         self._category_masks: dict[int, Mask] = {}
         self._popular_heads: dict[int, tuple[Rows, Scores]] = {}
+        self._solutions: dict[int, NDArray[np.float32]] = {}
         self.ann_config = ann or AnnConfig()
         self.index = self._index(a)
 
@@ -104,8 +108,12 @@ class FactorModel:
 
     def item_rows(self, item_ids: Iterable[str]) -> Rows:
         """Rows of the known ids among ``item_ids`` (unknown ids are dropped), in input order."""
-        rows = [self.item_row(i) for i in item_ids]
-        return np.array([r for r in rows if r is not None], dtype=np.int64)
+        rows = self.lookup_items(list(item_ids))
+        return rows[rows >= 0]
+
+    def lookup_items(self, item_ids: Sequence[str]) -> Rows:
+        """The row of each of ``item_ids``, -1 for ids the model does not know (one search)."""
+        return _find_many(self.item_ids, item_ids)
 
     def item_id(self, row: int) -> str:
         """The id of item ``row``."""
@@ -179,6 +187,21 @@ class FactorModel:
         values = np.asarray(a["user_items_values"][start:end], dtype=np.float64)
         raw = np.expm1(values) if self.fold_in.transform == "log1p" else values
         return np.asarray(a["user_items_indices"][start:end], dtype=np.int64), raw
+
+    def training_solution(self, user_row: int) -> NDArray[np.float32]:
+        """The least-squares vector of the customer's training row: where fold-in starts from.
+
+        A pure function of the model and the customer, so it is kept (first in, first out) for
+        the customers seen lately: their next request solves one system instead of two.
+        """
+        solution = self._solutions.get(user_row)
+        if solution is None:
+            rows, values = confidences(self.fold_in, *self.training_row(user_row))
+            solution = recalculate_user(self.item_factors, self.gram, rows, values, self.fold_in)
+            if len(self._solutions) >= _SOLUTIONS_KEPT:
+                self._solutions.pop(next(iter(self._solutions)), None)
+            self._solutions[user_row] = solution
+        return solution
 
     def user_vector(self, user_row: int) -> NDArray[np.float32]:
         """The customer's factor vector."""
@@ -315,6 +338,25 @@ def top_k(
 
 def _plain(array: NDArray[Any]) -> NDArray[Any]:
     return array.view(np.ndarray) if isinstance(array, np.memmap) else array
+
+
+def _find_many(ids: NDArray[np.bytes_], keys: Sequence[str]) -> Rows:
+    """``_find`` for many keys in one binary search (a few µs, not a few µs per key)."""
+    found = np.full(len(keys), -1, dtype=np.int64)
+    if not len(keys) or not len(ids):
+        return found
+    encoded = [k.encode("utf-8") for k in keys]
+    # Ids longer than the array holds are unknown (numpy would silently truncate them), and so
+    # are ids ending in NUL (numpy would strip it).
+    size = ids.dtype.itemsize
+    fits = [n for n, raw in enumerate(encoded) if 0 < len(raw) <= size and raw[-1] != 0]
+    if not fits:
+        return found
+    wanted = np.array([encoded[n] for n in fits], dtype=ids.dtype)
+    pos = np.searchsorted(ids, wanted)
+    hit = ids[np.minimum(pos, len(ids) - 1)] == wanted
+    found[np.asarray(fits, dtype=np.int64)[hit]] = pos[hit]
+    return found
 
 
 def _find(ids: NDArray[np.bytes_], key: str) -> int | None:

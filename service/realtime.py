@@ -38,40 +38,37 @@ def customer_vector(
     vector from the new events alone (cold start), or None without any.
     """
     user_row = model.user_row(customer_id) if customer_id else None
-    new: list[tuple[int, float]] = []
-    for e in events:
-        row = model.item_row(e.item_id) if _is_new(model, e) else None  # type: ignore[arg-type]
-        if row is not None:
+    fresh = [e for e in events if _is_new(model, e)]
+    item_rows = model.lookup_items([e.item_id for e in fresh])  # type: ignore[misc]
+    new_rows: list[int] = []
+    new_weights: list[float] = []
+    for e, row in zip(fresh, item_rows.tolist(), strict=True):
+        if row >= 0:
             age = age_in_days(e.timestamp or now, now)
             weight = event_weight(model.fold_in, e.event_type, e.channel, age)
             if weight > 0:
-                new.append((row, weight))
-    if user_row is not None and not new:
+                new_rows.append(row)
+                new_weights.append(weight)
+    if user_row is not None and not new_rows:
         return CustomerVector(vector=model.user_vector(user_row))
     if user_row is None:
-        rows, values = confidences(model.fold_in, [r for r, _ in new], [w for _, w in new])
+        rows, values = confidences(model.fold_in, new_rows, new_weights)
         if not len(rows):
             return CustomerVector(vector=None)
         vector = recalculate_user(model.item_factors, model.gram, rows, values, model.fold_in)
-        return CustomerVector(vector=vector, new_events=len(new))
+        return CustomerVector(vector=vector, new_events=len(new_rows))
     # A known customer keeps the vector training fitted (for a blend, ALS, BPR or LightFM alike)
     # and moves by what the new events change in the least-squares solution of their row.
     base_rows, base_weights = model.training_row(user_row)
-    before = _solve(model, base_rows, base_weights)
-    after = _solve(
-        model,
-        np.concatenate([base_rows, np.array([r for r, _ in new], dtype=np.int64)]),
-        np.concatenate([base_weights, np.array([w for _, w in new], dtype=np.float64)]),
+    rows, values = confidences(
+        model.fold_in,
+        np.concatenate([base_rows, np.asarray(new_rows, dtype=np.int64)]),
+        np.concatenate([base_weights, np.asarray(new_weights, dtype=np.float64)]),
     )
+    after = recalculate_user(model.item_factors, model.gram, rows, values, model.fold_in)
+    before = model.training_solution(user_row)
     vector = model.user_vector(user_row) + (after - before)
-    return CustomerVector(vector=vector.astype(np.float32), new_events=len(new))
-
-
-def _solve(
-    model: FactorModel, rows: NDArray[np.int64], weights: NDArray[np.float64]
-) -> NDArray[np.float32]:
-    item_rows, values = confidences(model.fold_in, rows, weights)
-    return recalculate_user(model.item_factors, model.gram, item_rows, values, model.fold_in)
+    return CustomerVector(vector=vector.astype(np.float32), new_events=len(new_rows))
 
 
 def _is_new(model: FactorModel, event: Event) -> bool:

@@ -132,9 +132,10 @@ def _reasons(
     written only for the reasons an answer uses (``_reason_text``).
     """
     reasons: list[tuple[int, Event | None]] = []
-    for e in events:
-        row = model.item_row(e.item_id) if e.item_id and e.event_type in _VERBS else None
-        if row is not None:
+    telling = [e for e in events if e.item_id and e.event_type in _VERBS]
+    rows = model.lookup_items([e.item_id for e in telling])  # type: ignore[misc]
+    for e, row in zip(telling, rows.tolist(), strict=True):
+        if row >= 0:
             reasons.append((row, e))
             if len(reasons) >= _MAX_REASONS:
                 return reasons

@@ -35,6 +35,19 @@ def test_ids_are_found_by_binary_search(model: FactorModel) -> None:
     assert ids(model, model.item_rows(["i03", "nope", "i01"])) == ["i03", "i01"]
 
 
+def test_many_ids_are_looked_up_in_one_search_with_unknown_ones_marked(
+    model: FactorModel,
+) -> None:
+    wanted = ["i05", "nope", "", "i" * 500, "i01\x00", "i00", "i05"]
+    rows = model.lookup_items(wanted)
+    assert rows.tolist()[1:5] == [-1, -1, -1, -1]  # unknown, empty, too long, NUL-ended
+    assert [model.item_id(int(r)) for r in rows[[0, 5, 6]]] == ["i05", "i00", "i05"]
+    assert rows.tolist() == [
+        model.item_row(i) if model.item_row(i) is not None else -1 for i in wanted
+    ]
+    assert model.lookup_items([]).tolist() == []
+
+
 def test_recommend_ranks_the_customers_side_of_the_checkerboard(model: FactorModel) -> None:
     rows, scores = model.recommend(model.user_vector(model.user_row("u2")), 3)  # type: ignore[arg-type]
     assert ids(model, rows) == ["i00", "i02", "i04"]

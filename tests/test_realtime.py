@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import artifact
+from service import artifact, ranking
 from service.events import Event
 from service.foldin import confidences, recalculate_user
 from service.ranking import FactorModel
@@ -53,6 +53,22 @@ def test_new_events_move_the_fitted_vector_by_their_least_squares_effect(
     assert found.new_events == 2
     assert np.allclose(found.vector, model.user_vector(row) + delta, atol=1e-6)
     assert found.vector[1] > 0  # towards the odd items viewed
+
+
+def test_the_training_row_solution_is_kept_per_model_and_bounded(
+    model: FactorModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row = model.user_row("u0")
+    assert row is not None
+    r, v = confidences(model.fold_in, *model.training_row(row))
+    expected = recalculate_user(model.item_factors, model.gram, r, v, model.fold_in)
+    first = model.training_solution(row)
+    assert np.array_equal(first, expected)
+    assert model.training_solution(row) is first  # kept, not solved again
+    monkeypatch.setattr(ranking, "_SOLUTIONS_KEPT", 2)
+    for other in ("u1", "u2", "u3"):
+        model.training_solution(model.user_row(other))  # type: ignore[arg-type]
+    assert len(model._solutions) == 2 and row not in model._solutions  # first in, first out
 
 
 def test_an_unknown_customer_is_folded_in_from_new_events_alone(model: FactorModel) -> None:
