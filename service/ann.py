@@ -220,15 +220,22 @@ class IvfIndex:
         scores = np.concatenate([self.factors[s:e] @ query for s, e in bounds])
         if norms is not None:
             scores /= norms[rows]
-        if allowed is not None or (exclude is not None and len(exclude)):
-            keep = allowed[rows] if allowed is not None else np.ones(total, dtype=bool)
-            if exclude is not None and len(exclude):
-                keep &= ~np.isin(rows, exclude)
+        if allowed is not None:
+            keep = allowed[rows]
             if int(np.count_nonzero(keep)) < k:
                 return None
             rows, scores = rows[keep], scores[keep]
-        part = np.argpartition(-scores, k - 1)[:k]  # len(scores) >= k here
+        # Excluded items (what the customer bought) are dropped from the best k + |exclude|, not
+        # looked up among all the candidates: that many best always hold k that are not excluded.
+        excluded = 0 if exclude is None else len(exclude)
+        want = min(k + excluded, len(scores))
+        part = np.argpartition(-scores, want - 1)[:want] if want < len(scores) else np.arange(want)
         order = part[np.argsort(-scores[part], kind="stable")]
+        if excluded:
+            order = order[~np.isin(rows[order], exclude)]
+        if len(order) < k:
+            return None
+        order = order[:k]
         return rows[order].astype(np.int64), scores[order].astype(np.float32)
 
 
