@@ -76,6 +76,27 @@ def test_recent_events_are_capped_and_expire(redis_url: str, key_prefix: str) ->
     assert 0 < ttl <= 2 * 86400
 
 
+def test_the_state_read_survives_redis_losing_its_scripts(redis_url: str, key_prefix: str) -> None:
+    cart = Event(
+        customer_id="c1",
+        item_id="x",
+        event_type="add_to_cart",
+        channel="app",  # type: ignore[arg-type]
+        timestamp=T0,
+    )
+
+    async def use(store: Store) -> tuple[object, object]:
+        await store.record([event("c1", "a", "purchase"), cart])
+        first = await store.customer_state("c1", recent=1)
+        await store.client.script_flush()  # as after a restart of Redis
+        return first, await store.customer_state("c1")
+
+    first, again = with_store(redis_url, key_prefix, use)
+    assert [e.item_id for e in first.recent] == ["x"]  # type: ignore[attr-defined]
+    assert [e.item_id for e in again.recent] == ["x", "a"]  # type: ignore[attr-defined]
+    assert again.bought == {"a"} and set(again.cart) == {"x"}  # type: ignore[attr-defined]
+
+
 def test_an_unknown_customer_has_an_empty_state(redis_url: str, key_prefix: str) -> None:
     state = with_store(redis_url, key_prefix, lambda s: s.customer_state("nobody"))
     assert state.recent == [] and state.bought == frozenset()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 import msgspec
+from redis.commands.core import AsyncScript
 
 from service.events import CONSUMED_EVENT_TYPES, Event, event_msgpack_decoder, msgpack_encoder
 from service.state import CartLine, Consent, CustomerState, cart_line_decoder, consent_decoder
@@ -84,8 +86,22 @@ return out
 """
 
 
+# A customer's state in one command: recent events (ARGV[1] = last index), purchases, cart and
+# consent. One EVALSHA costs the client about half of what a pipeline of the four reads does, and
+# the recommendation route runs it on every request. All four keys share the customer's hash tag.
+_READ_STATE = """
+return {redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1])), redis.call('SMEMBERS', KEYS[2]),
+        redis.call('HGETALL', KEYS[3]), redis.call('GET', KEYS[4])}
+"""
+
+
 class EventState(StoreBase):
     """Events: the durable stream and each customer's recent events, purchases and cart."""
+
+    @cached_property
+    def _read_state(self) -> AsyncScript:
+        # EVALSHA, loading the script again when Redis lost it (a restart, SCRIPT FLUSH).
+        return self.client.register_script(_READ_STATE)
 
     @unavailable_on_redis_error
     async def record(
@@ -168,9 +184,15 @@ class EventState(StoreBase):
             recent: read only the newest ``recent`` events (recommendations need only those the
                 model has not seen; decoding all of them is most of this call's cost).
         """
-        pipe = self.client.pipeline(transaction=False)
-        queue_state(pipe, self.keys, customer_id, recent)
-        return state_from(await pipe.execute(), self._oldest_recent())
+        k = self.keys
+        keys = [k.recent(customer_id), k.bought(customer_id), k.cart(customer_id)]
+        keys.append(k.consent(customer_id))
+        recent_raw, bought, cart, consent = await self._read_state(
+            keys=keys, args=[-1 if recent is None else recent - 1]
+        )
+        # HGETALL inside a script answers a flat [field, value, ...] list, not a mapping.
+        replies = (recent_raw, bought, dict(zip(cart[::2], cart[1::2], strict=True)), consent)
+        return state_from(replies, self._oldest_recent())
 
     @unavailable_on_redis_error
     async def profile_facts(
