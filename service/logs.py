@@ -11,8 +11,8 @@ import contextvars
 import hashlib
 import json
 import logging
+import os
 import re
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,9 +26,14 @@ _HANDLER_NAME = "omnireco-json"
 
 def start_request() -> str:
     """Give the current request (context) a fresh id and return it."""
-    request_id = uuid.uuid4().hex
+    request_id = new_id()
     _request_id.set(request_id)
     return request_id
+
+
+def new_id() -> str:
+    """128 random bits as 32 hex digits (what ``uuid4().hex`` gives, at a quarter of its cost)."""
+    return os.urandom(16).hex()
 
 
 def current_request_id() -> str | None:

@@ -59,6 +59,8 @@ class Tracking:
         # Redis only grows), so after warm-up a flush carries only counters.
         self._flushed_items: tuple[date, set[str]] = (date.min, set())
         self._task: asyncio.Task[None] | None = None
+        self._assignment_counters: dict[tuple[str, str, str], Any] = {}
+        self._day: tuple[int, date] = (-1, date.min)
 
     async def start(self, store: Store) -> None:
         """Time the store's calls, load the experiments and start the background flush."""
@@ -119,16 +121,29 @@ class Tracking:
         """Count one answer and the items it showed (buffered; flushed in the background)."""
         if not self.enabled:
             return
-        today = datetime.now(UTC).date()
+        today = self._today()
         # Only a tuple-keyed count here (the hot path); flush() expands it into counter fields.
         key = (today, channel, model_version, assignment.arm if assignment else None, fallback)
         self._answers[key] = self._answers.get(key, 0) + 1
-        self._served_items.setdefault(today, set()).update(i.item_id for i in items)
+        self._served_items.setdefault(today, set()).update([i.item_id for i in items])
         if fallback:
             self.metrics.fallbacks.labels(channel).inc()
         if assignment:
             labels = (assignment.experiment_id, assignment.variant.name, channel)
-            self.metrics.assignments.labels(*labels).inc()
+            counter = self._assignment_counters.get(labels)
+            if counter is None:
+                # labels() takes a lock and builds a tuple each call: resolve each series once.
+                counter = self._assignment_counters[labels] = self.metrics.assignments.labels(
+                    *labels
+                )
+            counter.inc()
+
+    def _today(self) -> date:
+        """Today's UTC date, computed again only when the day number changes."""
+        day = int(time.time() // 86_400)
+        if day != self._day[0]:
+            self._day = (day, datetime.now(UTC).date())
+        return self._day[1]
 
     async def flush(self) -> None:
         """Write the buffered served counters to Redis now."""

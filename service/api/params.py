@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from litestar.params import PathParameter, QueryParameter
 
 from service.events import Channel
-from service.logs import current_request_id
+from service.logs import current_request_id, new_id
 
 MAX_K = 200
 K = Annotated[int | None, QueryParameter(ge=1, le=MAX_K, description="How many items (default 10)")]
@@ -22,4 +21,4 @@ PathId = Annotated[str, PathParameter(min_length=1, max_length=256)]
 
 def new_request_id() -> str:
     """The request's id (in its logs and ``x-request-id`` too), echoed on impressions and clicks."""
-    return current_request_id() or uuid.uuid4().hex
+    return current_request_id() or new_id()
