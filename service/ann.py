@@ -19,6 +19,7 @@ allowed items, which is cheaper than probing and always right.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Literal
 
@@ -160,6 +161,9 @@ class IvfIndex:
         self.nprobe = max(1, min(nprobe, self.nlist))
         self.nprobe_similar = max(1, min(nprobe_similar, self.nlist))
         self.exact_below = exact_below
+        # One view per cluster, made once: slicing per probe cost more than the products.
+        bounds = self.offsets.tolist()
+        self._clusters = [self.factors[s:e] for s, e in itertools.pairwise(bounds)]
         norms = np.linalg.norm(self.centroids, axis=1)
         self._unit_centroids = (self.centroids / np.where(norms > 0, norms, 1)[:, None]).astype(
             np.float32
@@ -215,9 +219,9 @@ class IvfIndex:
         positions += np.arange(total)
         rows = self.rows[positions]
         # One matrix-vector product per contiguous cluster: no copy of the candidates' factors
-        # (twice as fast as gathering them at a million items).
-        bounds = zip(starts.tolist(), ends.tolist(), strict=True)
-        scores = np.concatenate([self.factors[s:e] @ query for s, e in bounds])
+        # (twice as fast as gathering them at a million items). np.dot: less dispatch than @.
+        clusters, dot = self._clusters, np.dot
+        scores = np.concatenate([dot(clusters[c], query) for c in lists.tolist()])
         if norms is not None:
             scores /= norms[rows]
         if allowed is not None:

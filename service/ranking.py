@@ -54,9 +54,8 @@ class FactorModel:
         self.popularity: NDArray[np.float32] = a["item_popularity"]
         self._bought_indptr: NDArray[Any] = a["bought_indptr"]
         self._bought_items: NDArray[Any] = a["bought_items"]
-        self.category_codes = {
-            name.decode("utf-8"): code for code, name in enumerate(a["category_names"])
-        }
+        self._category_names: list[str] = [n.decode("utf-8") for n in a["category_names"].tolist()]
+        self.category_codes = {name: code for code, name in enumerate(self._category_names)}
         self._channel_rows = {
             name: row for row, name in enumerate(artifact.manifest.popularity_channels)
         }
@@ -119,14 +118,23 @@ class FactorModel:
         """The id of item ``row``."""
         return bytes(self.item_ids[row]).decode("utf-8")
 
+    def item_ids_of(self, rows: Rows) -> list[str]:
+        """The ids of items ``rows`` (one gather for a whole answer)."""
+        return [raw.decode("utf-8") for raw in self.item_ids[rows].tolist()]
+
     def category_of(self, row: int) -> str | None:
         """The category name of item ``row``, if it has one."""
         code = int(self.item_category[row])
-        return None if code < 0 else self.category_name(code)
+        return None if code < 0 else self._category_names[code]
+
+    def categories_of(self, rows: Rows) -> list[str | None]:
+        """The category name of each of items ``rows`` (None: no category)."""
+        names = self._category_names
+        return [None if code < 0 else names[code] for code in self.item_category[rows].tolist()]
 
     def category_name(self, code: int) -> str:
         """The name of category ``code``."""
-        return bytes(self._arrays["category_names"][code]).decode("utf-8")
+        return self._category_names[code]
 
     def title_of(self, row: int) -> str | None:
         """The item's title, if the training data had titles."""

@@ -10,7 +10,7 @@ so a response has ``k`` items whenever the filters leave that many.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 import msgspec
@@ -160,28 +160,32 @@ def _explained(
         first.setdefault(row, event)  # the first (most recent) reason per item wins
     return [
         RecommendedItem(
-            item_id=model.item_id(int(row)),
-            score=float(score),
+            item_id=item_id,
+            score=score,
             source="model",
-            category=model.category_of(int(row)),
-            reason=_reason_text(model, int(b), first[int(b)]) if int(b) in first else None,
+            category=category,
+            reason=_reason_text(model, b, first[b]) if b in first else None,
         )
-        for row, score, b in zip(rows, scores, closest, strict=True)
+        for item_id, score, category, b in zip(
+            model.item_ids_of(rows),
+            scores.tolist(),
+            model.categories_of(rows),
+            closest.tolist(),
+            strict=True,
+        )
     ]
 
 
 def _items(
-    model: FactorModel, rows: Iterable[int], scores: Scores, source: Source, reason: str
+    model: FactorModel, rows: Rows, scores: Scores, source: Source, reason: str
 ) -> list[RecommendedItem]:
     return [
         RecommendedItem(
-            item_id=model.item_id(int(row)),
-            score=float(score),
-            source=source,
-            category=model.category_of(int(row)),
-            reason=reason,
+            item_id=item_id, score=score, source=source, category=category, reason=reason
         )
-        for row, score in zip(rows, scores, strict=True)
+        for item_id, score, category in zip(
+            model.item_ids_of(rows), scores.tolist(), model.categories_of(rows), strict=True
+        )
     ]
 
 
