@@ -14,6 +14,11 @@ uvicorn settings). Per endpoint: requests/s, p50, p99, errors (non-2xx and socke
 ratio to the bare route, and memory per worker (RSS and PSS from /proc/<pid>/smaps_rollup). It
 reports ANN recall@10 against exact scoring, publishes a new model version during a load run (hot
 swap: errors, seconds until the new version is served) and writes benchmarks/results/serving.json.
+
+The service runs as retailers measuring it would: tracking on and an A/B test running on every
+channel. With 1 worker, the recommendations endpoint is also measured against a second server
+with tracking off (``RECO_TRACKING=false``), in alternating rounds (``--overhead-rounds``): the
+throughput drop and CPU that measurement costs, on the same customers and model.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -55,6 +61,8 @@ from service.store import Keys  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 API_KEY = "bench-key"
+# Every service run has an A/B test running on every channel, as a retailer measuring would.
+EXPERIMENT = {"variants": [{"name": "control"}, {"name": "treatment"}]}
 ENDPOINTS = ("recommendations", "similar", "offers", "events")
 
 
@@ -176,6 +184,17 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return e.code, e.read()
     except (urllib.error.URLError, OSError):
         return 0, b""
+
+
+def http_put_json(url: str, body: dict[str, Any], timeout: float = 5.0) -> int:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="PUT",
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as r:
+        return int(r.status)
 
 
 # ----------------------------------------------------------------------------- load
@@ -474,6 +493,54 @@ def hot_swap(
     return result
 
 
+def tracking_overhead(
+    args: argparse.Namespace,
+    wrk: str,
+    on: Server,
+    script: Path,
+    model_dir: Path,
+    size_dir: Path,
+    prefix: str,
+) -> dict[str, Any]:
+    """The recommendations endpoint with tracking and the experiment on vs tracking off.
+
+    A second server, identical but for ``RECO_TRACKING=false``, on the same model and Redis; the
+    two are loaded in alternating rounds (order swapped each round) and the medians compared.
+    """
+    port = free_port()
+    data_dir = size_dir / "var-off"
+    data_dir.mkdir(exist_ok=True)
+    env = service_env(args, model_dir, data_dir, prefix, port, 1)
+    env["RECO_TRACKING"] = "false"
+    argv = [sys.executable, "-m", "service"]
+    rounds: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    with serve(argv, env, port, size_dir / "service-off.log", "/health/ready") as off:
+        run_wrk(wrk, off, script, 2, args.connections, 1)  # warm-up, as the "on" one had
+        servers = {"on": on, "off": off}
+        for n in range(args.overhead_rounds):
+            for name in ("on", "off") if n % 2 == 0 else ("off", "on"):
+                r = run_wrk(wrk, servers[name], script, args.duration / 2, args.connections, 1)
+                r.pop("raw")
+                rounds[name].append(r)
+
+    def median(name: str, field: str) -> float:
+        return float(statistics.median(r[field] for r in rounds[name]))
+
+    rps_on, rps_off = median("on", "rps"), median("off", "rps")
+    cpu_on = median("on", "server_cpu_us_per_request")
+    cpu_off = median("off", "server_cpu_us_per_request")
+    return {
+        "rounds": args.overhead_rounds,
+        "rps_on": rps_on,
+        "rps_off": rps_off,
+        "rps_drop": round(1 - rps_on / rps_off, 4) if rps_off else None,
+        "cpu_us_on": cpu_on,
+        "cpu_us_off": cpu_off,
+        "cpu_increase": round(cpu_on / cpu_off - 1, 4) if cpu_off else None,
+        "errors": sum(r["errors"] for rs in rounds.values() for r in rs),
+    }
+
+
 def bench_size(
     args: argparse.Namespace, wrk: str, bare: Server, work: Path, n_items: int, baseline_pss: float
 ) -> dict[str, Any]:
@@ -505,6 +572,7 @@ def bench_size(
             argv = [sys.executable, "-m", "service"]
             log = size_dir / f"service-{workers}.log"
             with serve(argv, env, port, log, "/health/ready", workers) as server:
+                http_put_json(f"{server.base}/v1/experiments/bench-ab", EXPERIMENT)
                 # Warm up: the first requests touch the memory-mapped arrays.
                 run_wrk(wrk, server, scripts["recommendations"], 2, args.connections, 1)
                 bare_run = run_wrk(
@@ -553,6 +621,11 @@ def bench_size(
                     ),
                 }
                 print(f"   workers={workers} memory {run['memory']}", flush=True)
+                if workers == 1:
+                    run["tracking_overhead"] = tracking_overhead(
+                        args, wrk, server, scripts["recommendations"], model_dir, size_dir, prefix
+                    )
+                    print(f"   tracking on vs off: {run['tracking_overhead']}", flush=True)
                 if workers == args.workers[-1] and not args.no_hot_swap:
                     run["hot_swap"] = hot_swap(
                         args,
@@ -585,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ann", default="auto", choices=["auto", "on", "off"])
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--no-hot-swap", action="store_true")
+    parser.add_argument(
+        "--overhead-rounds", type=int, default=4, help="tracking on/off rounds (1 worker)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep generated artifacts")
     parser.add_argument("--out", type=Path, default=RESULTS / "serving.json")
     args = parser.parse_args(argv)
@@ -639,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(report))
     print()
     print(format_summary(report))
+    print()
+    print(format_overhead(report))
     print(f"\nwritten to {args.out}")
     return 0
 
@@ -711,6 +789,26 @@ def format_summary(report: dict[str, Any]) -> str:
             f"| {swap['errors'] if swap else 'n/a'} "
             f"| {swap['first_served_s'] if swap else ''} / {swap['all_served_s'] if swap else ''} |"
         )
+    return "\n".join(lines)
+
+
+def format_overhead(report: dict[str, Any]) -> str:
+    """Tracking and an experiment on vs tracking off, recommendations, 1 worker, per size."""
+    lines = [
+        "| items | req/s on | req/s off | throughput drop | CPU µs/req on | CPU µs/req off "
+        "| CPU increase | rounds | errors |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for size in report["sizes"]:
+        for run in size["runs"]:
+            o = run.get("tracking_overhead")
+            if not o:
+                continue
+            lines.append(
+                f"| {size['items']:,} | {o['rps_on']:,.0f} | {o['rps_off']:,.0f} "
+                f"| {o['rps_drop']:.1%} | {o['cpu_us_on']:.0f} | {o['cpu_us_off']:.0f} "
+                f"| {o['cpu_increase']:.1%} | {o['rounds']} | {o['errors']} |"
+            )
     return "\n".join(lines)
 
 
