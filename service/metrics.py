@@ -14,9 +14,10 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from service import logs
+from service.histograms import BufferedHistogram
 
 log = logging.getLogger("service.access")
 
@@ -33,8 +34,9 @@ class Metrics:
         """Create the metrics in a registry of their own."""
         self.registry = CollectorRegistry()
         r = self.registry
-        self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
-        self.latency = Histogram(
+        self._responses: dict[tuple[str, str, str, int], Any] = {}
+        # Observed on every request: buffered, binned in batches (service/histograms.py).
+        self.latency = BufferedHistogram(
             "reco_request_duration_seconds",
             "HTTP request latency by route template and channel",
             ["route", "method", "channel"],
@@ -56,7 +58,7 @@ class Metrics:
         self.model_info = Gauge(
             "reco_model_info", "the live model version (value 1)", ["version"], registry=r
         )
-        self.redis_latency = Histogram(
+        self.redis_latency = BufferedHistogram(
             "reco_redis_duration_seconds",
             "Redis round trips by store operation",
             ["operation"],
@@ -89,7 +91,7 @@ class Metrics:
             setattr(target, name, self._timed(getattr(target, name), name))
 
     def _timed(self, fn: Callable[P, Awaitable[T]], name: str) -> Callable[P, Awaitable[T]]:
-        histogram = self.redis_latency.labels(name)
+        observe, labels = self.redis_latency.observe, (name,)
 
         @wraps(fn)
         async def timed(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -97,7 +99,7 @@ class Metrics:
             try:
                 return await fn(*args, **kwargs)
             finally:
-                histogram.observe(time.perf_counter() - started)
+                observe(labels, time.perf_counter() - started)
 
         return timed
 
@@ -133,16 +135,13 @@ class Metrics:
         route = scope.get("path_template") or "unmatched"
         method = scope.get("method", "")
         channel = _channel(scope.get("query_string", b""))
+        self.latency.observe((route, method, channel), seconds)
         key = (route, method, channel, status)
-        children = self._children.get(key)
-        if children is None:
+        responses = self._responses.get(key)
+        if responses is None:
             # labels() takes a lock and builds a tuple each call: resolve each series once.
-            children = self._children[key] = (
-                self.latency.labels(route, method, channel),
-                self.responses.labels(route, str(status)),
-            )
-        children[0].observe(seconds)
-        children[1].inc()
+            responses = self._responses[key] = self.responses.labels(route, str(status))
+        responses.inc()
         if status >= 500:
             self.errors.labels(route).inc()
         # Every request at DEBUG (the histograms already count them); server errors at WARNING.
