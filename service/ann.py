@@ -236,7 +236,14 @@ class IvfIndex:
         part = np.argpartition(-scores, want - 1)[:want] if want < len(scores) else np.arange(want)
         order = part[np.argsort(-scores[part], kind="stable")]
         if excluded:
-            order = order[~np.isin(rows[order], exclude)]
+            # A few dozen candidates against the excluded rows: a broadcast compare is cheaper
+            # than np.isin's sort until both are large.
+            found = rows[order]
+            if len(found) * excluded <= 65_536:
+                hit = (found[:, None] == np.asarray(exclude)[None, :]).any(axis=1)
+            else:
+                hit = np.isin(found, exclude)
+            order = order[~hit]
         if len(order) < k:
             return None
         order = order[:k]

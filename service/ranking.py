@@ -350,21 +350,21 @@ def _plain(array: NDArray[Any]) -> NDArray[Any]:
 
 def _find_many(ids: NDArray[np.bytes_], keys: Sequence[str]) -> Rows:
     """``_find`` for many keys in one binary search (a few µs, not a few µs per key)."""
-    found = np.full(len(keys), -1, dtype=np.int64)
     if not len(keys) or not len(ids):
-        return found
+        return np.full(len(keys), -1, dtype=np.int64)
     encoded = [k.encode("utf-8") for k in keys]
     # Ids longer than the array holds are unknown (numpy would silently truncate them), and so
-    # are ids ending in NUL (numpy would strip it).
+    # are empty ids and ids ending in NUL (numpy would strip it).
     size = ids.dtype.itemsize
-    fits = [n for n, raw in enumerate(encoded) if 0 < len(raw) <= size and raw[-1] != 0]
-    if not fits:
-        return found
-    wanted = np.array([encoded[n] for n in fits], dtype=ids.dtype)
-    pos = np.searchsorted(ids, wanted)
-    hit = ids[np.minimum(pos, len(ids) - 1)] == wanted
-    found[np.asarray(fits, dtype=np.int64)[hit]] = pos[hit]
-    return found
+    fits = [0 < len(raw) <= size and raw[-1] != 0 for raw in encoded]
+    wanted = np.array([raw if ok else b"\x00" for raw, ok in zip(encoded, fits, strict=True)])
+    wanted = wanted.astype(ids.dtype)
+    # A key past the last id lands on len(ids): clipped, it compares unequal like any miss.
+    pos = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+    found = np.where(ids[pos] == wanted, pos, -1)
+    if not all(fits):
+        found[~np.asarray(fits)] = -1
+    return found.astype(np.int64, copy=False)
 
 
 def _find(ids: NDArray[np.bytes_], key: str) -> int | None:

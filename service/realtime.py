@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from service.events import Event
 from service.foldin import age_in_days, confidences, event_weight, recalculate_user
-from service.ranking import FactorModel
+from service.ranking import FactorModel, Rows
 
 
 class CustomerVector(msgspec.Struct, frozen=True, kw_only=True):
@@ -28,7 +28,11 @@ class CustomerVector(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def customer_vector(
-    model: FactorModel, customer_id: str | None, events: Sequence[Event], now: datetime
+    model: FactorModel,
+    customer_id: str | None,
+    events: Sequence[Event],
+    now: datetime,
+    event_rows: Rows | None = None,
 ) -> CustomerVector:
     """The vector of ``customer_id`` given its recent ``events`` (any order).
 
@@ -36,14 +40,17 @@ def customer_vector(
     difference they make to the least-squares solution of the customer's training row (so the
     fitted vector is kept, whatever model made it); a customer the model does not know gets a
     vector from the new events alone (cold start), or None without any.
+
+    Args:
+        event_rows: the item row of each event (-1: unknown), when the caller looked them up.
     """
     user_row = model.user_row(customer_id) if customer_id else None
-    fresh = [e for e in events if _is_new(model, e)]
-    item_rows = model.lookup_items([e.item_id for e in fresh])  # type: ignore[misc]
+    if event_rows is None:
+        event_rows = model.lookup_items([e.item_id or "" for e in events])
     new_rows: list[int] = []
     new_weights: list[float] = []
-    for e, row in zip(fresh, item_rows.tolist(), strict=True):
-        if row >= 0:
+    for e, row in zip(events, event_rows.tolist(), strict=True):
+        if row >= 0 and _is_new(model, e):
             age = age_in_days(e.timestamp or now, now)
             weight = event_weight(model.fold_in, e.event_type, e.channel, age)
             if weight > 0:

@@ -94,13 +94,15 @@ def for_customer(model: FactorModel, customer_id: str | None, query: Query, ctx:
         bought = np.concatenate([model.bought_rows(user_row), bought])
     exclude = np.concatenate([bought, explicit, model.item_rows(i for i in in_cart if i)])
     events = [*ctx.session, *ctx.state.recent]
-    found = customer_vector(model, customer_id, events, ctx.now)
+    # Each event's item looked up once, for the fold-in and for the reasons alike.
+    event_rows = model.lookup_items([e.item_id or "" for e in events])
+    found = customer_vector(model, customer_id, events, ctx.now, event_rows)
     if found.vector is None:
         rows, scores = model.popular(query.channel, query.k, exclude=exclude, allowed=allowed)
         items = _items(model, rows, scores, "popular", _popular_reason(query))
         return Ranked(items=items, fallback=True, fallback_reason="customer unknown to the model")
     rows, scores = model.recommend(found.vector, query.k, exclude=exclude, allowed=allowed)
-    items = _explained(model, rows, scores, _reasons(model, events, bought))
+    items = _explained(model, rows, scores, _reasons(events, event_rows, bought))
     return Ranked(items=items, recent_events_used=found.new_events)
 
 
@@ -124,7 +126,7 @@ def _allowed(model: FactorModel, query: Query, available: Mask | None) -> Mask |
 
 
 def _reasons(
-    model: FactorModel, events: Sequence[Event], bought: Rows
+    events: Sequence[Event], event_rows: Rows, bought: Rows
 ) -> list[tuple[int, Event | None]]:
     """Things the customer did that can explain a recommendation, most telling first.
 
@@ -132,10 +134,8 @@ def _reasons(
     written only for the reasons an answer uses (``_reason_text``).
     """
     reasons: list[tuple[int, Event | None]] = []
-    telling = [e for e in events if e.item_id and e.event_type in _VERBS]
-    rows = model.lookup_items([e.item_id for e in telling])  # type: ignore[misc]
-    for e, row in zip(telling, rows.tolist(), strict=True):
-        if row >= 0:
+    for e, row in zip(events, event_rows.tolist(), strict=True):
+        if row >= 0 and e.event_type in _VERBS:
             reasons.append((row, e))
             if len(reasons) >= _MAX_REASONS:
                 return reasons
