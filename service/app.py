@@ -102,8 +102,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=ROUTES,
         lifespan=[lifespan],
-        guards=[require_scope],
-        middleware=[metrics.middleware] if settings.tracking else [],
+        # Metrics outermost, so refused requests are timed and carry a request id too.
+        middleware=[metrics.middleware, require_scope] if settings.tracking else [require_scope],
         state=State(
             {
                 "settings": settings,

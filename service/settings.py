@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from typing import Annotated, Literal
@@ -54,7 +55,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     @property
     def identifier_kinds_set(self) -> frozenset[str]:
         """The identifier kinds accepted (built-in plus configured)."""
-        return identity.kinds(self.identifier_kinds.split(","))
+        return _kinds(self.identifier_kinds)
 
     # Approximate nearest neighbours (service/ann.py): auto = for catalogues of ann_min_items or
     # more; on = always; off = exact scoring only. ann_nprobe(_similar): clusters searched per
@@ -84,3 +85,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                     break
         # strict=False turns "8000" into 8000 and "true" into True, with typed errors otherwise.
         return msgspec.convert(raw, cls, strict=False)
+
+
+@functools.lru_cache(maxsize=16)
+def _kinds(configured: str) -> frozenset[str]:
+    # Asked on every request that may carry an identifier: parse the setting once.
+    return identity.kinds(configured.split(","))
