@@ -6,22 +6,24 @@
   shape and size, built without any work; the ratio of the service's requests/s to this route's
   is what our own code costs.
 - ``/shaped/{customer_id}``: the same answer behind the recommendations route's signature (the
-  same query parameters, validated the same way, and three injected dependencies) and an async
-  guard. What this costs beyond ``/bare`` is the framework's price of that signature, which no
-  change to scoring can remove.
+  same query parameters, validated the same way, and ``State``) and the service's API-key
+  middleware. What this costs beyond ``/bare`` is the framework's price of that signature, which
+  no change to scoring can remove.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import msgspec
 from litestar import Litestar, get
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
 
 from service.api.params import Category, ChannelParam, Exclude, K, PathId
+from service.api.recommendations import StoreId
+from service.auth import ApiKeys, require_scope
+
+API_KEY = "bench-key"  # the serving benchmark's key (benchmarks/serving.py)
 
 
 class Item(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,46 +47,25 @@ async def bare(customer_id: str) -> Answer:
     return Answer(request_id=uuid.uuid4().hex, customer_id=customer_id, items=ITEMS)
 
 
-async def _guard(connection: Any, handler: Any) -> None:
-    handler.opt.get("scope")
-
-
-@get("/shaped/{customer_id:str}", opt={"scope": "recommend"}, guards=[_guard])
+@get("/shaped/{customer_id:str}", opt={"scope": "recommend"})
 async def shaped(
     customer_id: PathId,
-    live_model: NamedDependency[object],
-    store: NamedDependency[object],
-    settings: NamedDependency[object],
+    state: State,
     channel: ChannelParam = "web",
     k: K = None,
     category: Category = None,
     exclude: Exclude = None,
+    store_id: StoreId = None,
 ) -> Answer:
-    """The same fixed answer behind the recommendations route's parameters and dependencies."""
+    """The same fixed answer behind the recommendations route's parameters and API-key check."""
     return Answer(request_id=uuid.uuid4().hex, customer_id=customer_id, items=ITEMS)
 
 
-def _provide_live_model(state: State) -> object:
-    return state.thing
-
-
-def _provide_store(state: State) -> object:
-    return state.thing
-
-
-def _provide_settings(state: State) -> object:
-    return state.thing
-
-
 def create_app() -> Litestar:
-    """The app: no middleware, no OpenAPI work per request."""
+    """The app: no OpenAPI work per request; the service's API-key middleware for ``/shaped``."""
     return Litestar(
         route_handlers=[bare, shaped],
         openapi_config=None,
-        state=State({"thing": object()}),
-        dependencies={
-            "live_model": Provide(_provide_live_model, sync_to_thread=False),
-            "store": Provide(_provide_store, sync_to_thread=False),
-            "settings": Provide(_provide_settings, sync_to_thread=False),
-        },
+        middleware=[require_scope],
+        state=State({"api_keys": ApiKeys({API_KEY: frozenset({"recommend"})})}),
     )

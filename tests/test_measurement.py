@@ -224,6 +224,8 @@ def test_logs_are_json_with_the_request_id_and_no_personal_data(client: TestClie
 
 def test_tracking_off_serves_without_experiments(settings) -> None:  # type: ignore[no-untyped-def]
     with client_for(replace(settings, tracking=False)) as client:
+        # Without the metrics middleware, API keys are still checked.
+        assert client.get("/v1/customers/u0/recommendations").status_code == 401
         client.headers["Authorization"] = "Bearer test-admin-key"
         client.put("/v1/experiments/ab4", json=EXPERIMENT)
         body = client.get("/v1/customers/u0/recommendations").json()
