@@ -111,11 +111,22 @@ def fold_in_vectors(
 def score_cold(
     fitted: Fitted, cases: list[NewCustomer], params: FoldIn, k: int
 ) -> evaluate.Metrics:
-    """Metrics of the folded-in vectors on the new customers' later purchases."""
+    """Metrics of the folded-in vectors on the new customers' later purchases.
+
+    A model with a sparse item-item component adds its scores of the context events, as the
+    service does (``service.neighbours``).
+    """
     vectors = fold_in_vectors(fitted, cases, params)
+    component = fitted.neighbours.served() if fitted.neighbours is not None else None
     rankings = []
     for n, case in enumerate(cases):
         scores = fitted.item_factors @ vectors[n]
+        if component is not None:
+            weights = [
+                event_weight(params, t, c, a)
+                for t, c, a in zip(case.event_types, case.channels, case.ages, strict=True)
+            ]
+            scores += component.dense(*confidences(params, case.rows, weights))
         scores[list(case.bought)] = -np.inf
         rankings.append(np.argsort(-scores, kind="stable")[:k].tolist())
     return evaluate.summarise(

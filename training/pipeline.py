@@ -96,6 +96,7 @@ def run(
             interactions.matrix.indices,
             interactions.matrix.data,
         ),
+        neighbours=fitted.neighbours.csr() if fitted.neighbours is not None else None,
     )
     if len(item_ids) >= ann.AnnConfig().min_items:
         # Large catalogues ship their approximate index, so every service worker maps one copy.
@@ -119,6 +120,7 @@ def run(
         metrics=metrics,
         config=msgspec.to_builtins(config),
         fold_in=folding,
+        neighbours=fitted.neighbours.spec() if fitted.neighbours is not None else None,
     )
     path = artifact.save(model_dir, manifest, arrays)
     _stage(f"wrote {path} and switched {artifact.LATEST}", started)
