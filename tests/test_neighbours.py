@@ -174,3 +174,34 @@ def test_new_events_reach_the_component_at_request_time(trained: Path) -> None:
     )
     assert not ranked.fallback
     assert "w3" in [i.item_id for i in ranked.items]
+
+
+@pytest.mark.slow
+def test_catalogue_items_without_events_are_exported_from_their_features(
+    complements_file: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """New items with features get LightFM vectors from them; items without features are not."""
+    lines = ["item_id,category,brand,price"]
+    for prefix, category, n in (
+        ("s", "store-things", 12),
+        ("w", "web-things", 12),
+        ("p", "staples", 10),
+    ):
+        lines += [f"{prefix}{j},{category},b{j % 3},{1 + j}" for j in range(n)]
+    lines += ["new-w,web-things,b1,3", "bare,,,"]
+    items = tmp_path / "items.csv"
+    items.write_text("\n".join(lines) + "\n")
+    config = TrainConfig(algorithm="lightfm", models={"lightfm": {"components": 8, "epochs": 5}})
+    path = run(Inputs(events=[str(complements_file)], items=str(items)), tmp_path / "m", config)
+    loaded = artifact.load(path)
+    assert loaded.manifest.counts["cold_items"] == 1
+    model = FactorModel(loaded)
+    new = model.item_row("new-w")
+    assert new is not None and model.item_row("bare") is None
+    assert model.category_of(new) == "web-things"
+    # Its vector is the sum of its features' embeddings: not zero, and nearer web items than store.
+    assert np.abs(model.item_factors[new]).sum() > 0
+    assert model.popularity[0, new] == 0
+    rows, _ = model.similar_items(new, 12)
+    assert sum(model.item_id(int(r)).startswith("w") for r in rows) >= 6

@@ -34,6 +34,7 @@ class Data:
         item_features: items x features (identity, category, brand, price band), or None.
         user_features: customers x features (identity, channel mix), or None.
         item_attributes: items x attribute one-hots (category, brand, price band), or None.
+        cold_item_ids, cold_attributes: catalogue items without events and their one-hots.
     """
 
     events: pa.Table
@@ -45,6 +46,10 @@ class Data:
     user_features: sp.csr_matrix | None = None
     item_attributes: sp.csr_matrix | None = None
     seed: int = 42
+    # Catalogue items without events (the items file's), and their attribute one-hots in the
+    # columns of ``item_attributes``: exported with vectors from their features where a model can.
+    cold_item_ids: tuple[str, ...] = ()
+    cold_attributes: sp.csr_matrix | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -116,6 +121,9 @@ class Fitted:
     # The model's own scores before export, when the factors approximate them (EASE, item-item).
     exact: Callable[[NDArray[np.int64]], Array] | None = None
     neighbours: Neighbours | None = None
+    # Item factor rows of new items from their attribute one-hots (``Data.cold_attributes``), for
+    # models that can score an item from its features alone (LightFM, content affinity).
+    cold_items: Callable[[sp.csr_matrix], Array] | None = None
 
     def scores(self, rows: NDArray[np.int64]) -> Array:
         """Scores of customers ``rows`` for every item, ``[len(rows), items]``."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,12 +35,8 @@ def normalised(part: Fitted) -> Fitted:
     users = part.user_factors.astype(np.float64)
     sigma = np.sqrt(np.maximum(((users @ cov) * users).sum(axis=1), 0.0))
     scale = np.where(sigma > 1e-12, 1.0 / np.where(sigma > 1e-12, sigma, 1.0), 0.0)
-    return Fitted(
-        part.name,
-        (users * scale[:, None]).astype(np.float32),
-        part.item_factors,
-        part.params,
-        part.fit_s,
+    return dataclasses.replace(
+        part, user_factors=(users * scale[:, None]).astype(np.float32), exact=None
     )
 
 
@@ -67,6 +64,9 @@ def blend(parts: Mapping[str, Fitted], weights: Mapping[str, float]) -> Fitted:
         "weights": {n: float(weights[n]) for n in used},
         "parts": {n: parts[n].params for n in used},
     }
+    cold = None
+    if any(parts[n].cold_items is not None for n in dense):
+        cold = partial(_cold_items, [parts[n] for n in dense], 0 if dense else 1)
     return Fitted(
         "blend",
         np.ascontiguousarray(np.hstack(users), dtype=np.float32),
@@ -74,7 +74,20 @@ def blend(parts: Mapping[str, Fitted], weights: Mapping[str, float]) -> Fitted:
         params,
         sum(parts[n].fit_s for n in used),
         neighbours=neighbours,
+        cold_items=cold,
     )
+
+
+def _cold_items(parts: list[Fitted], pad: int, attributes: sp.csr_matrix) -> Array:
+    """New items' rows of the blend's item factors: each part's own, 0 where it cannot score."""
+    n = attributes.shape[0]
+    blocks = [np.zeros((n, pad), np.float32)]
+    for part in parts:
+        if part.cold_items is None:
+            blocks.append(np.zeros((n, part.item_factors.shape[1]), np.float32))
+        else:
+            blocks.append(np.asarray(part.cold_items(attributes), dtype=np.float32))
+    return np.ascontiguousarray(np.hstack(blocks), dtype=np.float32)
 
 
 def random_weights(names: list[str], rng: np.random.Generator) -> dict[str, float]:
