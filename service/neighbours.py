@@ -139,17 +139,17 @@ class Neighbours:
         """
         items, extra = self.scores(*history)
         index = model.index
-        if index is None or k <= 0:
+        found = None
+        if index is not None and k > 0:
+            if allowed is not None and int(np.count_nonzero(allowed)) <= index.exact_below:
+                found = (np.flatnonzero(allowed).astype(np.int64), None)
+            else:
+                found = index.search(user_vector, 2 * k + 10, exclude=exclude, allowed=allowed)
+        if found is None:  # no index, or the filters leave few items: score every item
             scores = model.item_factors @ user_vector
             scores[items] += extra
             return _top(np.arange(len(scores)), scores, k, exclude, allowed)
-        if allowed is not None and int(np.count_nonzero(allowed)) <= index.exact_below:
-            candidates = np.flatnonzero(allowed).astype(np.int64)
-        else:
-            found = index.search(user_vector, 2 * k + 10, exclude=exclude, allowed=allowed)
-            if found is None:  # the filters leave few items: score them all
-                return self.recommend(model, user_vector, k, exclude, allowed, history)
-            candidates = np.union1d(found[0], items)
+        candidates = np.union1d(found[0], items)
         scores = model.item_factors[candidates] @ user_vector
         pos = np.minimum(np.searchsorted(items, candidates), max(len(items) - 1, 0))
         if len(items):

@@ -155,6 +155,14 @@ def test_the_index_path_keeps_the_components_items(trained: Path) -> None:
         want = exact.recommend(exact.user_vector(row), 5, history=history)
         got = indexed.recommend(indexed.user_vector(row), 5, history=history)
         assert got[0].tolist() == want[0].tolist()
+    # A filter that leaves fewer than k items: every allowed item, scored exactly.
+    allowed = np.zeros(indexed.n_items, dtype=bool)
+    allowed[:3] = True
+    row = indexed.user_row("c3")
+    assert row is not None
+    history = customer_history(indexed, "c3", [], now)
+    rows, _ = indexed.recommend(indexed.user_vector(row), 5, allowed=allowed, history=history)
+    assert sorted(rows.tolist()) == [0, 1, 2]
 
 
 @pytest.mark.slow
