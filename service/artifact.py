@@ -10,7 +10,9 @@ Rows of the user and item arrays are sorted by id (UTF-8 bytes), so an id is fou
 search on a memory-mapped array and no worker needs its own id -> row dictionary. Scoring is
 always ``item_factors @ user_vector``: writers fold biases into the factors. Nothing is pickled.
 Large catalogues may ship an approximate nearest-neighbour index as four more arrays (``ann_*``,
-see ``service/ann.py``): optional, checksummed and memory-mapped like the others.
+see ``service/ann.py``): optional, checksummed and memory-mapped like the others. A model may also
+carry a sparse item-item component (``neighbours_*``, see ``service/neighbours.py``), added to the
+factor scores as the manifest's ``neighbours`` says.
 This module imports only numpy and msgspec; training writes artifacts with it, the service
 reads them.
 """
@@ -36,6 +38,7 @@ from numpy.typing import NDArray
 from service.ann import INDEX_ARRAYS, check_index
 from service.errors import ArtifactError
 from service.events import DEFAULT_EVENT_WEIGHTS
+from service.neighbours import NEIGHBOUR_ARRAYS, NeighboursSpec, check_neighbours
 
 FORMAT_VERSION = 1
 LATEST = "LATEST"
@@ -67,6 +70,8 @@ OPTIONAL_ARRAYS: dict[str, tuple[str, int]] = {
     "user_items_values": ("f", 1),
     # The approximate nearest-neighbour index over item_factors (service/ann.py), all or none.
     **INDEX_ARRAYS,
+    # The sparse item-item component (service/neighbours.py), all or none.
+    **NEIGHBOUR_ARRAYS,
 }
 
 
@@ -118,6 +123,8 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     metrics: dict[str, Any] = {}
     config: dict[str, Any] = {}
     fold_in: FoldIn = FoldIn()
+    # Set when the arrays hold a sparse item-item component (service/neighbours.py).
+    neighbours: NeighboursSpec | None = None
     files: dict[str, FileEntry] = {}
 
 
@@ -325,6 +332,7 @@ def pack(
     item_brands: Sequence[str | None] | None = None,
     item_prices: Sequence[float | None] | None = None,
     user_items: tuple[NDArray[Any], NDArray[Any], NDArray[Any]] | None = None,
+    neighbours: tuple[NDArray[Any], NDArray[Any], NDArray[Any]] | None = None,
 ) -> tuple[dict[str, NDArray[Any]], list[str]]:
     """Arrange a model's parts into the artifact's arrays: rows sorted by id, items re-indexed.
 
@@ -337,6 +345,8 @@ def pack(
         item_titles, item_brands, item_prices: optional item metadata, in ``item_ids`` order.
         user_items: optional training matrix as CSR ``(indptr, indices, values)`` in the same
             orders, for request-time fold-in of known customers.
+        neighbours: optional sparse item-item component as CSR ``(indptr, indices, weights)``
+            over items in ``item_ids`` order (rows: history items; indices: items scored).
 
     Returns:
         The arrays for ``save`` and the manifest's ``popularity_channels``.
@@ -378,6 +388,16 @@ def pack(
         arrays["user_items_indptr"] = new_indptr
         arrays["user_items_indices"] = new_item_index[indices_u[gathered]]
         arrays["user_items_values"] = values_u[gathered].astype(np.float32)
+    if neighbours is not None:
+        indptr_n, indices_n, weights_n = (np.asarray(a) for a in neighbours)
+        if len(indptr_n) != len(items) + 1:
+            raise ArtifactError("neighbours_indptr must have one row per item (plus one)")
+        if len(indices_n) and (indices_n.min() < 0 or indices_n.max() >= len(items)):
+            raise ArtifactError("neighbours_indices holds item rows out of range")
+        new_indptr, gathered = _reorder_csr(indptr_n, np.arange(len(indices_n)), item_order)
+        arrays["neighbours_indptr"] = new_indptr
+        arrays["neighbours_indices"] = new_item_index[indices_n[gathered]]
+        arrays["neighbours_weights"] = weights_n[gathered].astype(np.float32)
     return arrays, channels
 
 
@@ -461,6 +481,10 @@ def _check_arrays(arrays: Mapping[str, NDArray[Any]], manifest: Manifest) -> Non
         raise ArtifactError("item_brand holds brand indices out of range")
     if problem := check_index(arrays, len(items), itf.shape[1], itf):
         raise ArtifactError(problem)
+    if problem := check_neighbours(arrays, len(items)):
+        raise ArtifactError(problem)
+    if (manifest.neighbours is None) != ("neighbours_indptr" not in arrays):
+        raise ArtifactError("the manifest's neighbours and the neighbours_* arrays go together")
     indptr, bought = arrays["bought_indptr"], arrays["bought_items"]
     if len(indptr) != len(users) + 1 or (len(indptr) and indptr[-1] != len(bought)):
         raise ArtifactError("bought_indptr does not match user_ids and bought_items")

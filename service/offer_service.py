@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service import identity, recommend
+from service.neighbours import History
 from service.offer_facts import OfferHistory, customer_facts
 from service.offer_scoring import Candidate, Plan, ScoredOffer, rank
 from service.offers import Offer, OfferRules
@@ -209,8 +210,14 @@ class _Scored:
         *,
         exclude: Rows | None = None,
         allowed: Mask | None = None,
+        history: History | None = None,
     ) -> tuple[Rows, Scores]:
-        return top_k(self._scores.copy(), k, exclude=exclude, allowed=allowed)
+        scores = self._scores.copy()
+        component = self._model.neighbours
+        if component is not None and history is not None and len(history[0]):
+            items, extra = component.scores(*history)  # as FactorModel.recommend adds them
+            scores[items] += extra
+        return top_k(scores, k, exclude=exclude, allowed=allowed)
 
 
 def _full(

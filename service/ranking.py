@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from service.ann import AnnConfig, IvfIndex, build_index
 from service.artifact import Artifact
 from service.foldin import confidences, gramian, recalculate_user
+from service.neighbours import History, load_neighbours
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class FactorModel:
         self._solutions: dict[int, NDArray[np.float32]] = {}
         self.ann_config = ann or AnnConfig()
         self.index = self._index(a)
+        # The optional sparse item-item component (service/neighbours.py), added to the scores.
+        self.neighbours = load_neighbours(a, artifact.manifest.neighbours)
 
     def _index(self, arrays: Any) -> IvfIndex | None:
         config = self.ann_config
@@ -222,12 +225,16 @@ class FactorModel:
         *,
         exclude: Rows | None = None,
         allowed: Mask | None = None,
+        history: History | None = None,
     ) -> tuple[Rows, Scores]:
         """The ``k`` best items for ``user_vector``, best first; never excluded or disallowed.
 
         Exactly ``min(k, items the filters leave)`` items: the index's answer when it finds ``k``
-        items passing the filters, else exact scoring of the whole catalogue.
+        items passing the filters, else exact scoring of the whole catalogue. A model with a
+        sparse item-item component adds its scores of the customer's ``history``.
         """
+        if self.neighbours is not None and history is not None and len(history[0]):
+            return self.neighbours.recommend(self, user_vector, k, exclude, allowed, history)
         found = self._from_index(user_vector, k, exclude, allowed, None)
         if found is not None:
             return found

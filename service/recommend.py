@@ -18,6 +18,7 @@ import numpy as np
 
 from service.errors import InvalidRequest
 from service.events import Event
+from service.history import customer_history
 from service.ranking import FactorModel, Mask, Rows, Scores
 from service.realtime import customer_vector
 from service.schemas import RecommendedItem, Source
@@ -101,7 +102,10 @@ def for_customer(model: FactorModel, customer_id: str | None, query: Query, ctx:
         rows, scores = model.popular(query.channel, query.k, exclude=exclude, allowed=allowed)
         items = _items(model, rows, scores, "popular", _popular_reason(query))
         return Ranked(items=items, fallback=True, fallback_reason="customer unknown to the model")
-    rows, scores = model.recommend(found.vector, query.k, exclude=exclude, allowed=allowed)
+    history = customer_history(model, customer_id, events, ctx.now, event_rows)
+    rows, scores = model.recommend(
+        found.vector, query.k, exclude=exclude, allowed=allowed, history=history
+    )
     items = _explained(model, rows, scores, _reasons(events, event_rows, bought))
     return Ranked(items=items, recent_events_used=found.new_events)
 

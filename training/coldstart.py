@@ -1,4 +1,4 @@
-"""Cold start, measured apart: customers new in the test period, folded in from their first events.
+"""Cold start, measured apart: new customers folded in from their first events, and new items.
 
 The service folds a new customer's events into a vector at request time (``service.foldin``:
 event weights, decay, then implicit's ``recalculate_user`` with the manifest's ``FoldIn``). Here
@@ -16,15 +16,18 @@ from datetime import datetime
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from service.artifact import FoldIn
 from service.events import CONSUMED_EVENT_TYPES
 from service.foldin import age_in_days, confidences, event_weight, gramian, recalculate_user
-from training import evaluate
+from training import evaluate, matrix
+from training.config import TrainConfig
+from training.experiment import SideInfo
 from training.matrix import Interactions, positions
-from training.models.base import Fitted
+from training.models.base import Data, Fitted
 
 
 @dataclass(frozen=True)
@@ -111,11 +114,22 @@ def fold_in_vectors(
 def score_cold(
     fitted: Fitted, cases: list[NewCustomer], params: FoldIn, k: int
 ) -> evaluate.Metrics:
-    """Metrics of the folded-in vectors on the new customers' later purchases."""
+    """Metrics of the folded-in vectors on the new customers' later purchases.
+
+    A model with a sparse item-item component adds its scores of the context events, as the
+    service does (``service.neighbours``).
+    """
     vectors = fold_in_vectors(fitted, cases, params)
+    component = fitted.neighbours.served() if fitted.neighbours is not None else None
     rankings = []
     for n, case in enumerate(cases):
         scores = fitted.item_factors @ vectors[n]
+        if component is not None:
+            weights = [
+                event_weight(params, t, c, a)
+                for t, c, a in zip(case.event_types, case.channels, case.ages, strict=True)
+            ]
+            scores += component.dense(*confidences(params, case.rows, weights))
         scores[list(case.bought)] = -np.inf
         rankings.append(np.argsort(-scores, kind="stable")[:k].tolist())
     return evaluate.summarise(
@@ -174,4 +188,85 @@ def cold_report(
             score_cold_popularity(popularity.item_factors[:, 0], cases, k)
         ),
         "fold_in": {"regularization": params.regularization, "alpha": params.alpha},
+    }
+
+
+def cold_item_factors(fitted: Fitted, data: Data) -> NDArray[np.float32] | None:
+    """Item factor rows of ``data``'s catalogue items without events, from their features.
+
+    None when there are none or ``fitted`` cannot score an item from its features (only LightFM
+    and content affinity can; a blend's other parts give those items 0).
+    """
+    if not data.cold_item_ids or data.cold_attributes is None or fitted.cold_items is None:
+        return None
+    vectors = np.asarray(fitted.cold_items(data.cold_attributes), dtype=np.float32)
+    if vectors.shape != (len(data.cold_item_ids), fitted.item_factors.shape[1]):
+        raise ValueError(f"{fitted.name}: new item vectors of shape {vectors.shape}")
+    return vectors
+
+
+def cold_items_report(
+    past: pa.Table,
+    future: pa.Table,
+    config: TrainConfig,
+    side: SideInfo,
+    algorithm: str,
+    weights: dict[str, float],
+    fraction: float = 0.1,
+) -> dict[str, object]:
+    """New items, measured apart: hold out some items' events and rank them from features alone.
+
+    A seeded ``fraction`` of the items that have features and are bought in ``future`` lose all
+    their ``past`` events, so the model meets them as catalogue items without events (exported
+    from their features, as ``fit`` does). For each known customer who bought held-out items in
+    ``future``: NDCG@k of the model's ranking of the held-out items among themselves, against a
+    random order, and recall@100 of them in the whole catalogue (known items and new ones).
+    """
+    from training.experiment import make_data
+    from training.selection import fit_named
+
+    k = config.evaluation.k
+    bought_later = set(pc.unique(future["item_id"]).to_pylist()) & set(
+        pc.unique(past["item_id"]).to_pylist()
+    )
+    candidates = sorted(i for i in bought_later if i is not None and side.items.get(i))
+    rng = np.random.default_rng(config.seed)
+    held = set(rng.choice(candidates, max(1, int(len(candidates) * fraction)), replace=False))
+    kept = past.filter(pc.invert(pc.is_in(past["item_id"], value_set=pa.array(sorted(held)))))
+    data = make_data(kept, config, side, end=matrix.window(past)[1])
+    fitted = fit_named(algorithm, data, config, weights)
+    vectors = cold_item_factors(fitted, data)
+    cold_ids = list(data.cold_item_ids)
+    held_cols = [n for n, i in enumerate(cold_ids) if i in held]
+    if vectors is None or not held_cols:
+        return {"items": len(held), "scored": False}
+    known = matrix.positions(future["customer_id"], data.interactions.customer_ids)
+    targets: dict[int, set[int]] = {}
+    position = {cold_ids[c]: n for n, c in enumerate(held_cols)}
+    for row, item in zip(known.tolist(), future["item_id"].to_pylist(), strict=True):
+        if row >= 0 and item in position:
+            targets.setdefault(row, set()).add(position[item])
+    rows = np.array(sorted(targets), dtype=np.int64)
+    relevant = [targets[r] for r in rows.tolist()]
+    held_vectors = vectors[held_cols]
+    among = fitted.user_factors[rows] @ held_vectors.T
+    ranked = [np.argsort(-s, kind="stable")[:k].tolist() for s in among]
+    shuffled = [rng.permutation(len(held_cols))[:k].tolist() for _ in rows]
+    full = np.hstack([fitted.scores(rows), fitted.user_factors[rows] @ vectors.T])
+    bought = data.bought[rows]
+    r, c = bought.nonzero()
+    full[r, c] = -np.inf
+    n_known = data.shape[1]
+    top = np.argpartition(-full, 99, axis=1)[:, :100]
+    found = [
+        len({int(t) - n_known for t in top_u if t >= n_known} & {held_cols[j] for j in rel})
+        / len(rel)
+        for top_u, rel in zip(top, relevant, strict=True)
+    ]
+    return {
+        "items": len(held_cols),
+        "customers": len(rows),
+        "ndcg_among_new": evaluate.summarise(ranked, relevant, k, len(held_cols)).ndcg,
+        "ndcg_among_new_random": evaluate.summarise(shuffled, relevant, k, len(held_cols)).ndcg,
+        "recall_at_100_catalogue": float(np.mean(found)),
     }

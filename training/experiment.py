@@ -63,11 +63,14 @@ def make_data(
     )
     ids = interactions.item_ids.tolist()
     meta = [side.items.get(i, {}) for i in ids]
-    attributes = attribute_matrix(
-        [m.get("category") for m in meta],
-        [m.get("brand") for m in meta],
-        [m.get("price") for m in meta],
-    )
+    described = _described(meta)
+    attributes = attribute_matrix(*described)
+    known = set(ids)
+    cold_ids = tuple(sorted(i for i in side.items if i not in known))
+    cold = attribute_matrix(*_described([side.items[i] for i in cold_ids]), like=described)
+    # Only items the features describe can be scored from them.
+    described_rows = np.flatnonzero(np.diff(cold.indptr) > 0)
+    cold_ids, cold = tuple(cold_ids[r] for r in described_rows), cold[described_rows]
     return Data(
         events=events,
         interactions=interactions,
@@ -81,6 +84,19 @@ def make_data(
             customer_attributes(interactions.customer_ids.tolist(), side.customers),
         ),
         seed=config.seed,
+        cold_item_ids=cold_ids,
+        cold_attributes=cold,
+    )
+
+
+def _described(
+    meta: list[Mapping[str, Any]],
+) -> tuple[list[str | None], list[str | None], list[float | None]]:
+    """Categories, brands and prices of items with metadata ``meta``."""
+    return (
+        [m.get("category") for m in meta],
+        [m.get("brand") for m in meta],
+        [m.get("price") for m in meta],
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -77,15 +78,31 @@ def run(
     fitted = fit_named(algorithm, data, config, weights)
     interactions = data.interactions
     indptr, bought = matrix.bought(events, interactions)
+    popularity = matrix.popularity(events, interactions, config.weights, end=end)
     item_ids = interactions.item_ids.tolist()
+    item_factors = fitted.item_factors
+    neighbours = fitted.neighbours.csr() if fitted.neighbours is not None else None
+    cold = coldstart.cold_item_factors(fitted, data)
+    if cold is not None:
+        # Catalogue items without events, scored from their features; no popularity, and no
+        # neighbours (empty rows of the sparse component).
+        item_ids += list(data.cold_item_ids)
+        item_factors = np.vstack([item_factors, cold])
+        popularity = {
+            ch: np.concatenate([p, np.zeros(len(cold), p.dtype)]) for ch, p in popularity.items()
+        }
+        if neighbours is not None:
+            extra = np.full(len(cold), neighbours[0][-1], dtype=neighbours[0].dtype)
+            neighbours = (np.concatenate([neighbours[0], extra]), *neighbours[1:])
+        log.info("%d catalogue items without events exported from their features", len(cold))
     meta = {i: catalogue.get(i, {}) for i in item_ids}
     arrays, channels = artifact.pack(
         user_ids=interactions.customer_ids.tolist(),
         user_factors=fitted.user_factors,
         item_ids=item_ids,
-        item_factors=fitted.item_factors,
+        item_factors=item_factors,
         item_categories=[meta[i].get("category") for i in item_ids],
-        popularity=matrix.popularity(events, interactions, config.weights, end=end),
+        popularity=popularity,
         bought_indptr=indptr,
         bought_items=bought,
         item_titles=[meta[i].get("title") for i in item_ids] if catalogue else None,
@@ -96,6 +113,7 @@ def run(
             interactions.matrix.indices,
             interactions.matrix.data,
         ),
+        neighbours=neighbours,
     )
     if len(item_ids) >= ann.AnnConfig().min_items:
         # Large catalogues ship their approximate index, so every service worker maps one copy.
@@ -111,7 +129,8 @@ def run(
             "events": events.num_rows,
             "bad_rows_skipped": bad_rows,
             "customers": interactions.shape[0],
-            "items": interactions.shape[1],
+            "items": len(item_ids),
+            "cold_items": len(item_ids) - interactions.shape[1],
             "interactions": int(interactions.matrix.nnz),
             "customers_file_rows": len(customers),
         },
@@ -119,6 +138,7 @@ def run(
         metrics=metrics,
         config=msgspec.to_builtins(config),
         fold_in=folding,
+        neighbours=fitted.neighbours.spec() if fitted.neighbours is not None else None,
     )
     path = artifact.save(model_dir, manifest, arrays)
     _stage(f"wrote {path} and switched {artifact.LATEST}", started)

@@ -84,15 +84,18 @@ def tune_blend(
         )
 
     rng = np.random.default_rng(config.seed)
+    # Equal weights and each part alone first, so the blend is never worse on validation than
+    # its best part; then random draws.
     draws = [dict.fromkeys(names, 1.0)]
+    draws += [{n: float(n == name) for n in names} for name in names]
     draws += [random_weights(names, rng) for _ in range(config.selection.blend_trials - 1)]
     best: tuple[dict[str, float], float] = ({}, -1.0)
     for weights in draws:
         if (found := ndcg(weights)) > best[1]:
             best = (weights, found)
-    for _ in range(2):  # coordinate refinement around the best draw
+    for _ in range(3):  # coordinate refinement around the best draw
         for name in names:
-            for factor in (0.0, 0.5, 2.0):
+            for factor in (0.0, 0.5, 0.75, 1.33, 2.0):
                 weights = {**best[0], name: best[0][name] * factor if best[0][name] else factor / 4}
                 if any(weights.values()) and (found := ndcg(weights)) > best[1]:
                     best = (weights, found)

@@ -14,6 +14,8 @@ import pyarrow as pa
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from service import neighbours as served_neighbours
+from service.neighbours import normaliser
 from training.config import Weights
 from training.matrix import Interactions
 
@@ -32,6 +34,7 @@ class Data:
         item_features: items x features (identity, category, brand, price band), or None.
         user_features: customers x features (identity, channel mix), or None.
         item_attributes: items x attribute one-hots (category, brand, price band), or None.
+        cold_item_ids, cold_attributes: catalogue items without events and their one-hots.
     """
 
     events: pa.Table
@@ -43,6 +46,10 @@ class Data:
     user_features: sp.csr_matrix | None = None
     item_attributes: sp.csr_matrix | None = None
     seed: int = 42
+    # Catalogue items without events (the items file's), and their attribute one-hots in the
+    # columns of ``item_attributes``: exported with vectors from their features where a model can.
+    cold_item_ids: tuple[str, ...] = ()
+    cold_attributes: sp.csr_matrix | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -51,8 +58,60 @@ class Data:
 
 
 @dataclass(frozen=True)
+class Neighbours:
+    """A sparse item-item component, scored as the service scores it (``service/neighbours.py``).
+
+    ``weight · (history[u] @ similarity) / σ_u`` where ``σ_u`` (only with ``normalise``) is the
+    standard deviation of ``history[u] @ similarity`` over the catalogue. ``history`` is the
+    training matrix (values after the transform), which the artifact ships as ``user_items``.
+    """
+
+    similarity: sp.csr_matrix  # items x items: row = history item, column = item scored
+    history: sp.csr_matrix  # customers x items
+    weight: float = 1.0
+    normalise: bool = False
+    part: str = ""
+
+    def scores(self, rows: NDArray[np.int64]) -> Array:
+        """The component's scores of customers ``rows`` for every item, ``[len(rows), items]``."""
+        raw = (self.history[rows].astype(np.float64) @ self.similarity).toarray()
+        if not self.normalise:
+            return (raw * self.weight).astype(np.float32)
+        n = raw.shape[1]
+        scale = np.array(
+            [normaliser(float(r.sum()), float((r * r).sum()), n, self.weight) for r in raw]
+        )
+        return (raw * scale[:, None]).astype(np.float32)
+
+    def spec(self) -> served_neighbours.NeighboursSpec:
+        """The manifest's description of this component."""
+        return served_neighbours.NeighboursSpec(
+            weight=self.weight, normalise=self.normalise, part=self.part
+        )
+
+    def csr(self) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+        """``similarity`` as the artifact's CSR arrays ``(indptr, indices, weights)``."""
+        s = self.similarity.tocsr()
+        return s.indptr.astype(np.int64), s.indices.astype(np.int32), s.data.astype(np.float32)
+
+    def served(self) -> served_neighbours.Neighbours:
+        """The service's scorer over the same arrays (for new customers' events)."""
+        indptr, indices, weights = self.csr()
+        arrays = {
+            "neighbours_indptr": indptr,
+            "neighbours_indices": indices,
+            "neighbours_weights": weights,
+        }
+        return served_neighbours.Neighbours(arrays, self.spec())
+
+
+@dataclass(frozen=True)
 class Fitted:
-    """A fitted model in the artifact's form: ``scores = user_factors[u] @ item_factors.T``."""
+    """A fitted model in the artifact's form: ``scores = user_factors[u] @ item_factors.T``.
+
+    With ``neighbours``, the sparse item-item component's scores are added (the artifact ships it
+    beside the factors).
+    """
 
     name: str
     user_factors: Array
@@ -61,10 +120,17 @@ class Fitted:
     fit_s: float = 0.0
     # The model's own scores before export, when the factors approximate them (EASE, item-item).
     exact: Callable[[NDArray[np.int64]], Array] | None = None
+    neighbours: Neighbours | None = None
+    # Item factor rows of new items from their attribute one-hots (``Data.cold_attributes``), for
+    # models that can score an item from its features alone (LightFM, content affinity).
+    cold_items: Callable[[sp.csr_matrix], Array] | None = None
 
     def scores(self, rows: NDArray[np.int64]) -> Array:
         """Scores of customers ``rows`` for every item, ``[len(rows), items]``."""
-        return self.user_factors[rows] @ self.item_factors.T
+        scores = self.user_factors[rows] @ self.item_factors.T
+        if self.neighbours is not None:
+            scores += self.neighbours.scores(rows)
+        return scores
 
 
 def merged(defaults: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

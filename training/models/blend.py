@@ -3,12 +3,17 @@
 Each part's scores are scaled per customer to unit standard deviation over the catalogue, which
 is a per-customer factor (``σ_u = sqrt(uᵀ Cov(Y) u)``), so a blend of CF scores with popularity
 and recency priors, ``Σ_m w_m s_m(u, i) / σ_m(u)``, is still one dot product: item factors are
-the parts' item factors concatenated, the user vector the parts' scaled user vectors.
+the parts' item factors concatenated, the user vector the parts' scaled user vectors. A part
+served as a sparse item-item component (EASE's ``neighbours`` export) joins as that component,
+scaled per customer at scoring time (the service does the same), instead of as factor columns.
+A blend holds at most one such part.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -19,18 +24,19 @@ from training.models.base import Array, Fitted
 
 def normalised(part: Fitted) -> Fitted:
     """``part`` with each customer's scores scaled to unit standard deviation over items."""
+    if part.neighbours is not None:
+        # Only the sparse component scores (the user factors are 0): scaled when scored.
+        return dataclasses.replace(
+            part, neighbours=dataclasses.replace(part.neighbours, normalise=True), exact=None
+        )
     items = part.item_factors.astype(np.float64)
     centred = items - items.mean(axis=0)
     cov = centred.T @ centred / max(len(items), 1)
     users = part.user_factors.astype(np.float64)
     sigma = np.sqrt(np.maximum(((users @ cov) * users).sum(axis=1), 0.0))
     scale = np.where(sigma > 1e-12, 1.0 / np.where(sigma > 1e-12, sigma, 1.0), 0.0)
-    return Fitted(
-        part.name,
-        (users * scale[:, None]).astype(np.float32),
-        part.item_factors,
-        part.params,
-        part.fit_s,
+    return dataclasses.replace(
+        part, user_factors=(users * scale[:, None]).astype(np.float32), exact=None
     )
 
 
@@ -39,19 +45,49 @@ def blend(parts: Mapping[str, Fitted], weights: Mapping[str, float]) -> Fitted:
     used = [name for name in parts if weights.get(name, 0.0) > 0]
     if not used:
         raise ValueError("a blend needs at least one part with a positive weight")
-    users: list[Array] = [parts[n].user_factors * np.float32(weights[n]) for n in used]
-    items: list[Array] = [parts[n].item_factors for n in used]
+    sparse = [n for n in used if parts[n].neighbours is not None]
+    if len(sparse) > 1:
+        raise ValueError(f"a blend holds at most one neighbours part, got {sparse}")
+    dense = [n for n in used if parts[n].neighbours is None]
+    n_users, n_items = len(parts[used[0]].user_factors), len(parts[used[0]].item_factors)
+    # At least one column, so a blend of the sparse part alone is still a factor model.
+    users: list[Array] = [np.zeros((n_users, 1), np.float32)] if not dense else []
+    items: list[Array] = [np.zeros((n_items, 1), np.float32)] if not dense else []
+    users += [parts[n].user_factors * np.float32(weights[n]) for n in dense]
+    items += [parts[n].item_factors for n in dense]
+    neighbours = None
+    for n in sparse:
+        component = parts[n].neighbours
+        assert component is not None
+        neighbours = dataclasses.replace(component, weight=component.weight * float(weights[n]))
     params = {
         "weights": {n: float(weights[n]) for n in used},
         "parts": {n: parts[n].params for n in used},
     }
+    cold = None
+    if any(parts[n].cold_items is not None for n in dense):
+        cold = partial(_cold_items, [parts[n] for n in dense], 0 if dense else 1)
     return Fitted(
         "blend",
         np.ascontiguousarray(np.hstack(users), dtype=np.float32),
         np.ascontiguousarray(np.hstack(items), dtype=np.float32),
         params,
         sum(parts[n].fit_s for n in used),
+        neighbours=neighbours,
+        cold_items=cold,
     )
+
+
+def _cold_items(parts: list[Fitted], pad: int, attributes: sp.csr_matrix) -> Array:
+    """New items' rows of the blend's item factors: each part's own, 0 where it cannot score."""
+    n = attributes.shape[0]
+    blocks = [np.zeros((n, pad), np.float32)]
+    for part in parts:
+        if part.cold_items is None:
+            blocks.append(np.zeros((n, part.item_factors.shape[1]), np.float32))
+        else:
+            blocks.append(np.asarray(part.cold_items(attributes), dtype=np.float32))
+    return np.ascontiguousarray(np.hstack(blocks), dtype=np.float32)
 
 
 def random_weights(names: list[str], rng: np.random.Generator) -> dict[str, float]:

@@ -1,10 +1,14 @@
-"""Item-item (cosine, BM25) and EASE: strong simple baselines, exported as low-rank factors.
+"""Item-item (cosine, BM25) and EASE: strong simple baselines, exported as factors or neighbours.
 
-Both score ``history @ B`` with an items x items matrix ``B``. The artifact needs one dot product,
-so ``B ≈ L Rᵀ`` (randomised SVD): user vector = ``history @ L``, item factors = ``R``. A catalogue
-of at most ``exact_items`` items is exported exactly instead (user vector = ``history @ B``, item
-factors = the identity). The exact scores stay available (``Fitted.exact``) to measure what the
-approximation costs.
+Both score ``history @ B`` with an items x items matrix ``B``. A catalogue of at most
+``exact_items`` items is exported exactly as factors (user vector = ``history @ B``, item factors
+= the identity). Larger ones are exported either as low-rank factors, ``B ≈ L Rᵀ`` (randomised
+SVD; user vector = ``history @ L``, item factors = ``R``), or (EASE's default, ``export =
+"neighbours"``) as the artifact's sparse item-item component: for each item, the ``neighbours``
+history items with the largest ``|B|`` towards it, scored by the service as ``history @ S``
+(``service/neighbours.py``). Its item factors are still ``R``, for item similarity; its user
+factors are 0, so the score is the sparse part alone. The exact scores stay available
+(``Fitted.exact``) to measure what the export costs.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from training.models.base import Array, Data, Fitted, low_rank, merged, timed
+from training.models.base import Array, Data, Fitted, Neighbours, low_rank, merged, timed
 
 ITEMKNN_DEFAULTS: dict[str, Any] = {
     "neighbours": 100,
@@ -26,7 +30,14 @@ ITEMKNN_DEFAULTS: dict[str, Any] = {
     "rank": 128,
     "exact_items": 2048,
 }
-EASE_DEFAULTS: dict[str, Any] = {"l2": 200.0, "max_items": 3000, "rank": 256, "exact_items": 2048}
+EASE_DEFAULTS: dict[str, Any] = {
+    "l2": 200.0,
+    "max_items": 3000,
+    "rank": 256,
+    "exact_items": 2048,
+    "export": "neighbours",
+    "neighbours": 200,
+}
 
 
 def fit_itemknn(data: Data, params: dict[str, Any]) -> Fitted:
@@ -69,7 +80,35 @@ def fit_ease(data: Data, params: dict[str, Any]) -> Fitted:
         users, top_items = _export(xt, b, _rank(p, n), data.seed)
         items = np.zeros((n, users.shape[1]), dtype=np.float32)
         items[top] = top_items
-    return Fitted("ease", users, items, p, seconds[0], exact=_exact(xt, b, top, n))
+        neighbours = None
+        if p["export"] == "neighbours" and _rank(p, n) < n:
+            similarity = strongest_sources(b, top, n, int(p["neighbours"]))
+            neighbours = Neighbours(similarity, x, part="ease")
+            users = np.zeros_like(users)
+    return Fitted(
+        "ease", users, items, p, seconds[0], exact=_exact(xt, b, top, n), neighbours=neighbours
+    )
+
+
+def strongest_sources(b: Array, top: np.ndarray, n: int, per_item: int) -> sp.csr_matrix:
+    """``b`` (over items ``top``) as an ``n x n`` CSR keeping, per column, the largest ``|b|``.
+
+    Each scored item keeps the ``per_item`` history items that move its score most, so
+    ``history @ S`` stays close to ``history @ B`` (truncating per column measured better than
+    per row on completejourney's validation period: NDCG@10 0.0538 vs 0.0521 at 200).
+    """
+    m = b.shape[0]
+    keep = min(per_item, m - 1)
+    if keep <= 0:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    sources = np.argpartition(-np.abs(b), keep - 1, axis=0)[:keep, :]
+    targets = np.broadcast_to(np.arange(m), sources.shape)
+    values = b[sources, targets].ravel()
+    rows, cols = top[sources.ravel()], top[targets.ravel()]
+    nonzero = values != 0
+    return sp.csr_matrix(
+        (values[nonzero], (rows[nonzero], cols[nonzero])), shape=(n, n), dtype=np.float32
+    )
 
 
 def _rank(params: dict[str, Any], n_items: int) -> int:

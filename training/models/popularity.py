@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -59,10 +60,19 @@ def fit_attributes(data: Data, params: dict[str, Any]) -> Fitted:
         profile = np.asarray((data.interactions.matrix @ attributes).todense(), dtype=np.float32)
         totals = profile.sum(axis=1, keepdims=True)
         users = profile / np.where(totals > 0, totals, 1.0)
+        top = None
         if attributes.shape[1] > p["rank"]:
             _, vectors = np.linalg.eigh((attributes.T @ attributes).toarray().astype(np.float64))
             top = vectors[:, -int(p["rank"]) :].astype(np.float32)
-            users, items = users @ top, np.asarray(attributes @ top, dtype=np.float32)
-        else:
-            items = np.asarray(attributes.todense(), dtype=np.float32)
-    return Fitted("attributes", users.astype(np.float32), items, p, seconds[0])
+            users = users @ top
+        items = _project(top, attributes)
+    return Fitted(
+        "attributes", users.astype(np.float32), items, p, seconds[0], cold_items=partial(_project, top)
+    )
+
+
+def _project(top: np.ndarray | None, attributes: sp.csr_matrix) -> np.ndarray:
+    """Item factors of items with these attribute one-hots (new items too)."""
+    if top is None:
+        return np.asarray(attributes.todense(), dtype=np.float32)
+    return np.asarray(attributes @ top, dtype=np.float32)

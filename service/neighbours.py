@@ -1,0 +1,196 @@
+"""An artifact's optional sparse item-item component: ``score += w · norm(history @ S)``.
+
+Some models are strong because they score a customer's whole history through an items x items
+matrix (EASE's ``B``, item-item similarities); squeezing that matrix into low-rank factors loses
+much of what makes them strong. The artifact may therefore carry ``S`` as CSR arrays over source
+items (``neighbours_indptr/indices/weights``: for each item of the history, the items it lends
+score to and how much), and the served score of an item becomes
+
+    ``user_vector · item_factors[i] + weight · (h @ S)[i] / σ(h @ S)``
+
+where ``h`` is the customer's row of the training matrix (values after the fold-in transform)
+plus their newer events, and ``σ`` (only when ``normalise``) is the standard deviation of
+``h @ S`` over the catalogue, the same per-customer scaling a blend applies to every part.
+Training scores its evaluation with the same formula (``training.models.base.Neighbours``).
+Pure numpy; imported by ``service.artifact`` (the arrays' contract) and ``service.ranking``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:  # ranking imports this module; only the type is needed here
+    from service.ranking import FactorModel
+
+# The component's arrays in an artifact: name -> (dtype kind, number of dimensions); all or none.
+NEIGHBOUR_ARRAYS: dict[str, tuple[str, int]] = {
+    "neighbours_indptr": ("i", 1),  # int64 [n_items + 1]: row i is indptr[i]:indptr[i+1]
+    "neighbours_indices": ("i", 1),  # int32: the items source item i lends score to
+    "neighbours_weights": ("f", 1),  # float32: how much (S[i, j])
+}
+
+Rows = NDArray[np.int64]
+Scores = NDArray[np.float32]
+# A customer's row of the training matrix plus newer events: (item rows, transformed values).
+History = tuple[Rows, NDArray[np.float64]]
+
+
+class NeighboursSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """How the component's scores join the factor scores (the manifest's ``neighbours``)."""
+
+    weight: float = 1.0
+    # Scale each customer's ``h @ S`` to unit standard deviation over the catalogue.
+    normalise: bool = False
+    # Which model part it serves (for reports), e.g. "ease".
+    part: str = ""
+
+
+def check_neighbours(arrays: Mapping[str, NDArray[Any]], n_items: int) -> str | None:
+    """What is wrong with the component's arrays, or None (also when there is none)."""
+    present = [name for name in NEIGHBOUR_ARRAYS if name in arrays]
+    if not present:
+        return None
+    if len(present) != len(NEIGHBOUR_ARRAYS):
+        missing = sorted(set(NEIGHBOUR_ARRAYS) - set(present))
+        return f"the neighbours component is incomplete: {', '.join(missing)} missing"
+    indptr = arrays["neighbours_indptr"]
+    indices, weights = arrays["neighbours_indices"], arrays["neighbours_weights"]
+    if len(indptr) != n_items + 1 or indptr[0] != 0 or indptr[-1] != len(indices):
+        return "neighbours_indptr does not match the number of items and neighbours_indices"
+    if len(indices) != len(weights):
+        return "neighbours_indices and neighbours_weights differ in length"
+    if len(indices) and (indices.min() < 0 or indices.max() >= n_items):
+        return "neighbours_indices holds item rows out of range"
+    if np.any(np.diff(indptr) < 0):
+        return "neighbours_indptr must not decrease"
+    if not bool(np.isfinite(weights).all()):
+        return "neighbours_weights contains NaN or infinite values"
+    return None
+
+
+def normaliser(total: float, total_sq: float, n_items: int, weight: float) -> float:
+    """The factor turning ``h @ S`` into the served part: ``weight / σ`` (0 when σ is 0).
+
+    ``total`` and ``total_sq`` are the sum and the sum of squares of ``h @ S`` over all items.
+    """
+    mean = total / max(n_items, 1)
+    sigma = np.sqrt(max(total_sq / max(n_items, 1) - mean * mean, 0.0))
+    return float(weight / sigma) if sigma > 1e-12 else 0.0
+
+
+class Neighbours:
+    """The component of one loaded artifact (memory-mapped arrays; read-only, thread-safe)."""
+
+    def __init__(self, arrays: Mapping[str, NDArray[Any]], spec: NeighboursSpec) -> None:
+        """Wrap the artifact's ``neighbours_*`` arrays."""
+        self.indptr: NDArray[Any] = arrays["neighbours_indptr"]
+        self.indices: NDArray[Any] = arrays["neighbours_indices"]
+        self.weights: NDArray[np.float32] = arrays["neighbours_weights"]
+        self.n_items = len(self.indptr) - 1
+        self.spec = spec
+
+    def scores(self, rows: Rows, values: NDArray[np.float64]) -> tuple[Rows, Scores]:
+        """The component's score of every item it reaches from history ``rows`` with ``values``.
+
+        Returns (item rows, scores), sparse: every item not listed scores 0.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        starts, ends = self.indptr[rows], self.indptr[rows + 1]
+        lengths = (ends - starts).astype(np.int64)
+        total = int(lengths.sum())
+        if total == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        # Every stored neighbour of the history's items, without a Python loop over the rows.
+        positions = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+        targets = np.asarray(self.indices[positions], dtype=np.int64)
+        contributions = np.asarray(self.weights[positions], dtype=np.float64) * np.repeat(
+            np.asarray(values, dtype=np.float64), lengths
+        )
+        items, inverse = np.unique(targets, return_inverse=True)
+        summed = np.bincount(inverse, weights=contributions, minlength=len(items))
+        scale = self.spec.weight
+        if self.spec.normalise:
+            scale = normaliser(
+                float(summed.sum()), float((summed * summed).sum()), self.n_items, scale
+            )
+        return items, (summed * scale).astype(np.float32)
+
+    def recommend(
+        self,
+        model: FactorModel,
+        user_vector: NDArray[np.float32],
+        k: int,
+        exclude: Rows | None,
+        allowed: NDArray[np.bool_] | None,
+        history: History,
+    ) -> tuple[Rows, Scores]:
+        """``FactorModel.recommend`` with this component's scores of ``history`` added.
+
+        Without an index every item is scored exactly. With one (large catalogues), the
+        candidates are the index's best by the factors plus every item the history reaches,
+        rescored exactly, so the component's items are never lost to the approximation.
+        """
+        items, extra = self.scores(*history)
+        index = model.index
+        found = None
+        if index is not None and k > 0:
+            if allowed is not None and int(np.count_nonzero(allowed)) <= index.exact_below:
+                found = (np.flatnonzero(allowed).astype(np.int64), None)
+            else:
+                found = index.search(user_vector, 2 * k + 10, exclude=exclude, allowed=allowed)
+        if found is None:  # no index, or the filters leave few items: score every item
+            scores = model.item_factors @ user_vector
+            scores[items] += extra
+            return _top(np.arange(len(scores)), scores, k, exclude, allowed)
+        candidates = np.union1d(found[0], items)
+        scores = model.item_factors[candidates] @ user_vector
+        pos = np.minimum(np.searchsorted(items, candidates), max(len(items) - 1, 0))
+        if len(items):
+            hit = items[pos] == candidates
+            scores[hit] += extra[pos[hit]]
+        return _top(candidates, scores, k, exclude, allowed)
+
+    def dense(self, rows: Rows, values: NDArray[np.float64]) -> Scores:
+        """``scores`` as one value per item of the catalogue (0 where it reaches none)."""
+        out = np.zeros(self.n_items, dtype=np.float32)
+        items, scores = self.scores(rows, values)
+        out[items] = scores
+        return out
+
+
+def load_neighbours(
+    arrays: Mapping[str, NDArray[Any]], spec: NeighboursSpec | None
+) -> Neighbours | None:
+    """The artifact's component, or None when it has none (older artifacts, most models)."""
+    if spec is None or "neighbours_indptr" not in arrays:
+        return None
+    return Neighbours(arrays, spec)
+
+
+def _top(
+    candidates: Rows,
+    scores: NDArray[np.float32],
+    k: int,
+    exclude: Rows | None,
+    allowed: NDArray[np.bool_] | None,
+) -> tuple[Rows, Scores]:
+    """The ``k`` best of ``candidates`` (item rows) by ``scores``, best first, filters applied."""
+    keep = np.isfinite(scores)
+    if allowed is not None:
+        keep &= allowed[candidates]
+    if exclude is not None and len(exclude):
+        keep &= ~np.isin(candidates, exclude)
+    candidates, scores = candidates[keep], scores[keep]
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    part = np.argpartition(-scores, k - 1)[:k]
+    order = part[np.argsort(-scores[part], kind="stable")]
+    return candidates[order].astype(np.int64), scores[order].astype(np.float32)

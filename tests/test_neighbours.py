@@ -1,0 +1,215 @@
+"""The sparse item-item component: artifact contract, round trip, parity with training."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+from service import artifact
+from service.ann import AnnConfig
+from service.errors import ArtifactError
+from service.events import Event
+from service.history import customer_history
+from service.neighbours import NeighboursSpec
+from service.ranking import FactorModel
+from service.recommend import Context, Query, for_customer
+from tests.builders import checkerboard_artifact
+from tests.test_quality import complements_file  # noqa: F401 (fixture)
+from training.config import TrainConfig
+from training.experiment import SideInfo, make_data
+from training.loaders import load_events
+from training.pipeline import Inputs, run
+from training.selection import fit_named
+
+
+def _parts(neighbours: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> dict[str, object]:
+    return {
+        "user_ids": ["u0", "u1"],
+        "user_factors": np.zeros((2, 1), np.float32),
+        # Out of id order, so pack has to re-index the component.
+        "item_ids": ["c", "a", "b"],
+        "item_factors": np.zeros((3, 1), np.float32),
+        "item_categories": [None, None, None],
+        "popularity": {"all": np.ones(3, np.float32)},
+        "bought_indptr": np.array([0, 0, 0]),
+        "bought_items": np.array([], np.int32),
+        "neighbours": neighbours,
+    }
+
+
+def _save(tmp_path: Path, neighbours, spec: NeighboursSpec | None) -> Path:  # type: ignore[no-untyped-def]
+    arrays, channels = artifact.pack(**_parts(neighbours))  # type: ignore[arg-type]
+    manifest = artifact.Manifest(
+        format_version=artifact.FORMAT_VERSION,
+        model_version="v1",
+        algorithm="test",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        popularity_channels=channels,
+        neighbours=spec,
+    )
+    return artifact.save(tmp_path, manifest, arrays)
+
+
+# In pack's input order (c, a, b): c lends 2.0 to a; b lends 0.5 to c and 1.5 to a.
+COMPONENT = (np.array([0, 1, 1, 3]), np.array([1, 0, 1]), np.array([2.0, 0.5, 1.5], np.float32))
+
+
+def test_the_component_round_trips_and_follows_the_item_order(tmp_path: Path) -> None:
+    path = _save(tmp_path, COMPONENT, NeighboursSpec(weight=2.0, part="ease"))
+    loaded = artifact.load(path)
+    assert loaded.manifest.neighbours == NeighboursSpec(weight=2.0, part="ease")
+    assert set(loaded.manifest.files) >= {"neighbours_indptr", "neighbours_weights"}
+    model = FactorModel(loaded)
+    assert model.neighbours is not None
+    a, b, c = (model.item_row(i) for i in "abc")
+    # A history of c (value 1) and b (value 2): a gets 2*1 + 1.5*2, c gets 0.5*2, times weight 2.
+    rows, scores = model.neighbours.scores(np.array([c, b]), np.array([1.0, 2.0]))
+    assert dict(zip(rows.tolist(), scores.tolist(), strict=True)) == {a: 10.0, c: 2.0}
+
+
+def test_artifacts_without_the_component_still_load(tmp_path: Path) -> None:
+    model = FactorModel(artifact.load(checkerboard_artifact(tmp_path)))
+    assert model.neighbours is None
+    assert artifact.load(_save(tmp_path / "plain", None, None)).manifest.neighbours is None
+
+
+@pytest.mark.parametrize(
+    ("component", "spec", "message"),
+    [
+        (COMPONENT, None, "go together"),
+        (None, NeighboursSpec(), "go together"),
+        ((np.array([0, 1, 1, 3]), np.array([1, 0, 7]), COMPONENT[2]), NeighboursSpec(), "range"),
+    ],
+)
+def test_a_broken_component_is_refused(
+    tmp_path: Path, component: object, spec: NeighboursSpec | None, message: str
+) -> None:
+    with pytest.raises(ArtifactError, match=message):
+        _save(tmp_path, component, spec)
+
+
+def test_a_normalised_component_scales_each_customer_to_unit_deviation(tmp_path: Path) -> None:
+    model = FactorModel(artifact.load(_save(tmp_path, COMPONENT, NeighboursSpec(normalise=True))))
+    assert model.neighbours is not None
+    dense = model.neighbours.dense(np.array([model.item_row("c")]), np.array([3.0]))
+    assert float(np.std(dense)) == pytest.approx(1.0)
+
+
+# EASE served through the component (forced on this small catalogue), blended with popularity.
+BLEND = TrainConfig(
+    algorithm="blend",
+    models={"ease": {"exact_items": 0, "rank": 4, "l2": 5.0}},
+    selection=msgspec.structs.replace(
+        TrainConfig().selection,
+        blend_parts=["ease", "popularity"],
+        blend_weights={"ease": 1.0, "popularity": 0.3},
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def trained(complements_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    model_dir = tmp_path_factory.mktemp("neighbours-model")
+    return run(Inputs(events=[str(complements_file)]), model_dir, BLEND)
+
+
+@pytest.mark.slow
+def test_the_service_scores_as_training_evaluated(trained: Path, complements_file: Path) -> None:  # noqa: F811
+    """Score parity: the service's ranking of known customers equals training's scorer."""
+    loaded = artifact.load(trained)
+    assert loaded.manifest.neighbours is not None and loaded.manifest.neighbours.normalise
+    model = FactorModel(loaded)
+    events, _ = load_events(complements_file)
+    data = make_data(events, BLEND, SideInfo())
+    fitted = fit_named("blend", data, BLEND, BLEND.selection.blend_weights)
+    assert fitted.neighbours is not None
+    customers = data.interactions.customer_ids.tolist()
+    item_ids = data.interactions.item_ids.tolist()
+    served_order = [model.item_row(i) for i in item_ids]
+    now = datetime(2027, 1, 1, tzinfo=UTC)
+    for row in (0, 7, 42, customers.index("probe")):
+        expected = fitted.scores(np.array([row]))[0]
+        user_row = model.user_row(customers[row])
+        assert user_row is not None
+        history = customer_history(model, customers[row], [], now)
+        items, scores = model.recommend(model.user_vector(user_row), model.n_items, history=history)
+        got = np.empty(model.n_items, np.float32)
+        got[items] = scores
+        assert np.allclose(got[served_order], expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_index_path_keeps_the_components_items(trained: Path) -> None:
+    exact = FactorModel(artifact.load(trained), ann=AnnConfig(mode="off"))
+    indexed = FactorModel(artifact.load(trained), ann=AnnConfig(mode="on", exact_below=0))
+    assert indexed.index is not None
+    now = datetime(2027, 1, 1, tzinfo=UTC)
+    for customer in ("c3", "c11", "probe"):
+        row = exact.user_row(customer)
+        assert row is not None
+        history = customer_history(exact, customer, [], now)
+        want = exact.recommend(exact.user_vector(row), 5, history=history)
+        got = indexed.recommend(indexed.user_vector(row), 5, history=history)
+        assert got[0].tolist() == want[0].tolist()
+    # A filter that leaves fewer than k items: every allowed item, scored exactly.
+    allowed = np.zeros(indexed.n_items, dtype=bool)
+    allowed[:3] = True
+    row = indexed.user_row("c3")
+    assert row is not None
+    history = customer_history(indexed, "c3", [], now)
+    rows, _ = indexed.recommend(indexed.user_vector(row), 5, allowed=allowed, history=history)
+    assert sorted(rows.tolist()) == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_new_events_reach_the_component_at_request_time(trained: Path) -> None:
+    """A visitor unknown to the model who just bought s3 in store is shown w3 online."""
+    model = FactorModel(artifact.load(trained))
+    now = model.trained_until + timedelta(days=1)
+    bought = Event(
+        customer_id="visitor",
+        item_id="s3",
+        event_type="purchase",
+        channel="store",
+        timestamp=now - timedelta(minutes=5),
+    )
+    ranked = for_customer(
+        model, None, Query(channel="web", k=3), Context(now=now, session=[bought])
+    )
+    assert not ranked.fallback
+    assert "w3" in [i.item_id for i in ranked.items]
+
+
+@pytest.mark.slow
+def test_catalogue_items_without_events_are_exported_from_their_features(
+    complements_file: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """New items with features get LightFM vectors from them; items without features are not."""
+    lines = ["item_id,category,brand,price"]
+    for prefix, category, n in (
+        ("s", "store-things", 12),
+        ("w", "web-things", 12),
+        ("p", "staples", 10),
+    ):
+        lines += [f"{prefix}{j},{category},b{j % 3},{1 + j}" for j in range(n)]
+    lines += ["new-w,web-things,b1,3", "bare,,,"]
+    items = tmp_path / "items.csv"
+    items.write_text("\n".join(lines) + "\n")
+    config = TrainConfig(algorithm="lightfm", models={"lightfm": {"components": 8, "epochs": 5}})
+    path = run(Inputs(events=[str(complements_file)], items=str(items)), tmp_path / "m", config)
+    loaded = artifact.load(path)
+    assert loaded.manifest.counts["cold_items"] == 1
+    model = FactorModel(loaded)
+    new = model.item_row("new-w")
+    assert new is not None and model.item_row("bare") is None
+    assert model.category_of(new) == "web-things"
+    # Its vector is the sum of its features' embeddings: not zero, and nearer web items than store.
+    assert np.abs(model.item_factors[new]).sum() > 0
+    assert model.popularity[0, new] == 0
+    rows, _ = model.similar_items(new, 12)
+    assert sum(model.item_id(int(r)).startswith("w") for r in rows) >= 6
