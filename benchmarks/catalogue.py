@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service import ann, artifact
+from service.neighbours import NeighboursSpec
 
 CHANNELS = ("web", "app", "email", "store")
 
@@ -46,9 +47,12 @@ def write_catalogue(
     seed: int = 0,
     with_index: bool = True,
     version: str | None = None,
+    neighbours: int = 0,
 ) -> tuple[Path, dict[str, Any]]:
     """Write one artifact (LATEST) with ``n_items`` items and ``n_users`` customers.
 
+    ``neighbours`` > 0 adds a sparse item-item component (what training ships for a blend with
+    EASE): each item lends score to that many items of its own cluster.
     Returns the artifact's folder and its arrays (for the hot-swap copy and recall measurement).
     """
     rng = np.random.default_rng(seed + 1)
@@ -71,17 +75,36 @@ def write_catalogue(
         popularity=popularity,
         bought_indptr=indptr,
         bought_items=bought,
+        neighbours=same_cluster_neighbours(topic, neighbours, rng) if neighbours else None,
     )
     if with_index:
         arrays.update(ann.build_index(arrays["item_factors"], seed=seed))
-    manifest = new_manifest(channels, n_users, n_items, version)
+    manifest = new_manifest(channels, n_users, n_items, version, "neighbours_indptr" in arrays)
     return artifact.save(model_dir, manifest, arrays), arrays
 
 
+def same_cluster_neighbours(
+    topic: NDArray[np.int64], per_item: int, rng: np.random.Generator
+) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float32]]:
+    """CSR ``(indptr, indices, weights)``: each item's ``per_item`` random same-cluster items."""
+    n = len(topic)
+    by_topic = np.argsort(topic, kind="stable")
+    starts = np.searchsorted(topic[by_topic], topic)
+    sizes = np.bincount(topic, minlength=int(topic.max()) + 1)[topic]
+    picks = starts[:, None] + (rng.random((n, per_item)) * sizes[:, None]).astype(np.int64)
+    indices = by_topic[picks].astype(np.int32).ravel()
+    weights = rng.exponential(0.05, size=n * per_item).astype(np.float32)
+    return np.arange(n + 1, dtype=np.int64) * per_item, indices, weights
+
+
 def new_manifest(
-    channels: list[str], n_users: int, n_items: int, version: str | None = None
+    channels: list[str],
+    n_users: int,
+    n_items: int,
+    version: str | None = None,
+    neighbours: bool = False,
 ) -> artifact.Manifest:
-    """A manifest for a generated model."""
+    """A manifest for a generated model (``neighbours``: the arrays hold the component)."""
     return artifact.Manifest(
         format_version=artifact.FORMAT_VERSION,
         model_version=version or artifact.new_version("bench"),
@@ -89,4 +112,5 @@ def new_manifest(
         created_at=datetime.now(UTC),
         popularity_channels=channels,
         counts={"users": n_users, "items": n_items},
+        neighbours=NeighboursSpec(weight=1.0, normalise=True, part="ease") if neighbours else None,
     )

@@ -438,7 +438,13 @@ def hot_swap(
     new_version = artifact.new_version("swap")
     swapped = dict(arrays)
     swapped["user_factors"] = (arrays["user_factors"] * np.float32(1.01)).astype(np.float32)
-    manifest = new_manifest(["all", "app", "email", "store", "web"], n_users, n_items, new_version)
+    manifest = new_manifest(
+        ["all", "app", "email", "store", "web"],
+        n_users,
+        n_items,
+        new_version,
+        "neighbours_indptr" in arrays,
+    )
     result: dict[str, Any] = {"new_version": new_version}
     seen: list[float] = []
     poll_errors = [0]
@@ -549,8 +555,11 @@ def bench_size(
     model_dir, data_dir = size_dir / "models", size_dir / "var"
     data_dir.mkdir(parents=True)
     t0 = time.perf_counter()
-    _, arrays = write_catalogue(model_dir, n_items, args.users, seed=n_items % 997)
+    _, arrays = write_catalogue(
+        model_dir, n_items, args.users, seed=n_items % 997, neighbours=args.neighbours
+    )
     row: dict[str, Any] = {"items": n_items, "customers": args.users}
+    row["neighbours_per_item"] = args.neighbours
     row["generate_s"] = round(time.perf_counter() - t0, 1)
     row["ann"] = measure_recall(model_dir, args.users)
     row["ann"]["used_by_service"] = ann.AnnConfig(mode=args.ann).wanted(n_items)
@@ -658,6 +667,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ann", default="auto", choices=["auto", "on", "off"])
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--no-hot-swap", action="store_true")
+    parser.add_argument(
+        "--neighbours",
+        type=int,
+        default=0,
+        help="give the model a sparse item-item component, this many items per item "
+        "(what training ships for a blend with EASE)",
+    )
     parser.add_argument(
         "--overhead-rounds", type=int, default=4, help="tracking on/off rounds (1 worker)"
     )

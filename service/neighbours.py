@@ -24,6 +24,8 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from service.ann import among
+
 if TYPE_CHECKING:  # ranking imports this module; only the type is needed here
     from service.ranking import FactorModel
 
@@ -149,13 +151,25 @@ class Neighbours:
             scores = model.item_factors @ user_vector
             scores[items] += extra
             return _top(np.arange(len(scores)), scores, k, exclude, allowed)
-        candidates = np.union1d(found[0], items)
-        scores = model.item_factors[candidates] @ user_vector
-        pos = np.minimum(np.searchsorted(items, candidates), max(len(items) - 1, 0))
-        if len(items):
-            hit = items[pos] == candidates
-            scores[hit] += extra[pos[hit]]
-        return _top(candidates, scores, k, exclude, allowed)
+        limit = max(_COMPONENT_CANDIDATES, 8 * k) + _count(exclude)
+        if found[1] is not None and len(found[1]) and len(items) > limit:
+            # A long history reaches thousands of items, and gathering all their factors cost
+            # more than the rest of the request. Rescore the component's best ``limit`` first:
+            # an item left out scores at most (the index's lowest) + (the component's lowest
+            # kept), so when the k-th answer beats that bound the answer is the full one.
+            best = np.argpartition(-extra, limit - 1)[:limit]
+            floor = float(extra[best].min())
+            # The index's candidates keep their component score too, wherever it ranks.
+            at = np.minimum(np.searchsorted(items, found[0]), len(items) - 1)
+            keep = np.zeros(len(items), dtype=bool)
+            keep[best] = True
+            keep[at[items[at] == found[0]]] = True
+            answer = _rescored(model, user_vector, found[0], items[keep], extra[keep])
+            rows, scores = _top(*answer, k, exclude, allowed)
+            bound = float(found[1][-1]) + floor
+            if len(rows) == k and float(scores[-1]) >= bound:
+                return rows, scores
+        return _top(*_rescored(model, user_vector, found[0], items, extra), k, exclude, allowed)
 
     def dense(self, rows: Rows, values: NDArray[np.float64]) -> Scores:
         """``scores`` as one value per item of the catalogue (0 where it reaches none)."""
@@ -174,6 +188,31 @@ def load_neighbours(
     return Neighbours(arrays, spec)
 
 
+# Items the component brings to the index's candidates (beyond 8·k and the excluded ones).
+_COMPONENT_CANDIDATES = 256
+
+
+def _rescored(
+    model: FactorModel,
+    user_vector: NDArray[np.float32],
+    found: Rows,
+    items: Rows,
+    extra: Scores,
+) -> tuple[Rows, NDArray[np.float32]]:
+    """The index's candidates and the component's ``items`` (sorted), scored exactly."""
+    candidates = np.union1d(found, items)
+    scores = model.item_factors[candidates] @ user_vector
+    if len(items):
+        pos = np.minimum(np.searchsorted(items, candidates), len(items) - 1)
+        hit = items[pos] == candidates
+        scores[hit] += extra[pos[hit]]
+    return candidates, scores
+
+
+def _count(rows: Rows | None) -> int:
+    return 0 if rows is None else len(rows)
+
+
 def _top(
     candidates: Rows,
     scores: NDArray[np.float32],
@@ -186,7 +225,7 @@ def _top(
     if allowed is not None:
         keep &= allowed[candidates]
     if exclude is not None and len(exclude):
-        keep &= ~np.isin(candidates, exclude)
+        keep &= ~among(candidates, exclude)
     candidates, scores = candidates[keep], scores[keep]
     k = min(k, len(scores))
     if k <= 0:

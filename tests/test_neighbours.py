@@ -117,6 +117,55 @@ def trained(complements_file: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return run(Inputs(events=[str(complements_file)]), model_dir, BLEND)
 
 
+def test_a_long_history_keeps_the_exact_top_items_on_the_index_path(tmp_path: Path) -> None:
+    # 3,000 items lending score to 300 items each: five history items reach over a thousand
+    # items, more than the index path rescores; its answers must still be the exact ones.
+    rng = np.random.default_rng(7)
+    n_items, n_users, per_item = 3000, 30, 300
+    indptr = np.arange(n_items + 1) * per_item
+    indices = rng.integers(0, n_items, size=n_items * per_item).astype(np.int32)
+    weights = rng.exponential(0.1, size=n_items * per_item).astype(np.float32)
+    bought = rng.integers(0, n_items, size=n_users * 5).astype(np.int32)
+    arrays, channels = artifact.pack(
+        user_ids=[f"u{i:03d}" for i in range(n_users)],
+        user_factors=rng.normal(size=(n_users, 8)).astype(np.float32),
+        item_ids=[f"i{j:05d}" for j in range(n_items)],
+        item_factors=rng.normal(size=(n_items, 8)).astype(np.float32),
+        item_categories=[None] * n_items,
+        popularity={"all": np.ones(n_items, np.float32)},
+        bought_indptr=np.arange(n_users + 1) * 5,
+        bought_items=bought,
+        neighbours=(indptr, indices, weights),
+    )
+    manifest = artifact.Manifest(
+        format_version=artifact.FORMAT_VERSION,
+        model_version="v1",
+        algorithm="test",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        popularity_channels=channels,
+        neighbours=NeighboursSpec(weight=1.0, normalise=True),
+    )
+    path = artifact.save(tmp_path, manifest, arrays)
+    exact = FactorModel(artifact.load(path), ann=AnnConfig(mode="off"))
+    # Every cluster probed: the index itself is exact, so only the candidate cut is tested.
+    every = AnnConfig(mode="on", exact_below=0, nprobe=10_000)
+    indexed = FactorModel(artifact.load(path), ann=every)
+    assert indexed.index is not None
+    now = datetime(2027, 1, 1, tzinfo=UTC)
+    for customer in (f"u{i:03d}" for i in range(n_users)):
+        row = exact.user_row(customer)
+        assert row is not None
+        history = customer_history(exact, customer, [], now)
+        assert (
+            history is not None
+            and len(indices[np.isin(np.repeat(np.arange(n_items), per_item), history[0])]) > 1000
+        )
+        bought_rows = exact.bought_rows(row)
+        want = exact.recommend(exact.user_vector(row), 10, exclude=bought_rows, history=history)
+        got = indexed.recommend(indexed.user_vector(row), 10, exclude=bought_rows, history=history)
+        assert got[0].tolist() == want[0].tolist()
+
+
 @pytest.mark.slow
 def test_the_service_scores_as_training_evaluated(trained: Path, complements_file: Path) -> None:  # noqa: F811
     """Score parity: the service's ranking of known customers equals training's scorer."""
