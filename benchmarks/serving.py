@@ -302,6 +302,9 @@ def run_wrk(
         "p50_ms": latency("50"),
         "p99_ms": latency("99"),
         "errors": socket_errors + (int(non2xx.group(1)) if non2xx else 0),
+        # Which kind: a 5xx answer or a timeout (wrk's --timeout 2s) or socket error.
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": socket_errors,
         "server_cpu_us_per_request": round(cpu / requests * 1e6, 1) if requests else None,
         "raw": out,
     }
@@ -677,7 +680,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--overhead-rounds", type=int, default=4, help="tracking on/off rounds (1 worker)"
     )
-    parser.add_argument("--keep", action="store_true", help="keep generated artifacts")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work folder: artifacts and logs"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "serving.json")
     args = parser.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",")]
@@ -691,8 +696,15 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
         "sizes": [],
     }
-    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+    # --keep keeps the work folder too: artifacts, wrk scripts and every server's log.
+    with contextlib.ExitStack() as cleanup:
+        if args.keep:
+            tmp = tempfile.mkdtemp(prefix="bench-serving-")
+        else:
+            tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-serving-"))
         work = Path(tmp)
+        if args.keep:
+            print(f"work folder (kept): {work}", flush=True)
         # The interpreter's own memory: a service worker with no model at all.
         empty = work / "empty"
         (empty / "models").mkdir(parents=True)
