@@ -16,9 +16,9 @@ reports ANN recall@10 against exact scoring, publishes a new model version durin
 swap: errors, seconds until the new version is served) and writes benchmarks/results/serving.json.
 
 The service runs as retailers measuring it would: tracking on and an A/B test running on every
-channel. With 1 worker, the recommendations endpoint is also measured against a second server
-with tracking off (``RECO_TRACKING=false``), in alternating rounds (``--overhead-rounds``): the
-throughput drop and CPU that measurement costs, on the same customers and model.
+channel. Per size, two fresh 1-worker servers identical but for ``RECO_TRACKING`` (the "on" one
+with the A/B test) are also loaded with recommendations in alternating rounds
+(``--overhead-rounds``, 0 skips it): the throughput and CPU that measurement costs.
 """
 
 from __future__ import annotations
@@ -505,7 +505,6 @@ def hot_swap(
 def tracking_overhead(
     args: argparse.Namespace,
     wrk: str,
-    on: Server,
     script: Path,
     model_dir: Path,
     size_dir: Path,
@@ -513,19 +512,26 @@ def tracking_overhead(
 ) -> dict[str, Any]:
     """The recommendations endpoint with tracking and the experiment on vs tracking off.
 
-    A second server, identical but for ``RECO_TRACKING=false``, on the same model and Redis; the
-    two are loaded in alternating rounds (order swapped each round) and the medians compared.
+    Two fresh 1-worker servers on the same model and Redis, identical but for
+    ``RECO_TRACKING`` (the "on" one runs the A/B test), started and warmed up alike, so neither
+    has served more or holds more than the other. They are loaded in alternating rounds (order
+    swapped each round) and the medians compared.
     """
-    port = free_port()
-    data_dir = size_dir / "var-off"
-    data_dir.mkdir(exist_ok=True)
-    env = service_env(args, model_dir, data_dir, prefix, port, 1)
-    env["RECO_TRACKING"] = "false"
     argv = [sys.executable, "-m", "service"]
     rounds: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
-    with serve(argv, env, port, size_dir / "service-off.log", "/health/ready") as off:
-        run_wrk(wrk, off, script, 2, args.connections, 1)  # warm-up, as the "on" one had
-        servers = {"on": on, "off": off}
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, Server] = {}
+        for name, tracking in (("on", "true"), ("off", "false")):
+            port = free_port()
+            data_dir = size_dir / f"var-{name}"
+            data_dir.mkdir(exist_ok=True)
+            env = service_env(args, model_dir, data_dir, prefix, port, 1)
+            env["RECO_TRACKING"] = tracking
+            log = size_dir / f"service-tracking-{name}.log"
+            servers[name] = stack.enter_context(serve(argv, env, port, log, "/health/ready"))
+        http_put_json(f"{servers['on'].base}/v1/experiments/bench-ab", EXPERIMENT)
+        for server in servers.values():  # warm-up: the memory-mapped pages, the first requests
+            run_wrk(wrk, server, script, 3, args.connections, 1)
         for n in range(args.overhead_rounds):
             for name in ("on", "off") if n % 2 == 0 else ("off", "on"):
                 r = run_wrk(wrk, servers[name], script, args.duration / 2, args.connections, 1)
@@ -633,11 +639,6 @@ def bench_size(
                     ),
                 }
                 print(f"   workers={workers} memory {run['memory']}", flush=True)
-                if workers == 1:
-                    run["tracking_overhead"] = tracking_overhead(
-                        args, wrk, server, scripts["recommendations"], model_dir, size_dir, prefix
-                    )
-                    print(f"   tracking on vs off: {run['tracking_overhead']}", flush=True)
                 if workers == args.workers[-1] and not args.no_hot_swap:
                     run["hot_swap"] = hot_swap(
                         args,
@@ -652,6 +653,11 @@ def bench_size(
                     )
                     print(f"   hot swap: {run['hot_swap']}", flush=True)
                 row["runs"].append(run)
+        if args.overhead_rounds:
+            row["tracking_overhead"] = tracking_overhead(
+                args, wrk, scripts["recommendations"], model_dir, size_dir, prefix
+            )
+            print(f"   tracking on vs off: {row['tracking_overhead']}", flush=True)
     finally:
         delete_prefix(args.redis_url, prefix)
         if not args.keep:
@@ -678,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         "(what training ships for a blend with EASE)",
     )
     parser.add_argument(
-        "--overhead-rounds", type=int, default=4, help="tracking on/off rounds (1 worker)"
+        "--overhead-rounds", type=int, default=8, help="tracking on/off rounds (1 worker)"
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the work folder: artifacts and logs"
@@ -828,10 +834,7 @@ def format_overhead(report: dict[str, Any]) -> str:
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for size in report["sizes"]:
-        for run in size["runs"]:
-            o = run.get("tracking_overhead")
-            if not o:
-                continue
+        if o := size.get("tracking_overhead"):
             lines.append(
                 f"| {size['items']:,} | {o['rps_on']:,.0f} | {o['rps_off']:,.0f} "
                 f"| {o['rps_drop']:.1%} | {o['cpu_us_on']:.0f} | {o['cpu_us_off']:.0f} "
