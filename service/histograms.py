@@ -1,4 +1,4 @@
-"""A Prometheus histogram for the request path: observations appended, binned in batches.
+"""Prometheus metrics for the request path: histograms binned in batches, lock-free counters.
 
 prometheus-client's ``Histogram.observe`` takes a lock and walks the buckets in Python, and every
 request observes twice (its latency and its Redis round trip). Here an observation is a list
@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -94,3 +94,36 @@ class BufferedHistogram(Collector):
     def describe(self) -> Iterator[Metric]:
         """The family without samples (lets the registry check for duplicate names)."""
         yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+
+class PlainCounter(Collector):
+    """A labelled counter that is a dict increment (prometheus-client's takes a lock per inc).
+
+    Incremented from the event loop's thread only; exposed as ``<name>_total``.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        """Register with ``registry``; ``name`` without the ``_total`` suffix."""
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = list(labelnames)
+        self.counts: dict[Labels, int] = {}
+        registry.register(self)
+
+    def inc(self, labels: Labels) -> None:
+        """Add one to the series ``labels`` (values in ``labelnames`` order)."""
+        counts = self.counts
+        counts[labels] = counts.get(labels, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        """The counter family with every series seen."""
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, value in list(self.counts.items()):
+            family.add_metric(list(labels), value)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        """The family without samples."""
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)

@@ -17,7 +17,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from service import logs
-from service.histograms import BufferedHistogram
+from service.histograms import BufferedHistogram, PlainCounter
 
 log = logging.getLogger("service.access")
 
@@ -34,7 +34,6 @@ class Metrics:
         """Create the metrics in a registry of their own."""
         self.registry = CollectorRegistry()
         r = self.registry
-        self._responses: dict[tuple[str, str, str, int], Any] = {}
         # Observed on every request: buffered, binned in batches (service/histograms.py).
         self.latency = BufferedHistogram(
             "reco_request_duration_seconds",
@@ -43,11 +42,8 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.responses = Counter(
-            "reco_responses_total",
-            "HTTP responses by route and status",
-            ["route", "status"],
-            registry=r,
+        self.responses = PlainCounter(
+            "reco_responses", "HTTP responses by route and status", ["route", "status"], r
         )
         self.errors = Counter(
             "reco_request_errors_total", "HTTP 5xx responses by route", ["route"], registry=r
@@ -136,12 +132,7 @@ class Metrics:
         method = scope.get("method", "")
         channel = _channel(scope.get("query_string", b""))
         self.latency.observe((route, method, channel), seconds)
-        key = (route, method, channel, status)
-        responses = self._responses.get(key)
-        if responses is None:
-            # labels() takes a lock and builds a tuple each call: resolve each series once.
-            responses = self._responses[key] = self.responses.labels(route, str(status))
-        responses.inc()
+        self.responses.inc((route, _STATUS.get(status) or str(status)))
         if status >= 500:
             self.errors.labels(route).inc()
         # Every request at DEBUG (the histograms already count them); server errors at WARNING.
@@ -162,11 +153,15 @@ class Metrics:
 
 def _channel(query_string: bytes) -> str:
     """The ``channel`` query parameter, bounded so a label can never explode in cardinality."""
-    if b"channel=" not in query_string:
+    at = query_string.find(b"channel=")
+    while at > 0 and query_string[at - 1] != 0x26:  # not a parameter of its own ("xchannel=")
+        at = query_string.find(b"channel=", at + 1)
+    if at < 0:
         return "none"
-    for pair in query_string.split(b"&"):
-        key, _, value = pair.partition(b"=")
-        if key == b"channel":
-            text = value.decode("latin-1")
-            return text if text.isalnum() and len(text) <= 16 else "invalid"
-    return "none"
+    end = query_string.find(b"&", at)
+    text = query_string[at + 8 : end if end >= 0 else len(query_string)].decode("latin-1")
+    return text if text.isalnum() and len(text) <= 16 else "invalid"
+
+
+# Status codes as label values, made once.
+_STATUS = {code: str(code) for code in range(100, 600)}

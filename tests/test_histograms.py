@@ -1,14 +1,15 @@
-"""The buffered histogram exposes exactly what prometheus-client's own Histogram does."""
+"""The request path's metrics expose exactly what prometheus-client's own classes do."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.histograms import BufferedHistogram
+from service.histograms import BufferedHistogram, PlainCounter
+from service.metrics import _channel
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0)
 
@@ -53,3 +54,34 @@ def test_a_scrape_with_nothing_observed_shows_no_series() -> None:
     BufferedHistogram("h_seconds", "latency", ["route"], BUCKETS, registry)
     text = generate_latest(registry).decode()
     assert "# TYPE h_seconds histogram" in text and "h_seconds_count" not in text
+
+
+def test_the_plain_counter_exposes_what_prometheus_clients_counter_does() -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    plain = PlainCounter("responses", "HTTP responses", ["route", "status"], ours)
+    reference = Counter("responses", "HTTP responses", ["route", "status"], registry=theirs)
+    for labels in [("/a", "200")] * 3 + [("/a", "404"), ("/b", "200")]:
+        plain.inc(labels)
+        reference.labels(*labels).inc()
+    assert samples(ours) == samples(theirs)
+    assert samples(ours)[("responses_total", (("route", "/a"), ("status", "200")))] == 3
+
+
+@pytest.mark.parametrize(
+    ("query", "label"),
+    [
+        (b"", "none"),
+        (b"k=10", "none"),
+        (b"channel=web", "web"),
+        (b"k=10&channel=store&x=1", "store"),
+        (b"xchannel=web", "none"),  # another parameter whose name ends in "channel"
+        (b"xchannel=web&channel=app", "app"),
+        (b"channel=", "invalid"),
+        (b"channel=%3Cscript%3E", "invalid"),
+        (b"channel=" + b"a" * 17, "invalid"),
+    ],
+)
+def test_the_channel_label_is_the_channel_parameter_or_a_bounded_stand_in(
+    query: bytes, label: str
+) -> None:
+    assert _channel(query) == label
