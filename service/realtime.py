@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from service.events import Event
 from service.foldin import age_in_days, confidences, event_weight, recalculate_user
+from service.neighbours import History
 from service.ranking import FactorModel, Rows
 
 
@@ -25,6 +26,9 @@ class CustomerVector(msgspec.Struct, frozen=True, kw_only=True):
 
     vector: NDArray[np.float32] | None
     new_events: int = 0
+    # The customer's matrix row the vector was solved from (training row plus new events), when
+    # new events made one: the sparse component scores the same row (service/history.py).
+    row: History | None = None
 
 
 def customer_vector(
@@ -45,37 +49,67 @@ def customer_vector(
         event_rows: the item row of each event (-1: unknown), when the caller looked them up.
     """
     user_row = model.user_row(customer_id) if customer_id else None
+    new_rows, new_weights = new_event_weights(model, events, now, event_rows)
+    if user_row is not None and not new_rows:
+        return CustomerVector(vector=model.user_vector(user_row))
+    rows, values = current_row(model, user_row, new_rows, new_weights)
+    if user_row is None:
+        if not len(rows):
+            return CustomerVector(vector=None)
+        vector = recalculate_user(model.item_factors, model.gram, rows, values, model.fold_in)
+        return CustomerVector(vector=vector, new_events=len(new_rows), row=(rows, values))
+    # A known customer keeps the vector training fitted (for a blend, ALS, BPR or LightFM alike)
+    # and moves by what the new events change in the least-squares solution of their row.
+    after = recalculate_user(model.item_factors, model.gram, rows, values, model.fold_in)
+    before = model.training_solution(user_row)
+    vector = model.user_vector(user_row) + (after - before)
+    return CustomerVector(
+        vector=vector.astype(np.float32), new_events=len(new_rows), row=(rows, values)
+    )
+
+
+def new_event_weights(
+    model: FactorModel, events: Sequence[Event], now: datetime, event_rows: Rows | None = None
+) -> tuple[list[int], list[float]]:
+    """Item rows and weights of the ``events`` newer than the model, as training weighted them.
+
+    ``event_rows``: the item row of each event (-1: unknown), when the caller looked them up.
+    """
     if event_rows is None:
         event_rows = model.lookup_items([e.item_id or "" for e in events])
-    new_rows: list[int] = []
-    new_weights: list[float] = []
+    rows: list[int] = []
+    weights: list[float] = []
     for e, row in zip(events, event_rows.tolist(), strict=True):
         if row >= 0 and _is_new(model, e):
             age = age_in_days(e.timestamp or now, now)
             weight = event_weight(model.fold_in, e.event_type, e.channel, age)
             if weight > 0:
-                new_rows.append(row)
-                new_weights.append(weight)
-    if user_row is not None and not new_rows:
-        return CustomerVector(vector=model.user_vector(user_row))
+                rows.append(row)
+                weights.append(weight)
+    return rows, weights
+
+
+def current_row(
+    model: FactorModel, user_row: int | None, new_rows: list[int], new_weights: list[float]
+) -> History:
+    """The customer's row of the matrix now: training row plus new events, after the transform.
+
+    Weights are summed per item before the transform, as training built the matrix; a customer
+    the model does not know has no training row.
+    """
     if user_row is None:
-        rows, values = confidences(model.fold_in, new_rows, new_weights)
-        if not len(rows):
-            return CustomerVector(vector=None)
-        vector = recalculate_user(model.item_factors, model.gram, rows, values, model.fold_in)
-        return CustomerVector(vector=vector, new_events=len(new_rows))
-    # A known customer keeps the vector training fitted (for a blend, ALS, BPR or LightFM alike)
-    # and moves by what the new events change in the least-squares solution of their row.
+        return confidences(model.fold_in, new_rows, new_weights)
     base_rows, base_weights = model.training_row(user_row)
-    rows, values = confidences(
+    a = model.artifact.arrays
+    if not new_rows and "user_items_indptr" in a:
+        # Nothing new: the stored row as it is (no round trip through the transform).
+        start, end = a["user_items_indptr"][user_row], a["user_items_indptr"][user_row + 1]
+        return base_rows, np.asarray(a["user_items_values"][start:end], dtype=np.float64)
+    return confidences(
         model.fold_in,
         np.concatenate([base_rows, np.asarray(new_rows, dtype=np.int64)]),
         np.concatenate([base_weights, np.asarray(new_weights, dtype=np.float64)]),
     )
-    after = recalculate_user(model.item_factors, model.gram, rows, values, model.fold_in)
-    before = model.training_solution(user_row)
-    vector = model.user_vector(user_row) + (after - before)
-    return CustomerVector(vector=vector.astype(np.float32), new_events=len(new_rows))
 
 
 def _is_new(model: FactorModel, event: Event) -> bool:

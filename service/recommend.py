@@ -102,7 +102,7 @@ def for_customer(model: FactorModel, customer_id: str | None, query: Query, ctx:
         rows, scores = model.popular(query.channel, query.k, exclude=exclude, allowed=allowed)
         items = _items(model, rows, scores, "popular", _popular_reason(query))
         return Ranked(items=items, fallback=True, fallback_reason="customer unknown to the model")
-    history = customer_history(model, customer_id, events, ctx.now, event_rows)
+    history = customer_history(model, customer_id, events, ctx.now, event_rows, found.row)
     rows, scores = model.recommend(
         found.vector, query.k, exclude=exclude, allowed=allowed, history=history
     )
