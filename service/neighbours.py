@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.ann import among
+from service.offload import guard
 
 if TYPE_CHECKING:  # ranking imports this module; only the type is needed here
     from service.ranking import FactorModel
@@ -148,6 +149,7 @@ class Neighbours:
             else:
                 found = index.search(user_vector, 2 * k + 10, exclude=exclude, allowed=allowed)
         if found is None:  # no index, or the filters leave few items: score every item
+            guard(model.n_items)
             scores = model.item_factors @ user_vector
             scores[items] += extra
             return _top(np.arange(len(scores)), scores, k, exclude, allowed)

@@ -111,7 +111,10 @@ async def choose(
     live = [p for p in prepared if isinstance(p, _Prepared)]
     vectors = [p.vector for p in live]
     products = (chooser.catalogue.plan, vectors, rules.default_affinity, chooser.k_items > 0)
-    if len(live) > SLICE:
+    # Scoring a large catalogue per customer runs off the loop too (service/offload.py).
+    limit = chooser.settings.inline_scoring_max_items
+    heavy = chooser.k_items > 0 and chooser.model.n_items > limit
+    if len(live) > SLICE or (heavy and live):
         affinity, scores = await asyncio.to_thread(_products, *products)
     else:
         affinity, scores = _products(*products)
@@ -129,7 +132,10 @@ async def choose(
         )
         for n, (p, offers) in enumerate(zip(part, ranked, strict=True)):
             row = scores[lo + n] if scores is not None else None
-            chosen.append(_full(chooser, p, offers, row))
+            if heavy:
+                chosen.append(await asyncio.to_thread(_full, chooser, p, offers, row))
+            else:
+                chosen.append(_full(chooser, p, offers, row))
             await pace.tick()
     if chooser.record:
         presented = [(c.customer_id, o.offer_id) for c in chosen for o in c.offers]

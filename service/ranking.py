@@ -17,6 +17,7 @@ from service.ann import AnnConfig, IvfIndex, build_index
 from service.artifact import Artifact
 from service.foldin import confidences, gramian, recalculate_user
 from service.neighbours import History, load_neighbours
+from service.offload import guard
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +239,7 @@ class FactorModel:
         found = self._from_index(user_vector, k, exclude, allowed, None)
         if found is not None:
             return found
+        guard(self.n_items)
         scores = self.item_factors @ user_vector
         return top_k(scores, k, exclude=exclude, allowed=allowed)
 
@@ -251,6 +253,7 @@ class FactorModel:
         found = self._from_index(query, k, exclude, allowed, self.item_norms)
         if found is not None:
             return found
+        guard(self.n_items)
         scores = (self.item_factors @ query) / self.item_norms
         return top_k(scores, k, exclude=exclude, allowed=allowed)
 
@@ -282,6 +285,7 @@ class FactorModel:
         norms: NDArray[np.float32] | None,
     ) -> tuple[Rows, Scores]:
         rows = np.flatnonzero(allowed)
+        guard(len(rows))
         scores = self.item_factors[rows] @ query
         if norms is not None:
             scores = scores / norms[rows]
@@ -305,6 +309,7 @@ class FactorModel:
         if int(np.count_nonzero(keep)) >= k or len(head) == self.n_items:
             found = np.flatnonzero(keep)[: max(k, 0)]
             return head[found], head_scores[found]
+        guard(self.n_items)
         return top_k(self._popular_scores(row), k, exclude=exclude, allowed=allowed)
 
     def _popular_scores(self, row: int) -> Scores:
@@ -317,6 +322,7 @@ class FactorModel:
     def _popular_head(self, row: int) -> tuple[Rows, Scores]:
         head = self._popular_heads.get(row)
         if head is None:
+            guard(self.n_items)
             # A dict assignment: two threads racing both compute the same head.
             head = top_k(self._popular_scores(row), _POPULAR_HEAD)
             self._popular_heads[row] = head

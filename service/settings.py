@@ -64,6 +64,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ann_min_items: Positive = 30_000
     ann_nprobe: Positive = 32
     ann_nprobe_similar: Positive = 12
+    # A ranking that must score more items than this exactly (no index, or filters the index
+    # cannot serve) runs in a worker thread, not on the event loop (service/offload.py).
+    inline_scoring_max_items: Positive = 50_000
     # Measurement (issue 7): experiments, served-item counters, attribution, /metrics timing.
     tracking: bool = True
     # Days a touch on a channel can win a purchase, over the defaults: "web=7,store=1".

@@ -13,6 +13,7 @@ from service import recommend
 from service.api.params import Category, ChannelParam, Exclude, K, PathId, new_request_id
 from service.errors import StoreUnavailable, UnknownItem
 from service.events import Event
+from service.offload import off_loop_if_heavy
 from service.resolution import customer_for
 from service.runtime import Runtime, runtime
 from service.schemas import RecommendationRequest, RecommendationResponse, SimilarItemsResponse
@@ -115,7 +116,14 @@ class RecommendationController(Controller):
             model_version=model.version,
             item_id=item_id,
             channel=channel,
-            items=recommend.similar_to_item(model, row, query, available),
+            items=await off_loop_if_heavy(
+                settings.inline_scoring_max_items,
+                recommend.similar_to_item,
+                model,
+                row,
+                query,
+                available,
+            ),
         )
 
 
@@ -149,7 +157,15 @@ async def _answer(
         personalise=state.consent.allows_personalisation(settings.default_personalisation),
         available=await rt.availability.mask(model, query.channel, query.store_id),
     )
-    ranked = rank_for_variant(model, customer_id, query, ctx, assignment)
+    ranked = await off_loop_if_heavy(
+        settings.inline_scoring_max_items,
+        rank_for_variant,
+        model,
+        customer_id,
+        query,
+        ctx,
+        assignment,
+    )
     tracking.served(query.channel, model.version, assignment, ranked.items, ranked.fallback)
     return RecommendationResponse(
         request_id=new_request_id(),

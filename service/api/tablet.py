@@ -20,6 +20,7 @@ from service.errors import InvalidRequest, UnknownCustomer
 from service.events import Event, Id
 from service.live_model import LiveModel
 from service.offer_scoring import ScoredOffer
+from service.offload import off_loop_if_heavy
 from service.ranking import FactorModel
 from service.resolution import customer_for
 from service.settings import Settings
@@ -118,7 +119,9 @@ class TabletController(Controller):
             personalise=state.consent.allows_personalisation(settings.default_personalisation),
             available=await availability.mask(model, "tablet", store_id),
         )
-        ranked = recommend.for_customer(model, resolved, query, ctx)
+        ranked = await off_loop_if_heavy(
+            settings.inline_scoring_max_items, recommend.for_customer, model, resolved, query, ctx
+        )
         return msgspec.structs.replace(
             view,
             recommendations=ranked.items,
