@@ -99,7 +99,8 @@ def test_the_api_answers_the_same_whatever_the_inline_limit(settings: Settings) 
         event = {"customer_id": "u0", "item_id": "i01", "event_type": "view", "channel": "web"}
         assert client.post("/v1/events", json=event).status_code == 202
     for limit in (1_000_000, 1):  # every ranking inline; every exact ranking in a thread
-        with client_for(replace(settings, inline_scoring_max_items=limit)) as client:
+        changed = replace(settings, inline_scoring_max_items=limit, default_marketing=True)
+        with client_for(changed) as client:
             client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
             answers.append(
                 [
@@ -107,10 +108,13 @@ def test_the_api_answers_the_same_whatever_the_inline_limit(settings: Settings) 
                     client.get("/v1/customers/nobody/recommendations").json()["items"],
                     client.get("/v1/items/i03/similar", params={"k": 3}).json()["items"],
                     client.get("/v1/customers/u0/profile").json().get("recommendations"),
+                    client.get(
+                        "/v1/customers/u0/offers", params={"items": 3, "record": "false"}
+                    ).json()["items"],
                 ]
             )
     assert answers[0] == answers[1]
-    assert answers[0][0] and answers[0][1] and answers[0][2] and answers[0][3]
+    assert all(answers[0])
 
 
 def test_settings_read_the_inline_limit_from_the_environment(tmp_path: Path) -> None:
