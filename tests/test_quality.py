@@ -13,12 +13,14 @@ from service.ranking import FactorModel
 from training import evaluate
 from training.__main__ import main
 from training.config import TrainConfig, load_config
+from training.experiment import SideInfo
+from training.loaders import load_events
 from training.models import FITTERS, Fitted
 from training.models.base import low_rank
 from training.models.blend import blend, normalised
 from training.pipeline import Inputs, run
 from training.selection import WorseModelError, guard
-from training.tuning import to_toml
+from training.tuning import GRID_POINTS, REFINE_ROUNDS, scalar_search, to_toml, tune
 
 START = datetime(2026, 9, 1, tzinfo=UTC)
 
@@ -229,6 +231,31 @@ def test_tune_writes_a_config_that_fit_reuses(complements_file: Path, tmp_path: 
         )
         == 0
     )
+
+
+def test_the_weights_are_tuned_with_the_best_collaborative_model(complements_file: Path) -> None:
+    events, _ = load_events([complements_file])
+    models = ["popularity", "itemknn", "ease"]
+    config, found = tune(events, SMALL, SideInfo(), models=models, trials=2, weight_trials=3)
+    probe = found["weights"]["probe"]
+    assert probe in {"itemknn", "ease"}  # never a ranking that is the same for everyone
+    # The probe's first weight trial is the current setting, and a re-tune starts from its params.
+    assert found[probe]["ndcg"] >= found["weights"]["ndcg"] - 1e-9
+    assert config.models["ease"]["l2"] == found["ease"]["params"]["l2"]
+
+
+def test_the_scalar_search_finds_a_peak_anywhere_in_its_range() -> None:
+    for peak in (15.0, 500.0, 25_000.0):
+        calls: list[float] = []
+
+        def objective(v: float, peak: float = peak, calls: list[float] = calls) -> float:
+            calls.append(v)
+            return -((np.log(v) - np.log(peak)) ** 2)
+
+        found = scalar_search(objective, 10.0, 30_000.0)
+        # The grid step is 30_000/10 ** (1/5) ~ 5; two refinements bring it to ~1.5.
+        assert abs(np.log(found / peak)) <= np.log(1.5) / 2 + 1e-9
+        assert len(calls) == len(set(calls)) <= GRID_POINTS + 2 * REFINE_ROUNDS
 
 
 def test_configs_round_trip_through_toml(tmp_path: Path) -> None:

@@ -53,7 +53,6 @@ SPACES: dict[str, Space] = {
         "neighbours": _pick(r, [20, 50, 100, 200, 400]),
         "similarity": _pick(r, ["cosine", "bm25"]),
     },
-    "ease": lambda r: {"l2": _log_uniform(r, 10.0, 3000.0)},
     "lightfm": lambda r: {
         "loss": _pick(r, ["warp", "bpr"]),
         "components": _pick(r, [32, 64]),
@@ -61,10 +60,21 @@ SPACES: dict[str, Space] = {
         "epochs": _pick(r, [10, 20, 30]),
         "item_alpha": _log_uniform(r, 1e-8, 1e-4),
     },
-    "recent_popularity": lambda r: {"half_life_days": _log_uniform(r, 1.0, 60.0)},
     "popularity": lambda r: {},
     "attributes": lambda r: {},
 }
+
+# Models with one scalar hyperparameter: (name, low, high), searched on a log grid and refined
+# around the best point. Deterministic, so selection does not hang on lucky draws, and the range is
+# wide because the best value moves with the data (EASE's l2 grows with the item counts).
+SCALAR_SPACES: dict[str, tuple[str, float, float]] = {
+    "ease": ("l2", 10.0, 30_000.0),
+    "recent_popularity": ("half_life_days", 1.0, 120.0),
+}
+GRID_POINTS = 6
+# Models whose ranking is the same for every customer: no probe for the weights.
+NOT_PERSONAL = frozenset({"popularity", "recent_popularity"})
+REFINE_ROUNDS = 2
 
 
 def validation_split(events: pa.Table, config: TrainConfig) -> tuple[pa.Table, pa.Table]:
@@ -84,20 +94,33 @@ def tune(
     weight_trials: int,
     splits: tuple[pa.Table, pa.Table] | None = None,
 ) -> tuple[TrainConfig, dict[str, Any]]:
-    """Tune weights, then each of ``models``, then the blend; returns the config and a log.
+    """Tune each of ``models``, then the weights, then the blend; returns the config and a log.
 
-    ``splits`` (past, validation) replaces the default time-based validation split.
+    The weights are tuned with the collaborative model that scored best (weights that suit ALS can
+    hurt EASE, and the best model is the one selection leans on; popularity hardly depends on
+    them); when they change, that model is tuned again under them. ``splits`` (past, validation)
+    replaces the default time-based split.
     """
     past, future = splits or validation_split(events, config)
-    config, weight_log = tune_weights(past, future, config, side, weight_trials)
     period = make_period(past, future, config, side)
-    found: dict[str, Any] = {"weights": weight_log}
-    tuned = dict(config.models)
-    for name in models:
-        params, ndcg = tune_model(name, period, config, trials)
-        tuned[name] = params
-        found[name] = {"params": params, "ndcg": ndcg}
-    config = msgspec.structs.replace(config, models=tuned)
+    found: dict[str, Any] = {}
+
+    def tune_models(names: list[str]) -> None:
+        nonlocal config
+        for name in names:
+            params, ndcg = tune_model(name, period, config, trials)
+            config = msgspec.structs.replace(config, models={**config.models, name: params})
+            found[name] = {"params": params, "ndcg": ndcg}
+
+    tune_models(models)
+    personal = [n for n in models if n not in NOT_PERSONAL] or ["als"]
+    probe = max(personal, key=lambda n: found[n]["ndcg"] if n in found else -1.0)
+    before = config.weights
+    config, found["weights"] = tune_weights(past, future, config, side, weight_trials, probe)
+    found["weights"]["probe"] = probe
+    if config.weights != before:
+        period = make_period(past, future, config, side)
+        tune_models([probe] if probe in models else [])
     if "blend" in config.selection.candidates:
         from training.selection import fit_all
 
@@ -113,26 +136,69 @@ def tune(
 def tune_model(
     name: str, period: Period, config: TrainConfig, trials: int
 ) -> tuple[dict[str, Any], float]:
-    """Random search of ``name``'s hyperparameters; the best parameters and validation NDCG."""
-    rng = np.random.default_rng(config.seed)
+    """Search ``name``'s hyperparameters; the best parameters and their validation NDCG.
+
+    A scalar space is searched on its grid (``trials`` does not apply); any other space gets
+    ``trials`` random points, the first being the current setting.
+    """
     targets = subsample(period.overall, config.selection.max_customers, config.seed)
     base = config.params(name)
-    best: tuple[dict[str, Any], float] = (base, -1.0)
-    for trial in range(trials if SPACES[name](rng) else 1):
-        params = base if trial == 0 else {**base, **SPACES[name](rng)}
+    tried: list[tuple[dict[str, Any], float]] = []
+
+    def trial(params: dict[str, Any]) -> float:
         ndcg = score(
             FITTERS[name](period.data, params), period, config.evaluation.k, targets=targets
         )
-        log.info("tune %s trial %d %s: NDCG %.4f", name, trial, params, ndcg.ndcg)
-        if ndcg.ndcg > best[1]:
-            best = (params, ndcg.ndcg)
-    return best
+        log.info("tune %s trial %d %s: NDCG %.4f", name, len(tried), params, ndcg.ndcg)
+        tried.append((params, ndcg.ndcg))
+        return ndcg.ndcg
+
+    if name in SCALAR_SPACES:
+        key, low, high = SCALAR_SPACES[name]
+        trial(base)
+        scalar_search(lambda v: trial({**base, key: v}), low, high)
+    else:
+        rng = np.random.default_rng(config.seed)
+        for i in range(trials if SPACES[name](rng) else 1):
+            trial(base if i == 0 else {**base, **SPACES[name](rng)})
+    return max(tried, key=lambda t: t[1])
+
+
+def scalar_search(objective: Callable[[float], float], low: float, high: float) -> float:
+    """The best of a log grid over [low, high], refined ``REFINE_ROUNDS`` times around the best.
+
+    Each round halves the log step and tries both neighbours of the best point so far.
+    """
+    seen: dict[float, float] = {}
+
+    def at(value: float) -> float:
+        value = float(f"{value:.4g}")  # readable values in the tuned config
+        if value not in seen:
+            seen[value] = objective(value)
+        return seen[value]
+
+    for value in np.geomspace(low, high, GRID_POINTS):
+        at(value)
+    step = (high / low) ** (1 / (GRID_POINTS - 1))
+    for _ in range(REFINE_ROUNDS):
+        step = np.sqrt(step)
+        best = max(seen, key=seen.__getitem__)
+        at(best / step)
+        at(best * step)
+    return max(seen, key=seen.__getitem__)
 
 
 def tune_weights(
-    past: pa.Table, future: pa.Table, config: TrainConfig, side: SideInfo, trials: int
+    past: pa.Table,
+    future: pa.Table,
+    config: TrainConfig,
+    side: SideInfo,
+    trials: int,
+    probe: str = "als",
 ) -> tuple[TrainConfig, dict[str, Any]]:
-    """Search the weights of the event types and channels present, decay and transform, with ALS.
+    """Search the weights of the event types and channels present, decay and transform.
+
+    Each candidate is scored by fitting ``probe`` with its current parameters.
 
     Weights of types or channels the data does not have stay as they are (nothing to learn).
     """
@@ -144,7 +210,7 @@ def tune_weights(
         candidate = config if trial == 0 else _random_weights(config, types, channels, rng)
         period = make_period(past, future, candidate, side)
         targets = subsample(period.overall, candidate.selection.max_customers, candidate.seed)
-        fitted = FITTERS["als"](period.data, candidate.params("als"))
+        fitted = FITTERS[probe](period.data, candidate.params(probe))
         ndcg = score(fitted, period, candidate.evaluation.k, targets=targets).ndcg
         log.info("tune weights trial %d %s: NDCG %.4f", trial, candidate.weights, ndcg)
         if ndcg > best[1]:
