@@ -197,7 +197,12 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--config", metavar="FILE", help="starting TOML config")
     tune.add_argument("--out", required=True, metavar="FILE", help="where to write the config")
     tune.add_argument("--models", nargs="+", metavar="NAME", help="default: the blend's parts")
-    tune.add_argument("--trials", type=int, default=6, help="random draws per model (EASE and recent popularity: a grid)")
+    tune.add_argument(
+        "--trials",
+        type=int,
+        default=6,
+        help="random draws per model (EASE and recent popularity: a grid)",
+    )
     tune.add_argument("--weight-trials", type=int, default=6, help="draws of the weights")
     tune.add_argument("--on-bad-rows", choices=["skip", "reject"], default="skip")
     tune.set_defaults(command=_tune)
