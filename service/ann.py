@@ -27,6 +27,8 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from service.topk import largest
+
 # The index's arrays in an artifact: name -> (dtype kind, number of dimensions).
 INDEX_ARRAYS: dict[str, tuple[str, int]] = {
     "ann_centroids": ("f", 2),  # float32 [nlist, dim]: cluster centres
@@ -205,10 +207,7 @@ class IvfIndex:
         allowed: NDArray[np.bool_] | None,
         norms: NDArray[np.float32] | None,
     ) -> tuple[Rows, Scores] | None:
-        if nprobe >= self.nlist:
-            lists = np.arange(self.nlist)
-        else:
-            lists = np.argpartition(-probe_scores, nprobe - 1)[:nprobe]
+        lists = largest(probe_scores, nprobe)
         starts, ends = self.offsets[lists], self.offsets[lists + 1]
         lengths = ends - starts
         total = int(lengths.sum())
@@ -233,7 +232,7 @@ class IvfIndex:
         # looked up among all the candidates: that many best always hold k that are not excluded.
         excluded = 0 if exclude is None else len(exclude)
         want = min(k + excluded, len(scores))
-        part = np.argpartition(-scores, want - 1)[:want] if want < len(scores) else np.arange(want)
+        part = largest(scores, want)
         order = part[np.argsort(-scores[part], kind="stable")]
         if excluded:
             # A few dozen candidates against the excluded rows: a broadcast compare is cheaper

@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 
 from service.ann import among
 from service.offload import guard
+from service.topk import largest
 
 if TYPE_CHECKING:  # ranking imports this module; only the type is needed here
     from service.ranking import FactorModel
@@ -159,7 +160,7 @@ class Neighbours:
             # more than the rest of the request. Rescore the component's best ``limit`` first:
             # an item left out scores at most (the index's lowest) + (the component's lowest
             # kept), so when the k-th answer beats that bound the answer is the full one.
-            best = np.argpartition(-extra, limit - 1)[:limit]
+            best = largest(extra, limit)
             floor = float(extra[best].min())
             # The index's candidates keep their component score too, wherever it ranks.
             at = np.minimum(np.searchsorted(items, found[0]), len(items) - 1)
@@ -232,6 +233,6 @@ def _top(
     k = min(k, len(scores))
     if k <= 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    part = np.argpartition(-scores, k - 1)[:k]
+    part = largest(scores, k)
     order = part[np.argsort(-scores[part], kind="stable")]
     return candidates[order].astype(np.int64), scores[order].astype(np.float32)

@@ -18,6 +18,7 @@ from service.artifact import Artifact
 from service.foldin import confidences, gramian, recalculate_user
 from service.neighbours import History, load_neighbours
 from service.offload import guard
+from service.topk import largest
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +352,7 @@ def top_k(
     k = min(k, len(scores))
     if k <= 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    part = np.argpartition(-scores, k - 1)[:k]
+    part = largest(scores, k)
     order = part[np.argsort(-scores[part], kind="stable")]
     order = order[np.isfinite(scores[order])]
     return order.astype(np.int64), scores[order].astype(np.float32)
