@@ -1,7 +1,7 @@
 """The positions of the k largest scores, without partitioning every score.
 
-``np.argpartition`` costs about 8 ns per score here (82 µs for 10,000, 1.1 ms for 100,000), more
-than the product that computed them. A strided sample's k-th largest score is a lower bound of
+``np.argpartition`` costs 8-11 ns per score here (82-111 µs for 10,000, 0.8-1.1 ms for 100,000),
+more than the product that computed them. A strided sample's k-th largest score is a lower bound of
 the k-th largest of all (the sample's k best are among all the scores), so every score at or
 above it is a candidate and the true k best are always among the candidates: exact, whatever the
 order of the scores. With a sample of 1/``stride`` of the scores about ``k * stride`` candidates
