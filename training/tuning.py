@@ -72,9 +72,10 @@ SCALAR_SPACES: dict[str, tuple[str, float, float]] = {
     "recent_popularity": ("half_life_days", 1.0, 120.0),
 }
 GRID_POINTS = 6
-# Models whose ranking is the same for every customer: no probe for the weights.
-NOT_PERSONAL = frozenset({"popularity", "recent_popularity"})
 REFINE_ROUNDS = 2
+
+# Models whose ranking is the same for every customer: never the probe the weights are tuned with.
+NOT_PERSONAL = frozenset({"popularity", "recent_popularity"})
 
 
 def validation_split(events: pa.Table, config: TrainConfig) -> tuple[pa.Table, pa.Table]:
