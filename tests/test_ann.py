@@ -161,3 +161,22 @@ def test_popular_items_come_from_the_cached_head_and_beyond_it(exact_model: Fact
     assert sorted(exact_model.popular("all", 10, allowed=allowed)[0].tolist()) == sorted(
         head[-3:].tolist()
     )
+
+
+def test_inner_product_probes_lean_towards_a_spread_clusters_best_member() -> None:
+    # Cluster 0: tight around (1, 0). Cluster 1: centred on 0 but spread to radius 10, holding the
+    # item that scores best for the query (1, 0). The centroid alone probes cluster 0 first.
+    tight = np.array([[1.0, 0.01], [1.0, -0.01], [0.99, 0.0]], dtype=np.float32)
+    spread = np.array([[10.0, 0.0], [-10.0, 0.0], [0.0, 10.0], [0.0, -10.0]], dtype=np.float32)
+    factors = np.concatenate([tight, spread])
+    arrays = {
+        "ann_centroids": np.array([tight.mean(axis=0), spread.mean(axis=0)], dtype=np.float32),
+        "ann_offsets": np.array([0, 3, 7], dtype=np.int64),
+        "ann_rows": np.arange(7, dtype=np.int32),
+        "ann_factors": factors,
+    }
+    index = ann.IvfIndex(arrays, nprobe=1)
+    tight_radius = float(np.linalg.norm(tight - tight.mean(axis=0), axis=1).max())
+    assert index.radii.tolist() == pytest.approx([tight_radius, 10.0], rel=1e-5)
+    rows, scores = index.search(np.array([1.0, 0.0], dtype=np.float32), 1)  # type: ignore[misc]
+    assert rows.tolist() == [3] and scores.tolist() == [10.0]
