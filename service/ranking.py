@@ -6,6 +6,7 @@ arrays; ``item_ids``/``user_ids`` are sorted, so ids are found by binary search.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service.ann import AnnConfig, IvfIndex, build_index
+from service.ann import AnnConfig, IvfIndex, among, build_index
 from service.artifact import Artifact
 from service.foldin import confidences, gramian, recalculate_user
 from service.neighbours import History, load_neighbours
@@ -27,6 +28,10 @@ _POPULAR_HEAD = 1000
 # Customers whose training-row solution each worker keeps per model (about 0.4 KiB each at 64
 # factors): the customers active right now, whose requests fold in new events.
 _SOLUTIONS_KEPT = 20_000
+# Items whose exact most similar items each worker keeps per model, and how many per item
+# (0.75 KiB each): the product pages being viewed right now.
+_SIMILAR_CACHED = 20_000
+_SIMILAR_KEPT = 64
 
 Rows = NDArray[np.int64]
 Scores = NDArray[np.float32]
@@ -73,6 +78,7 @@ class FactorModel:
         self._category_masks: dict[int, Mask] = {}
         self._popular_heads: dict[int, tuple[Rows, Scores]] = {}
         self._solutions: dict[int, NDArray[np.float32]] = {}
+        self._similar: dict[int, tuple[Rows, Scores]] = {}
         self.ann_config = ann or AnnConfig()
         self.index = self._index(a)
         # The optional sparse item-item component (service/neighbours.py), added to the scores.
@@ -211,9 +217,7 @@ class FactorModel:
         if solution is None:
             rows, values = confidences(self.fold_in, *self.training_row(user_row))
             solution = recalculate_user(self.item_factors, self.gram, rows, values, self.fold_in)
-            if len(self._solutions) >= _SOLUTIONS_KEPT:
-                self._solutions.pop(next(iter(self._solutions)), None)
-            self._solutions[user_row] = solution
+            _keep(self._solutions, user_row, solution, _SOLUTIONS_KEPT)
         return solution
 
     def user_vector(self, user_row: int) -> NDArray[np.float32]:
@@ -247,8 +251,24 @@ class FactorModel:
     def similar_items(
         self, item_row: int, k: int, *, exclude: Rows | None = None, allowed: Mask | None = None
     ) -> tuple[Rows, Scores]:
-        """The ``k`` items most similar to ``item_row`` by cosine of their factors (not itself)."""
+        """The ``k`` items most similar to ``item_row`` by cosine of their factors (not itself).
+
+        Exact: an item's best ``_SIMILAR_KEPT`` are scored over the whole catalogue once and kept
+        while the item is asked for (the index finds cosine neighbours of real factors poorly:
+        recall@10 0.65 on completejourney's ALS factors). The filters apply to that list; when
+        they leave fewer than ``k``, the filtered catalogue is searched.
+        """
         own = np.array([item_row], dtype=np.int64)
+        if k <= _SIMILAR_KEPT:
+            rows, scores = self._similar_head(item_row)
+            keep = np.ones(len(rows), dtype=bool)
+            if allowed is not None:
+                keep &= allowed[rows]
+            if exclude is not None and len(exclude):
+                keep &= ~among(rows, exclude)
+            if int(np.count_nonzero(keep)) >= k or len(rows) < _SIMILAR_KEPT:
+                found = np.flatnonzero(keep)[: max(k, 0)]
+                return rows[found], scores[found]
         exclude = own if exclude is None else np.concatenate([exclude, own])
         query = np.asarray(self.item_factors[item_row]) / self.item_norms[item_row]
         found = self._from_index(query, k, exclude, allowed, self.item_norms)
@@ -257,6 +277,17 @@ class FactorModel:
         guard(self.n_items)
         scores = (self.item_factors @ query) / self.item_norms
         return top_k(scores, k, exclude=exclude, allowed=allowed)
+
+    def _similar_head(self, item_row: int) -> tuple[Rows, Scores]:
+        """The exact best ``_SIMILAR_KEPT`` items by cosine (kept first in, first out)."""
+        head = self._similar.get(item_row)
+        if head is None:
+            guard(self.n_items)
+            query = np.asarray(self.item_factors[item_row]) / self.item_norms[item_row]
+            scores = (self.item_factors @ query) / self.item_norms
+            head = top_k(scores, _SIMILAR_KEPT, exclude=np.array([item_row], dtype=np.int64))
+            _keep(self._similar, item_row, head, _SIMILAR_CACHED)
+        return head
 
     def _from_index(
         self,
@@ -356,6 +387,15 @@ def top_k(
     order = part[np.argsort(-scores[part], kind="stable")]
     order = order[np.isfinite(scores[order])]
     return order.astype(np.int64), scores[order].astype(np.float32)
+
+
+def _keep(cache: dict[int, Any], key: int, value: Any, limit: int) -> None:
+    """``cache[key] = value``, first dropping the oldest entry when ``cache`` holds ``limit``."""
+    if len(cache) >= limit:
+        # Another thread may change the dict meanwhile: then skip this eviction.
+        with contextlib.suppress(RuntimeError, StopIteration):
+            cache.pop(next(iter(cache)), None)
+    cache[key] = value
 
 
 def _plain(array: NDArray[Any]) -> NDArray[Any]:

@@ -75,17 +75,20 @@ def checkerboard_artifact(
     return artifact.save(model_dir, manifest, arrays)
 
 
-def clustered_artifact(model_dir: Path, n_items: int, *, with_index: bool, seed: int = 0) -> Path:
+def clustered_artifact(
+    model_dir: Path, n_items: int, *, with_index: bool, seed: int = 0, spread: float = 0.5
+) -> Path:
     """Items around topic centres, customers mixing topics: structure an ANN index can use.
 
     ``with_index``: ship the approximate index in the artifact (else the service builds or skips
-    it). Categories ``cat0``..``cat9``; 300 customers, none with purchases.
+    it). ``spread``: the items' distance from their centre (3 blurs the topics, as factors of
+    real data are). Categories ``cat0``..``cat9``; 300 customers, none with purchases.
     """
     rng = np.random.default_rng(seed)
     dim, n_users, n_topics = 16, 300, 40
     centres = rng.normal(size=(n_topics, dim)).astype(np.float32)
     topic = rng.integers(0, n_topics, size=n_items)
-    items = centres[topic] + 0.5 * rng.normal(size=(n_items, dim)).astype(np.float32)
+    items = centres[topic] + spread * rng.normal(size=(n_items, dim)).astype(np.float32)
     users = centres[rng.integers(0, n_topics, size=n_users)] + rng.normal(size=(n_users, dim))
     arrays, channels = artifact.pack(
         user_ids=[f"c{i:04d}" for i in range(n_users)],

@@ -180,3 +180,28 @@ def test_inner_product_probes_lean_towards_a_spread_clusters_best_member() -> No
     assert index.radii.tolist() == pytest.approx([tight_radius, 10.0], rel=1e-5)
     rows, scores = index.search(np.array([1.0, 0.0], dtype=np.float32), 1)  # type: ignore[misc]
     assert rows.tolist() == [3] and scores.tolist() == [10.0]
+
+
+def test_similar_items_are_exact_with_an_index(tmp_path: Path) -> None:
+    # Blurred topics, where probing the index for cosine neighbours misses many of them.
+    path = clustered_artifact(tmp_path, N_ITEMS, with_index=True, spread=3.0)
+    model = FactorModel(artifact.load(path), ann=ann.AnnConfig(mode="on"))
+    assert model.index is not None
+    unit = model.item_factors / model.item_norms[:, None]
+    for item in range(0, N_ITEMS, 97):
+        cosine = unit @ unit[item]
+        cosine[item] = -np.inf
+        rows, scores = model.similar_items(item, 10)
+        assert set(rows.tolist()) == set(np.argsort(-cosine)[:10].tolist())
+        np.testing.assert_allclose(scores, np.sort(cosine)[::-1][:10], rtol=1e-5)
+
+
+def test_similar_items_under_a_filter_that_empties_the_kept_list(ann_model: FactorModel) -> None:
+    kept, _ = ann_model.similar_items(11, 64)
+    allowed = np.ones(N_ITEMS, dtype=bool)
+    allowed[kept] = False  # none of the item's 64 best may be shown
+    rows, _ = ann_model.similar_items(11, 10, allowed=allowed)
+    assert len(rows) == 10
+    assert allowed[rows].all() and 11 not in rows.tolist()
+    excluded, _ = ann_model.similar_items(11, 10, exclude=kept[:60])
+    assert set(excluded.tolist()).isdisjoint(kept[:60].tolist()) and len(excluded) == 10
