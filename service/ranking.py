@@ -263,7 +263,6 @@ class FactorModel:
         factors). The filters apply to that list; when they leave fewer than ``k``, the filtered
         catalogue is searched. Larger catalogues are searched through the index.
         """
-        own = np.array([item_row], dtype=np.int64)
         if k <= _SIMILAR_KEPT and self.n_items <= _SIMILAR_EXACT_MAX_ITEMS:
             rows, scores = self._similar_head(item_row)
             keep = np.ones(len(rows), dtype=bool)
@@ -274,25 +273,28 @@ class FactorModel:
             if int(np.count_nonzero(keep)) >= k or len(rows) < _SIMILAR_KEPT:
                 found = np.flatnonzero(keep)[: max(k, 0)]
                 return rows[found], scores[found]
+        own = np.array([item_row], dtype=np.int64)
         exclude = own if exclude is None else np.concatenate([exclude, own])
         query = np.asarray(self.item_factors[item_row]) / self.item_norms[item_row]
         found = self._from_index(query, k, exclude, allowed, self.item_norms)
         if found is not None:
             return found
-        guard(self.n_items)
-        scores = (self.item_factors @ query) / self.item_norms
-        return top_k(scores, k, exclude=exclude, allowed=allowed)
+        return top_k(self._cosine_scores(item_row), k, exclude=exclude, allowed=allowed)
 
     def _similar_head(self, item_row: int) -> tuple[Rows, Scores]:
         """The exact best ``_SIMILAR_KEPT`` items by cosine (kept first in, first out)."""
         head = self._similar.get(item_row)
         if head is None:
-            guard(self.n_items)
-            query = np.asarray(self.item_factors[item_row]) / self.item_norms[item_row]
-            scores = (self.item_factors @ query) / self.item_norms
-            head = top_k(scores, _SIMILAR_KEPT, exclude=np.array([item_row], dtype=np.int64))
+            own = np.array([item_row], dtype=np.int64)
+            head = top_k(self._cosine_scores(item_row), _SIMILAR_KEPT, exclude=own)
             _keep(self._similar, item_row, head, _SIMILAR_CACHED)
         return head
+
+    def _cosine_scores(self, item_row: int) -> Scores:
+        """Every item's cosine with ``item_row``, scored exactly (a fresh array)."""
+        guard(self.n_items)
+        query = np.asarray(self.item_factors[item_row]) / self.item_norms[item_row]
+        return (self.item_factors @ query) / self.item_norms
 
     def _from_index(
         self,
