@@ -7,7 +7,9 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+import pyarrow as pa
 import pytest
+import scipy.sparse as sp
 
 from service import artifact
 from service.ann import AnnConfig
@@ -19,9 +21,12 @@ from service.ranking import FactorModel
 from service.recommend import Context, Query, for_customer
 from tests.builders import checkerboard_artifact
 from tests.test_quality import complements_file  # noqa: F401 (fixture)
-from training.config import TrainConfig
+from training.config import TrainConfig, Weights
 from training.experiment import SideInfo, make_data
 from training.loaders import load_events
+from training.matrix import Interactions
+from training.models.base import Data
+from training.models.neighbours import AUTO_L2_PER_MEAN_COUNT, fit_ease
 from training.pipeline import Inputs, run
 from training.selection import fit_named
 
@@ -262,3 +267,40 @@ def test_catalogue_items_without_events_are_exported_from_their_features(
     assert model.popularity[0, new] == 0
     rows, _ = model.similar_items(new, 12)
     assert sum(model.item_id(int(r)).startswith("w") for r in rows) >= 6
+
+
+def _matrix_data(matrix: sp.csr_matrix) -> Data:
+    n_users, n_items = matrix.shape
+    return Data(
+        events=pa.table({"customer_id": pa.array([], pa.string())}),
+        interactions=Interactions(
+            matrix=matrix,
+            customer_ids=np.array([f"u{i}" for i in range(n_users)], dtype=object),
+            item_ids=np.array([f"i{j}" for j in range(n_items)], dtype=object),
+        ),
+        bought=(matrix > 0).astype(np.float32).tocsr(),
+        end=datetime(2026, 1, 1, tzinfo=UTC),
+        weights=Weights(),
+    )
+
+
+def test_eases_default_l2_follows_the_scale_of_the_weights() -> None:
+    """Weighting every event ten times as much leaves the default EASE's ranking unchanged;
+    a fixed l2 would turn it into another model (the best l2 moves with the item counts)."""
+    rng = np.random.default_rng(3)
+    x = sp.random(60, 40, density=0.2, random_state=rng, format="csr", dtype=np.float32)
+    exact = {"exact_items": 100}
+    one, ten = (fit_ease(_matrix_data(m), exact) for m in (x, (x * 10).tocsr()))
+    np.testing.assert_allclose(ten.user_factors, 10 * one.user_factors, rtol=1e-3, atol=1e-5)
+    diagonal = np.asarray(x.multiply(x).sum(axis=0)).ravel()
+    assert one.params["l2"] == pytest.approx(AUTO_L2_PER_MEAN_COUNT * diagonal.mean(), rel=1e-5)
+    fixed = {**exact, "l2": 5.0}
+    one, ten = (fit_ease(_matrix_data(m), fixed) for m in (x, (x * 10).tocsr()))
+    assert not np.allclose(ten.user_factors, 10 * one.user_factors, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("l2", [0, -1.0, "big"])
+def test_an_ease_l2_that_is_not_positive_or_auto_is_refused(l2: object) -> None:
+    x = sp.identity(4, dtype=np.float32, format="csr")
+    with pytest.raises(ValueError, match="ease l2"):
+        fit_ease(_matrix_data(x), {"l2": l2})
