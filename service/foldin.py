@@ -15,10 +15,18 @@ from numpy.typing import NDArray
 from service.artifact import FoldIn
 
 
-def gramian(item_factors: NDArray[np.float32]) -> NDArray[np.float64]:
-    """``YᵀY``, computed once per model version (a ``dim x dim`` matrix)."""
-    y = np.asarray(item_factors, dtype=np.float64)
-    return y.T @ y
+def gramian(item_factors: NDArray[np.float32], block: int = 65_536) -> NDArray[np.float64]:
+    """``YᵀY``, computed once per model version (a ``dim x dim`` matrix).
+
+    Summed over blocks of ``block`` items in float64: a float64 copy of a million 64-factor
+    items at once would cost 512 MiB in every worker that loads the model.
+    """
+    dim = item_factors.shape[1]
+    gram = np.zeros((dim, dim), dtype=np.float64)
+    for start in range(0, len(item_factors), block):
+        y = np.asarray(item_factors[start : start + block], dtype=np.float64)
+        gram += y.T @ y
+    return gram
 
 
 def event_weight(params: FoldIn, event_type: str, channel: str, age_days: float) -> float:

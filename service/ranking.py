@@ -75,7 +75,10 @@ class FactorModel:
         window = artifact.manifest.data_window
         # Events after this are news to the model and get folded into the customer's vector.
         self.trained_until = window.end if window else artifact.manifest.created_at
-        self._gram: NDArray[np.float64] | None = None
+        # For fold-in, computed here (the loader runs off the event loop), not by the first request
+        # that folds events in: at a million items that took 1.6-1.9 s on the loop of each of four
+        # workers under load (the serving benchmark's p99 was over a second).
+        self.gram: NDArray[np.float64] = gramian(self.item_factors)
         norms = np.linalg.norm(self.item_factors, axis=1).astype(np.float32)
         # Items without signal have zero vectors; don't divide by zero in similar_items.
         self.item_norms = np.where(norms > 0, norms, np.float32(1e-9))
@@ -189,13 +192,6 @@ class FactorModel:
         """Items customer ``user_row`` bought in the training data."""
         start, end = self._bought_indptr[user_row], self._bought_indptr[user_row + 1]
         return np.asarray(self._bought_items[start:end], dtype=np.int64)
-
-    @property
-    def gram(self) -> NDArray[np.float64]:
-        """``YᵀY`` for fold-in, computed on first use (once per model version and worker)."""
-        if self._gram is None:
-            self._gram = gramian(self.item_factors)
-        return self._gram
 
     def training_row(self, user_row: int) -> tuple[Rows, NDArray[np.float64]]:
         """The customer's row of the training matrix as (item rows, weights before the transform).

@@ -76,3 +76,10 @@ def test_age_in_days_is_never_negative() -> None:
     now = datetime(2026, 1, 2, tzinfo=UTC)
     assert age_in_days(now - timedelta(days=1), now) == pytest.approx(1.0)
     assert age_in_days(now + timedelta(days=1), now) == 0.0
+
+
+def test_the_gramian_is_summed_over_blocks_exactly() -> None:
+    y = np.random.default_rng(1).standard_normal((1001, 5)).astype(np.float32)
+    exact = y.astype(np.float64).T @ y.astype(np.float64)
+    for block in (1, 7, 1000, 1001, 5000):
+        assert np.allclose(gramian(y, block=block), exact, rtol=1e-12, atol=1e-9)

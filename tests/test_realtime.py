@@ -76,3 +76,20 @@ def test_an_unknown_customer_is_folded_in_from_new_events_alone(model: FactorMod
     found = customer_vector(model, "stranger", [view("i03")], NOW)
     assert found.vector is not None
     assert found.vector[1] > abs(found.vector[0])
+
+
+def test_no_request_computes_the_gram_matrix(
+    model: FactorModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``YᵀY`` is computed when the model is loaded (off the event loop): folding events in at
+    request time only reads it (at a million items it took seconds on a loaded worker's loop)."""
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("the Gram matrix was computed during a request")
+
+    monkeypatch.setattr(ranking, "gramian", refuse)
+    monkeypatch.setattr("service.foldin.gramian", refuse)
+    assert customer_vector(model, "u0", [view("i03")], NOW).new_events == 1
+    assert customer_vector(model, "stranger", [view("i03")], NOW).vector is not None
+    y = model.item_factors.astype(np.float64)
+    assert np.allclose(model.gram, y.T @ y)
