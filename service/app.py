@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -34,6 +35,17 @@ from service.store import Store
 from service.tracking import Tracking
 
 log = logging.getLogger(__name__)
+
+
+def settle_heap() -> None:
+    """Collect, then freeze what startup built (app, routes, model, clients) out of the cyclic
+    collector's view; it is freed normally when its references go.
+
+    A full (generation 2) collection traverses every tracked object: before this, up to 32 ms
+    each, 13 of them (281 ms) in 20k recommendations at 100k items, straight into the p99.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -84,6 +96,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         await live_model.refresh()
         await tracking.start(app.state.store)
+        settle_heap()
         watcher = None
         if settings.model_poll_seconds > 0:
             watcher = asyncio.create_task(live_model.watch(settings.model_poll_seconds))
@@ -94,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            gc.unfreeze()
             await tracking.stop()
             await app.state.store.aclose()
             if embedded is not None:
