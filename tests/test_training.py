@@ -6,6 +6,7 @@ import gzip
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -379,3 +380,17 @@ def test_the_service_serves_what_training_wrote(
         )
     ) as client:
         assert client.get("/health/ready").json()["status"] == "ok"
+
+
+def test_the_test_report_ranks_at_most_max_customers(sample_dir: Path, tmp_path: Path) -> None:
+    """A large retailer's fit ranks a seeded sample of its test customers, not all of them."""
+    inputs = Inputs(events=[str(sample_dir / "events.csv.gz")])
+    full = artifact.load(run(inputs, tmp_path / "all", FAST)).manifest.metrics
+    assert full["als"]["customers"] > 40
+    capped = msgspec.structs.replace(
+        FAST, evaluation=msgspec.structs.replace(FAST.evaluation, max_customers=40)
+    )
+    metrics = artifact.load(run(inputs, tmp_path / "capped", capped)).manifest.metrics
+    assert metrics["als"]["customers"] == 40
+    assert metrics["popularity"]["customers"] == 40
+    assert all(m["customers"] <= 40 for m in metrics["als"]["by_channel"].values())

@@ -7,6 +7,7 @@ customer's already-bought items are excluded before the top k is taken.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -169,6 +170,15 @@ def report(fitted: Fitted, period: Period, k: int) -> dict[str, Any]:
     }
     result["fit_s"] = round(fitted.fit_s, 3)
     return result
+
+
+def capped(period: Period, limit: int, seed: int) -> Period:
+    """``period`` with at most ``limit`` customers ranked overall and per channel (seeded)."""
+    return dataclasses.replace(
+        period,
+        overall=subsample(period.overall, limit, seed),
+        by_channel={ch: subsample(t, limit, seed) for ch, t in period.by_channel.items()},
+    )
 
 
 def subsample(targets: Targets, limit: int, seed: int) -> Targets:

@@ -18,7 +18,7 @@ from service import ann, artifact
 from service.store.erasure import customer_hash
 from training import coldstart, evaluate, matrix
 from training.config import TrainConfig
-from training.experiment import SideInfo, make_data, make_period, report
+from training.experiment import SideInfo, capped, make_data, make_period, report
 from training.export import SUPPRESSIONS_FILE
 from training.loaders import OnBadRows, load_customers, load_events, load_items
 from training.selection import choose, fit_all, fit_named, guard, make_blend, shipped_ndcg
@@ -251,7 +251,9 @@ def _evaluate(
         cases = coldstart.new_customers(validation_period.data.interactions, validation)
         folding, _ = coldstart.fit_fold_in(choice.fitted[algorithm], cases, folding, k)
         _stage(f"selected {algorithm} on validation", started)
-    period = make_period(train, test, config, side)
+    period = capped(
+        make_period(train, test, config, side), config.evaluation.max_customers, config.seed
+    )
     if len(period.overall.customers) == 0:
         log.warning("the test period has no customer to evaluate: metrics left out")
         return algorithm, weights, {}, folding
