@@ -12,6 +12,7 @@ from service import artifact
 from service.ranking import FactorModel
 from training import evaluate
 from training.__main__ import main
+from training.coldstart import NewCustomer, sampled
 from training.config import TrainConfig, load_config
 from training.experiment import SideInfo
 from training.loaders import load_events
@@ -269,7 +270,7 @@ def test_configs_round_trip_through_toml(tmp_path: Path) -> None:
 def test_a_new_customer_is_folded_in_from_a_few_events(complements_file: Path) -> None:
     """Cold start: one store purchase of s1, folded in as the service does, brings w1."""
     from service.artifact import FoldIn
-    from training.coldstart import NewCustomer, new_customers, score_cold
+    from training.coldstart import new_customers, score_cold
     from training.experiment import SideInfo, make_data
     from training.loaders import load_events
 
@@ -301,3 +302,12 @@ def test_customer_attributes_become_one_hot_features() -> None:
     )
     assert m.shape == (3, 2)  # age=19-24, age=45-54; empty values and unknown customers: none
     assert m.toarray().tolist() == [[0, 1], [1, 0], [0, 0]]
+
+
+def test_new_customer_cases_are_sampled_to_the_limit_in_their_order() -> None:
+    cases = [NewCustomer([i], ["view"], ["web"], [0.0], set(), {i}) for i in range(100)]
+    assert sampled(cases, 200) is cases
+    picked = sampled(cases, 10, seed=3)
+    assert len(picked) == 10 and len({c.rows[0] for c in picked}) == 10
+    assert [c.rows[0] for c in picked] == sorted(c.rows[0] for c in picked)
+    assert [c.rows for c in sampled(cases, 10, seed=3)] == [c.rows for c in picked]  # seeded

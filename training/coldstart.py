@@ -149,6 +149,14 @@ def score_cold_popularity(
     return evaluate.summarise(rankings, [c.relevant for c in cases], k, len(popularity))
 
 
+def sampled(cases: list[NewCustomer], limit: int, seed: int = 0) -> list[NewCustomer]:
+    """At most ``limit`` of ``cases`` (a seeded sample, in their order)."""
+    if len(cases) <= limit:
+        return cases
+    pick = np.random.default_rng(seed).choice(len(cases), limit, replace=False)
+    return [cases[i] for i in sorted(pick)]
+
+
 def fit_fold_in(
     fitted: Fitted, cases: list[NewCustomer], params: FoldIn, k: int, limit: int = 300
 ) -> tuple[FoldIn, float]:
@@ -159,9 +167,7 @@ def fit_fold_in(
     """
     if not cases:
         return params, 0.0
-    if len(cases) > limit:
-        pick = np.random.default_rng(0).choice(len(cases), limit, replace=False)
-        cases = [cases[i] for i in sorted(pick)]
+    cases = sampled(cases, limit)
     with threadpool_limits(limits=1, user_api="blas"):
         best = (params, score_cold(fitted, cases, params, k).ndcg)
         for regularization in (0.1, 1.0, 10.0, 100.0):

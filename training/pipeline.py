@@ -267,7 +267,9 @@ def _evaluate(
         results[name] = report(fitted[name], period, config.evaluation.k)
     results["selected"] = algorithm
     results["blend_weights"] = weights
-    cases = coldstart.new_customers(period.data.interactions, test)
+    cases = coldstart.sampled(
+        coldstart.new_customers(period.data.interactions, test), config.evaluation.max_customers
+    )
     if cases:
         results["cold_start"] = coldstart.cold_report(
             fitted[algorithm], fitted["popularity"], cases, folding, k
