@@ -43,6 +43,11 @@ Scores = NDArray[np.float32]
 # How far inner-product probes lean from a cluster's centroid score towards its upper bound
 # (``IvfIndex.search``): 0.25 beat 0, 0.5 and 0.75 on three real data sets' ALS factors.
 RADIUS_WEIGHT = 0.25
+# Filters keeping at most this share of the catalogue, and at most this many items, are scored
+# exactly over their items (``IvfIndex.exact_for``); 50,000 is the default inline scoring limit
+# (RECO_INLINE_SCORING_MAX_ITEMS), so they are scored on the loop.
+SELECTIVE_SHARE = 0.05
+SELECTIVE_MAX = 50_000
 
 
 class AnnConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -175,6 +180,20 @@ class IvfIndex:
             np.float32
         )
         self.radii = cluster_radii(self._clusters, self.centroids)
+
+    def exact_for(self, n_allowed: int, n_items: int) -> bool:
+        """Whether a filter that leaves ``n_allowed`` of ``n_items`` items is better scored
+        exactly over those items than searched through the index.
+
+        Up to ``exact_below`` items, always. A selective filter (at most ``SELECTIVE_SHARE`` of
+        the catalogue) starves the probes: the best clusters hold too few of its items, and the
+        search widens eightfold. At a million items a category of 2% took 1.9 ms through the
+        index against 0.2 ms scored exactly, so such filters are scored exactly up to
+        ``SELECTIVE_MAX`` items.
+        """
+        if n_allowed <= self.exact_below:
+            return True
+        return n_allowed <= SELECTIVE_MAX and n_allowed <= SELECTIVE_SHARE * n_items
 
     def search(
         self,

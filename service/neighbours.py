@@ -145,8 +145,10 @@ class Neighbours:
         index = model.index
         found = None
         if index is not None and k > 0:
-            if allowed is not None and int(np.count_nonzero(allowed)) <= index.exact_below:
-                found = (np.flatnonzero(allowed).astype(np.int64), None)
+            if allowed is not None and index.exact_for(
+                int(np.count_nonzero(allowed)), model.n_items
+            ):
+                found = (model.allowed_rows(allowed).astype(np.int64), None)
             else:
                 found = index.search(user_vector, 2 * k + 10, exclude=exclude, allowed=allowed)
         if found is None:  # no index, or the filters leave few items: score every item

@@ -36,6 +36,9 @@ _SIMILAR_KEPT = 64
 # 0.3 ms); above, a first request scanning the catalogue cost too much (1M items: 14 ms, 138
 # req/s for the benchmark's spread of items against 1,956 by the index), so the index answers.
 _SIMILAR_EXACT_MAX_ITEMS = 50_000
+# Category masks kept per model and worker, with their rows (the rows of all categories together
+# take 4 bytes per item: 4 MiB at a million items).
+_CATEGORY_MASKS_KEPT = 256
 
 Rows = NDArray[np.int64]
 Scores = NDArray[np.float32]
@@ -83,6 +86,8 @@ class FactorModel:
         # Items without signal have zero vectors; don't divide by zero in similar_items.
         self.item_norms = np.where(norms > 0, norms, np.float32(1e-9))
         self._category_masks: dict[int, Mask] = {}
+        # Each kept category mask's rows, by the mask's id (the mask itself is kept with them).
+        self._mask_rows: dict[int, tuple[Mask, NDArray[np.int32]]] = {}
         self._popular_heads: dict[int, tuple[Rows, Scores]] = {}
         self._solutions: dict[int, NDArray[np.float32]] = {}
         self._similar: dict[int, tuple[Rows, Scores]] = {}
@@ -184,9 +189,19 @@ class FactorModel:
             # assignment: safe when two threads race, both compute the same mask).
             mask = np.asarray(self.item_category == code)
             mask.flags.writeable = False
-            if len(self._category_masks) < 256:
+            if len(self._category_masks) < _CATEGORY_MASKS_KEPT:
+                rows = np.flatnonzero(mask).astype(np.int32)
+                self._mask_rows[id(mask)] = (mask, rows)
                 self._category_masks[code] = mask
         return mask
+
+    def allowed_rows(self, allowed: Mask) -> NDArray[np.int32] | Rows:
+        """The rows ``allowed`` lets through, in order; kept for the model's category masks
+        (finding them in a mask of a million items costs 0.3 ms)."""
+        kept = self._mask_rows.get(id(allowed))
+        if kept is not None and kept[0] is allowed:
+            return kept[1]
+        return np.flatnonzero(allowed)
 
     def bought_rows(self, user_row: int) -> Rows:
         """Items customer ``user_row`` bought in the training data."""
@@ -304,11 +319,9 @@ class FactorModel:
         index = self.index
         if index is None or k <= 0:
             return None
-        if allowed is not None:
-            n_allowed = int(np.count_nonzero(allowed))
-            if n_allowed <= index.exact_below:
-                # A narrow filter: scoring just the allowed items exactly is cheap and exact.
-                return self._exact_subset(query, k, exclude, allowed, norms)
+        if allowed is not None and index.exact_for(int(np.count_nonzero(allowed)), self.n_items):
+            # A narrow filter: scoring just the allowed items exactly is cheap and exact.
+            return self._exact_subset(query, k, exclude, allowed, norms)
         return index.search(query, k, exclude=exclude, allowed=allowed, norms=norms)
 
     def _exact_subset(
@@ -319,11 +332,12 @@ class FactorModel:
         allowed: Mask,
         norms: NDArray[np.float32] | None,
     ) -> tuple[Rows, Scores]:
-        rows = np.flatnonzero(allowed)
+        rows = self.allowed_rows(allowed)
         guard(len(rows))
-        scores = self.item_factors[rows] @ query
+        # np.take: half the time of fancy indexing for a gather of 20,000 factor rows.
+        scores = np.take(self.item_factors, rows, axis=0) @ query
         if norms is not None:
-            scores = scores / norms[rows]
+            scores = scores / np.take(norms, rows)
         if exclude is not None and len(exclude):
             scores[np.isin(rows, exclude)] = -np.inf
         found, found_scores = top_k(scores.astype(np.float32), k)

@@ -205,3 +205,44 @@ def test_similar_items_under_a_filter_that_empties_the_kept_list(ann_model: Fact
     assert allowed[rows].all() and 11 not in rows.tolist()
     excluded, _ = ann_model.similar_items(11, 10, exclude=kept[:60])
     assert set(excluded.tolist()).isdisjoint(kept[:60].tolist()) and len(excluded) == 10
+
+
+@pytest.mark.parametrize(
+    ("n_allowed", "n_items", "exact"),
+    [
+        (20_000, 10_000_000, True),  # up to exact_below: always
+        (20_001, 100_000, False),  # 20% of the catalogue: the index finds enough of them
+        (20_053, 1_000_000, True),  # a 2% category: the probes would starve
+        (50_000, 1_000_000, True),
+        (50_001, 10_000_000, False),  # selective, but more than SELECTIVE_MAX to score
+    ],
+)
+def test_which_filters_are_scored_exactly(n_allowed: int, n_items: int, exact: bool) -> None:
+    index = ann.IvfIndex(ann.build_index(np.eye(4, dtype=np.float32), nlist=2))
+    assert index.exact_for(n_allowed, n_items) is exact
+
+
+def test_a_selective_category_is_scored_exactly_over_its_kept_rows(model_dir: Path) -> None:
+    """A category the index's probes would starve on is answered exactly, from rows kept with
+    the category's mask (no pass over the catalogue per request)."""
+    # Every category is "large" here, and one probe would miss most of a scattered filter.
+    config = ann.AnnConfig(mode="on", exact_below=10, nprobe=1)
+    model = FactorModel(artifact.load(artifact.resolve(model_dir)), ann=config)
+    exact = FactorModel(artifact.load(artifact.resolve(model_dir)), ann=ann.AnnConfig(mode="off"))
+    mask = model.category_mask("cat3")
+    assert mask is not None and mask.sum() > 10
+    kept = model.allowed_rows(mask)
+    assert model.allowed_rows(mask) is kept
+    assert kept.tolist() == np.flatnonzero(mask).tolist()
+    other = mask.copy()  # not the model's own mask: computed, not kept
+    assert model.allowed_rows(other) is not kept
+    assert model.allowed_rows(other).tolist() == kept.tolist()
+    narrow = mask & (np.arange(N_ITEMS) % 3 == 0)  # under 5% of the catalogue
+    assert narrow.sum() <= ann.SELECTIVE_SHARE * N_ITEMS
+    for u in range(0, 300, 30):
+        user = model.user_vector(u)
+        bought = exact.recommend(user, 3, allowed=narrow)[0]
+        rows, scores = model.recommend(user, 10, allowed=narrow, exclude=bought)
+        expected = exact.recommend(user, 10, allowed=narrow, exclude=bought)
+        assert rows.tolist() == expected[0].tolist()
+        np.testing.assert_allclose(scores, expected[1], rtol=1e-5)
