@@ -38,6 +38,16 @@ def clustered_factors(
     return items.astype(np.float32), (users / np.sqrt(dim)).astype(np.float32), topic
 
 
+# Categories of the generated catalogue: items of a topic share one, so a category's items sit in
+# a few of the index's clusters, as a real catalogue's do.
+N_CATEGORIES = 50
+
+
+def category_names(topic: np.ndarray) -> list[str]:
+    """Each item's category name from its topic: ``cat00`` ... ``cat49``."""
+    return [f"cat{t % N_CATEGORIES:02d}" for t in topic]
+
+
 def write_catalogue(
     model_dir: Path,
     n_items: int,
@@ -57,8 +67,7 @@ def write_catalogue(
     """
     rng = np.random.default_rng(seed + 1)
     items, users, topic = clustered_factors(n_items, n_users, dim, seed=seed)
-    n_categories = 50
-    categories = [f"cat{t % n_categories:02d}" for t in topic]
+    categories = category_names(topic)
     popularity = {"all": rng.pareto(1.5, size=n_items).astype(np.float32)}
     for ch in CHANNELS:
         popularity[ch] = rng.pareto(1.5, size=n_items).astype(np.float32)

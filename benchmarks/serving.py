@@ -53,7 +53,7 @@ import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 import redis  # noqa: E402
 
-from benchmarks.catalogue import new_manifest, write_catalogue  # noqa: E402
+from benchmarks.catalogue import N_CATEGORIES, new_manifest, write_catalogue  # noqa: E402
 from service import ann, artifact  # noqa: E402
 from service.events import Event, msgpack_encoder  # noqa: E402
 from service.ranking import FactorModel  # noqa: E402
@@ -63,7 +63,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 API_KEY = "bench-key"
 # Every service run has an A/B test running on every channel, as a retailer measuring would.
 EXPERIMENT = {"variants": [{"name": "control"}, {"name": "treatment"}]}
-ENDPOINTS = ("recommendations", "similar", "offers", "events")
+# "category": recommendations restricted to one of the catalogue's 50 categories (2% of it).
+ENDPOINTS = ("recommendations", "category", "similar", "offers", "events")
 
 
 # ----------------------------------------------------------------------------- processes
@@ -208,6 +209,9 @@ def lua_script(path: Path, endpoint: str, customers: list[str], items: list[str]
         f"local customers = {{{c}}}\nlocal items = {{{i}}}\n"
         f'wrk.headers["Authorization"] = "Bearer {API_KEY}"\n'
         "local channels = {'web', 'app', 'email', 'store'}\n"
+        "local categories = {}\n"
+        f"for i = 0, {N_CATEGORIES - 1} do categories[#categories + 1] = "
+        'string.format("cat%02d", i) end\n'
         "math.randomseed(os.time())\n"
         "local function pick(t) return t[math.random(#t)] end\n"
     )
@@ -220,6 +224,11 @@ def lua_script(path: Path, endpoint: str, customers: list[str], items: list[str]
         "recommendations": (
             'return wrk.format("GET", "/v1/customers/" .. pick(customers) .. '
             '"/recommendations?k=10&channel=" .. pick(channels))'
+        ),
+        "category": (
+            'return wrk.format("GET", "/v1/customers/" .. pick(customers) .. '
+            '"/recommendations?k=10&channel=" .. pick(channels) .. "&category=" .. '
+            "pick(categories))"
         ),
         "similar": 'return wrk.format("GET", "/v1/items/" .. pick(items) .. "/similar?k=10")',
         "offers": (

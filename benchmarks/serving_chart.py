@@ -18,6 +18,7 @@ COLOURS = {
     "bare route": "#9e9e9e",
     "bare, service's signature": "#d0d0d0",
     "recommendations": "#1f77b4",
+    "category": "#17becf",
     "similar": "#ff7f0e",
     "events": "#2ca02c",
     "offers": "#9467bd",
