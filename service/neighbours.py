@@ -145,9 +145,7 @@ class Neighbours:
         index = model.index
         found = None
         if index is not None and k > 0:
-            if allowed is not None and index.exact_for(
-                int(np.count_nonzero(allowed)), model.n_items
-            ):
+            if allowed is not None and index.exact_for(model.allowed_count(allowed), model.n_items):
                 found = (model.allowed_rows(allowed).astype(np.int64), None)
             else:
                 found = index.search(user_vector, 2 * k + 10, exclude=exclude, allowed=allowed)

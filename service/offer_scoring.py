@@ -366,7 +366,7 @@ def _target_rows(model: FactorModel, offer: Offer, general: Rows) -> Rows:
     for category in t.categories:
         mask = model.category_mask(category)
         if mask is not None:
-            rows.append(np.flatnonzero(mask).astype(np.int64))
+            rows.append(model.allowed_rows(mask).astype(np.int64))
     return np.unique(np.concatenate(rows))
 
 

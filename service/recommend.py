@@ -123,10 +123,10 @@ def similar_to_item(
 def _allowed(model: FactorModel, query: Query, available: Mask | None) -> Mask | None:
     if query.category is None:
         return available
-    mask = model.category_mask(query.category)
+    mask = model.category_mask(query.category, available)
     if mask is None:
         raise InvalidRequest(f"unknown category {query.category!r}")
-    return mask if available is None else mask & available
+    return mask
 
 
 def _reasons(

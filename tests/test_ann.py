@@ -246,3 +246,22 @@ def test_a_selective_category_is_scored_exactly_over_its_kept_rows(model_dir: Pa
         expected = exact.recommend(user, 10, allowed=narrow, exclude=bought)
         assert rows.tolist() == expected[0].tolist()
         np.testing.assert_allclose(scores, expected[1], rtol=1e-5)
+
+
+def test_a_category_within_the_stock_is_built_from_the_categorys_rows(
+    ann_model: FactorModel,
+) -> None:
+    """Category pages filtered by stock: the mask comes from the category's kept rows, its rows
+    are remembered for exact scoring, and forgotten with the mask."""
+    category = ann_model.category_mask("cat3")
+    assert category is not None
+    available = np.random.default_rng(1).random(N_ITEMS) < 0.7
+    within = ann_model.category_mask("cat3", available)
+    assert within is not None
+    assert np.array_equal(within, category & available)
+    assert ann_model.allowed_count(within) == int((category & available).sum())
+    assert ann_model.allowed_rows(within).tolist() == np.flatnonzero(category & available).tolist()
+    remembered = len(ann_model._mask_rows)
+    del within
+    assert len(ann_model._mask_rows) == remembered - 1
+    assert ann_model.category_mask("no such category", available) is None
