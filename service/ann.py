@@ -187,8 +187,9 @@ class IvfIndex:
 
         Up to ``exact_below`` items, always. A selective filter (at most ``SELECTIVE_SHARE`` of
         the catalogue) starves the probes: the best clusters hold too few of its items, and the
-        search widens eightfold. At a million items a category of 2% took 1.9 ms through the
-        index against 0.2 ms scored exactly, so such filters are scored exactly up to
+        search widens eightfold. At a million items, a category of 2% took 1.9 ms through the
+        index against 0.3 ms scored exactly in one process, and 2.6-2.8 against 1.2 ms of CPU
+        per request in the serving benchmark; such filters are scored exactly up to
         ``SELECTIVE_MAX`` items.
         """
         if n_allowed <= self.exact_below:

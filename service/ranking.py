@@ -336,7 +336,7 @@ class FactorModel:
         if index is None or k <= 0:
             return None
         if allowed is not None and index.exact_for(self.allowed_count(allowed), self.n_items):
-            # A narrow filter: scoring just the allowed items exactly is cheap and exact.
+            # A narrow or selective filter: scoring just its items is cheaper, and exact.
             return self._exact_subset(query, k, exclude, allowed, norms)
         return index.search(query, k, exclude=exclude, allowed=allowed, norms=norms)
 
