@@ -233,19 +233,27 @@ def test_a_selective_category_is_scored_exactly_over_its_kept_rows(model_dir: Pa
     assert mask is not None and mask.sum() > 10
     kept = model.allowed_rows(mask)
     assert model.allowed_rows(mask) is kept
-    assert kept.tolist() == np.flatnonzero(mask).tolist()
+    assert sorted(kept.tolist()) == np.flatnonzero(mask).tolist()
+    # With an index, kept in its order with their positions in its copy of the factors.
+    items = model._remembered(mask)
+    assert items is not None and items.at is not None
+    assert np.array_equal(model.index.factors[items.at], model.item_factors[items.rows])  # type: ignore[union-attr]
     other = mask.copy()  # not the model's own mask: computed, not kept
     assert model.allowed_rows(other) is not kept
-    assert model.allowed_rows(other).tolist() == kept.tolist()
+    assert model.allowed_rows(other).tolist() == sorted(kept.tolist())
     narrow = mask & (np.arange(N_ITEMS) % 3 == 0)  # under 5% of the catalogue
     assert narrow.sum() <= ann.SELECTIVE_SHARE * N_ITEMS
+    # The category within a stock: the same items, remembered with their index positions.
+    within = model.category_mask("cat3", np.arange(N_ITEMS) % 3 == 0)
+    assert within is not None and np.array_equal(within, narrow)
     for u in range(0, 300, 30):
         user = model.user_vector(u)
         bought = exact.recommend(user, 3, allowed=narrow)[0]
-        rows, scores = model.recommend(user, 10, allowed=narrow, exclude=bought)
         expected = exact.recommend(user, 10, allowed=narrow, exclude=bought)
-        assert rows.tolist() == expected[0].tolist()
-        np.testing.assert_allclose(scores, expected[1], rtol=1e-5)
+        for allowed in (narrow, within):
+            rows, scores = model.recommend(user, 10, allowed=allowed, exclude=bought)
+            assert rows.tolist() == expected[0].tolist()
+            np.testing.assert_allclose(scores, expected[1], rtol=1e-5)
 
 
 def test_a_category_within_the_stock_is_built_from_the_categorys_rows(
@@ -260,8 +268,12 @@ def test_a_category_within_the_stock_is_built_from_the_categorys_rows(
     assert within is not None
     assert np.array_equal(within, category & available)
     assert ann_model.allowed_count(within) == int((category & available).sum())
-    assert ann_model.allowed_rows(within).tolist() == np.flatnonzero(category & available).tolist()
-    remembered = len(ann_model._mask_rows)
+    rows = ann_model.allowed_rows(within)
+    assert sorted(rows.tolist()) == np.flatnonzero(category & available).tolist()
+    items = ann_model._remembered(within)
+    assert items is not None and items.at is not None
+    assert np.array_equal(ann_model.index.factors[items.at], ann_model.item_factors[rows])  # type: ignore[union-attr]
+    remembered = len(ann_model._mask_items)
     del within
-    assert len(ann_model._mask_rows) == remembered - 1
+    assert len(ann_model._mask_items) == remembered - 1
     assert ann_model.category_mask("no such category", available) is None
