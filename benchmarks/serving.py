@@ -53,7 +53,12 @@ import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 import redis  # noqa: E402
 
-from benchmarks.catalogue import N_CATEGORIES, new_manifest, write_catalogue  # noqa: E402
+from benchmarks.catalogue import (  # noqa: E402
+    N_CATEGORIES,
+    category_names,
+    new_manifest,
+    write_catalogue,
+)
 from service import ann, artifact  # noqa: E402
 from service.events import Event, msgpack_encoder  # noqa: E402
 from service.ranking import FactorModel  # noqa: E402
@@ -205,13 +210,13 @@ def lua_script(path: Path, endpoint: str, customers: list[str], items: list[str]
     """A wrk script that picks a random customer or item per request."""
     c = ",".join(f'"{x}"' for x in customers)
     i = ",".join(f'"{x}"' for x in items)
+    # The catalogue's own category names (benchmarks/catalogue.py), one of them per request.
+    categories = ",".join(f'"{x}"' for x in category_names(np.arange(N_CATEGORIES)))
     head = (
         f"local customers = {{{c}}}\nlocal items = {{{i}}}\n"
         f'wrk.headers["Authorization"] = "Bearer {API_KEY}"\n'
         "local channels = {'web', 'app', 'email', 'store'}\n"
-        "local categories = {}\n"
-        f"for i = 0, {N_CATEGORIES - 1} do categories[#categories + 1] = "
-        'string.format("cat%02d", i) end\n'
+        f"local categories = {{{categories}}}\n"
         "math.randomseed(os.time())\n"
         "local function pick(t) return t[math.random(#t)] end\n"
     )
