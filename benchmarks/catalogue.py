@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service import ann, artifact
+from service import ann, artifact, similar_table
 from service.neighbours import NeighboursSpec
 
 CHANNELS = ("web", "app", "email", "store")
@@ -88,6 +88,8 @@ def write_catalogue(
     )
     if with_index:
         arrays.update(ann.build_index(arrays["item_factors"], seed=seed))
+    if n_items <= similar_table.DEFAULT_MAX_ITEMS:
+        arrays.update(similar_table.build_similar(arrays["item_factors"]))  # as training ships it
     manifest = new_manifest(channels, n_users, n_items, version, "neighbours_indptr" in arrays)
     return artifact.save(model_dir, manifest, arrays), arrays
 

@@ -12,7 +12,8 @@ always ``item_factors @ user_vector``: writers fold biases into the factors. Not
 Large catalogues may ship an approximate nearest-neighbour index as four more arrays (``ann_*``,
 see ``service/ann.py``): optional, checksummed and memory-mapped like the others. A model may also
 carry a sparse item-item component (``neighbours_*``, see ``service/neighbours.py``), added to the
-factor scores as the manifest's ``neighbours`` says.
+factor scores as the manifest's ``neighbours`` says, and a table of each item's most similar items
+(``similar_*``, see ``service/similar_table.py``).
 This module imports only numpy and msgspec; training writes artifacts with it, the service
 reads them.
 """
@@ -39,6 +40,7 @@ from service.ann import INDEX_ARRAYS, check_index
 from service.errors import ArtifactError
 from service.events import DEFAULT_EVENT_WEIGHTS
 from service.neighbours import NEIGHBOUR_ARRAYS, NeighboursSpec, check_neighbours
+from service.similar_table import SIMILAR_ARRAYS, check_similar
 
 FORMAT_VERSION = 1
 LATEST = "LATEST"
@@ -72,6 +74,8 @@ OPTIONAL_ARRAYS: dict[str, tuple[str, int]] = {
     **INDEX_ARRAYS,
     # The sparse item-item component (service/neighbours.py), all or none.
     **NEIGHBOUR_ARRAYS,
+    # Each item's most similar items, exact (service/similar_table.py), both or none.
+    **SIMILAR_ARRAYS,
 }
 
 
@@ -482,6 +486,8 @@ def _check_arrays(arrays: Mapping[str, NDArray[Any]], manifest: Manifest) -> Non
     if problem := check_index(arrays, len(items), itf.shape[1], itf):
         raise ArtifactError(problem)
     if problem := check_neighbours(arrays, len(items)):
+        raise ArtifactError(problem)
+    if problem := check_similar(arrays, len(items)):
         raise ArtifactError(problem)
     if (manifest.neighbours is None) != ("neighbours_indptr" not in arrays):
         raise ArtifactError("the manifest's neighbours and the neighbours_* arrays go together")

@@ -20,6 +20,7 @@ from service.artifact import Artifact
 from service.foldin import confidences, gramian, recalculate_user
 from service.neighbours import History, load_neighbours
 from service.offload import guard
+from service.similar_table import SIMILAR_KEPT
 from service.topk import largest
 
 log = logging.getLogger(__name__)
@@ -29,13 +30,14 @@ _POPULAR_HEAD = 1000
 # Customers whose training-row solution each worker keeps per model (about 0.4 KiB each at 64
 # factors): the customers active right now, whose requests fold in new events.
 _SOLUTIONS_KEPT = 20_000
-# Items whose exact most similar items each worker keeps per model, and how many per item
-# (0.75 KiB each): the product pages being viewed right now.
+# For an artifact without a similar-items table: items whose exact most similar items
+# (``SIMILAR_KEPT`` each) each worker keeps per model (0.75 KiB each): the product pages being
+# viewed right now.
 _SIMILAR_CACHED = 20_000
-_SIMILAR_KEPT = 64
-# Up to this many items a similar-items list is computed exactly (a first request costs under
-# 0.3 ms); above, a first request scanning the catalogue cost too much (1M items: 14 ms, 138
-# req/s for the benchmark's spread of items against 1,956 by the index), so the index answers.
+# Without a table, up to this many items a similar-items list is computed exactly (a first request
+# costs under 0.3 ms); above, a first request scanning the catalogue cost too much (1M items:
+# 14 ms, 138 req/s for the benchmark's spread of items against 1,956 by the index), so the index
+# answers.
 _SIMILAR_EXACT_MAX_ITEMS = 50_000
 
 Rows = NDArray[np.int64]
@@ -99,6 +101,10 @@ class FactorModel:
         self._popular_heads: dict[int, tuple[Rows, Scores]] = {}
         self._solutions: dict[int, NDArray[np.float32]] = {}
         self._similar: dict[int, tuple[Rows, Scores]] = {}
+        # Each item's exact most similar items, when training shipped the table.
+        self._similar_table = (
+            (a["similar_rows"], a["similar_scores"]) if "similar_rows" in a else None
+        )
         self.ann_config = ann or AnnConfig()
         self.index = self._index(a)
         # Each category's items, found here (off the event loop) for all categories at once:
@@ -312,22 +318,31 @@ class FactorModel:
     ) -> tuple[Rows, Scores]:
         """The ``k`` items most similar to ``item_row`` by cosine of their factors (not itself).
 
-        Exact up to ``_SIMILAR_EXACT_MAX_ITEMS`` items: an item's best ``_SIMILAR_KEPT`` are
-        scored over the whole catalogue once and kept while the item is asked for (the index
-        finds cosine neighbours of real factors poorly: recall@10 0.65 on completejourney's ALS
-        factors). The filters apply to that list; when they leave fewer than ``k``, the filtered
-        catalogue is searched. Larger catalogues are searched through the index.
+        Exact from the item's best ``SIMILAR_KEPT`` items: the table training shipped
+        (``service/similar_table.py``) or, for an artifact without one of up to
+        ``_SIMILAR_EXACT_MAX_ITEMS`` items, scored over the catalogue on the item's first request
+        and kept. The filters apply to that list; when they leave fewer than ``k``, the filtered
+        catalogue is searched. Other catalogues are searched through the index, which finds
+        cosine neighbours of real factors poorly (recall@10 0.757 on completejourney's ALS
+        factors).
         """
-        if k <= _SIMILAR_KEPT and self.n_items <= _SIMILAR_EXACT_MAX_ITEMS:
-            rows, scores = self._similar_head(item_row)
+        head = None
+        if k <= SIMILAR_KEPT:
+            if self._similar_table is not None:
+                head = self._similar_table[0][item_row], self._similar_table[1][item_row]
+            elif self.n_items <= _SIMILAR_EXACT_MAX_ITEMS:
+                head = self._similar_head(item_row)
+        if head is not None:
+            rows, scores = head
             keep = np.ones(len(rows), dtype=bool)
             if allowed is not None:
                 keep &= allowed[rows]
             if exclude is not None and len(exclude):
                 keep &= ~among(rows, exclude)
-            if int(np.count_nonzero(keep)) >= k or len(rows) < _SIMILAR_KEPT:
+            # A list holding every other item is the whole answer, however few pass.
+            if int(np.count_nonzero(keep)) >= k or len(rows) >= self.n_items - 1:
                 found = np.flatnonzero(keep)[: max(k, 0)]
-                return rows[found], scores[found]
+                return rows[found].astype(np.int64), scores[found].astype(np.float32)
         own = np.array([item_row], dtype=np.int64)
         exclude = own if exclude is None else np.concatenate([exclude, own])
         query = np.asarray(self.item_factors[item_row]) / self.item_norms[item_row]
@@ -337,11 +352,11 @@ class FactorModel:
         return top_k(self._cosine_scores(item_row), k, exclude=exclude, allowed=allowed)
 
     def _similar_head(self, item_row: int) -> tuple[Rows, Scores]:
-        """The exact best ``_SIMILAR_KEPT`` items by cosine (kept first in, first out)."""
+        """The exact best ``SIMILAR_KEPT`` items by cosine (kept first in, first out)."""
         head = self._similar.get(item_row)
         if head is None:
             own = np.array([item_row], dtype=np.int64)
-            head = top_k(self._cosine_scores(item_row), _SIMILAR_KEPT, exclude=own)
+            head = top_k(self._cosine_scores(item_row), SIMILAR_KEPT, exclude=own)
             _keep(self._similar, item_row, head, _SIMILAR_CACHED)
         return head
 

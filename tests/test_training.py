@@ -15,6 +15,7 @@ from litestar.testing import TestClient
 from service import artifact
 from service.ranking import FactorModel
 from service.settings import Settings
+from service.similar_table import build_similar
 from tests.conftest import ADMIN_KEY, client_for, replace
 from training import evaluate, matrix
 from training.__main__ import main
@@ -246,6 +247,11 @@ def test_fit_writes_a_loadable_artifact_with_evaluation(sample_dir: Path, tmp_pa
     assert manifest.fold_in.event_weights["purchase"] == FAST.weights.event_types["purchase"]
     assert manifest.fold_in.regularization == FAST.als.regularization
     assert loaded.arrays["user_factors"].shape[1] == 16
+    # Each item's exact most similar items ship with the model (a small catalogue: all of them).
+    table = build_similar(np.asarray(loaded.arrays["item_factors"]))
+    for name, expected in table.items():
+        np.testing.assert_array_equal(loaded.arrays[name], expected)
+    assert loaded.arrays["similar_rows"].shape == (model.n_items, min(64, model.n_items - 1))
 
 
 @pytest.mark.slow
@@ -390,7 +396,11 @@ def test_the_test_report_ranks_at_most_max_customers(sample_dir: Path, tmp_path:
     capped = msgspec.structs.replace(
         FAST, evaluation=msgspec.structs.replace(FAST.evaluation, max_customers=40)
     )
-    metrics = artifact.load(run(inputs, tmp_path / "capped", capped)).manifest.metrics
+    # Also: a catalogue above similar_table_max_items ships no table.
+    capped = msgspec.structs.replace(capped, similar_table_max_items=SMALL.items - 1)
+    loaded = artifact.load(run(inputs, tmp_path / "capped", capped))
+    assert "similar_rows" not in loaded.arrays
+    metrics = loaded.manifest.metrics
     assert metrics["als"]["customers"] == 40
     assert metrics["popularity"]["customers"] == 40
     assert all(m["customers"] <= 40 for m in metrics["als"]["by_channel"].values())

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from service import similar_table
 from service.events import CHANNELS, DEFAULT_EVENT_WEIGHTS, EVENT_TYPES
 
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
@@ -127,6 +128,9 @@ class TrainConfig(Base):
     evaluation: Evaluation = Evaluation()
     selection: Selection = Selection()
     seed: int = 42
+    # Catalogues of up to this many items ship each item's exact most similar items
+    # (service/similar_table.py); larger catalogues' similar items come from the index. 0: never.
+    similar_table_max_items: Annotated[int, msgspec.Meta(ge=0)] = similar_table.DEFAULT_MAX_ITEMS
 
     def params(self, model: str) -> dict[str, Any]:
         """The parameters of ``model`` (ALS from ``als``, others from ``models``)."""

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service import ann, artifact
+from service.similar_table import build_similar
 from service.store.erasure import customer_hash
 from training import coldstart, evaluate, matrix
 from training.config import TrainConfig
@@ -118,6 +119,9 @@ def run(
     if len(item_ids) >= ann.AnnConfig().min_items:
         # Large catalogues ship their approximate index, so every service worker maps one copy.
         arrays.update(ann.build_index(arrays["item_factors"], seed=config.seed))
+    if len(item_ids) <= config.similar_table_max_items:
+        arrays.update(build_similar(arrays["item_factors"]))
+        _stage("similar-items table built", started)
     manifest = artifact.Manifest(
         format_version=artifact.FORMAT_VERSION,
         model_version=artifact.new_version(algorithm),

@@ -1,0 +1,127 @@
+"""The similar-items table: exact neighbours built at training time, checked on load, served."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service import ann, artifact, ranking
+from service.errors import ArtifactError
+from service.ranking import FactorModel
+from service.similar_table import SIMILAR_KEPT, build_similar, unit_rows
+from tests.builders import clustered_artifact
+
+N_ITEMS = 4000
+
+
+def exact_cosine(factors: np.ndarray) -> np.ndarray:
+    """Every pair's cosine, an item with itself at -inf."""
+    unit = unit_rows(factors)
+    scores = unit @ unit.T
+    np.fill_diagonal(scores, -np.inf)
+    return scores
+
+
+@pytest.mark.parametrize("n_items", [1, 2, 5, 65, 130, 1000])
+def test_the_table_holds_each_items_exact_best_by_cosine(n_items: int) -> None:
+    rng = np.random.default_rng(n_items)
+    factors = rng.normal(size=(n_items, 8)).astype(np.float32)
+    if n_items > 3:
+        factors[3] = 0  # an item without signal: cosine 0 with everything
+        factors[4] = 2.5 * factors[2]  # the same direction as item 2: a tie for every other item
+    table = build_similar(factors, block_cells=4096)  # several blocks
+    rows, scores = table["similar_rows"], table["similar_scores"]
+    width = min(SIMILAR_KEPT, n_items - 1)
+    assert rows.shape == scores.shape == (n_items, width)
+    truth = exact_cosine(factors)
+    for i in range(n_items):
+        assert i not in rows[i].tolist()
+        assert len(set(rows[i].tolist())) == width
+        np.testing.assert_allclose(scores[i], np.sort(truth[i])[::-1][:width], atol=1e-6)
+        np.testing.assert_allclose(truth[i, rows[i]], scores[i], atol=1e-6)
+    if n_items > 5:
+        # Items 2 and 4 score the same against every item; the lower row comes first.
+        first = rows[0].tolist()
+        if 2 in first and 4 in first:
+            assert first.index(2) == first.index(4) - 1
+
+
+def with_table(folder: Path, path: Path, table: dict[str, np.ndarray]) -> Path:
+    """The artifact at ``path`` with ``table`` added, saved under ``folder``."""
+    loaded = artifact.load(path)
+    arrays = {**{k: np.asarray(v) for k, v in loaded.arrays.items()}, **table}
+    return artifact.save(folder, loaded.manifest, arrays)
+
+
+def test_a_broken_table_is_refused(tmp_path: Path) -> None:
+    path = clustered_artifact(tmp_path / "a", 200, with_index=False)
+    good = build_similar(artifact.load(path).arrays["item_factors"])
+    everyone = np.tile(np.arange(200, dtype=np.int32), (200, 1))
+    cases = {
+        "needs both": {"similar_rows": good["similar_rows"]},
+        "out of range": {**good, "similar_rows": good["similar_rows"] + 1},
+        "one row per item": {k: v[:-1] for k, v in good.items()},
+        "of equal width": {**good, "similar_scores": good["similar_scores"][:, :-1]},
+        "more neighbours than": {
+            "similar_rows": everyone,
+            "similar_scores": np.zeros((200, 200), np.float32),
+        },
+        "must be 2-D": {**good, "similar_rows": good["similar_rows"].astype(np.float32)},
+    }
+    for message, table in cases.items():
+        with pytest.raises(ArtifactError, match=message):
+            with_table(tmp_path / message.replace(" ", "-"), path, table)
+    assert artifact.load(with_table(tmp_path / "good", path, good)).arrays["similar_rows"].shape
+
+
+@pytest.fixture(scope="module")
+def blurred(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Blurred topics, where probing the index for cosine neighbours misses many of them.
+    return clustered_artifact(
+        tmp_path_factory.mktemp("blurred"), N_ITEMS, with_index=True, spread=3.0
+    )
+
+
+def test_large_catalogues_answer_from_the_table_exactly(
+    blurred: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Above the size where the service would score the catalogue itself, the index answers
+    # unless training shipped the table.
+    monkeypatch.setattr(ranking, "_SIMILAR_EXACT_MAX_ITEMS", 100)
+    on = ann.AnnConfig(mode="on", nprobe_similar=2)
+    without = FactorModel(artifact.load(blurred), ann=on)
+    table = build_similar(without.item_factors)
+    model = FactorModel(artifact.load(with_table(tmp_path / "t", blurred, table)), ann=on)
+    assert model.index is not None
+    truth = exact_cosine(np.asarray(model.item_factors))
+    missed = 0
+    for item in range(0, N_ITEMS, 97):
+        best = set(np.argsort(-truth[item])[:10].tolist())
+        rows, scores = model.similar_items(item, 10)
+        assert set(rows.tolist()) == best
+        np.testing.assert_allclose(scores, np.sort(truth[item])[::-1][:10], atol=1e-5)
+        missed += len(best - set(without.similar_items(item, 10)[0].tolist()))
+    assert missed > 0  # the index alone would have answered differently
+
+
+def test_filters_apply_to_the_table_and_a_starved_table_falls_back(
+    blurred: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ranking, "_SIMILAR_EXACT_MAX_ITEMS", 100)
+    loaded = artifact.load(blurred)
+    path = with_table(tmp_path / "t", blurred, build_similar(loaded.arrays["item_factors"]))
+    model = FactorModel(artifact.load(path), ann=ann.AnnConfig(mode="on"))
+    truth = exact_cosine(np.asarray(model.item_factors))[11]
+    kept = np.asarray(model.similar_items(11, SIMILAR_KEPT)[0])
+    allowed = np.ones(N_ITEMS, dtype=bool)
+    allowed[kept[::2]] = False
+    rows, _ = model.similar_items(11, 10, allowed=allowed, exclude=kept[1:4])
+    expected = [r for r in np.argsort(-truth).tolist() if allowed[r] and r not in kept[1:4]]
+    assert rows.tolist() == expected[:10]
+    allowed[kept] = False  # none of the table's neighbours may be shown: the catalogue is searched
+    rows, _ = model.similar_items(11, 10, allowed=allowed)
+    assert len(rows) == 10 and allowed[rows].all() and 11 not in rows.tolist()
+    # More than the table keeps: searched too, still k items.
+    assert len(model.similar_items(11, SIMILAR_KEPT + 6)[0]) == SIMILAR_KEPT + 6
