@@ -316,10 +316,11 @@ class FactorModel:
     def similar_items(
         self, item_row: int, k: int, *, exclude: Rows | None = None, allowed: Mask | None = None
     ) -> tuple[Rows, Scores]:
-        """The ``k`` items most similar to ``item_row`` by cosine of their factors (not itself).
+        """The ``k`` items most similar to ``item_row`` (not itself).
 
-        Exact from the item's best ``SIMILAR_KEPT`` items: the table training shipped
-        (``service/similar_table.py``) or, for an artifact without one of up to
+        From the item's best ``SIMILAR_KEPT`` items: the table training shipped (items the same
+        customers took, then the nearest by factors: ``service/similar_table.py``) or, by cosine
+        of the factors, for an artifact without one of up to
         ``_SIMILAR_EXACT_MAX_ITEMS`` items, scored over the catalogue on the item's first request
         and kept. The filters apply to that list; when they leave fewer than ``k``, the filtered
         catalogue is searched. Other catalogues are searched through the index, which finds

@@ -1,4 +1,4 @@
-"""The similar-items table: exact neighbours built at training time, checked on load, served."""
+"""The similar-items table: built at training time, checked on save and load, served."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from service import ann, artifact, ranking
 from service.errors import ArtifactError
@@ -125,3 +126,40 @@ def test_filters_apply_to_the_table_and_a_starved_table_falls_back(
     assert len(rows) == 10 and allowed[rows].all() and 11 not in rows.tolist()
     # More than the table keeps: searched too, still k items.
     assert len(model.similar_items(11, SIMILAR_KEPT + 6)[0]) == SIMILAR_KEPT + 6
+
+
+def test_training_lists_what_the_same_customers_took_first_then_factor_neighbours() -> None:
+    from training.similar import co_interaction_table
+
+    # Customers x 4 items in the matrix's order; the artifact orders them differently
+    # (matrix column j is artifact row matrix_rows[j]) and adds item row 4, without events.
+    matrix = sp.csr_matrix(
+        np.array(
+            [
+                [1, 1, 0, 0],  # columns 0 and 1 go together...
+                [2, 1, 0, 0],
+                [1, 0, 1, 0],  # ...column 2 a little with column 0...
+                [0, 0, 0, 3],  # ...and column 3 with nothing
+            ],
+            dtype=np.float32,
+        )
+    )
+    matrix_rows = np.array([3, 0, 2, 1], dtype=np.int64)
+    rng = np.random.default_rng(0)
+    factors = rng.normal(size=(5, 4)).astype(np.float32)
+    table = co_interaction_table(matrix, matrix_rows, factors, kept=3)
+    rows, scores = table["similar_rows"], table["similar_scores"]
+    cosine = exact_cosine(factors)
+    by_factors = np.argsort(-cosine, axis=1, kind="stable")
+    # Artifact row 3 (column 0): column 1 (row 0) bought by 2 of its 3 customers, column 2 (row 2)
+    # by 1; binary cosine 2/sqrt(3*2) and 1/sqrt(3*1); then the best factor neighbour left.
+    assert rows[3, :2].tolist() == [0, 2]
+    np.testing.assert_allclose(scores[3, :2], [2 / np.sqrt(6), 1 / np.sqrt(3)], rtol=1e-5)
+    assert rows[3, 2] == next(r for r in by_factors[3] if r not in (0, 2, 3))
+    assert scores[3, 2] == 0
+    # No co-interaction (row 1: column 3; row 4: no events): the factor neighbours and cosine.
+    for item in (1, 4):
+        assert rows[item].tolist() == by_factors[item][:3].tolist()
+        np.testing.assert_allclose(scores[item], np.sort(cosine[item])[::-1][:3], atol=1e-6)
+    for item in range(5):
+        assert item not in rows[item].tolist() and len(set(rows[item].tolist())) == 3

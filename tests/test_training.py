@@ -10,12 +10,12 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 import pytest
+import scipy.sparse as sp
 from litestar.testing import TestClient
 
 from service import artifact
 from service.ranking import FactorModel
 from service.settings import Settings
-from service.similar_table import build_similar
 from tests.conftest import ADMIN_KEY, client_for, replace
 from training import evaluate, matrix
 from training.__main__ import main
@@ -247,11 +247,24 @@ def test_fit_writes_a_loadable_artifact_with_evaluation(sample_dir: Path, tmp_pa
     assert manifest.fold_in.event_weights["purchase"] == FAST.weights.event_types["purchase"]
     assert manifest.fold_in.regularization == FAST.als.regularization
     assert loaded.arrays["user_factors"].shape[1] == 16
-    # Each item's exact most similar items ship with the model (a small catalogue: all of them).
-    table = build_similar(np.asarray(loaded.arrays["item_factors"]))
-    for name, expected in table.items():
-        np.testing.assert_array_equal(loaded.arrays[name], expected)
-    assert loaded.arrays["similar_rows"].shape == (model.n_items, min(64, model.n_items - 1))
+    # Each item's most similar items ship with the model: first the items the same customers
+    # took (cosine of the binary matrix's columns), best first.
+    a = loaded.arrays
+    taken = sp.csr_matrix(
+        (np.ones(len(a["user_items_indices"])), a["user_items_indices"], a["user_items_indptr"]),
+        shape=(len(a["user_ids"]), model.n_items),
+    ).toarray()
+    norms = np.linalg.norm(taken, axis=0)
+    cosine = (taken.T @ taken) / np.outer(norms, norms)
+    np.fill_diagonal(cosine, 0)
+    rows, scores = a["similar_rows"], a["similar_scores"]
+    assert rows.shape == (model.n_items, min(64, model.n_items - 1))
+    for item in range(0, model.n_items, 7):
+        together = int(np.count_nonzero(cosine[item] > 0))
+        assert together > 0  # in the sample every item shares customers with others
+        best = np.sort(cosine[item])[::-1][: min(together, rows.shape[1])]
+        np.testing.assert_allclose(scores[item, : len(best)], best, rtol=1e-5)
+        np.testing.assert_allclose(cosine[item, rows[item, : len(best)]], best, rtol=1e-5)
 
 
 @pytest.mark.slow

@@ -128,8 +128,8 @@ class TrainConfig(Base):
     evaluation: Evaluation = Evaluation()
     selection: Selection = Selection()
     seed: int = 42
-    # Catalogues of up to this many items ship each item's exact most similar items
-    # (service/similar_table.py); larger catalogues' similar items come from the index. 0: never.
+    # Catalogues of up to this many items ship each item's most similar items (training/similar.py);
+    # larger catalogues' similar items come from the factors, through the index. 0: never.
     similar_table_max_items: Annotated[int, msgspec.Meta(ge=0)] = similar_table.DEFAULT_MAX_ITEMS
 
     def params(self, model: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service import ann, artifact
-from service.similar_table import build_similar
 from service.store.erasure import customer_hash
 from training import coldstart, evaluate, matrix
 from training.config import TrainConfig
@@ -23,6 +22,7 @@ from training.experiment import SideInfo, capped, make_data, make_period, report
 from training.export import SUPPRESSIONS_FILE
 from training.loaders import OnBadRows, load_customers, load_events, load_items
 from training.selection import choose, fit_all, fit_named, guard, make_blend, shipped_ndcg
+from training.similar import co_interaction_table
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,10 @@ def run(
         # Large catalogues ship their approximate index, so every service worker maps one copy.
         arrays.update(ann.build_index(arrays["item_factors"], seed=config.seed))
     if len(item_ids) <= config.similar_table_max_items:
-        arrays.update(build_similar(arrays["item_factors"]))
+        ids = np.array([i.encode("utf-8") for i in interactions.item_ids.tolist()], dtype="S")
+        matrix_rows = np.searchsorted(arrays["item_ids"], ids).astype(np.int64)
+        table = co_interaction_table(interactions.matrix, matrix_rows, arrays["item_factors"])
+        arrays.update(table)
         _stage("similar-items table built", started)
     manifest = artifact.Manifest(
         format_version=artifact.FORMAT_VERSION,
