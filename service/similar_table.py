@@ -11,7 +11,7 @@ work grows with the square of the catalogue).
 
 The table is two arrays in the artifact, memory-mapped and shared by every worker like the others:
 row ``i`` of ``similar_rows`` lists item rows best first (never ``i`` itself), with their scores in
-``similar_scores``. ``build_similar`` fills it with each item's nearest by cosine of the factors,
+``similar_scores``. ``build_similar`` finds each item's nearest by cosine of the factors,
 exactly (what ``FactorModel.similar_items`` computes without a table); training ships items the
 same customers took first, then those (``training/similar.py``), which led to more of what
 customers took next on every data set measured.
@@ -32,8 +32,10 @@ SIMILAR_ARRAYS: dict[str, tuple[str, int]] = {
 # Neighbours kept per item: answers for k up to this come from the table, also after filters
 # drop some of them.
 SIMILAR_KEPT = 64
-# Training's default largest catalogue for a table (TrainConfig.similar_table_max_items): on 2
-# cores 68,509 items took 16.8 s and 200,000 items 127 s (the square of the catalogue).
+# Training's default largest catalogue for a table (TrainConfig.similar_table_max_items). Its
+# factor part grows with the items needing factor neighbours times the catalogue: every item's,
+# on 2 cores, took 16.8 s at 68,509 items and 127 s at 200,000; completejourney's shipped table
+# (529 of 68,509 items short of co-interaction neighbours) took 4.0 s.
 DEFAULT_MAX_ITEMS = 200_000
 # Columns per chunk when finding each row's best (see ``build_similar``).
 _CHUNK = 64
@@ -47,9 +49,14 @@ def unit_rows(item_factors: NDArray[np.float32]) -> NDArray[np.float32]:
 
 
 def build_similar(
-    item_factors: NDArray[np.float32], kept: int = SIMILAR_KEPT, block_cells: int = 1 << 24
+    item_factors: NDArray[np.float32],
+    kept: int = SIMILAR_KEPT,
+    block_cells: int = 1 << 24,
+    items: NDArray[np.int64] | None = None,
 ) -> dict[str, NDArray[Any]]:
     """The exact ``kept`` best items by cosine for every item (fewer when the catalogue is small).
+
+    ``items``: only these items' lists, in this order (default: every item's, by row).
 
     Scores a block of items against the whole catalogue at a time (``block_cells`` scores,
     64 MiB). Finding a row's best among all ``n`` scores with ``argpartition`` costs more than the
@@ -61,10 +68,11 @@ def build_similar(
     """
     unit = unit_rows(item_factors)
     n = len(unit)
+    queries = np.arange(n) if items is None else np.asarray(items, dtype=np.int64)
     width = max(0, min(kept, n - 1))
-    rows_out = np.empty((n, width), dtype=np.int32)
-    scores_out = np.empty((n, width), dtype=np.float32)
-    if width == 0:
+    rows_out = np.empty((len(queries), width), dtype=np.int32)
+    scores_out = np.empty((len(queries), width), dtype=np.float32)
+    if width == 0 or not len(queries):
         return {"similar_rows": rows_out, "similar_scores": scores_out}
     n_chunks = -(-n // _CHUNK)
     # Zero rows pad the catalogue to whole chunks; their columns are set to -inf below.
@@ -73,11 +81,12 @@ def build_similar(
     taken = min(width, n_chunks)
     offsets = np.arange(_CHUNK)
     step = max(1, block_cells // len(padded))
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        scores = unit[start:stop] @ padded.T
+    for start in range(0, len(queries), step):
+        stop = min(len(queries), start + step)
+        block = queries[start:stop]
+        scores = unit[block] @ padded.T
         scores[:, n:] = -np.inf
-        scores[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # never the item itself
+        scores[np.arange(stop - start), block] = -np.inf  # never the item itself
         maxima = scores.reshape(stop - start, n_chunks, _CHUNK).max(axis=2)
         chunks = np.argpartition(maxima, n_chunks - taken, axis=1)[:, n_chunks - taken :]
         columns = (chunks[:, :, None] * _CHUNK + offsets).reshape(stop - start, -1)

@@ -163,3 +163,14 @@ def test_training_lists_what_the_same_customers_took_first_then_factor_neighbour
         np.testing.assert_allclose(scores[item], np.sort(cosine[item])[::-1][:3], atol=1e-6)
     for item in range(5):
         assert item not in rows[item].tolist() and len(set(rows[item].tolist())) == 3
+
+
+def test_the_table_of_some_items_is_their_rows_of_the_whole_table() -> None:
+    factors = np.random.default_rng(3).normal(size=(300, 8)).astype(np.float32)
+    whole = build_similar(factors)
+    some = np.array([299, 0, 17, 17], dtype=np.int64)
+    part = build_similar(factors, items=some, block_cells=1000)
+    np.testing.assert_array_equal(part["similar_rows"], whole["similar_rows"][some])
+    # Other block shapes round the products differently in the last bits.
+    np.testing.assert_allclose(part["similar_scores"], whole["similar_scores"][some], atol=1e-6)
+    assert build_similar(factors, items=np.empty(0, np.int64))["similar_rows"].shape == (0, 64)

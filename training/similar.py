@@ -3,7 +3,9 @@
 For each item, its ``SIMILAR_KEPT`` most similar items by the cosine of their columns of the
 binary customer x item matrix (what the same customers bought or viewed: item-to-item
 collaborative filtering, implicit's ``CosineRecommender``), then, for items with fewer such
-neighbours (rare and new items), the nearest by cosine of their factors. On the validation
+neighbours (rare and new items: 529 of completejourney's 68,509), the nearest by cosine of their
+factors, found for those items only (4.0 s for completejourney's table, against 16.8 s for every
+item's factor neighbours). On the validation
 periods, the similar items of a customer's five strongest items held more of what they took next
 with this table than with factor cosine alone: precision@10 0.0311 against 0.0235 on
 completejourney, 0.0411 against 0.0304 on uci-online-retail, 0.0465 against 0.0297 on
@@ -41,32 +43,47 @@ def co_interaction_table(
     """
     from implicit.nearest_neighbours import CosineRecommender
 
-    table = build_similar(item_factors, kept)
-    rows, scores = table["similar_rows"], table["similar_scores"]
-    n, width = rows.shape
-    if width == 0 or matrix.shape[1] == 0:
-        return table
-    binary = matrix.astype(np.float32).tocsr()
-    binary.data = (binary.data > 0).astype(np.float32)
-    binary.eliminate_zeros()
-    with warnings.catch_warnings():
-        # implicit converts its own normalised copy of the matrix to CSR and warns about that.
-        warnings.filterwarnings("ignore", message="Method expects CSR input")
-        model = CosineRecommender(K=width + 1)  # each item is its own nearest
-        model.fit(binary, show_progress=False)
-    found = model.similarity.tocoo()
-    own = found.row == found.col
-    keep = ~own & (found.data > 0)
-    similarity = sp.csr_matrix(
-        (found.data[keep], (matrix_rows[found.row[keep]], matrix_rows[found.col[keep]])),
-        shape=(n, n),
-    )
-    for item in np.flatnonzero(np.diff(similarity.indptr)):
+    n = len(item_factors)
+    width = max(0, min(kept, n - 1))
+    rows = np.empty((n, width), dtype=np.int32)
+    scores = np.zeros((n, width), dtype=np.float32)
+    similarity = sp.csr_matrix((n, n), dtype=np.float32)
+    if width and matrix.shape[1]:
+        binary = matrix.astype(np.float32).tocsr()
+        binary.data = (binary.data > 0).astype(np.float32)
+        binary.eliminate_zeros()
+        with warnings.catch_warnings():
+            # implicit converts its own normalised copy of the matrix to CSR and warns about it.
+            warnings.filterwarnings("ignore", message="Method expects CSR input")
+            model = CosineRecommender(K=width + 1)  # each item is its own nearest
+            model.fit(binary, show_progress=False)
+        found = model.similarity.tocoo()
+        keep = (found.row != found.col) & (found.data > 0)
+        similarity = sp.csr_matrix(
+            (
+                found.data[keep].astype(np.float32),
+                (matrix_rows[found.row[keep]], matrix_rows[found.col[keep]]),
+            ),
+            shape=(n, n),
+        )
+    counts = np.diff(similarity.indptr)
+    # Factor neighbours only for the items that need some: scoring every item against the whole
+    # catalogue is the table's one cost that grows with the square of the catalogue.
+    short = np.flatnonzero(counts < width)
+    by_factors = build_similar(item_factors, kept, items=short)
+    filler = dict(zip(short.tolist(), range(len(short)), strict=True))
+    for item in range(n):
         start, end = similarity.indptr[item], similarity.indptr[item + 1]
+        if start == end:  # factor neighbours alone, with their cosine
+            rows[item] = by_factors["similar_rows"][filler[item]]
+            scores[item] = by_factors["similar_scores"][filler[item]]
+            continue
         neighbours, cosine = similarity.indices[start:end], similarity.data[start:end]
         best = np.lexsort((neighbours, -cosine))[:width]  # ties: the lower row first
-        neighbours, cosine = neighbours[best], cosine[best]
-        fill = rows[item][~np.isin(rows[item], neighbours)][: width - len(neighbours)]
-        rows[item] = np.concatenate([neighbours, fill])
-        scores[item] = np.concatenate([cosine, np.zeros(len(fill), np.float32)])
-    return table
+        taken = len(best)
+        rows[item, :taken] = neighbours[best]
+        scores[item, :taken] = cosine[best]
+        if taken < width:
+            candidates = by_factors["similar_rows"][filler[item]]
+            rows[item, taken:] = candidates[~np.isin(candidates, neighbours)][: width - taken]
+    return {"similar_rows": rows, "similar_scores": scores}
