@@ -34,8 +34,8 @@ SIMILAR_ARRAYS: dict[str, tuple[str, int]] = {
 SIMILAR_KEPT = 64
 # Training's default largest catalogue for a table (TrainConfig.similar_table_max_items). Its
 # factor part grows with the items needing factor neighbours times the catalogue: every item's,
-# on 2 cores, took 16.8 s at 68,509 items and 127 s at 200,000; completejourney's shipped table
-# (529 of 68,509 items short of co-interaction neighbours) took 4.0 s.
+# on 2 cores, took 16.8 s at 68,509 items and 127 s at 200,000; completejourney's shipped table,
+# where most items have co-interaction neighbours, 22.7 s.
 DEFAULT_MAX_ITEMS = 200_000
 # Columns per chunk when finding each row's best (see ``build_similar``).
 _CHUNK = 64

@@ -147,7 +147,7 @@ def test_training_lists_what_the_same_customers_took_first_then_factor_neighbour
     matrix_rows = np.array([3, 0, 2, 1], dtype=np.int64)
     rng = np.random.default_rng(0)
     factors = rng.normal(size=(5, 4)).astype(np.float32)
-    table = co_interaction_table(matrix, matrix_rows, factors, kept=3)
+    table = co_interaction_table(matrix, matrix_rows, factors, kept=3, min_together=1)
     rows, scores = table["similar_rows"], table["similar_scores"]
     cosine = exact_cosine(factors)
     by_factors = np.argsort(-cosine, axis=1, kind="stable")
@@ -163,6 +163,13 @@ def test_training_lists_what_the_same_customers_took_first_then_factor_neighbour
         np.testing.assert_allclose(scores[item], np.sort(cosine[item])[::-1][:3], atol=1e-6)
     for item in range(5):
         assert item not in rows[item].tolist() and len(set(rows[item].tolist())) == 3
+    # Two shared customers are required: columns 0 and 1 share two, columns 0 and 2 only one.
+    strict = co_interaction_table(matrix, matrix_rows, factors, kept=3, min_together=2)
+    assert strict["similar_rows"][3, 0] == 0 and strict["similar_scores"][3, 1] == 0
+    assert strict["similar_rows"][0, 0] == 3  # and the other way round
+    # Three: none, so every list is the factor neighbours.
+    none = co_interaction_table(matrix, matrix_rows, factors, kept=3, min_together=3)
+    assert none["similar_rows"].tolist() == by_factors[:, :3].tolist()
 
 
 def test_the_table_of_some_items_is_their_rows_of_the_whole_table() -> None:

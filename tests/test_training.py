@@ -23,6 +23,7 @@ from training.config import AlsParams, TrainConfig, Weights, load_config
 from training.loaders import EVENTS_SCHEMA
 from training.pipeline import Inputs, run
 from training.sample import SampleConfig, write_sample
+from training.similar import MIN_TOGETHER
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -247,15 +248,16 @@ def test_fit_writes_a_loadable_artifact_with_evaluation(sample_dir: Path, tmp_pa
     assert manifest.fold_in.event_weights["purchase"] == FAST.weights.event_types["purchase"]
     assert manifest.fold_in.regularization == FAST.als.regularization
     assert loaded.arrays["user_factors"].shape[1] == 16
-    # Each item's most similar items ship with the model: first the items the same customers
-    # took (cosine of the binary matrix's columns), best first.
+    # Each item's most similar items ship with the model: first the items sharing at least
+    # MIN_TOGETHER customers with it, by cosine of the binary matrix's columns, best first.
     a = loaded.arrays
     taken = sp.csr_matrix(
         (np.ones(len(a["user_items_indices"])), a["user_items_indices"], a["user_items_indptr"]),
         shape=(len(a["user_ids"]), model.n_items),
     ).toarray()
-    norms = np.linalg.norm(taken, axis=0)
-    cosine = (taken.T @ taken) / np.outer(norms, norms)
+    shared = taken.T @ taken
+    norms = np.sqrt(np.diag(shared))
+    cosine = np.where(shared >= MIN_TOGETHER, shared / np.outer(norms, norms), 0)
     np.fill_diagonal(cosine, 0)
     rows, scores = a["similar_rows"], a["similar_scores"]
     assert rows.shape == (model.n_items, min(64, model.n_items - 1))
