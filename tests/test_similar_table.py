@@ -170,6 +170,15 @@ def test_training_lists_what_the_same_customers_took_first_then_factor_neighbour
     # Three: none, so every list is the factor neighbours.
     none = co_interaction_table(matrix, matrix_rows, factors, kept=3, min_together=3)
     assert none["similar_rows"].tolist() == by_factors[:, :3].tolist()
+    # Customers who took more items than allowed are left out: the first three took two each.
+    capped = co_interaction_table(
+        matrix, matrix_rows, factors, kept=3, min_together=1, max_customer_items=1
+    )
+    assert capped["similar_rows"].tolist() == by_factors[:, :3].tolist()
+    # Allowed two: the pairs of columns 0 and 1, and of 0 and 2, are back.
+    assert co_interaction_table(
+        matrix, matrix_rows, factors, kept=3, min_together=1, max_customer_items=2
+    )["similar_rows"][3, :2].tolist() == [0, 2]
 
 
 def test_the_table_of_some_items_is_their_rows_of_the_whole_table() -> None:
