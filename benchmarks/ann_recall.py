@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.quality import DEFAULT_DATA
+from benchmarks.quality import DEFAULT_DATA, data_sets
 from service import ann
 from service.similar_table import build_similar, unit_rows
 from service.topk import largest
@@ -107,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "ann_recall.json")
     args = parser.parse_args(argv)
     nprobes = [int(n) for n in args.nprobe.split(",")]
-    folders = sorted(p for p in args.data.iterdir() if p.is_dir() and list(p.glob("events.*")))
-    if args.datasets:
-        folders = [f for f in folders if f.name in args.datasets]
+    folders = data_sets(args.data, args.datasets)
     rows = [bench(f, nprobes) for f in folders]
     leans = [k for k in rows[0] if k.startswith(("lean", "similar "))] if rows else []
     head = f"{'dataset':<24}{'items':>8}{'nlist':>7}  {'probe':<14}" + "".join(

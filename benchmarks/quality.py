@@ -49,6 +49,12 @@ CLASSIC = "movielens-100k"
 log = logging.getLogger("benchmarks.quality")
 
 
+def data_sets(data: Path, names: list[str] | None = None) -> list[Path]:
+    """The folders of ``data`` that hold events (only ``names``, when given), sorted."""
+    folders = sorted(p for p in data.iterdir() if p.is_dir() and list(p.glob("events.*")))
+    return [f for f in folders if f.name in names] if names else folders
+
+
 def per_user_split(events: pa.Table, fraction: float, seed: int) -> tuple[pa.Table, pa.Table]:
     """Each customer's events split at random: ``1 - fraction`` to train, ``fraction`` to test."""
     rng = np.random.default_rng(seed)
@@ -255,9 +261,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    folders = sorted(p for p in args.data.iterdir() if p.is_dir() and list(p.glob("events.*")))
-    if args.datasets:
-        folders = [f for f in folders if f.name in args.datasets]
+    folders = data_sets(args.data, args.datasets)
     results: list[dict[str, Any]] = []
     for folder in folders:
         t0 = time.perf_counter()

@@ -62,6 +62,7 @@ from benchmarks.catalogue import (  # noqa: E402
 from service import ann, artifact  # noqa: E402
 from service.events import Event, msgpack_encoder  # noqa: E402
 from service.ranking import FactorModel  # noqa: E402
+from service.similar_table import unit_rows  # noqa: E402
 from service.store import Keys  # noqa: E402
 from service.topk import largest  # noqa: E402
 
@@ -387,8 +388,7 @@ def measure_recall(model_dir: Path, n_users: int, samples: int = 300) -> dict[st
     ]
     # Similar items against cosine scored here, not by the model (which may answer from the
     # similar-items table that training ships).
-    factors = np.asarray(loaded.arrays["item_factors"])
-    unit = factors / approx.item_norms[:, None]
+    unit = unit_rows(np.asarray(loaded.arrays["item_factors"]))
 
     def cosine_best(i: int) -> np.ndarray:
         scores = unit @ unit[i]

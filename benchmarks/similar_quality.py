@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.quality import DEFAULT_DATA
+from benchmarks.quality import DEFAULT_DATA, data_sets
 from service.similar_table import build_similar
 from training.config import TrainConfig
 from training.experiment import SideInfo, capped, make_period
@@ -101,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "similar_quality.json")
     args = parser.parse_args(argv)
-    folders = sorted(p for p in args.data.iterdir() if p.is_dir() and list(p.glob("events.*")))
-    if args.datasets:
-        folders = [f for f in folders if f.name in args.datasets]
+    folders = data_sets(args.data, args.datasets)
     min_together = [int(m) for m in args.min_together.split(",")]
     rows = [bench(f, args.customers, min_together) for f in folders]
     print(f"{'dataset':<24}{'items':>8}  {'queries':<26}{'n':>6}  {'table':<40}{'prec@10':>9}")
