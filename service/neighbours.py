@@ -17,6 +17,7 @@ Pure numpy; imported by ``service.artifact`` (the arrays' contract) and ``servic
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,14 @@ class Neighbours:
         self.weights: NDArray[np.float32] = arrays["neighbours_weights"]
         self.n_items = len(self.indptr) - 1
         self.spec = spec
+        # Per thread (scoring may run off the event loop): one int32 per item, see _sum_by_item.
+        self._local = threading.local()
+
+    def _scratch(self) -> NDArray[np.int32]:
+        scratch: NDArray[np.int32] | None = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = np.empty(self.n_items, dtype=np.int32)
+        return scratch
 
     def scores(self, rows: Rows, values: NDArray[np.float64]) -> tuple[Rows, Scores]:
         """The component's score of every item it reaches from history ``rows`` with ``values``.
@@ -113,12 +122,12 @@ class Neighbours:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         # Every stored neighbour of the history's items, without a Python loop over the rows.
         positions = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
-        targets = np.asarray(self.indices[positions], dtype=np.int64)
-        contributions = np.asarray(self.weights[positions], dtype=np.float64) * np.repeat(
+        # np.take: a third of the time of fancy indexing for these gathers.
+        targets = np.take(self.indices, positions).astype(np.intp)
+        contributions = np.take(self.weights, positions).astype(np.float64) * np.repeat(
             np.asarray(values, dtype=np.float64), lengths
         )
-        items, inverse = np.unique(targets, return_inverse=True)
-        summed = np.bincount(inverse, weights=contributions, minlength=len(items))
+        items, summed = _sum_by_item(targets, contributions, self._scratch())
         scale = self.spec.weight
         if self.spec.normalise:
             scale = normaliser(
@@ -189,6 +198,28 @@ def load_neighbours(
     if spec is None or "neighbours_indptr" not in arrays:
         return None
     return Neighbours(arrays, spec)
+
+
+def _sum_by_item(
+    targets: NDArray[np.intp], contributions: NDArray[np.float64], scratch: NDArray[np.int32]
+) -> tuple[Rows, NDArray[np.float64]]:
+    """Each distinct item of ``targets`` (ascending) and the sum of its ``contributions``.
+
+    ``np.unique`` sorts all the contributions: a history of 300 items reaches 45,000 of them
+    (completejourney's median customer), and sorting them took most of a recommendation. Here
+    each contribution's item points, through ``scratch`` (one slot per item of the catalogue,
+    any content), at one contribution of the same item that stands for the group, and only the
+    distinct items are sorted: the same result, about twice as fast.
+    """
+    n = len(targets)
+    at = np.arange(n, dtype=np.int32)
+    scratch[targets] = at  # where an item repeats, one of its positions stays: any one will do
+    group = np.take(scratch, targets)
+    summed = np.bincount(group, weights=contributions, minlength=n)
+    first = np.flatnonzero(group == at)
+    items = targets[first]
+    order = np.argsort(items)
+    return items[order].astype(np.int64), summed[first[order]]
 
 
 # Items the component brings to the index's candidates (beyond 8·k and the excluded ones).

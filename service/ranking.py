@@ -403,7 +403,7 @@ class FactorModel:
         if norms is not None:
             scores = scores / np.take(norms, rows)
         if exclude is not None and len(exclude):
-            scores[np.isin(rows, exclude)] = -np.inf
+            scores[among(rows, exclude)] = -np.inf
         found, found_scores = top_k(scores.astype(np.float32), k)
         return rows[found].astype(np.int64), found_scores
 
@@ -418,7 +418,7 @@ class FactorModel:
         if allowed is not None:
             keep &= allowed[head]
         if exclude is not None and len(exclude):
-            keep &= ~np.isin(head, exclude)
+            keep &= ~among(head, exclude)
         if int(np.count_nonzero(keep)) >= k or len(head) == self.n_items:
             found = np.flatnonzero(keep)[: max(k, 0)]
             return head[found], head_scores[found]

@@ -277,3 +277,15 @@ def test_a_category_within_the_stock_is_built_from_the_categorys_rows(
     del within
     assert len(ann_model._mask_items) == remembered - 1
     assert ann_model.category_mask("no such category", available) is None
+
+
+@pytest.mark.parametrize("n_rows", [0, 1, 30, 1024, 1025, 5000])
+@pytest.mark.parametrize("n_others", [0, 1, 12, 330])
+def test_among_agrees_with_isin_whichever_way_it_takes(n_rows: int, n_others: int) -> None:
+    # Binary search up to 1,024 rows, a table above; repeats and misses on both sides.
+    rng = np.random.default_rng(n_rows * 1000 + n_others)
+    rows = rng.integers(0, 3000, n_rows).astype(np.int64)
+    others = rng.integers(0, 3000, n_others).astype(np.int64)
+    found = ann.among(rows, others)
+    assert found.dtype == bool
+    assert np.array_equal(found, np.isin(rows, others))

@@ -16,7 +16,7 @@ from service.ann import AnnConfig
 from service.errors import ArtifactError
 from service.events import Event
 from service.history import customer_history
-from service.neighbours import NeighboursSpec
+from service.neighbours import Neighbours, NeighboursSpec
 from service.ranking import FactorModel
 from service.recommend import Context, Query, for_customer
 from tests.builders import checkerboard_artifact
@@ -304,3 +304,35 @@ def test_an_ease_l2_that_is_not_positive_or_auto_is_refused(l2: object) -> None:
     x = sp.identity(4, dtype=np.float32, format="csr")
     with pytest.raises(ValueError, match="ease l2"):
         fit_ease(_matrix_data(x), {"l2": l2})
+
+
+def test_the_component_sums_every_contribution_per_item() -> None:
+    # A history whose items reach the same items many times over, in no particular order: the
+    # sums per item must be what a plain per-item accumulation gives, whatever the scratch held.
+    rng = np.random.default_rng(3)
+    n_items, per_row = 6000, 40
+    indptr = np.arange(0, n_items * per_row + 1, per_row, dtype=np.int64)
+    # Half the contributions go to 20 items (many repeats), half anywhere (most items once).
+    indices = np.where(
+        rng.random(n_items * per_row) < 0.5,
+        rng.integers(0, 20, n_items * per_row),
+        rng.integers(0, n_items, n_items * per_row),
+    ).astype(np.int32)
+    weights = rng.normal(size=n_items * per_row).astype(np.float32)
+    arrays = {
+        "neighbours_indptr": indptr,
+        "neighbours_indices": indices,
+        "neighbours_weights": weights,
+    }
+    component = Neighbours(arrays, NeighboursSpec(weight=1.5))
+    component._scratch()[:] = rng.integers(0, 4800, n_items)  # leftovers of earlier requests
+    history = rng.choice(n_items, 120, replace=False).astype(np.int64)
+    values = rng.random(120) + 0.5
+    expected: dict[int, float] = {}
+    for row, value in zip(history.tolist(), values.tolist(), strict=True):
+        for at in range(indptr[row], indptr[row + 1]):
+            item = int(indices[at])
+            expected[item] = expected.get(item, 0.0) + float(weights[at]) * value
+    items, scores = component.scores(history, values)
+    assert items.tolist() == sorted(expected)
+    assert np.allclose(scores, [1.5 * expected[i] for i in sorted(expected)], atol=1e-5)
