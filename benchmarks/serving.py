@@ -1,19 +1,23 @@
 """Serving benchmark: the service under load, beside a bare Litestar route, at several sizes.
 
 Run: ``python -m benchmarks.serving [--sizes 10000,100000,1000000] [--duration 10]
-[--connections 32] [--workers 1,4] [--users 200000]`` (``make bench-serving``). Needs ``wrk``
+[--connections 32] [--workers 1,4] [--users 200000] [--trained MODEL_DIR]``
+(``make bench-serving``). Needs ``wrk``
 (Debian: ``apt-get install -y wrk``; installed automatically when missing and running as root)
 and a Redis (``--redis-url``, default ``redis://127.0.0.1:6379/15``; keys under a unique prefix,
 deleted afterwards).
 
-For each catalogue size it generates an artifact (clustered factors, ANN index shipped in it),
-seeds customers' real-time state in Redis, starts ``python -m service`` as a separate process and
-drives it with ``wrk`` (Lua scripts that vary customers and items) for a fixed time at fixed
-concurrency, endpoint by endpoint, right after the bare route (``benchmarks/bare_app.py``, same
-uvicorn settings). Per endpoint: requests/s, p50, p99, errors (non-2xx and socket errors), the
-ratio to the bare route, and memory per worker (RSS and PSS from /proc/<pid>/smaps_rollup). It
-reports ANN recall@10 against exact scoring, publishes a new model version during a load run (hot
-swap: errors, seconds until the new version is served) and writes benchmarks/results/serving.json.
+For each catalogue size it generates an artifact (clustered factors, ANN index shipped in it), or
+with ``--trained DIR`` serves a model ``python -m training fit`` wrote (real customers' histories,
+a blend's sparse item-item component: what a retailer's model costs per request), seeds customers'
+real-time state in Redis (recent events for half of them), starts ``python -m service`` as a
+separate process and drives it with ``wrk`` (Lua scripts that vary customers and items) for a fixed
+time at fixed concurrency, endpoint by endpoint, right after the bare route
+(``benchmarks/bare_app.py``, same uvicorn settings). Per endpoint: requests/s, p50, p99, errors
+(non-2xx and socket errors), the ratio to the bare route, and memory per worker (RSS and PSS from
+/proc/<pid>/smaps_rollup). It reports ANN recall@10 against exact scoring, publishes a new model
+version during a load run (hot swap: errors, seconds until the new version is served) and writes
+benchmarks/results/serving.json.
 
 The service runs as retailers measuring it would: tracking on and an A/B test running on every
 channel. Per size, two fresh 1-worker servers identical but for ``RECO_TRACKING`` (the "on" one
@@ -43,6 +47,7 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import urllib.error  # noqa: E402
+import urllib.parse  # noqa: E402
 import urllib.request  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
@@ -56,7 +61,6 @@ import redis  # noqa: E402
 from benchmarks.catalogue import (  # noqa: E402
     N_CATEGORIES,
     category_names,
-    new_manifest,
     write_catalogue,
 )
 from service import ann, artifact  # noqa: E402
@@ -208,17 +212,27 @@ def http_put_json(url: str, body: dict[str, Any], timeout: float = 5.0) -> int:
 # ----------------------------------------------------------------------------- load
 
 
-def lua_script(path: Path, endpoint: str, customers: list[str], items: list[str]) -> Path:
-    """A wrk script that picks a random customer or item per request."""
+def lua_script(
+    path: Path,
+    endpoint: str,
+    customers: list[str],
+    items: list[str],
+    categories: list[str] | None = None,
+) -> Path:
+    """A wrk script that picks a random customer, item or category per request.
+
+    ``categories``: the model's (default: the generated catalogue's 50, benchmarks/catalogue.py).
+    """
     c = ",".join(f'"{x}"' for x in customers)
     i = ",".join(f'"{x}"' for x in items)
-    # The catalogue's own category names (benchmarks/catalogue.py), one of them per request.
-    categories = ",".join(f'"{x}"' for x in category_names(np.arange(N_CATEGORIES)))
+    names = categories if categories is not None else category_names(np.arange(N_CATEGORIES))
+    # Real category names have spaces, slashes and ampersands: sent percent-encoded.
+    cats = ",".join(f'"{urllib.parse.quote(x, safe="")}"' for x in names)
     head = (
         f"local customers = {{{c}}}\nlocal items = {{{i}}}\n"
         f'wrk.headers["Authorization"] = "Bearer {API_KEY}"\n'
         "local channels = {'web', 'app', 'email', 'store'}\n"
-        f"local categories = {{{categories}}}\n"
+        f"local categories = {{{cats}}}\n"
         "math.randomseed(os.time())\n"
         "local function pick(t) return t[math.random(#t)] end\n"
     )
@@ -395,7 +409,13 @@ def measure_recall(model_dir: Path, n_users: int, samples: int = 300) -> dict[st
         scores[i] = -np.inf
         return largest(scores, 10)
 
-    sim = [recall(approx.similar_items(int(i), 10)[0], cosine_best(int(i))) for i in item_rows]
+    # A trained model's table holds what the same customers took (training/similar.py), not an
+    # approximation of factor cosine: no recall to measure against it.
+    trained_table = "similar_rows" in loaded.arrays and loaded.manifest.algorithm != "generated"
+    sim = [
+        recall(approx.similar_items(int(i), 10)[0], cosine_best(int(i)))
+        for i in ([] if trained_table else item_rows)
+    ]
     t0 = time.perf_counter()
     for u in users[:100]:
         approx.recommend(approx.user_vector(u), 10)
@@ -406,7 +426,7 @@ def measure_recall(model_dir: Path, n_users: int, samples: int = 300) -> dict[st
     exact_ms = (time.perf_counter() - t0) / min(100, len(users)) * 1000
     return {
         "recall_at_10_recommend": round(float(np.mean(rec)), 4),
-        "recall_at_10_similar": round(float(np.mean(sim)), 4),
+        "recall_at_10_similar": round(float(np.mean(sim)), 4) if sim else None,
         "similar_from": "table" if "similar_rows" in loaded.arrays else "index",
         "nlist": len(loaded.arrays["ann_centroids"]),
         "nprobe": approx.index.nprobe if approx.index else None,
@@ -454,23 +474,14 @@ def hot_swap(
     wrk: str,
     server: Server,
     script: Path,
-    model_dir: Path,
-    arrays: dict[str, Any],
-    n_users: int,
-    n_items: int,
-    probe_customer: str,
+    workload: Workload,
 ) -> dict[str, Any]:
     """Publish a new version mid-run; errors during the run and seconds until it is served."""
     new_version = artifact.new_version("swap")
-    swapped = dict(arrays)
-    swapped["user_factors"] = (arrays["user_factors"] * np.float32(1.01)).astype(np.float32)
-    manifest = new_manifest(
-        ["all", "app", "email", "store", "web"],
-        n_users,
-        n_items,
-        new_version,
-        "neighbours_indptr" in arrays,
-    )
+    swapped = dict(workload.arrays)
+    swapped["user_factors"] = (swapped["user_factors"] * np.float32(1.01)).astype(np.float32)
+    manifest = msgspec.structs.replace(workload.manifest, model_version=new_version)
+    model_dir, probe_customer = workload.model_dir, workload.customers[0]
     result: dict[str, Any] = {"new_version": new_version}
     seen: list[float] = []
     poll_errors = [0]
@@ -579,32 +590,100 @@ def tracking_overhead(
     }
 
 
-def bench_size(
-    args: argparse.Namespace, wrk: str, bare: Server, work: Path, n_items: int, baseline_pss: float
-) -> dict[str, Any]:
-    print(f"\n== {n_items:,} items, {args.users:,} customers", flush=True)
-    size_dir = work / f"items-{n_items}"
-    model_dir, data_dir = size_dir / "models", size_dir / "var"
-    data_dir.mkdir(parents=True)
-    t0 = time.perf_counter()
-    _, arrays = write_catalogue(
+class Workload(msgspec.Struct, kw_only=True):
+    """A model to serve and what the load asks it for."""
+
+    label: str
+    model_dir: Path
+    manifest: artifact.Manifest
+    arrays: dict[str, Any]
+    customers: list[str]
+    items: list[str]
+    categories: list[str] | None = None
+
+
+def generated_workload(args: argparse.Namespace, size_dir: Path, n_items: int) -> Workload:
+    """A generated catalogue of ``n_items`` (benchmarks/catalogue.py) and its customers."""
+    model_dir = size_dir / "models"
+    path, arrays = write_catalogue(
         model_dir, n_items, args.users, seed=n_items % 997, neighbours=args.neighbours
     )
-    row: dict[str, Any] = {"items": n_items, "customers": args.users}
-    row["neighbours_per_item"] = args.neighbours
-    row["generate_s"] = round(time.perf_counter() - t0, 1)
-    row["ann"] = measure_recall(model_dir, args.users)
-    row["ann"]["used_by_service"] = ann.AnnConfig(mode=args.ann).wanted(n_items)
-    print(f"   generated in {row['generate_s']}s; ANN {row['ann']}", flush=True)
+    manifest = artifact.load(path, verify_checksums=False).manifest
     rng = np.random.default_rng(2)
     customers = [f"c{i:07d}" for i in rng.choice(args.users, size=5000, replace=False)]
     customers += [f"new{i:05d}" for i in range(250)]  # 5% unknown: the popular fallback
     items = [f"i{j:07d}" for j in rng.choice(n_items, size=5000, replace=False)]
+    label = f"{n_items:,} items, {args.users:,} customers"
+    return Workload(
+        label=label,
+        model_dir=model_dir,
+        manifest=manifest,
+        arrays=arrays,
+        customers=customers,
+        items=items,
+    )
+
+
+def trained_workload(trained: Path, size_dir: Path) -> Workload:
+    """The ``LATEST`` model of ``trained`` (what ``python -m training fit`` wrote), copied so the
+    hot swap publishes beside the copy, with customers, items and categories of its own."""
+    loaded = artifact.load(artifact.resolve(trained), verify_checksums=False)
+    model_dir = size_dir / "models"
+    arrays = {name: np.asarray(a) for name, a in loaded.arrays.items()}
+    artifact.save(model_dir, loaded.manifest, arrays)
+    user_ids = [u.decode() for u in arrays["user_ids"].tolist()]
+    item_ids = [i.decode() for i in arrays["item_ids"].tolist()]
+    rng = np.random.default_rng(2)
+    picked = rng.choice(len(user_ids), size=min(5000, len(user_ids)), replace=False)
+    customers = [user_ids[i] for i in picked]
+    customers += [f"new{i:05d}" for i in range(max(1, len(customers) // 20))]
+    items = [item_ids[j] for j in rng.choice(len(item_ids), min(5000, len(item_ids)), False)]
+    # Categories with items: the category endpoint asks for one of them.
+    codes, counts = np.unique(arrays["item_category"], return_counts=True)
+    names = [n.decode() for n in arrays["category_names"].tolist()]
+    categories = [names[c] for c, n in zip(codes.tolist(), counts.tolist(), strict=True) if n > 0]
+    label = f"{trained} ({loaded.manifest.model_version}: {len(item_ids):,} items, "
+    label += f"{len(user_ids):,} customers)"
+    return Workload(
+        label=label,
+        model_dir=model_dir,
+        manifest=loaded.manifest,
+        arrays=arrays,
+        customers=customers,
+        items=items,
+        categories=categories or None,
+    )
+
+
+def bench_size(
+    args: argparse.Namespace,
+    wrk: str,
+    bare: Server,
+    size_dir: Path,
+    workload: Workload,
+    baseline_pss: float,
+) -> dict[str, Any]:
+    """Every endpoint of ``workload`` at each worker count, beside the bare route."""
+    n_items = len(workload.arrays["item_ids"])
+    n_users = len(workload.arrays["user_ids"])
+    print(f"\n== {workload.label}", flush=True)
+    model_dir, data_dir = workload.model_dir, size_dir / "var"
+    data_dir.mkdir(parents=True)
+    row: dict[str, Any] = {"items": n_items, "customers": n_users, "model": workload.label}
+    row["neighbours_per_item"] = args.neighbours if args.trained is None else None
+    row["ann"] = measure_recall(model_dir, n_users)
+    row["ann"]["used_by_service"] = ann.AnnConfig(mode=args.ann).wanted(n_items)
+    print(f"   ANN {row['ann']}", flush=True)
+    customers, items = workload.customers, workload.items
     prefix = f"bench-{os.getpid()}-{n_items}"
-    seed_redis(args.redis_url, prefix, customers[:2500], items)
-    scripts = {e: lua_script(size_dir / f"{e}.lua", e, customers, items) for e in ENDPOINTS}
-    bare_script = lua_script(size_dir / "bare.lua", "bare", customers, items)
-    shaped_script = lua_script(size_dir / "shaped.lua", "shaped", customers, items)
+    seed_redis(args.redis_url, prefix, customers[: len(customers) // 2], items)
+
+    def script(endpoint: str) -> Path:
+        path = size_dir / f"{endpoint}.lua"
+        return lua_script(path, endpoint, customers, items, workload.categories)
+
+    scripts = {e: script(e) for e in ENDPOINTS}
+    bare_script, shaped_script = script("bare"), script("shaped")
     row["runs"] = []
     try:
         for workers in args.workers:
@@ -664,15 +743,7 @@ def bench_size(
                 print(f"   workers={workers} memory {run['memory']}", flush=True)
                 if workers == args.workers[-1] and not args.no_hot_swap:
                     run["hot_swap"] = hot_swap(
-                        args,
-                        wrk,
-                        server,
-                        scripts["recommendations"],
-                        model_dir,
-                        arrays,
-                        args.users,
-                        n_items,
-                        customers[0],
+                        args, wrk, server, scripts["recommendations"], workload
                     )
                     print(f"   hot swap: {run['hot_swap']}", flush=True)
                 row["runs"].append(run)
@@ -707,6 +778,12 @@ def main(argv: list[str] | None = None) -> int:
         "(what training ships for a blend with EASE)",
     )
     parser.add_argument(
+        "--trained",
+        type=Path,
+        help="serve this trained model folder (what `python -m training fit` writes, LATEST) "
+        "with its own customers, items and categories, instead of generated catalogues",
+    )
+    parser.add_argument(
         "--overhead-rounds", type=int, default=8, help="tracking on/off rounds (1 worker)"
     )
     parser.add_argument(
@@ -722,7 +799,9 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
+        "settings": {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"
+        },
         "sizes": [],
     }
     # --keep keeps the work folder too: artifacts, wrk scripts and every server's log.
@@ -762,9 +841,15 @@ def main(argv: list[str] | None = None) -> int:
             "warning",
         ]
         with serve(bare_argv, dict(os.environ), port, work / "bare.log", "/bare/x") as bare:
-            for n_items in sizes:
+            for n, size in enumerate([None] if args.trained else sizes):
+                size_dir = work / f"workload-{n}"
+                size_dir.mkdir()
+                if args.trained is not None:
+                    workload = trained_workload(args.trained, size_dir)
+                else:
+                    workload = generated_workload(args, size_dir, size)  # type: ignore[arg-type]
                 report["sizes"].append(
-                    bench_size(args, wrk, bare, work, n_items, baseline["pss_mib"])
+                    bench_size(args, wrk, bare, size_dir, workload, baseline["pss_mib"])
                 )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(msgspec.to_builtins(report), indent=2) + "\n")
@@ -840,7 +925,7 @@ def format_summary(report: dict[str, Any]) -> str:
         lines.append(
             f"| {size['items']:,} | {'ANN' if a['used_by_service'] else 'exact'} "
             f"| {a['recall_at_10_recommend']} "
-            f"| {a['recall_at_10_similar']} ({a.get('similar_from', 'index')}) "
+            f"| {a['recall_at_10_similar'] or 'n/a'} ({a.get('similar_from', 'index')}) "
             f"| {a['nlist']} / {a['nprobe']} / {a.get('nprobe_similar')} "
             f"| {m1} | {mn} ({max(runs)} workers) "
             f"| {round(mn / m1, 2) if m1 and mn else None} "
