@@ -98,7 +98,18 @@ class Neighbours:
         self.weights: NDArray[np.float32] = arrays["neighbours_weights"]
         self.n_items = len(self.indptr) - 1
         self.spec = spec
-        # Per thread (scoring may run off the event loop): one int32 per item, see _sum_by_item.
+        # The items the component can reach at all: EASE's, a few thousand of the most popular.
+        # When they are few, each stored neighbour's position among them is kept (an int32 per
+        # stored neighbour, per worker) and a request sums into an array of that many; else each
+        # request groups through a scratch slot per item (per thread: scoring may run off the
+        # event loop), see _sum_by_item.
+        reached = np.zeros(self.n_items, dtype=bool)
+        reached[self.indices] = True
+        self._targets = np.flatnonzero(reached)
+        self._compact: NDArray[np.int32] | None = None
+        if len(self._targets) <= _COMPACT_TARGETS:
+            at = (np.cumsum(reached, dtype=np.int64) - 1).astype(np.int32)
+            self._compact = np.take(at, self.indices)
         self._local = threading.local()
 
     def _scratch(self) -> NDArray[np.int32]:
@@ -110,7 +121,8 @@ class Neighbours:
     def scores(self, rows: Rows, values: NDArray[np.float64]) -> tuple[Rows, Scores]:
         """The component's score of every item it reaches from history ``rows`` with ``values``.
 
-        Returns (item rows, scores), sparse: every item not listed scores 0.
+        Returns (item rows ascending, scores), sparse: every item not listed scores 0 (an item
+        whose contributions cancel out exactly is not listed either).
         """
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
@@ -121,13 +133,25 @@ class Neighbours:
         if total == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         # Every stored neighbour of the history's items, without a Python loop over the rows.
+        # A grocery customer's history of 300 items reaches 45,000 of them (completejourney's
+        # median), so each pass over them counts. np.take: a third of fancy indexing's time.
         positions = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
-        # np.take: a third of the time of fancy indexing for these gathers.
-        targets = np.take(self.indices, positions).astype(np.intp)
         contributions = np.take(self.weights, positions).astype(np.float64) * np.repeat(
             np.asarray(values, dtype=np.float64), lengths
         )
-        items, summed = _sum_by_item(targets, contributions, self._scratch())
+        if self._compact is not None:
+            sums = np.bincount(
+                np.take(self._compact, positions),
+                weights=contributions,
+                minlength=len(self._targets),
+            )
+            found = np.flatnonzero(sums)
+            items, summed = self._targets[found].astype(np.int64), sums[found]
+        else:
+            targets = np.take(self.indices, positions).astype(np.intp)
+            items, summed = _sum_by_item(targets, contributions, self._scratch())
+            found = np.flatnonzero(summed)
+            items, summed = items[found], summed[found]
         scale = self.spec.weight
         if self.spec.normalise:
             scale = normaliser(
@@ -205,11 +229,11 @@ def _sum_by_item(
 ) -> tuple[Rows, NDArray[np.float64]]:
     """Each distinct item of ``targets`` (ascending) and the sum of its ``contributions``.
 
-    ``np.unique`` sorts all the contributions: a history of 300 items reaches 45,000 of them
-    (completejourney's median customer), and sorting them took most of a recommendation. Here
-    each contribution's item points, through ``scratch`` (one slot per item of the catalogue,
-    any content), at one contribution of the same item that stands for the group, and only the
-    distinct items are sorted: the same result, about twice as fast.
+    For components that reach more items than ``_COMPACT_TARGETS``. ``np.unique`` sorts all
+    the contributions; here each contribution's item points, through ``scratch`` (one slot per
+    item of the catalogue, any content), at one contribution of the same item that stands for
+    the group, and only the distinct items are sorted: the same result, about twice as fast
+    (completejourney's customers: 1.8 -> 0.8 ms; the compact sum takes 0.45 ms).
     """
     n = len(targets)
     at = np.arange(n, dtype=np.int32)
@@ -222,6 +246,8 @@ def _sum_by_item(
     return items[order].astype(np.int64), summed[first[order]]
 
 
+# Up to this many items the component can reach, requests sum into an array of that many.
+_COMPACT_TARGETS = 65_536
 # Items the component brings to the index's candidates (beyond 8·k and the excluded ones).
 _COMPONENT_CANDIDATES = 256
 

@@ -306,18 +306,29 @@ def test_an_ease_l2_that_is_not_positive_or_auto_is_refused(l2: object) -> None:
         fit_ease(_matrix_data(x), {"l2": l2})
 
 
-def test_the_component_sums_every_contribution_per_item() -> None:
+@pytest.mark.parametrize("compact", [True, False])
+def test_the_component_sums_every_contribution_per_item(
+    compact: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A history whose items reach the same items many times over, in no particular order: the
-    # sums per item must be what a plain per-item accumulation gives, whatever the scratch held.
+    # sums per item must be what a plain per-item accumulation gives, both when the component
+    # reaches few items (summed in an array of them) and when it reaches many (grouped through a
+    # scratch slot per item, whatever the scratch held).
+    if not compact:
+        monkeypatch.setattr("service.neighbours._COMPACT_TARGETS", 10)
     rng = np.random.default_rng(3)
     n_items, per_row = 6000, 40
     indptr = np.arange(0, n_items * per_row + 1, per_row, dtype=np.int64)
-    # Half the contributions go to 20 items (many repeats), half anywhere (most items once).
-    indices = np.where(
-        rng.random(n_items * per_row) < 0.5,
-        rng.integers(0, 20, n_items * per_row),
-        rng.integers(0, n_items, n_items * per_row),
-    ).astype(np.int32)
+    # Half the contributions go to 20 items (many repeats), half to any of 3,000 others (most
+    # once); the other 2,980 items are never reached.
+    pool = rng.choice(n_items, 3020, replace=False)
+    indices = pool[
+        np.where(
+            rng.random(n_items * per_row) < 0.5,
+            rng.integers(0, 20, n_items * per_row),
+            rng.integers(20, len(pool), n_items * per_row),
+        )
+    ].astype(np.int32)
     weights = rng.normal(size=n_items * per_row).astype(np.float32)
     arrays = {
         "neighbours_indptr": indptr,
@@ -325,6 +336,7 @@ def test_the_component_sums_every_contribution_per_item() -> None:
         "neighbours_weights": weights,
     }
     component = Neighbours(arrays, NeighboursSpec(weight=1.5))
+    assert (component._compact is not None) == compact
     component._scratch()[:] = rng.integers(0, 4800, n_items)  # leftovers of earlier requests
     history = rng.choice(n_items, 120, replace=False).astype(np.int64)
     values = rng.random(120) + 0.5
