@@ -259,13 +259,12 @@ def _rescored(
     items: Rows,
     extra: Scores,
 ) -> tuple[Rows, NDArray[np.float32]]:
-    """The index's candidates and the component's ``items`` (sorted), scored exactly."""
-    candidates = np.union1d(found, items)
-    scores = model.item_factors[candidates] @ user_vector
-    if len(items):
-        pos = np.minimum(np.searchsorted(items, candidates), len(items) - 1)
-        hit = items[pos] == candidates
-        scores[hit] += extra[pos[hit]]
+    """The component's ``items`` and the index's candidates not among them, scored exactly."""
+    others = found[~among(found, items)] if len(items) else found
+    candidates = np.concatenate([items, others])
+    # np.take: the factor rows of a few hundred items at random, faster than fancy indexing.
+    scores = np.take(model.item_factors, candidates, axis=0) @ user_vector
+    scores[: len(items)] += extra
     return candidates, scores
 
 
