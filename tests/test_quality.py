@@ -4,23 +4,26 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
+import msgspec
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from service import artifact
 from service.ranking import FactorModel
 from training import evaluate
 from training.__main__ import main
 from training.coldstart import NewCustomer, sampled
-from training.config import TrainConfig, load_config
-from training.experiment import SideInfo
+from training.config import Selection, TrainConfig, load_config
+from training.experiment import SideInfo, Targets
 from training.loaders import load_events
 from training.models import FITTERS, Fitted
 from training.models.base import low_rank
 from training.models.blend import blend, normalised
 from training.pipeline import Inputs, run
-from training.selection import WorseModelError, guard
+from training.selection import WorseModelError, guard, tune_blend
 from training.tuning import GRID_POINTS, REFINE_ROUNDS, scalar_search, to_toml, tune
 
 START = datetime(2026, 9, 1, tzinfo=UTC)
@@ -59,6 +62,68 @@ def test_a_blend_is_the_weighted_sum_of_per_customer_standardised_scores() -> No
         expected - expected.mean(axis=1, keepdims=True),
         atol=1e-4,
     )
+
+
+def test_only_the_popularity_prior_may_be_subtracted_in_a_blend() -> None:
+    rng = np.random.default_rng(1)
+    cf = Fitted(
+        "als",
+        rng.normal(size=(4, 3)).astype(np.float32),
+        rng.normal(size=(6, 3)).astype(np.float32),
+    )
+    prior = Fitted("popularity", np.ones((4, 1), np.float32), rng.random((6, 1)).astype(np.float32))
+    parts = {"als": normalised(cf), "popularity": normalised(prior)}
+    mixed = blend(parts, {"als": 1.0, "popularity": -0.5})
+    rows = np.arange(4)
+    expected = parts["als"].scores(rows) - 0.5 * parts["popularity"].scores(rows)
+    assert np.allclose(mixed.scores(rows), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="negative weights"):
+        blend(parts, {"als": -1.0, "popularity": 1.0})
+    with pytest.raises(ValueError, match="positive weight"):
+        blend(parts, {"popularity": -1.0})
+    signed = b"[selection.blend_weights]\npopularity = -0.5\nals = 1.0\n"
+    config = msgspec.toml.decode(signed, type=TrainConfig)
+    assert config.selection.blend_weights == {"popularity": -0.5, "als": 1.0}
+    with pytest.raises(msgspec.ValidationError, match="only popularity may be negative"):
+        msgspec.toml.decode(b"[selection.blend_weights]\nals = -1.0\n", type=TrainConfig)
+
+
+def test_the_blend_search_subtracts_all_time_popularity_when_what_is_rising_sells() -> None:
+    # Items 0-19 sold most over the years and still sell; items 20-29 are rising: recently as
+    # popular as the old hits, rarely bought before. Customers take rising items next, so only
+    # recent popularity minus all-time popularity (a trend) ranks them first.
+    n_users, n_items = 120, 60
+    rng = np.random.default_rng(2)
+    all_time = np.concatenate([np.full(20, 100.0), np.full(10, 5.0), np.full(30, 2.0)])
+    recent = np.concatenate([np.full(20, 20.0), np.full(10, 19.0), np.full(30, 1.0)])
+    recent *= 1 + 0.1 * rng.random(n_items)
+    fitted = {
+        name: Fitted(name, np.ones((n_users, 1), np.float32), np.log(c)[:, None].astype(np.float32))
+        for name, c in (("popularity", all_time), ("recent_popularity", recent))
+    }
+    relevant = [
+        set(rng.choice(np.arange(20, 30), 2, replace=False).tolist()) for _ in range(n_users)
+    ]
+    period = SimpleNamespace(
+        overall=Targets(np.arange(n_users), relevant),
+        data=SimpleNamespace(bought=sp.csr_matrix((n_users, n_items), dtype=np.float32)),
+    )
+    config = TrainConfig(
+        selection=Selection(blend_parts=["popularity", "recent_popularity"], blend_trials=5)
+    )
+    weights, found = tune_blend(fitted, period, config)  # type: ignore[arg-type]
+    assert weights["popularity"] < 0 < weights["recent_popularity"]
+    # Recent popularity alone ranks the old hits first: no rising item in its top 10.
+    _, alone = tune_blend(
+        {"recent_popularity": fitted["recent_popularity"]},
+        period,  # type: ignore[arg-type]
+        msgspec.structs.replace(
+            config, selection=Selection(blend_parts=["recent_popularity"], blend_trials=1)
+        ),
+    )
+    assert alone == 0.0
+    # The trend ranks the ten rising items first: the two taken sit somewhere among them.
+    assert found > 0.4
 
 
 def test_the_randomised_svd_recovers_a_low_rank_matrix() -> None:

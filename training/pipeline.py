@@ -269,7 +269,7 @@ def _evaluate(
         names = list(dict.fromkeys([*config.selection.candidates, algorithm]))
     fitted = fit_all(names, period.data, config)  # the blend's parts too, fitted once
     if "blend" in names:
-        fitted["blend"] = make_blend(fitted, {n: w for n, w in weights.items() if w > 0})
+        fitted["blend"] = make_blend(fitted, {n: w for n, w in weights.items() if w != 0})
     for name in names:
         results[name] = report(fitted[name], period, config.evaluation.k)
     results["selected"] = algorithm

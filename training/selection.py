@@ -16,7 +16,7 @@ import numpy as np
 
 from service import artifact
 from service.errors import ArtifactError
-from training.config import TrainConfig
+from training.config import SIGNED_PARTS, TrainConfig
 from training.evaluate import ndcg_at_k
 from training.experiment import Period, score, subsample
 from training.models import FITTERS, Data, Fitted
@@ -95,12 +95,23 @@ def tune_blend(
             best = (weights, found)
     for _ in range(3):  # coordinate refinement around the best draw
         for name in names:
-            for factor in (0.0, 0.5, 0.75, 1.33, 2.0):
-                weights = {**best[0], name: best[0][name] * factor if best[0][name] else factor / 4}
-                if any(weights.values()) and (found := ndcg(weights)) > best[1]:
+            for weight in _neighbourhood(best[0][name], signed=name in SIGNED_PARTS):
+                weights = {**best[0], name: weight}
+                if any(w > 0 for w in weights.values()) and (found := ndcg(weights)) > best[1]:
                     best = (weights, found)
     log.info("blend weights %s: validation NDCG@%d %.4f", best[0], k, best[1])
     return best
+
+
+def _neighbourhood(weight: float, *, signed: bool) -> list[float]:
+    """The weights refinement tries for a part now at ``weight``: scaled, or, from 0, small
+    weights; for a signed part the same with the other sign too (a search that had to pass
+    through 0 on its way to a negative weight would stop where 0 scores no better)."""
+    if weight:
+        values = [weight * f for f in (0.0, 0.5, 0.75, 1.33, 2.0)]
+    else:
+        values = [0.0, *(f / 4 for f in (0.5, 0.75, 1.33, 2.0))]
+    return values + [-v for v in values if v] if signed else values
 
 
 def choose(period: Period, config: TrainConfig) -> Choice:
@@ -130,7 +141,7 @@ def fit_named(
     """Fit ``name`` (a base model, or the blend with ``blend_weights``) on ``data``."""
     if name != "blend":
         return FITTERS[name](data, config.params(name))
-    weights = {n: w for n, w in blend_weights.items() if w > 0}
+    weights = {n: w for n, w in blend_weights.items() if w != 0}
     return make_blend(fit_all(list(weights), data, config), weights)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from training.config import SIGNED_PARTS
 from training.models.base import Array, Fitted
 
 
@@ -41,10 +42,15 @@ def normalised(part: Fitted) -> Fitted:
 
 
 def blend(parts: Mapping[str, Fitted], weights: Mapping[str, float]) -> Fitted:
-    """The weighted blend of already ``normalised`` parts (parts with weight 0 are left out)."""
-    used = [name for name in parts if weights.get(name, 0.0) > 0]
-    if not used:
+    """The weighted blend of already ``normalised`` parts (parts with weight 0 are left out).
+
+    Only ``SIGNED_PARTS`` may have a negative weight, and only beside a positive one.
+    """
+    used = [name for name in parts if weights.get(name, 0.0) != 0]
+    if not any(weights[n] > 0 for n in used):
         raise ValueError("a blend needs at least one part with a positive weight")
+    if negative := sorted(n for n in used if weights[n] < 0 and n not in SIGNED_PARTS):
+        raise ValueError(f"only {sorted(SIGNED_PARTS)} may have negative weights, not {negative}")
     sparse = [n for n in used if parts[n].neighbours is not None]
     if len(sparse) > 1:
         raise ValueError(f"a blend holds at most one neighbours part, got {sparse}")
