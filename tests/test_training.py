@@ -98,6 +98,25 @@ def test_the_matrix_sums_events_per_cell_and_leaves_out_zero_weight_rows() -> No
     assert logged.matrix.max() == pytest.approx(np.log1p(6.0))
 
 
+def test_a_short_half_life_over_years_leaves_ancient_events_out_not_zeros_in() -> None:
+    # A 2-day half-life over ten years: the oldest weights are about 1e-550 (0 in float64), 1e-50
+    # (0 in the float32 matrix) and 1e-16; only the events within a meaningful share of the
+    # newest stay, every cell is a normal float32 whose square is too, and item-item fits.
+    ages = [0, 30, 100, 330, 3650]
+    table = events_table(
+        [
+            {"customer_id": f"c{n % 3}", "item_id": f"i{n}", "timestamp": END - timedelta(days=a)}
+            for n, a in enumerate(ages)
+        ]
+        + [{"customer_id": "c0", "item_id": "i1"}, {"customer_id": "c1", "item_id": "i0"}]
+    )
+    built = matrix.build(table, Weights(half_life_days=2), end=END)
+    assert set(built.item_ids.tolist()) == {"i0", "i1"}  # 100 days and older: left out
+    data = built.matrix.data
+    assert (data > 0).all() and (data.astype(np.float32) ** 2 > 0).all()
+    assert data.min() >= data.max() * matrix.MIN_RELATIVE_WEIGHT
+
+
 def test_bought_and_popularity_per_channel() -> None:
     table = events_table(
         [
