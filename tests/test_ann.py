@@ -163,6 +163,32 @@ def test_popular_items_come_from_the_cached_head_and_beyond_it(exact_model: Fact
     )
 
 
+@pytest.mark.parametrize("channel", ["all", "web"])
+def test_popular_items_within_a_category_come_from_its_own_rows(
+    model_dir: Path, channel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Beyond the cached head, a category's most popular items are ranked among its own rows,
+    # never by a pass over the catalogue (which would be guarded off the event loop).
+    model = FactorModel(artifact.load(artifact.resolve(model_dir)), ann=ann.AnnConfig(mode="on"))
+    mask = model.category_mask("cat3")
+    assert mask is not None and model._remembered(mask) is not None
+    row = model._channel_rows.get(channel, 0)
+    scores = model._popular_scores(row)
+    head = top_k(scores.copy(), 1000)[0]
+    exclude = head[mask[head]]  # every item of the category in the head
+    expected = top_k(scores.copy(), 10, exclude=exclude, allowed=mask)
+    model.popular(channel, 1)  # the channel's head, scored once per model (guarded then)
+    guarded: list[int] = []
+    monkeypatch.setattr("service.ranking.guard", guarded.append)
+    rows, found = model.popular(channel, 10, exclude=exclude, allowed=mask)
+    assert rows.tolist() == expected[0].tolist()
+    np.testing.assert_allclose(found, expected[1])
+    assert mask[rows].all() and not np.isin(rows, exclude).any()
+    assert guarded == []  # answered from the category's rows
+    model.popular(channel, 10, exclude=exclude, allowed=mask.copy())  # a mask of its own: a scan
+    assert guarded == [model.n_items]
+
+
 def test_inner_product_probes_lean_towards_a_spread_clusters_best_member() -> None:
     # Cluster 0: tight around (1, 0). Cluster 1: centred on 0 but spread to radius 10, holding the
     # item that scores best for the query (1, 0). The centroid alone probes cluster 0 first.
