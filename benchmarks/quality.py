@@ -44,7 +44,16 @@ DEFAULT_DATA = next(
     ),
     Path("../shared/data"),
 )
-BASELINES = ["popularity", "recent_popularity", "als", "bpr", "itemknn", "ease", "lightfm"]
+BASELINES = [
+    "popularity",
+    "recent_popularity",
+    "adoption",
+    "als",
+    "bpr",
+    "itemknn",
+    "ease",
+    "lightfm",
+]
 CLASSIC = "movielens-100k"
 log = logging.getLogger("benchmarks.quality")
 

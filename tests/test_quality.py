@@ -8,6 +8,8 @@ from types import SimpleNamespace
 
 import msgspec
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import scipy.sparse as sp
 
@@ -17,7 +19,7 @@ from training import evaluate
 from training.__main__ import main
 from training.coldstart import NewCustomer, sampled
 from training.config import Selection, TrainConfig, load_config
-from training.experiment import SideInfo, Targets
+from training.experiment import SideInfo, Targets, make_period, score
 from training.loaders import load_events
 from training.models import FITTERS, Fitted
 from training.models.base import low_rank
@@ -124,6 +126,37 @@ def test_the_blend_search_subtracts_all_time_popularity_when_what_is_rising_sell
     assert alone == 0.0
     # The trend ranks the ten rising items first: the two taken sit somewhere among them.
     assert found > 0.4
+
+
+def test_adoption_ranks_what_customers_take_up_where_popularity_ranks_staples(
+    tmp_path: Path,
+) -> None:
+    # Each customer buys their own five of ten staples every week; from day 60 five new items
+    # launch and customers take them up. What a customer buys new after day 90 is a launch (their
+    # staples are bought already): recent popularity ranks the other staples first, adoption the
+    # launches.
+    rng = np.random.default_rng(4)
+    rows = []
+    for c in range(150):
+        arrival = int(rng.integers(0, 10))
+        for s in rng.choice(10, size=5, replace=False):
+            rows += [(f"c{c}", f"s{s}", "web", day) for day in range(arrival, 120, 7)]
+        for n in rng.choice(5, size=2, replace=False):
+            rows.append((f"c{c}", f"n{n}", "web", int(rng.integers(60, 120))))
+    path = tmp_path / "events.csv"
+    path.write_text(_purchases(rows))
+    events, _ = load_events(path)
+    cut = pa.scalar(START + timedelta(days=90), events["timestamp"].type)
+    past = events.filter(pc.less(events["timestamp"], cut))
+    future = events.filter(pc.greater_equal(events["timestamp"], cut))
+    config = TrainConfig()
+    period = make_period(past, future, config, SideInfo())
+    recent = FITTERS["recent_popularity"](period.data, config.params("recent_popularity"))
+    adoption = FITTERS["adoption"](period.data, config.params("adoption"))
+    items = period.data.interactions.item_ids.tolist()
+    staples = [n for n, i in enumerate(items) if i.startswith("s")]
+    assert adoption.item_factors[staples].max() == 0.0  # bought only on arrival
+    assert score(adoption, period, 10).ndcg > 1.5 * score(recent, period, 10).ndcg
 
 
 def test_the_randomised_svd_recovers_a_low_rank_matrix() -> None:

@@ -117,6 +117,42 @@ def test_a_short_half_life_over_years_leaves_ancient_events_out_not_zeros_in() -
     assert data.min() >= data.max() * matrix.MIN_RELATIVE_WEIGHT
 
 
+def test_adoptions_count_settled_customers_first_purchases_decayed() -> None:
+    def bought(customer: str, item: str, days_before_end: float) -> dict[str, object]:
+        return {
+            "customer_id": customer,
+            "item_id": item,
+            "event_type": "purchase",
+            "timestamp": END - timedelta(days=days_before_end),
+        }
+
+    table = events_table(
+        [
+            bought("a", "x", 40),  # a arrives: not an adoption
+            bought("a", "y", 20),  # a adopts y ...
+            bought("a", "y", 15),  # ... and buys it again: still one adoption
+            bought("a", "x", 10),  # a repeat, not a first purchase
+            bought("b", "z", 40),  # b arrives
+            bought("b", "y", 0),  # b adopts y, just now
+            bought("c", "y", 5),  # c arrives with y: not settled
+            bought("c", "x", 3),  # two days later: still settling
+            {"customer_id": "a", "item_id": "z"},  # a view is no purchase
+        ]
+    )
+    built = matrix.build(table, NO_DECAY, end=END)
+    col = {i: n for n, i in enumerate(built.item_ids.tolist())}
+
+    def adoptions(half_life_days: float) -> dict[str, float]:
+        found = matrix.adoptions(
+            table, built, end=END, half_life_days=half_life_days, settle_days=7
+        )
+        return {i: round(float(found[col[i]]), 6) for i in col}
+
+    assert adoptions(0) == {"x": 0.0, "y": 2.0, "z": 0.0}
+    # a's adoption 20 days ago weighs 0.5 ** (20 / 10), b's of today 1.
+    assert adoptions(10) == {"x": 0.0, "y": 1.25, "z": 0.0}
+
+
 def test_bought_and_popularity_per_channel() -> None:
     table = events_table(
         [

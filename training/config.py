@@ -74,7 +74,16 @@ class Evaluation(Base):
 
 
 Algorithm = Literal[
-    "auto", "blend", "als", "bpr", "itemknn", "ease", "lightfm", "popularity", "recent_popularity"
+    "auto",
+    "blend",
+    "als",
+    "bpr",
+    "itemknn",
+    "ease",
+    "lightfm",
+    "popularity",
+    "recent_popularity",
+    "adoption",
 ]
 
 
@@ -110,6 +119,7 @@ class Selection(Base):
             "ease",
             "popularity",
             "recent_popularity",
+            "adoption",
             "attributes",
         ]
     )

@@ -107,6 +107,47 @@ def bought(
     return m.indptr.astype(np.int64), m.indices.astype(np.int32)
 
 
+def adoptions(
+    table: pa.Table,
+    interactions: Interactions,
+    *,
+    end: datetime,
+    half_life_days: float,
+    settle_days: float,
+) -> NDArray[np.float64]:
+    """Per item: customers who bought it for the first time, each decayed by that first purchase's
+    age (``half_life_days``; 0: no decay).
+
+    Only a settled customer's first purchase counts: one made at least ``settle_days`` after the
+    customer's own first purchase. A customer's first baskets (and any customer at the start of
+    the data's window, where every purchase looks like a first one) are arrival, not adoption.
+    """
+    consumed = pa.array(sorted(CONSUMED_EVENT_TYPES))
+    purchases = table.filter(pc.is_in(table["event_type"], value_set=consumed))
+    rows = positions(purchases["customer_id"], interactions.customer_ids)
+    cols = positions(purchases["item_id"], interactions.item_ids)
+    ts = _micros(purchases["timestamp"])
+    ok = (rows >= 0) & (cols >= 0)
+    rows, cols, ts = rows[ok], cols[ok], ts[ok]
+    n_customers, n_items = interactions.shape
+    if not len(rows):
+        return np.zeros(n_items, dtype=np.float64)
+    # Each (customer, item) pair's earliest purchase: sort by pair, then time; keep the first.
+    pair = rows * n_items + cols
+    order = np.lexsort((ts, pair))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = pair[order][1:] != pair[order][:-1]
+    rows, cols, ts = rows[order][first], cols[order][first], ts[order][first]
+    arrived = np.full(n_customers, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(arrived, rows, ts)
+    settled = ts - arrived[rows] >= np.int64(settle_days * _US_PER_DAY)
+    w = np.ones(int(settled.sum()), dtype=np.float64)
+    if half_life_days > 0:
+        age_days = (np.int64(end.timestamp() * 1_000_000) - ts[settled]) / _US_PER_DAY
+        w = np.power(0.5, np.maximum(age_days, 0) / half_life_days)
+    return np.bincount(cols[settled], weights=w, minlength=n_items)
+
+
 def popularity(
     table: pa.Table, interactions: Interactions, weights: Weights, *, end: datetime | None = None
 ) -> dict[str, NDArray[np.float32]]:

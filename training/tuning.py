@@ -70,12 +70,13 @@ SPACES: dict[str, Space] = {
 SCALAR_SPACES: dict[str, tuple[str, float, float]] = {
     "ease": ("l2", 10.0, 30_000.0),
     "recent_popularity": ("half_life_days", 1.0, 120.0),
+    "adoption": ("half_life_days", 1.0, 120.0),
 }
 GRID_POINTS = 6
 REFINE_ROUNDS = 2
 
 # Models whose ranking is the same for every customer: never the probe the weights are tuned with.
-NOT_PERSONAL = frozenset({"popularity", "recent_popularity"})
+NOT_PERSONAL = frozenset({"popularity", "recent_popularity", "adoption"})
 
 
 def validation_split(events: pa.Table, config: TrainConfig) -> tuple[pa.Table, pa.Table]:

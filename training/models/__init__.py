@@ -9,7 +9,12 @@ from training.models.base import Data, Fitted
 from training.models.factorization import fit_als, fit_bpr
 from training.models.hybrid import fit_lightfm
 from training.models.neighbours import fit_ease, fit_itemknn
-from training.models.popularity import fit_attributes, fit_popularity, fit_recent_popularity
+from training.models.popularity import (
+    fit_adoption,
+    fit_attributes,
+    fit_popularity,
+    fit_recent_popularity,
+)
 
 Fitter = Callable[[Data, dict[str, Any]], Fitted]
 
@@ -17,6 +22,7 @@ Fitter = Callable[[Data, dict[str, Any]], Fitted]
 FITTERS: dict[str, Fitter] = {
     "popularity": fit_popularity,
     "recent_popularity": fit_recent_popularity,
+    "adoption": fit_adoption,
     "als": fit_als,
     "bpr": fit_bpr,
     "itemknn": fit_itemknn,

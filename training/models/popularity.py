@@ -1,4 +1,4 @@
-"""Non-collaborative models: all-time and recent popularity, and content (attribute) affinity."""
+"""Non-collaborative models: all-time and recent popularity, adoption, and content affinity."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from training.models.base import Data, Fitted, merged, timed
 
 POPULARITY_DEFAULTS: dict[str, Any] = {"half_life_days": 0.0}
 RECENT_DEFAULTS: dict[str, Any] = {"half_life_days": 7.0}
+ADOPTION_DEFAULTS: dict[str, Any] = {"half_life_days": 14.0, "settle_days": 7.0}
 
 
 def popularity_scores(data: Data, half_life_days: float) -> np.ndarray:
@@ -23,10 +24,25 @@ def popularity_scores(data: Data, half_life_days: float) -> np.ndarray:
     return np.log1p(pop).astype(np.float32)
 
 
+def adoption_scores(data: Data, half_life_days: float, settle_days: float) -> np.ndarray:
+    """``log1p`` of each item's recent adoptions: settled customers buying it for the first time."""
+    found = matrix.adoptions(
+        data.events,
+        data.interactions,
+        end=data.end,
+        half_life_days=float(half_life_days),
+        settle_days=float(settle_days),
+    )
+    return np.log1p(found).astype(np.float32)
+
+
 def _fit(name: str, data: Data, params: dict[str, Any]) -> Fitted:
     seconds: list[float] = []
     with timed(seconds):
-        scores = popularity_scores(data, params["half_life_days"])
+        if name == "adoption":
+            scores = adoption_scores(data, params["half_life_days"], params["settle_days"])
+        else:
+            scores = popularity_scores(data, params["half_life_days"])
     users = np.ones((data.shape[0], 1), dtype=np.float32)
     return Fitted(name, users, scores[:, None], params, seconds[0])
 
@@ -39,6 +55,17 @@ def fit_popularity(data: Data, params: dict[str, Any]) -> Fitted:
 def fit_recent_popularity(data: Data, params: dict[str, Any]) -> Fitted:
     """Items by popularity with a short half-life: what sells now."""
     return _fit("recent_popularity", data, merged(RECENT_DEFAULTS, params))
+
+
+def fit_adoption(data: Data, params: dict[str, Any]) -> Fitted:
+    """Items by recent adoption: how many settled customers bought them for the first time.
+
+    Production never recommends what a customer already bought, so the question is what they will
+    buy *new*. Popularity counts repeat purchases (a staple everyone buys weekly tops it), and the
+    staples a customer lacks are rarely what they take up next; adoption counts only first
+    purchases, so it ranks what customers are taking up now: launches, the season, a trend.
+    """
+    return _fit("adoption", data, merged(ADOPTION_DEFAULTS, params))
 
 
 ATTRIBUTES_DEFAULTS: dict[str, Any] = {"rank": 32}
