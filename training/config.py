@@ -106,6 +106,7 @@ class Selection(Base):
         default_factory=lambda: [
             "popularity",
             "recent_popularity",
+            "adoption",
             "als",
             "itemknn",
             "ease",
