@@ -26,7 +26,15 @@ from training.models.base import low_rank
 from training.models.blend import blend, normalised
 from training.pipeline import Inputs, run
 from training.selection import WorseModelError, guard, tune_blend
-from training.tuning import GRID_POINTS, REFINE_ROUNDS, scalar_search, to_toml, tune
+from training.tuning import (
+    COMPLEMENT_TRIALS,
+    GRID_POINTS,
+    REFINE_ROUNDS,
+    scalar_search,
+    to_toml,
+    tune,
+    validation_split,
+)
 
 START = datetime(2026, 9, 1, tzinfo=UTC)
 
@@ -128,14 +136,10 @@ def test_the_blend_search_subtracts_all_time_popularity_when_what_is_rising_sell
     assert found > 0.4
 
 
-def test_adoption_ranks_what_customers_take_up_where_popularity_ranks_staples(
-    tmp_path: Path,
-) -> None:
-    # Each customer buys their own five of ten staples every week; from day 60 five new items
-    # launch and customers take them up. What a customer buys new after day 90 is a launch (their
-    # staples are bought already): recent popularity ranks the other staples first, adoption the
-    # launches.
-    rng = np.random.default_rng(4)
+def launches(seed: int = 4) -> list[tuple[str, str, str, int]]:
+    """Each customer buys their own five of ten staples every week; from day 60 five new items
+    launch and each customer takes up two of them by day 120."""
+    rng = np.random.default_rng(seed)
     rows = []
     for c in range(150):
         arrival = int(rng.integers(0, 10))
@@ -143,8 +147,16 @@ def test_adoption_ranks_what_customers_take_up_where_popularity_ranks_staples(
             rows += [(f"c{c}", f"s{s}", "web", day) for day in range(arrival, 120, 7)]
         for n in rng.choice(5, size=2, replace=False):
             rows.append((f"c{c}", f"n{n}", "web", int(rng.integers(60, 120))))
+    return rows
+
+
+def test_adoption_ranks_what_customers_take_up_where_popularity_ranks_staples(
+    tmp_path: Path,
+) -> None:
+    # What a customer buys new after day 90 is a launch (their staples are bought already):
+    # recent popularity ranks the other staples first, adoption the launches.
     path = tmp_path / "events.csv"
-    path.write_text(_purchases(rows))
+    path.write_text(_purchases(launches()))
     events, _ = load_events(path)
     cut = pa.scalar(START + timedelta(days=90), events["timestamp"].type)
     past = events.filter(pc.less(events["timestamp"], cut))
@@ -157,6 +169,32 @@ def test_adoption_ranks_what_customers_take_up_where_popularity_ranks_staples(
     staples = [n for n, i in enumerate(items) if i.startswith("s")]
     assert adoption.item_factors[staples].max() == 0.0  # bought only on arrival
     assert score(adoption, period, 10).ndcg > 1.5 * score(recent, period, 10).ndcg
+
+
+def test_adoption_is_tuned_by_what_it_adds_to_the_best_collaborative_model(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(_purchases(launches()))
+    events, _ = load_events(path)
+    models = ["ease", "adoption"]
+    config, found = tune(events, SMALL, SideInfo(), models=models, trials=1, weight_trials=1)
+    assert found["adoption"]["beside"] == found["weights"]["probe"] == "ease"
+    params = found["adoption"]["params"]
+    assert config.models["adoption"] == params
+    # Its score is that of the best blend of EASE and adoption at the chosen half-life (never
+    # below EASE alone), not adoption's own ranking.
+    period = make_period(*validation_split(events, config), config, SideInfo())
+    pair = {"ease": FITTERS["ease"](period.data, config.params("ease"))}
+    pair["adoption"] = FITTERS["adoption"](period.data, params)
+    two = msgspec.structs.replace(
+        config,
+        selection=Selection(blend_parts=["ease", "adoption"], blend_trials=COMPLEMENT_TRIALS),
+    )
+    assert tune_blend(pair, period, two)[1] == pytest.approx(found["adoption"]["ndcg"])
+    assert found["adoption"]["ndcg"] >= found["ease"]["ndcg"] - 1e-9
+    alone = score(pair["adoption"], period, 10).ndcg
+    assert found["adoption"]["ndcg"] != pytest.approx(alone)
 
 
 def test_the_randomised_svd_recovers_a_low_rank_matrix() -> None:
