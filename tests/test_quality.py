@@ -25,7 +25,7 @@ from training.models import FITTERS, Fitted
 from training.models.base import low_rank
 from training.models.blend import blend, normalised
 from training.pipeline import Inputs, run
-from training.selection import WorseModelError, guard, tune_blend
+from training.selection import WorseModelError, guard, search_weights, tune_blend
 from training.tuning import (
     COMPLEMENT_TRIALS,
     GRID_POINTS,
@@ -195,6 +195,19 @@ def test_adoption_is_tuned_by_what_it_adds_to_the_best_collaborative_model(
     assert found["adoption"]["ndcg"] >= found["ease"]["ndcg"] - 1e-9
     alone = score(pair["adoption"], period, 10).ndcg
     assert found["adoption"]["ndcg"] != pytest.approx(alone)
+
+
+def test_the_blend_search_climbs_to_a_peak_far_from_every_draw() -> None:
+    # Draws give weights up to 2 and refinement moves a weight at most 2x per round: a peak at
+    # b = 40 (with a = 1) is five rounds away from the best draw, beyond a fixed three rounds.
+    def objective(w: dict[str, float]) -> float:
+        if w["a"] <= 0 or w["b"] <= 0:
+            return -100.0
+        return -(np.log(w["a"]) ** 2) - (np.log(w["b"] / 40) ** 2)
+
+    weights, value = search_weights(["a", "b"], objective, np.random.default_rng(0), trials=10)
+    assert weights["b"] / weights["a"] == pytest.approx(40, rel=0.35)
+    assert value == objective(weights)
 
 
 def test_the_randomised_svd_recovers_a_low_rank_matrix() -> None:

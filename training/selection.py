@@ -7,7 +7,7 @@ baselines and their blend costs one fit of each model per period.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,7 @@ def make_blend(fitted: Mapping[str, Fitted], weights: Mapping[str, float]) -> Fi
 def tune_blend(
     fitted: Mapping[str, Fitted], period: Period, config: TrainConfig
 ) -> tuple[dict[str, float], float]:
-    """Random search of the blend weights on ``period``'s (sampled) targets; best weights, NDCG."""
+    """Search the blend weights on ``period``'s (sampled) targets; best weights, NDCG."""
     names = [n for n in config.selection.blend_parts if n in fitted]
     targets = subsample(period.overall, config.selection.max_customers, config.seed)
     k = config.evaluation.k
@@ -84,22 +84,56 @@ def tune_blend(
         )
 
     rng = np.random.default_rng(config.seed)
-    # Equal weights and each part alone first, so the blend is never worse on validation than
-    # its best part; then random draws.
+    best = search_weights(names, ndcg, rng, config.selection.blend_trials)
+    log.info("blend weights %s: validation NDCG@%d %.4f", best[0], k, best[1])
+    return best
+
+
+# Coordinate refinement starts from this many of the best draws and runs until a round improves
+# nothing (at most REFINE_MAX_ROUNDS). Three fixed rounds from the best draw alone stopped short:
+# on completejourney's validation (the benchmark's tuned models, adoption at 14 days) 0.0581 where
+# this finds 0.0599 (test 0.0635 -> 0.0678), at 1.5 to 2.5 times the search time (seconds).
+REFINE_STARTS = 3
+REFINE_MAX_ROUNDS = 8
+
+
+def search_weights(
+    names: list[str],
+    objective: Callable[[dict[str, float]], float],
+    rng: np.random.Generator,
+    trials: int,
+) -> tuple[dict[str, float], float]:
+    """The best weights of ``names`` for ``objective`` and its value.
+
+    Equal weights and each part alone first, so the blend is never worse than its best part; then
+    ``trials - 1`` random draws; then coordinate refinement from the best ``REFINE_STARTS``.
+    """
+    seen: dict[tuple[float, ...], float] = {}
+
+    def value(weights: dict[str, float]) -> float:
+        key = tuple(weights[n] for n in names)
+        if key not in seen:
+            seen[key] = objective(weights)
+        return seen[key]
+
     draws = [dict.fromkeys(names, 1.0)]
     draws += [{n: float(n == name) for n in names} for name in names]
-    draws += [random_weights(names, rng) for _ in range(config.selection.blend_trials - 1)]
+    draws += [random_weights(names, rng) for _ in range(trials - 1)]
+    ranked = sorted(((value(w), i) for i, w in enumerate(draws)), key=lambda t: (-t[0], t[1]))
     best: tuple[dict[str, float], float] = ({}, -1.0)
-    for weights in draws:
-        if (found := ndcg(weights)) > best[1]:
-            best = (weights, found)
-    for _ in range(3):  # coordinate refinement around the best draw
-        for name in names:
-            for weight in _neighbourhood(best[0][name], signed=name in SIGNED_PARTS):
-                weights = {**best[0], name: weight}
-                if any(w > 0 for w in weights.values()) and (found := ndcg(weights)) > best[1]:
-                    best = (weights, found)
-    log.info("blend weights %s: validation NDCG@%d %.4f", best[0], k, best[1])
+    for start, i in ranked[:REFINE_STARTS]:
+        found = (draws[i], start)
+        for _ in range(REFINE_MAX_ROUNDS):
+            before = found[1]
+            for name in names:
+                for weight in _neighbourhood(found[0][name], signed=name in SIGNED_PARTS):
+                    weights = {**found[0], name: weight}
+                    if any(w > 0 for w in weights.values()) and value(weights) > found[1]:
+                        found = (weights, value(weights))
+            if found[1] <= before:
+                break
+        if found[1] > best[1]:
+            best = found
     return best
 
 
