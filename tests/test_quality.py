@@ -17,7 +17,7 @@ from service import artifact
 from service.ranking import FactorModel
 from training import evaluate
 from training.__main__ import main
-from training.coldstart import NewCustomer, sampled
+from training.coldstart import MAPPING_L2, NewCustomer, from_attributes, sampled
 from training.config import Selection, TrainConfig, load_config
 from training.experiment import SideInfo, Targets, make_period, score
 from training.loaders import load_events
@@ -208,6 +208,26 @@ def test_the_blend_search_climbs_to_a_peak_far_from_every_draw() -> None:
     weights, value = search_weights(["a", "b"], objective, np.random.default_rng(0), trials=10)
     assert weights["b"] / weights["a"] == pytest.approx(40, rel=0.35)
     assert value == objective(weights)
+
+
+def test_new_items_get_the_factors_items_with_their_attributes_have() -> None:
+    # 20 items of category a with factors (1, 0), 20 of b with (0, 1); a new item of category a
+    # gets the mean row plus a's ridge coefficient: (0.5, 0.5) + 20 * (0.5, -0.5) / (20 + l2).
+    attributes = sp.csr_matrix(np.repeat(np.eye(2, dtype=np.float32), 20, axis=0))
+    factors = np.repeat(np.eye(2, dtype=np.float32), 20, axis=0)
+    data = SimpleNamespace(item_attributes=attributes, cold_item_ids=("new",))
+    als = Fitted("als", np.ones((3, 2), np.float32), factors)
+    mapped = from_attributes(als, data)  # type: ignore[arg-type]
+    assert mapped.cold_items is not None
+    new_a = mapped.cold_items(sp.csr_matrix(np.array([[1.0, 0.0]], dtype=np.float32)))
+    shift = 20 * 0.5 / (20 + MAPPING_L2)
+    assert np.allclose(new_a, [[0.5 + shift, 0.5 - shift]], atol=1e-5)
+    # A prior ranks by an item's own record, which a new item lacks: not mapped.
+    prior = Fitted("popularity", np.ones((3, 1), np.float32), np.arange(40.0)[:, None])
+    assert from_attributes(prior, data).cold_items is None  # type: ignore[arg-type]
+    # Without new items there is nothing to place.
+    none_new = SimpleNamespace(item_attributes=attributes, cold_item_ids=())
+    assert from_attributes(als, none_new).cold_items is None  # type: ignore[arg-type]
 
 
 def test_the_randomised_svd_recovers_a_low_rank_matrix() -> None:

@@ -1,5 +1,9 @@
 """Cold start, measured apart: new customers folded in from their first events, and new items.
 
+New items get factors from their attributes: LightFM and content affinity score them natively;
+any other model learns a ridge map from the attribute one-hots to its item factors on the items
+with events (``from_attributes``), so whatever ships can place a launch it has no events for.
+
 The service folds a new customer's events into a vector at request time (``service.foldin``:
 event weights, decay, then implicit's ``recalculate_user`` with the manifest's ``FoldIn``). Here
 the same code folds in each new customer's first ``context`` events of the test period; the
@@ -10,13 +14,16 @@ they suit whatever model ships, not only ALS.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import scipy.sparse as sp
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
@@ -197,11 +204,48 @@ def cold_report(
     }
 
 
+# Ridge penalty of the map from attribute one-hots to item factors: an attribute value few items
+# share predicts little beyond the catalogue's mean.
+MAPPING_L2 = 10.0
+# Models that rank items by their own record (sales, first purchases): not mapped.
+PRIORS = frozenset({"popularity", "recent_popularity", "adoption"})
+
+
+def from_attributes(fitted: Fitted, data: Data) -> Fitted:
+    """``fitted``, able to give new items factors from their attributes.
+
+    A model that cannot already gets the ridge regression of its item factors on the items'
+    attribute one-hots (an intercept, the mean factor row, included): a new item gets what items
+    with its category, brand and price band have. Unchanged for ``PRIORS``, for parts that score
+    nothing through factors, and when there are no attributes or no new items to place.
+    """
+    a = data.item_attributes
+    if fitted.cold_items is not None or a is None or a.shape[1] == 0 or not data.cold_item_ids:
+        return fitted
+    if fitted.name in PRIORS or not np.any(fitted.user_factors):
+        # A prior's value is the item's own record, which a new item lacks (mapped, a subtracted
+        # popularity pushed new items of popular categories down: completejourney's ranking among
+        # new items fell below a random order); a sparse item-item part scores no factors.
+        return fitted
+    y = fitted.item_factors.astype(np.float64)
+    mean = y.mean(axis=0)
+    gram = (a.T @ a).toarray().astype(np.float64) + MAPPING_L2 * np.eye(a.shape[1])
+    coef = np.linalg.solve(gram, np.asarray(a.T @ (y - mean)))
+    mapped = partial(_mapped, coef.astype(np.float32), mean.astype(np.float32))
+    return dataclasses.replace(fitted, cold_items=mapped)
+
+
+def _mapped(
+    coef: NDArray[np.float32], mean: NDArray[np.float32], attributes: sp.csr_matrix
+) -> NDArray[np.float32]:
+    return np.asarray(attributes @ coef, dtype=np.float32) + mean
+
+
 def cold_item_factors(fitted: Fitted, data: Data) -> NDArray[np.float32] | None:
     """Item factor rows of ``data``'s catalogue items without events, from their features.
 
-    None when there are none or ``fitted`` cannot score an item from its features (only LightFM
-    and content affinity can; a blend's other parts give those items 0).
+    None when there are none or ``fitted`` cannot score an item from its features (a model fitted
+    through ``selection``, or a blend of such parts, can wherever the items have attributes).
     """
     if not data.cold_item_ids or data.cold_attributes is None or fitted.cold_items is None:
         return None

@@ -16,6 +16,7 @@ import numpy as np
 
 from service import artifact
 from service.errors import ArtifactError
+from training.coldstart import from_attributes
 from training.config import SIGNED_PARTS, TrainConfig
 from training.evaluate import ndcg_at_k
 from training.experiment import Period, score, subsample
@@ -56,7 +57,7 @@ def fit_all(names: Iterable[str], data: Data, config: TrainConfig) -> dict[str, 
     """Fit every base model ``names`` need on ``data``."""
     fitted = {}
     for name in needed_models(names, config):
-        fitted[name] = FITTERS[name](data, config.params(name))
+        fitted[name] = from_attributes(FITTERS[name](data, config.params(name)), data)
         log.info("fitted %s in %.1fs", name, fitted[name].fit_s)
     return fitted
 
@@ -174,7 +175,7 @@ def fit_named(
 ) -> Fitted:
     """Fit ``name`` (a base model, or the blend with ``blend_weights``) on ``data``."""
     if name != "blend":
-        return FITTERS[name](data, config.params(name))
+        return from_attributes(FITTERS[name](data, config.params(name)), data)
     weights = {n: w for n, w in blend_weights.items() if w != 0}
     return make_blend(fit_all(list(weights), data, config), weights)
 
