@@ -150,14 +150,20 @@ def launches(seed: int = 4) -> list[tuple[str, str, str, int]]:
     return rows
 
 
+@pytest.fixture(scope="module")
+def launch_events(tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
+    path = tmp_path_factory.mktemp("launches") / "events.csv"
+    path.write_text(_purchases(launches()))
+    events, _ = load_events(path)
+    return events
+
+
 def test_adoption_ranks_what_customers_take_up_where_popularity_ranks_staples(
-    tmp_path: Path,
+    launch_events: pa.Table,
 ) -> None:
     # What a customer buys new after day 90 is a launch (their staples are bought already):
     # recent popularity ranks the other staples first, adoption the launches.
-    path = tmp_path / "events.csv"
-    path.write_text(_purchases(launches()))
-    events, _ = load_events(path)
+    events = launch_events
     cut = pa.scalar(START + timedelta(days=90), events["timestamp"].type)
     past = events.filter(pc.less(events["timestamp"], cut))
     future = events.filter(pc.greater_equal(events["timestamp"], cut))
@@ -172,11 +178,9 @@ def test_adoption_ranks_what_customers_take_up_where_popularity_ranks_staples(
 
 
 def test_adoption_is_tuned_by_what_it_adds_to_the_best_collaborative_model(
-    tmp_path: Path,
+    launch_events: pa.Table,
 ) -> None:
-    path = tmp_path / "events.csv"
-    path.write_text(_purchases(launches()))
-    events, _ = load_events(path)
+    events = launch_events
     models = ["ease", "adoption"]
     config, found = tune(events, SMALL, SideInfo(), models=models, trials=1, weight_trials=1)
     assert found["adoption"]["beside"] == found["weights"]["probe"] == "ease"

@@ -34,6 +34,7 @@ from training import evaluate, matrix
 from training.config import TrainConfig
 from training.experiment import SideInfo
 from training.matrix import Interactions, positions
+from training.models import PRIORS
 from training.models.base import Data, Fitted
 
 
@@ -207,8 +208,6 @@ def cold_report(
 # Ridge penalty of the map from attribute one-hots to item factors: an attribute value few items
 # share predicts little beyond the catalogue's mean.
 MAPPING_L2 = 10.0
-# Models that rank items by their own record (sales, first purchases): not mapped.
-PRIORS = frozenset({"popularity", "recent_popularity", "adoption"})
 
 
 def from_attributes(fitted: Fitted, data: Data) -> Fitted:
@@ -216,7 +215,7 @@ def from_attributes(fitted: Fitted, data: Data) -> Fitted:
 
     A model that cannot already gets the ridge regression of its item factors on the items'
     attribute one-hots (an intercept, the mean factor row, included): a new item gets what items
-    with its category, brand and price band have. Unchanged for ``PRIORS``, for parts that score
+    with its category, brand and price band have. Unchanged for the ``PRIORS``, for parts that score
     nothing through factors, and when there are no attributes or no new items to place.
     """
     a = data.item_attributes

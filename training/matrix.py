@@ -96,13 +96,9 @@ def bought(
     table: pa.Table, interactions: Interactions
 ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
     """CSR rows (customers of ``interactions``) of the items each customer bought (or rated)."""
-    consumed = pa.array(sorted(CONSUMED_EVENT_TYPES))
-    purchases = table.filter(pc.is_in(table["event_type"], value_set=consumed))
-    rows = positions(purchases["customer_id"], interactions.customer_ids)
-    cols = positions(purchases["item_id"], interactions.item_ids)
-    ok = (rows >= 0) & (cols >= 0)
+    rows, cols, _ = _purchases(table, interactions)
     shape = interactions.shape
-    m = sp.csr_matrix((np.ones(ok.sum(), np.float32), (rows[ok], cols[ok])), shape=shape)
+    m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
     m.sum_duplicates()
     return m.indptr.astype(np.int64), m.indices.astype(np.int32)
 
@@ -122,13 +118,7 @@ def adoptions(
     customer's own first purchase. A customer's first baskets (and any customer at the start of
     the data's window, where every purchase looks like a first one) are arrival, not adoption.
     """
-    consumed = pa.array(sorted(CONSUMED_EVENT_TYPES))
-    purchases = table.filter(pc.is_in(table["event_type"], value_set=consumed))
-    rows = positions(purchases["customer_id"], interactions.customer_ids)
-    cols = positions(purchases["item_id"], interactions.item_ids)
-    ts = _micros(purchases["timestamp"])
-    ok = (rows >= 0) & (cols >= 0)
-    rows, cols, ts = rows[ok], cols[ok], ts[ok]
+    rows, cols, ts = _purchases(table, interactions)
     n_customers, n_items = interactions.shape
     if not len(rows):
         return np.zeros(n_items, dtype=np.float64)
@@ -166,6 +156,19 @@ def popularity(
             np.float32
         )
     return result
+
+
+def _purchases(
+    table: pa.Table, interactions: Interactions
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Customer row, item column and time (µs) of every purchase (or rating) of a customer and an
+    item ``interactions`` has."""
+    consumed = pa.array(sorted(CONSUMED_EVENT_TYPES))
+    purchases = table.filter(pc.is_in(table["event_type"], value_set=consumed))
+    rows = positions(purchases["customer_id"], interactions.customer_ids)
+    cols = positions(purchases["item_id"], interactions.item_ids)
+    ok = (rows >= 0) & (cols >= 0)
+    return rows[ok], cols[ok], _micros(purchases["timestamp"])[ok]
 
 
 def _lookup(

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from training import evaluate
 from training.config import TrainConfig, Weights
 from training.experiment import Period, SideInfo, make_period, score, subsample
-from training.models import FITTERS
+from training.models import FITTERS, PRIORS
 from training.selection import tune_blend
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,6 @@ SCALAR_SPACES: dict[str, tuple[str, float, float]] = {
 GRID_POINTS = 6
 REFINE_ROUNDS = 2
 
-# Models whose ranking is the same for every customer: never the probe the weights are tuned with.
-NOT_PERSONAL = frozenset({"popularity", "recent_popularity", "adoption"})
 # Priors tuned by what they add to the best collaborative model (the validation NDCG of the best
 # blend of the two) rather than by their own ranking. Alone, adoption's best half-life on
 # completejourney is the longest tried (120 days: the year's first purchases, which EASE already
@@ -124,7 +122,7 @@ def tune(
             found[name] = {"params": params, "ndcg": ndcg}
 
     tune_models([n for n in models if n not in COMPLEMENTS])
-    personal = [n for n in models if n not in NOT_PERSONAL] or ["als"]
+    personal = [n for n in models if n not in PRIORS] or ["als"]
     probe = max(personal, key=lambda n: found[n]["ndcg"] if n in found else -1.0)
     before = config.weights
     config, found["weights"] = tune_weights(past, future, config, side, weight_trials, probe)

@@ -31,5 +31,8 @@ FITTERS: dict[str, Fitter] = {
     "attributes": fit_attributes,
 }
 BASELINES: tuple[str, ...] = tuple(FITTERS)
+# Priors: models that rank the same for every customer, by each item's own record (sales, first
+# purchases). Never the probe the event weights are tuned with; a new item has no record to map.
+PRIORS = frozenset({"popularity", "recent_popularity", "adoption"})
 
-__all__ = ["BASELINES", "FITTERS", "Data", "Fitted", "Fitter"]
+__all__ = ["BASELINES", "FITTERS", "PRIORS", "Data", "Fitted", "Fitter"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -36,25 +37,26 @@ def adoption_scores(data: Data, half_life_days: float, settle_days: float) -> np
     return np.log1p(found).astype(np.float32)
 
 
-def _fit(name: str, data: Data, params: dict[str, Any]) -> Fitted:
+def _fit(
+    name: str, data: Data, params: dict[str, Any], item_scores: Callable[[], np.ndarray]
+) -> Fitted:
     seconds: list[float] = []
     with timed(seconds):
-        if name == "adoption":
-            scores = adoption_scores(data, params["half_life_days"], params["settle_days"])
-        else:
-            scores = popularity_scores(data, params["half_life_days"])
+        scores = item_scores()
     users = np.ones((data.shape[0], 1), dtype=np.float32)
     return Fitted(name, users, scores[:, None], params, seconds[0])
 
 
 def fit_popularity(data: Data, params: dict[str, Any]) -> Fitted:
     """The same list for everyone: items by all-time weighted popularity."""
-    return _fit("popularity", data, merged(POPULARITY_DEFAULTS, params))
+    p = merged(POPULARITY_DEFAULTS, params)
+    return _fit("popularity", data, p, lambda: popularity_scores(data, p["half_life_days"]))
 
 
 def fit_recent_popularity(data: Data, params: dict[str, Any]) -> Fitted:
     """Items by popularity with a short half-life: what sells now."""
-    return _fit("recent_popularity", data, merged(RECENT_DEFAULTS, params))
+    p = merged(RECENT_DEFAULTS, params)
+    return _fit("recent_popularity", data, p, lambda: popularity_scores(data, p["half_life_days"]))
 
 
 def fit_adoption(data: Data, params: dict[str, Any]) -> Fitted:
@@ -65,7 +67,13 @@ def fit_adoption(data: Data, params: dict[str, Any]) -> Fitted:
     staples a customer lacks are rarely what they take up next; adoption counts only first
     purchases, so it ranks what customers are taking up now: launches, the season, a trend.
     """
-    return _fit("adoption", data, merged(ADOPTION_DEFAULTS, params))
+    p = merged(ADOPTION_DEFAULTS, params)
+    return _fit(
+        "adoption",
+        data,
+        p,
+        lambda: adoption_scores(data, p["half_life_days"], p["settle_days"]),
+    )
 
 
 ATTRIBUTES_DEFAULTS: dict[str, Any] = {"rank": 32}
