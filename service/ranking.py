@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from service.ann import AnnConfig, IvfIndex, among, build_index
 from service.artifact import Artifact
-from service.foldin import confidences, gramian, recalculate_user
+from service.foldin import LeastSquares, confidences
 from service.neighbours import History, load_neighbours
 from service.offload import guard
 from service.similar_table import SIMILAR_KEPT
@@ -91,7 +91,7 @@ class FactorModel:
         # For fold-in, computed here (the loader runs off the event loop), not by the first request
         # that folds events in: at a million items that took 1.6-1.9 s on the loop of each of four
         # workers under load (the serving benchmark's p99 was over a second).
-        self.gram: NDArray[np.float64] = gramian(self.item_factors)
+        self.least_squares = LeastSquares(self.item_factors, self.fold_in)
         norms = np.linalg.norm(self.item_factors, axis=1).astype(np.float32)
         # Items without signal have zero vectors; don't divide by zero in similar_items.
         self.item_norms = np.where(norms > 0, norms, np.float32(1e-9))
@@ -282,7 +282,7 @@ class FactorModel:
         solution = self._solutions.get(user_row)
         if solution is None:
             rows, values = confidences(self.fold_in, *self.training_row(user_row))
-            solution = recalculate_user(self.item_factors, self.gram, rows, values, self.fold_in)
+            solution = self.least_squares.solve(rows, values)
             _keep(self._solutions, user_row, solution, _SOLUTIONS_KEPT)
         return solution
 
@@ -463,9 +463,10 @@ class FactorModel:
         """For each of ``item_rows``, the row in ``basis`` with the most similar factors."""
         if len(basis) == 0 or len(item_rows) == 0:
             return np.full(len(item_rows), -1, dtype=np.int64)
-        a = self.item_factors[item_rows] / self.item_norms[item_rows, None]
+        # Each row's best basis item by cosine: dividing a row by its own norm would not change
+        # which basis item is best, so only the basis is normalised.
         b = self.item_factors[basis] / self.item_norms[basis, None]
-        return basis[np.argmax(a @ b.T, axis=1)]
+        return basis[(self.item_factors[item_rows] @ b.T).argmax(axis=1)]
 
 
 def top_k(
@@ -483,7 +484,7 @@ def top_k(
     if k <= 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     part = largest(scores, k)
-    order = part[np.argsort(-scores[part], kind="stable")]
+    order = part[(-scores[part]).argsort(kind="stable")]
     order = order[np.isfinite(scores[order])]
     return order.astype(np.int64), scores[order].astype(np.float32)
 
@@ -513,7 +514,7 @@ def _find_many(ids: NDArray[np.bytes_], keys: Sequence[str]) -> Rows:
     wanted = np.array([raw if ok else b"\x00" for raw, ok in zip(encoded, fits, strict=True)])
     wanted = wanted.astype(ids.dtype)
     # A key past the last id lands on len(ids): clipped, it compares unequal like any miss.
-    pos = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+    pos = np.minimum(ids.searchsorted(wanted), len(ids) - 1)
     found = np.where(ids[pos] == wanted, pos, -1)
     if not all(fits):
         found[~np.asarray(fits)] = -1
@@ -524,7 +525,7 @@ def _find(ids: NDArray[np.bytes_], key: str) -> int | None:
     raw = key.encode("utf-8")
     if not raw or len(raw) > ids.dtype.itemsize or len(ids) == 0:
         return None
-    pos = int(np.searchsorted(ids, raw))
+    pos = int(ids.searchsorted(raw))
     if pos < len(ids) and bytes(ids[pos]) == raw:
         return pos
     return None

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.events import Event
-from service.foldin import age_in_days, confidences, event_weight, recalculate_user
+from service.foldin import age_in_days, confidences, event_weight
 from service.neighbours import History
 from service.ranking import FactorModel, Rows
 
@@ -56,11 +56,11 @@ def customer_vector(
     if user_row is None:
         if not len(rows):
             return CustomerVector(vector=None)
-        vector = recalculate_user(model.item_factors, model.gram, rows, values, model.fold_in)
+        vector = model.least_squares.solve(rows, values)
         return CustomerVector(vector=vector, new_events=len(new_rows), row=(rows, values))
     # A known customer keeps the vector training fitted (for a blend, ALS, BPR or LightFM alike)
     # and moves by what the new events change in the least-squares solution of their row.
-    after = recalculate_user(model.item_factors, model.gram, rows, values, model.fold_in)
+    after = model.least_squares.solve(rows, values)
     before = model.training_solution(user_row)
     vector = model.user_vector(user_row) + (after - before)
     return CustomerVector(

@@ -10,7 +10,14 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from service.artifact import FoldIn
-from service.foldin import age_in_days, confidences, event_weight, gramian, recalculate_user
+from service.foldin import (
+    LeastSquares,
+    age_in_days,
+    confidences,
+    event_weight,
+    gramian,
+    recalculate_user,
+)
 
 PARAMS = FoldIn(
     regularization=0.1,
@@ -70,6 +77,36 @@ def test_recalculate_user_equals_implicits_own_recalculation() -> None:
 def test_a_customer_without_events_gets_the_zero_vector() -> None:
     y = np.ones((4, 3), np.float32)
     assert not recalculate_user(y, gramian(y), np.empty(0, np.int64), np.empty(0), PARAMS).any()
+
+
+@pytest.mark.parametrize("n_rows", [1, 3, 16, 17, 40, 200])
+def test_least_squares_solves_what_recalculate_user_solves(n_rows: int) -> None:
+    """Short rows go through the rank-n update, long ones are solved directly: both give
+    ``recalculate_user``'s vector, confidences under 1 (a negative update) included."""
+    rng = np.random.default_rng(n_rows)
+    y = rng.normal(size=(500, 32)).astype(np.float32)
+    params = FoldIn(regularization=0.05, alpha=3.0)
+    solver = LeastSquares(y, params)
+    rows = rng.choice(500, size=n_rows, replace=False).astype(np.int64)
+    values = rng.uniform(0.05, 4.0, size=n_rows)  # alpha * 0.05 < 1
+    expected = recalculate_user(y, gramian(y), rows, values, params)
+    np.testing.assert_allclose(solver.solve(rows, values), expected, rtol=1e-4, atol=1e-6)
+    assert not solver.solve(np.empty(0, np.int64), np.empty(0)).any()
+
+
+def test_least_squares_solves_an_ill_conditioned_model_directly() -> None:
+    """Zero and repeated factor columns with a tiny regularization: no inverse is built on, and
+    the answer is still ``recalculate_user``'s."""
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(300, 8)).astype(np.float32)
+    y[:, 5] = 0.0
+    y[:, 6] = y[:, 7]
+    params = FoldIn(regularization=1e-9, alpha=2.0)
+    solver = LeastSquares(y, params)
+    assert solver._inverse is None
+    rows, values = np.array([3, 8], dtype=np.int64), np.array([1.0, 2.0])
+    expected = recalculate_user(y, gramian(y), rows, values, params)
+    np.testing.assert_allclose(solver.solve(rows, values), expected, rtol=1e-5)
 
 
 def test_age_in_days_is_never_negative() -> None:

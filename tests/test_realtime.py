@@ -45,7 +45,7 @@ def test_new_events_move_the_fitted_vector_by_their_least_squares_effect(
 
     def solve(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
         r, v = confidences(model.fold_in, rows, weights)
-        return recalculate_user(model.item_factors, model.gram, r, v, model.fold_in)
+        return recalculate_user(model.item_factors, model.least_squares.gram, r, v, model.fold_in)
 
     delta = solve(
         np.concatenate([base_rows, new_rows]), np.concatenate([base_weights, new_weights])
@@ -61,7 +61,7 @@ def test_the_training_row_solution_is_kept_per_model_and_bounded(
     row = model.user_row("u0")
     assert row is not None
     r, v = confidences(model.fold_in, *model.training_row(row))
-    expected = recalculate_user(model.item_factors, model.gram, r, v, model.fold_in)
+    expected = recalculate_user(model.item_factors, model.least_squares.gram, r, v, model.fold_in)
     first = model.training_solution(row)
     assert np.array_equal(first, expected)
     assert model.training_solution(row) is first  # kept, not solved again
@@ -87,9 +87,8 @@ def test_no_request_computes_the_gram_matrix(
     def refuse(*_: object) -> None:
         raise AssertionError("the Gram matrix was computed during a request")
 
-    monkeypatch.setattr(ranking, "gramian", refuse)
     monkeypatch.setattr("service.foldin.gramian", refuse)
     assert customer_vector(model, "u0", [view("i03")], NOW).new_events == 1
     assert customer_vector(model, "stranger", [view("i03")], NOW).vector is not None
     y = model.item_factors.astype(np.float64)
-    assert np.allclose(model.gram, y.T @ y)
+    assert np.allclose(model.least_squares.gram, y.T @ y)

@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from service.artifact import FoldIn
 from service.events import CONSUMED_EVENT_TYPES
-from service.foldin import age_in_days, confidences, event_weight, gramian, recalculate_user
+from service.foldin import LeastSquares, age_in_days, confidences, event_weight
 from training import evaluate, matrix
 from training.config import TrainConfig
 from training.experiment import SideInfo
@@ -107,7 +107,7 @@ def fold_in_vectors(
     fitted: Fitted, cases: list[NewCustomer], params: FoldIn
 ) -> NDArray[np.float32]:
     """Each new customer's vector, computed exactly as the service computes it."""
-    gram = gramian(fitted.item_factors)
+    least_squares = LeastSquares(fitted.item_factors, params)
     vectors = np.zeros((len(cases), fitted.item_factors.shape[1]), dtype=np.float32)
     for n, case in enumerate(cases):
         weights = [
@@ -115,7 +115,7 @@ def fold_in_vectors(
             for t, c, a in zip(case.event_types, case.channels, case.ages, strict=True)
         ]
         rows, values = confidences(params, case.rows, weights)
-        vectors[n] = recalculate_user(fitted.item_factors, gram, rows, values, params)
+        vectors[n] = least_squares.solve(rows, values)
     return vectors
 
 
