@@ -10,7 +10,8 @@ so a response has ``k`` items whenever the filters leave that many.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import msgspec
@@ -83,20 +84,22 @@ def for_customer(model: FactorModel, customer_id: str | None, query: Query, ctx:
         InvalidRequest: the category filter names a category the model does not know.
     """
     allowed = _allowed(model, query, ctx.available)
-    explicit = model.item_rows(query.exclude)
+    in_cart = [*ctx.state.cart, *(e.item_id for e in ctx.session if e.event_type == "add_to_cart")]
+    events = [*ctx.session, *ctx.state.recent]
+    # Every id the request names, looked up in one search; each event's item once, for the
+    # fold-in and for the reasons alike.
+    explicit, bought_since, carted, event_rows = _lookup(
+        model, query.exclude, ctx.state.bought, [i for i in in_cart if i], events
+    )
     if not ctx.personalise:
         rows, scores = model.popular(query.channel, query.k, exclude=explicit, allowed=allowed)
         items = _items(model, rows, scores, "popular", _popular_reason(query))
         return Ranked(items=items, fallback=True, fallback_reason="no consent to personalisation")
     user_row = model.user_row(customer_id) if customer_id else None
-    in_cart = [*ctx.state.cart, *(e.item_id for e in ctx.session if e.event_type == "add_to_cart")]
-    bought = model.item_rows(ctx.state.bought)
+    bought = bought_since
     if user_row is not None:
-        bought = np.concatenate([model.bought_rows(user_row), bought])
-    exclude = np.concatenate([bought, explicit, model.item_rows(i for i in in_cart if i)])
-    events = [*ctx.session, *ctx.state.recent]
-    # Each event's item looked up once, for the fold-in and for the reasons alike.
-    event_rows = model.lookup_items([e.item_id or "" for e in events])
+        bought = np.concatenate([model.bought_rows(user_row), bought_since])
+    exclude = np.concatenate([bought, explicit, carted])
     found = customer_vector(model, customer_id, events, ctx.now, event_rows)
     if found.vector is None:
         rows, scores = model.popular(query.channel, query.k, exclude=exclude, allowed=allowed)
@@ -118,6 +121,22 @@ def similar_to_item(
     exclude = model.item_rows(query.exclude)
     rows, scores = model.similar_items(item_row, query.k, exclude=exclude, allowed=allowed)
     return _items(model, rows, scores, "model", f"similar to {_name(model, item_row)}")
+
+
+def _lookup(
+    model: FactorModel,
+    explicit: Iterable[str],
+    bought: Iterable[str],
+    carted: Iterable[str],
+    events: Sequence[Event],
+) -> tuple[Rows, Rows, Rows, Rows]:
+    """The rows of the known ids among ``explicit``, ``bought`` and ``carted``, and each event's
+    item row (-1: unknown), from one search of the model's ids."""
+    groups = [list(explicit), list(bought), list(carted), [e.item_id or "" for e in events]]
+    found = model.lookup_items([i for group in groups for i in group])
+    a, b, c = itertools.accumulate(len(g) for g in groups[:-1])
+    known = [part[part >= 0] for part in (found[:a], found[a:b], found[b:c])]
+    return known[0], known[1], known[2], found[c:]
 
 
 def _allowed(model: FactorModel, query: Query, available: Mask | None) -> Mask | None:

@@ -30,11 +30,12 @@ def largest(scores: NDArray[np.floating], k: int) -> NDArray[np.intp]:
     if k <= 0:
         return np.empty(0, dtype=np.intp)
     if n >= _SAMPLED_FROM and k * _STRIDE * 8 <= n:
-        sample = scores[::_STRIDE]
-        bound = np.partition(sample, len(sample) - k)[len(sample) - k]
-        candidates = np.flatnonzero(scores >= bound)
+        sample = scores[::_STRIDE].copy()
+        sample.partition(len(sample) - k)
+        bound = sample[len(sample) - k]
+        candidates = (scores >= bound).nonzero()[0]
         if len(candidates) * 4 <= n:
             # Usually true; a bound of -inf (most scores excluded) leaves too many to gain.
-            best = np.argpartition(scores[candidates], len(candidates) - k)[len(candidates) - k :]
+            best = scores[candidates].argpartition(len(candidates) - k)[len(candidates) - k :]
             return candidates[best]
-    return np.argpartition(scores, n - k)[n - k :]
+    return scores.argpartition(n - k)[n - k :]

@@ -60,6 +60,17 @@ def test_the_index_scores_like_exact_scoring(ann_model: FactorModel) -> None:
     assert list(scores) == sorted(scores, reverse=True)
 
 
+def test_recommendations_carry_their_rows_scores(ann_model: FactorModel) -> None:
+    """The unfiltered search looks up only its best candidates' rows: each score is its row's."""
+    for u in range(0, 200, 20):
+        user = ann_model.user_vector(u)
+        bought = ann_model.bought_rows(u)
+        rows, scores = ann_model.recommend(user, 10, exclude=bought)
+        np.testing.assert_allclose(scores, ann_model.item_factors[rows] @ user, rtol=1e-5)
+        assert list(scores) == sorted(scores, reverse=True)
+        assert not set(rows.tolist()) & set(bought.tolist())
+
+
 def test_filters_still_leave_k_items(ann_model: FactorModel, exact_model: FactorModel) -> None:
     user = ann_model.user_vector(3)
     best = exact_model.recommend(user, 50)[0]
