@@ -7,7 +7,7 @@ DATA_DIR ?= ./var
 MODEL_DIR ?= ./models
 export PORT DATA_DIR MODEL_DIR
 
-.PHONY: run test lint train bench bench-serving bench-offload bench-ingest sample clean
+.PHONY: run test lint train bench bench-serving bench-instructions bench-offload bench-ingest sample clean
 
 # One stamp per install flavour: re-install only when pyproject.toml changes.
 $(VENV)/.run-installed: pyproject.toml
@@ -50,6 +50,10 @@ BENCH_SERVING_ARGS ?=
 bench-serving: $(VENV)/.test-installed
 	$(PY) -m benchmarks.serving $(BENCH_SERVING_ARGS)
 	$(PY) -m benchmarks.serving_chart
+
+## bench-instructions: instructions per request by endpoint beside the bare route (needs valgrind)
+bench-instructions: $(VENV)/.test-installed
+	$(PY) -m benchmarks.instructions $(BENCH_INSTRUCTIONS_ARGS)
 
 ## bench-offload: health checks under exact rankings of a large catalogue, on the loop vs in threads
 bench-offload: $(VENV)/.test-installed

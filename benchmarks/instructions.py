@@ -1,0 +1,246 @@
+"""Instructions per request: each endpoint of the service beside the bare route, by callgrind.
+
+Run: ``python -m benchmarks.instructions [--items 100000] [--requests 500] [--trained MODEL_DIR]``
+(``make bench-instructions``). Needs valgrind (Debian: ``apt-get install -y valgrind``) and a
+Redis (``--redis-url``, keys under a unique prefix, deleted afterwards).
+
+Requests/s and CPU time per request move with whatever else this shared machine runs; the number
+of instructions a request executes does not (callgrind counts them: the same code and requests
+give the same count, give or take a few in ten thousand). So this is the figure that compares two
+versions of the code, and the serving benchmark's requests/s the one that says what a machine
+serves: instructions are not time (a cache miss costs more than an add).
+
+The service (and the bare route's app) runs under ``valgrind --tool=callgrind
+--instr-atstart=no``: it loads its model and answers a warm-up uninstrumented, then counting is
+switched on and each endpoint gets ``--requests`` requests, one at a time, from a fixed random
+sequence of the serving benchmark's customers (half with recent events in Redis, 5% unknown),
+items and channels, with the same A/B test running; the counters are dumped after each endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks.serving import (
+    API_KEY,
+    EXPERIMENT,
+    RESULTS,
+    Server,
+    Workload,
+    delete_prefix,
+    free_port,
+    generated_workload,
+    http_put_json,
+    seed_redis,
+    service_env,
+    trained_workload,
+)
+
+# (method, path, body) of one request.
+Request = tuple[str, str, bytes | None]
+CHANNELS = ("web", "app", "email", "store")
+BARE_ENDPOINTS = ("bare route", "bare route, service's signature")
+SERVICE_ENDPOINTS = ("recommendations", "similar", "offers", "events")
+
+
+def requests_for(endpoint: str, workload: Workload, n: int, seed: int) -> list[Request]:
+    """``n`` requests to ``endpoint``, picked as the serving benchmark's wrk scripts pick them."""
+    rng = random.Random(seed)
+    q = functools.partial(urllib.parse.quote, safe="")
+
+    def one() -> Request:
+        customer, item = rng.choice(workload.customers), rng.choice(workload.items)
+        channel = rng.choice(CHANNELS)
+        if endpoint == "bare route":
+            return "GET", f"/bare/{q(customer)}", None
+        if endpoint == "bare route, service's signature":
+            return "GET", f"/shaped/{q(customer)}?k=10&channel={channel}", None
+        if endpoint == "recommendations":
+            return (
+                "GET",
+                f"/v1/customers/{q(customer)}/recommendations?k=10&channel={channel}",
+                None,
+            )
+        if endpoint == "similar":
+            return "GET", f"/v1/items/{q(item)}/similar?k=10", None
+        if endpoint == "offers":
+            return "GET", f"/v1/customers/{q(customer)}/offers?channel=email", None
+        body = {"customer_id": customer, "item_id": item, "event_type": "view", "channel": channel}
+        return "POST", "/v1/events", json.dumps(body).encode()
+
+    return [one() for _ in range(n)]
+
+
+@contextlib.contextmanager
+def counted(
+    argv: list[str], env: dict[str, str], port: int, work: Path, ready: str
+) -> Iterator[tuple[Server, Callable[[str], int]]]:
+    """A server under callgrind, uninstrumented until the first count; yields it and
+    ``count(label)``: the instructions executed since the previous count (or since counting
+    started), which switches counting on."""
+    out = work / f"callgrind.{port}"
+    valgrind = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out}.%p",
+    ]
+    server = Server(valgrind + argv, env, port, work / f"server-{port}.log")
+    try:
+        server.wait(ready, timeout=900)
+        pid = str(server.proc.pid)
+
+        def count(label: str) -> int:
+            control = ["callgrind_control"]
+            if label == "start":
+                subprocess.run([*control, "-i", "on", pid], check=True, capture_output=True)
+                subprocess.run([*control, "-z", pid], check=True, capture_output=True)
+                return 0
+            before = set(work.glob(f"{out.name}.{pid}.*"))
+            # The dump's label: callgrind_control passes on letters and dashes safely.
+            tag = re.sub(r"[^a-z0-9]+", "-", label.lower())
+            subprocess.run([*control, "-d", tag, pid], check=True, capture_output=True)
+            return _totals(lambda: set(work.glob(f"{out.name}.{pid}.*")) - before)
+
+        yield server, count
+    finally:
+        server.stop()
+
+
+def _totals(new_dumps: Callable[[], set[Path]]) -> int:
+    """The instruction total of the dump callgrind writes next (it may take a moment)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for path in new_dumps():
+            for line in path.read_text(errors="replace").splitlines():
+                if line.startswith("totals:"):
+                    return int(line.split()[1])
+        time.sleep(0.2)
+    raise RuntimeError("callgrind wrote no dump")
+
+
+def send_all(port: int, requests: list[Request]) -> None:
+    """The requests one after another on one keep-alive connection; each must succeed."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    try:
+        for method, path, body in requests:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status >= 300:
+                raise RuntimeError(f"{method} {path}: HTTP {response.status}")
+    finally:
+        conn.close()
+
+
+def measure(
+    args: argparse.Namespace, workload: Workload, work: Path, prefix: str
+) -> dict[str, float]:
+    """Instructions per request of every endpoint, bare routes first."""
+    per_request: dict[str, float] = {}
+    python = [sys.executable, "-m"]
+    port = free_port()
+    bare = [*python, "uvicorn", "--factory", "benchmarks.bare_app:create_app"]
+    bare += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
+    bare += ["--log-level", "warning"]
+    with counted(bare, {**os.environ, "PYTHONHASHSEED": "0"}, port, work, "/bare/x") as (_, count):
+        _count_endpoints(args, workload, port, count, BARE_ENDPOINTS, per_request)
+    port = free_port()
+    args.ann = "auto"
+    env = service_env(args, workload.model_dir, work / "var", prefix, port, 1)
+    env["PYTHONHASHSEED"] = "0"
+    with counted([*python, "service"], env, port, work, "/health/ready") as (server, count):
+        http_put_json(f"{server.base}/v1/experiments/bench-ab", EXPERIMENT)
+        _count_endpoints(args, workload, port, count, SERVICE_ENDPOINTS, per_request)
+    return per_request
+
+
+def _count_endpoints(
+    args: argparse.Namespace,
+    workload: Workload,
+    port: int,
+    count: Callable[[str], int],
+    endpoints: tuple[str, ...],
+    per_request: dict[str, float],
+) -> None:
+    # Warm-up, uncounted: first requests touch the memory-mapped arrays and fill caches.
+    for endpoint in endpoints:
+        send_all(port, requests_for(endpoint, workload, args.warmup, seed=1))
+    count("start")
+    for endpoint in endpoints:
+        send_all(port, requests_for(endpoint, workload, args.requests, seed=2))
+        per_request[endpoint] = count(endpoint) / args.requests
+        print(f"   {endpoint:34} {per_request[endpoint]:>12,.0f} instructions", flush=True)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    bare = report["instructions_per_request"]["bare route"]
+    lines = [
+        f"{report['model']}: {report['requests']} requests per endpoint",
+        "| endpoint | instructions per request | bare route's / endpoint's |",
+        "| --- | ---: | ---: |",
+    ]
+    for endpoint, n in report["instructions_per_request"].items():
+        lines.append(f"| {endpoint} | {n:,.0f} | {bare / n:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=100_000, help="generated catalogue size")
+    parser.add_argument("--users", type=int, default=200_000, help="customers in the model")
+    parser.add_argument("--neighbours", type=int, default=0, help="as in benchmarks.serving")
+    parser.add_argument("--trained", type=Path, help="serve this trained model folder instead")
+    parser.add_argument("--requests", type=int, default=500, help="counted per endpoint")
+    parser.add_argument("--warmup", type=int, default=200, help="uncounted per endpoint first")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--out", type=Path, default=RESULTS / "instructions.json")
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        sys.exit("needs valgrind: apt-get install -y valgrind")
+    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
+        work = Path(tmp)
+        if args.trained is not None:
+            workload = trained_workload(args.trained, work)
+        else:
+            workload = generated_workload(args, work, args.items)
+        prefix = f"bench-instr-{time.time_ns()}"
+        customers = workload.customers
+        seed_redis(args.redis_url, prefix, customers[: len(customers) // 2], workload.items)
+        print(f"== {workload.label}", flush=True)
+        try:
+            per_request = measure(args, workload, work, prefix)
+        finally:
+            delete_prefix(args.redis_url, prefix)
+    report = {
+        "model": workload.label,
+        "requests": args.requests,
+        "instructions_per_request": per_request,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print(format_table(report))
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
