@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,14 +38,32 @@ def event_weight(params: FoldIn, event_type: str, channel: str, age_days: float)
     return w
 
 
+# Up to this many rows, ``confidences`` sums per item in Python.
+_SUMMED_IN_PYTHON = 64
+
+
+def _as_list(values: Sequence[Any]) -> list[Any]:
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)
+
+
 def confidences(
     params: FoldIn, rows: Sequence[int], weights: Sequence[float]
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Sum the weights per item and apply the transform: the customer's row of the matrix."""
     if not len(rows):
         return np.empty(0, np.int64), np.empty(0, np.float64)
-    unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
-    summed = np.bincount(inverse, weights=np.asarray(weights, dtype=np.float64))
+    if len(rows) <= _SUMMED_IN_PYTHON:
+        # A request's few events (and a short training row): a dict sums them in the same order
+        # as bincount, without np.unique's two sorts (11 -> 6 µs for 15 rows).
+        sums: dict[int, float] = {}
+        for row, weight in zip(_as_list(rows), _as_list(weights), strict=True):
+            sums[row] = sums.get(row, 0.0) + weight
+        ordered = sorted(sums)
+        unique = np.array(ordered, dtype=np.int64)
+        summed = np.array([sums[row] for row in ordered], dtype=np.float64)
+    else:
+        unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+        summed = np.bincount(inverse, weights=np.asarray(weights, dtype=np.float64))
     keep = summed > 0
     values = np.log1p(summed[keep]) if params.transform == "log1p" else summed[keep]
     return unique[keep], values

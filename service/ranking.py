@@ -511,8 +511,9 @@ def _find_many(ids: NDArray[np.bytes_], keys: Sequence[str]) -> Rows:
     # are empty ids and ids ending in NUL (numpy would strip it).
     size = ids.dtype.itemsize
     fits = [0 < len(raw) <= size and raw[-1] != 0 for raw in encoded]
-    wanted = np.array([raw if ok else b"\x00" for raw, ok in zip(encoded, fits, strict=True)])
-    wanted = wanted.astype(ids.dtype)
+    wanted = np.array(
+        [raw if ok else b"\x00" for raw, ok in zip(encoded, fits, strict=True)], dtype=ids.dtype
+    )
     # A key past the last id lands on len(ids): clipped, it compares unequal like any miss.
     pos = np.minimum(ids.searchsorted(wanted), len(ids) - 1)
     found = np.where(ids[pos] == wanted, pos, -1)

@@ -50,6 +50,21 @@ def test_confidences_sum_per_item_and_transform() -> None:
     assert values.tolist() == pytest.approx([np.log1p(2.0), np.log1p(4.0)])
 
 
+@pytest.mark.parametrize("n_rows", [5, 64, 65, 400])
+def test_confidences_are_the_same_summed_in_python_or_numpy(n_rows: int) -> None:
+    """Short rows are summed in a dict, long ones with numpy: the same rows and values."""
+    rng = np.random.default_rng(n_rows)
+    rows = rng.integers(0, max(n_rows // 3, 2), size=n_rows)
+    weights = rng.uniform(0.0, 2.0, size=n_rows)
+    weights[::7] = 0.0
+    unique, inverse = np.unique(rows, return_inverse=True)
+    summed = np.bincount(inverse, weights=weights)
+    got_rows, got_values = confidences(PARAMS, rows, weights)
+    assert got_rows.dtype == np.int64
+    assert got_rows.tolist() == unique[summed > 0].tolist()
+    np.testing.assert_allclose(got_values, np.log1p(summed[summed > 0]), rtol=1e-12)
+
+
 def test_recalculate_user_equals_implicits_own_recalculation() -> None:
     from implicit.als import AlternatingLeastSquares
 
