@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -277,7 +278,7 @@ class IvfIndex:
 
     @staticmethod
     def _best(
-        scores: Scores, k: int, exclude: Rows | None, rows_of: Any
+        scores: Scores, k: int, exclude: Rows | None, rows_of: Callable[[Rows], NDArray[Any]]
     ) -> tuple[Rows, Scores] | None:
         """The ``k`` best candidates that are not excluded; ``rows_of(picks)``: their rows."""
         # Excluded items (what the customer bought) are dropped from the best k + |exclude|, not
