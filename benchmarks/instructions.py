@@ -43,6 +43,7 @@ from benchmarks.serving import (
     RESULTS,
     Server,
     Workload,
+    bare_argv,
     delete_prefix,
     free_port,
     generated_workload,
@@ -87,13 +88,33 @@ def requests_for(endpoint: str, workload: Workload, n: int, seed: int) -> list[R
     return [one() for _ in range(n)]
 
 
+class Callgrind:
+    """Counting control of a server running under callgrind."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.pid, self.out = str(pid), out
+
+    def start(self) -> None:
+        """Switch counting on, from zero."""
+        for command in (["-i", "on"], ["-z"]):
+            control = ["callgrind_control", *command, self.pid]
+            subprocess.run(control, check=True, capture_output=True)
+
+    def take(self, label: str) -> int:
+        """The instructions executed since ``start`` or the previous ``take`` (a dump resets)."""
+        dumps = f"{self.out.name}.{self.pid}.*"
+        before = set(self.out.parent.glob(dumps))
+        # The dump's label: callgrind_control passes on letters and dashes safely.
+        tag = re.sub(r"[^a-z0-9]+", "-", label.lower())
+        subprocess.run(["callgrind_control", "-d", tag, self.pid], check=True, capture_output=True)
+        return _totals(lambda: set(self.out.parent.glob(dumps)) - before)
+
+
 @contextlib.contextmanager
 def counted(
     argv: list[str], env: dict[str, str], port: int, work: Path, ready: str
-) -> Iterator[tuple[Server, Callable[[str], int]]]:
-    """A server under callgrind, uninstrumented until the first count; yields it and
-    ``count(label)``: the instructions executed since the previous count (or since counting
-    started), which switches counting on."""
+) -> Iterator[tuple[Server, Callgrind]]:
+    """A server under callgrind, not counting until ``Callgrind.start``."""
     out = work / f"callgrind.{port}"
     valgrind = [
         "valgrind",
@@ -104,21 +125,7 @@ def counted(
     server = Server(valgrind + argv, env, port, work / f"server-{port}.log")
     try:
         server.wait(ready, timeout=900)
-        pid = str(server.proc.pid)
-
-        def count(label: str) -> int:
-            control = ["callgrind_control"]
-            if label == "start":
-                subprocess.run([*control, "-i", "on", pid], check=True, capture_output=True)
-                subprocess.run([*control, "-z", pid], check=True, capture_output=True)
-                return 0
-            before = set(work.glob(f"{out.name}.{pid}.*"))
-            # The dump's label: callgrind_control passes on letters and dashes safely.
-            tag = re.sub(r"[^a-z0-9]+", "-", label.lower())
-            subprocess.run([*control, "-d", tag, pid], check=True, capture_output=True)
-            return _totals(lambda: set(work.glob(f"{out.name}.{pid}.*")) - before)
-
-        yield server, count
+        yield server, Callgrind(server.proc.pid, out)
     finally:
         server.stop()
 
@@ -155,20 +162,17 @@ def measure(
 ) -> dict[str, float]:
     """Instructions per request of every endpoint, bare routes first."""
     per_request: dict[str, float] = {}
-    python = [sys.executable, "-m"]
     port = free_port()
-    bare = [*python, "uvicorn", "--factory", "benchmarks.bare_app:create_app"]
-    bare += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
-    bare += ["--log-level", "warning"]
-    with counted(bare, {**os.environ, "PYTHONHASHSEED": "0"}, port, work, "/bare/x") as (_, count):
-        _count_endpoints(args, workload, port, count, BARE_ENDPOINTS, per_request)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    with counted(bare_argv(port), env, port, work, "/bare/x") as (_, callgrind):
+        _count_endpoints(args, workload, port, callgrind, BARE_ENDPOINTS, per_request)
     port = free_port()
-    args.ann = "auto"
     env = service_env(args, workload.model_dir, work / "var", prefix, port, 1)
     env["PYTHONHASHSEED"] = "0"
-    with counted([*python, "service"], env, port, work, "/health/ready") as (server, count):
+    argv = [sys.executable, "-m", "service"]
+    with counted(argv, env, port, work, "/health/ready") as (server, callgrind):
         http_put_json(f"{server.base}/v1/experiments/bench-ab", EXPERIMENT)
-        _count_endpoints(args, workload, port, count, SERVICE_ENDPOINTS, per_request)
+        _count_endpoints(args, workload, port, callgrind, SERVICE_ENDPOINTS, per_request)
     return per_request
 
 
@@ -176,17 +180,17 @@ def _count_endpoints(
     args: argparse.Namespace,
     workload: Workload,
     port: int,
-    count: Callable[[str], int],
+    callgrind: Callgrind,
     endpoints: tuple[str, ...],
     per_request: dict[str, float],
 ) -> None:
     # Warm-up, uncounted: first requests touch the memory-mapped arrays and fill caches.
     for endpoint in endpoints:
         send_all(port, requests_for(endpoint, workload, args.warmup, seed=1))
-    count("start")
+    callgrind.start()
     for endpoint in endpoints:
         send_all(port, requests_for(endpoint, workload, args.requests, seed=2))
-        per_request[endpoint] = count(endpoint) / args.requests
+        per_request[endpoint] = callgrind.take(endpoint) / args.requests
         print(f"   {endpoint:34} {per_request[endpoint]:>12,.0f} instructions", flush=True)
 
 
@@ -212,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=200, help="uncounted per endpoint first")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--out", type=Path, default=RESULTS / "instructions.json")
+    # The index as the service decides by default (``service_env`` reads it).
+    parser.set_defaults(ann="auto")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("needs valgrind: apt-get install -y valgrind")

@@ -156,6 +156,25 @@ class Server:
                 self.proc.wait()
 
 
+def bare_argv(port: int) -> list[str]:
+    """The bare route's app (``benchmarks/bare_app.py``) under uvicorn, as the service runs."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "benchmarks.bare_app:create_app",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+    ]
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for entry in Path("/proc").iterdir():
@@ -839,22 +858,7 @@ def main(argv: list[str] | None = None) -> int:
         report["baseline_worker_memory"] = baseline
         print(f"service worker without a model: {baseline}", flush=True)
         port = free_port()
-        bare_argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "benchmarks.bare_app:create_app",
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--log-level",
-            "warning",
-        ]
-        with serve(bare_argv, dict(os.environ), port, work / "bare.log", "/bare/x") as bare:
+        with serve(bare_argv(port), dict(os.environ), port, work / "bare.log", "/bare/x") as bare:
             for n, size in enumerate([None] if args.trained else sizes):
                 size_dir = work / f"workload-{n}"
                 size_dir.mkdir()

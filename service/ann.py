@@ -19,6 +19,7 @@ allowed items, which is cheaper than probing and always right.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -255,7 +256,8 @@ class IvfIndex:
         if norms is None and allowed is None:
             # Only the best candidates' rows are looked up: for all of them (thousands) the
             # lookup cost a quarter of the search.
-            return self._best(scores, k, exclude, lambda picks: self._rows_at(starts, ends, picks))
+            rows_of = functools.partial(self._rows_at, starts, lengths)
+            return self._best(scores, k, exclude, rows_of)
         # Every position of the probed clusters, without a Python loop over the clusters.
         positions = (starts - (lengths.cumsum() - lengths)).repeat(lengths)
         positions += np.arange(total)
@@ -269,9 +271,8 @@ class IvfIndex:
             rows, scores = rows[keep], scores[keep]
         return self._best(scores, k, exclude, rows.__getitem__)
 
-    def _rows_at(self, starts: Rows, ends: Rows, picks: Rows) -> NDArray[np.int32]:
+    def _rows_at(self, starts: Rows, lengths: Rows, picks: Rows) -> NDArray[np.int32]:
         """The item rows of candidates ``picks`` (positions in the probed clusters' scores)."""
-        lengths = ends - starts
         cluster_ends = lengths.cumsum()
         which = cluster_ends.searchsorted(picks, side="right")
         return self.rows[starts[which] + picks - (cluster_ends[which] - lengths[which])]
