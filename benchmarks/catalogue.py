@@ -86,11 +86,16 @@ def write_catalogue(
         bought_items=bought,
         neighbours=same_cluster_neighbours(topic, neighbours, rng) if neighbours else None,
     )
-    if with_index:
-        arrays.update(ann.build_index(arrays["item_factors"], seed=seed))
+    calibration = None
+    if with_index:  # as training ships it: built, then calibrated on the customers
+        index = ann.build_index(arrays["item_factors"], seed=seed)
+        calibration = ann.calibrate(index, arrays)
+        arrays.update(index)
     if n_items <= similar_table.DEFAULT_MAX_ITEMS:
         arrays.update(similar_table.build_similar(arrays["item_factors"]))  # as training ships it
-    manifest = new_manifest(channels, n_users, n_items, version, "neighbours_indptr" in arrays)
+    manifest = new_manifest(
+        channels, n_users, n_items, version, "neighbours_indptr" in arrays, calibration
+    )
     return artifact.save(model_dir, manifest, arrays), arrays
 
 
@@ -114,8 +119,10 @@ def new_manifest(
     n_items: int,
     version: str | None = None,
     neighbours: bool = False,
+    calibration: ann.AnnSpec | None = None,
 ) -> artifact.Manifest:
-    """A manifest for a generated model (``neighbours``: the arrays hold the component)."""
+    """A manifest for a generated model (``neighbours``: the arrays hold the component;
+    ``calibration``: their index's)."""
     return artifact.Manifest(
         format_version=artifact.FORMAT_VERSION,
         model_version=version or artifact.new_version("bench"),
@@ -124,4 +131,5 @@ def new_manifest(
         popularity_channels=channels,
         counts={"users": n_users, "items": n_items},
         neighbours=NeighboursSpec(weight=1.0, normalise=True, part="ease") if neighbours else None,
+        ann=calibration,
     )

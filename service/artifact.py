@@ -36,7 +36,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from service.ann import INDEX_ARRAYS, check_index
+from service.ann import INDEX_ARRAYS, AnnSpec, check_index
 from service.errors import ArtifactError
 from service.events import DEFAULT_EVENT_WEIGHTS
 from service.neighbours import NEIGHBOUR_ARRAYS, NeighboursSpec, check_neighbours
@@ -129,6 +129,8 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     fold_in: FoldIn = FoldIn()
     # Set when the arrays hold a sparse item-item component (service/neighbours.py).
     neighbours: NeighboursSpec | None = None
+    # Set when the arrays hold an ANN index calibrated at build (service/ann.py).
+    ann: AnnSpec | None = None
     files: dict[str, FileEntry] = {}
 
 
@@ -491,6 +493,8 @@ def _check_arrays(arrays: Mapping[str, NDArray[Any]], manifest: Manifest) -> Non
         raise ArtifactError(problem)
     if (manifest.neighbours is None) != ("neighbours_indptr" not in arrays):
         raise ArtifactError("the manifest's neighbours and the neighbours_* arrays go together")
+    if manifest.ann is not None and "ann_centroids" not in arrays:
+        raise ArtifactError("the manifest's ann calibrates an index the arrays do not hold")
     indptr, bought = arrays["bought_indptr"], arrays["bought_items"]
     if len(indptr) != len(users) + 1 or (len(indptr) and indptr[-1] != len(bought)):
         raise ArtifactError("bought_indptr does not match user_ids and bought_items")

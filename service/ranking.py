@@ -15,7 +15,14 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from service.ann import AnnConfig, IvfIndex, among, build_index
+from service.ann import (
+    DEFAULT_NPROBE,
+    DEFAULT_NPROBE_SIMILAR,
+    AnnConfig,
+    IvfIndex,
+    among,
+    build_index,
+)
 from service.artifact import Artifact
 from service.foldin import LeastSquares, confidences
 from service.neighbours import History, load_neighbours
@@ -120,6 +127,12 @@ class FactorModel:
         config = self.ann_config
         if not config.wanted(self.n_items):
             return None
+        # The probes the shipped index was calibrated for, unless the settings name their own.
+        spec = self.artifact.manifest.ann
+        nprobe = config.nprobe or (spec.nprobe if spec else DEFAULT_NPROBE)
+        nprobe_similar = config.nprobe_similar or (
+            spec.nprobe_similar if spec else DEFAULT_NPROBE_SIMILAR
+        )
         if "ann_centroids" not in arrays:
             log.warning(
                 "model %s has no ANN index: building one in this process (%d items); "
@@ -129,10 +142,7 @@ class FactorModel:
             )
             arrays = build_index(self.item_factors)
         return IvfIndex(
-            arrays,
-            nprobe=config.nprobe,
-            nprobe_similar=config.nprobe_similar,
-            exact_below=config.exact_below,
+            arrays, nprobe=nprobe, nprobe_similar=nprobe_similar, exact_below=config.exact_below
         )
 
     @property

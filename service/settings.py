@@ -62,8 +62,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # query for a customer (for similar items).
     ann: Literal["auto", "on", "off"] = "auto"
     ann_min_items: Positive = 30_000
-    ann_nprobe: Positive = 32
-    ann_nprobe_similar: Positive = 12
+    # Unset: what the model's calibration measured (its manifest's ``ann``), else 32 and 12.
+    ann_nprobe: Positive | None = None
+    ann_nprobe_similar: Positive | None = None
     # A ranking that must score more items than this exactly (no index, or filters the index
     # cannot serve) runs in a worker thread, not on the event loop (service/offload.py).
     inline_scoring_max_items: Positive = 50_000

@@ -80,9 +80,9 @@ def clustered_artifact(
 ) -> Path:
     """Items around topic centres, customers mixing topics: structure an ANN index can use.
 
-    ``with_index``: ship the approximate index in the artifact (else the service builds or skips
-    it). ``spread``: the items' distance from their centre (3 blurs the topics, as factors of
-    real data are). Categories ``cat0``..``cat9``; 300 customers, none with purchases.
+    ``with_index``: ship the approximate index in the artifact, calibrated (else the service
+    builds or skips it). ``spread``: the items' distance from their centre (3 blurs the topics,
+    as factors of real data are). Categories ``cat0``..``cat9``; 300 customers, none with purchases.
     """
     rng = np.random.default_rng(seed)
     dim, n_users, n_topics = 16, 300, 40
@@ -100,8 +100,11 @@ def clustered_artifact(
         bought_indptr=np.zeros(n_users + 1, np.int64),
         bought_items=np.zeros(0, np.int32),
     )
-    if with_index:
-        arrays.update(ann.build_index(arrays["item_factors"]))
+    calibration = None
+    if with_index:  # as training ships it: built, then calibrated on the customers
+        index = ann.build_index(arrays["item_factors"])
+        calibration = ann.calibrate(index, arrays)
+        arrays.update(index)
     manifest = artifact.Manifest(
         format_version=artifact.FORMAT_VERSION,
         model_version=f"clustered-{n_items}-{'ann' if with_index else 'exact'}",
@@ -109,5 +112,6 @@ def clustered_artifact(
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         popularity_channels=channels,
         counts={"users": n_users, "items": n_items},
+        ann=calibration,
     )
     return artifact.save(model_dir, manifest, arrays)

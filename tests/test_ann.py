@@ -326,3 +326,125 @@ def test_among_agrees_with_isin_whichever_way_it_takes(n_rows: int, n_others: in
     found = ann.among(rows, others)
     assert found.dtype == bool
     assert np.array_equal(found, np.isin(rows, others))
+
+
+def _exact_best(items: np.ndarray, query: np.ndarray, bought: np.ndarray) -> set[int]:
+    scores = items @ query
+    scores[bought] = -np.inf
+    return set(np.argsort(-scores, kind="stable")[:10].tolist())
+
+
+def _recall_at(
+    index: ann.IvfIndex, items: np.ndarray, users: np.ndarray, bought: list[np.ndarray], n: int
+) -> float:
+    index.nprobe = n
+    shares = []
+    for query, rows in zip(users, bought, strict=True):
+        found = index.search(query, 10, exclude=rows if len(rows) else None)
+        shares.append(len(_exact_best(items, query, rows) & set(found[0].tolist())) / 10)
+    return float(np.mean(shares))
+
+
+def _blurred_model(seed: int, n_items: int, purchases: int) -> dict[str, np.ndarray]:
+    """Factors of 30 blurred topics; each customer bought ``purchases`` items of what it likes
+    best (the items the service leaves out)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(30, 16)).astype(np.float32)
+    noise = 1.5 * rng.normal(size=(n_items, 16))
+    items = (centres[rng.integers(0, 30, n_items)] + noise).astype(np.float32)
+    users = rng.normal(size=(400, 16)).astype(np.float32)
+    best = np.argsort(-(users @ items.T), axis=1)[:, : purchases * 2]
+    bought = np.sort(best[:, ::2], axis=1).astype(np.int32)  # every other one of its best
+    indptr = np.arange(401, dtype=np.int64) * purchases
+    return {
+        "item_factors": items,
+        "user_factors": users,
+        "bought_indptr": indptr,
+        "bought_items": bought.ravel(),
+    }
+
+
+@pytest.mark.parametrize(("target", "purchases"), [(0.6, 0), (0.9, 0), (0.99, 0), (0.9, 40)])
+def test_calibration_finds_the_fewest_probes_that_reach_the_recall_target(
+    target: float, purchases: int
+) -> None:
+    model = _blurred_model(3, 6000, purchases)
+    items, users, indptr = model["item_factors"], model["user_factors"], model["bought_indptr"]
+    arrays = ann.build_index(items, nlist=150)
+    spec = ann.calibrate(arrays, model, target=target, sample=200, seed=1)
+    index = ann.IvfIndex(arrays)
+    picked = np.random.default_rng(1).choice(400, size=200, replace=False)
+    bought = [model["bought_items"][indptr[u] : indptr[u + 1]].astype(np.int64) for u in picked]
+    # What it reports is what a search at that many probes finds, checked independently (up to
+    # an item or two of the 2,000 whose score float32 rounding puts either side of the 10th).
+    found = _recall_at(index, items, users[picked], bought, spec.nprobe)
+    assert spec.recall_at_10 == pytest.approx(found, abs=0.001)
+    assert spec.recall_at_10 >= target
+    assert spec.sample == 200 and spec.recall_target == target
+    # The step below it misses the target: fewer probes would not do.
+    steps = [n for n in (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128) if n < spec.nprobe]
+    if steps:
+        assert _recall_at(index, items, users[picked], bought, steps[-1]) < target
+    assert 1 <= spec.nprobe_similar <= index.nlist and spec.recall_at_10_similar >= target
+
+
+def test_customers_who_bought_their_best_items_need_more_probes() -> None:
+    fresh, loyal = _blurred_model(5, 6000, 0), _blurred_model(5, 6000, 60)
+    arrays = ann.build_index(fresh["item_factors"], nlist=150)
+    assert (
+        ann.calibrate(arrays, fresh, target=0.98).nprobe
+        < ann.calibrate(arrays, loyal, target=0.98).nprobe
+    )
+
+
+def test_a_harder_target_probes_more_clusters() -> None:
+    rng = np.random.default_rng(4)
+    model = _blurred_model(4, 5000, 0)
+    model["item_factors"] = rng.normal(size=(5000, 16)).astype(np.float32)  # no clusters
+    arrays = ann.build_index(model["item_factors"], nlist=140)
+    easy = ann.calibrate(arrays, model, target=0.5)
+    hard = ann.calibrate(arrays, model, target=0.99)
+    assert easy.nprobe < hard.nprobe <= 140
+    assert hard.recall_at_10 >= 0.99
+    # Every item found: at most all clusters, which is exact.
+    exact = ann.calibrate(arrays, model, target=1.0)
+    assert hard.nprobe <= exact.nprobe <= 140 and exact.recall_at_10 == 1.0
+
+
+def test_the_service_probes_as_the_model_was_calibrated_unless_told_otherwise(
+    model_dir: Path,
+) -> None:
+    loaded = artifact.load(artifact.resolve(model_dir))
+    spec = loaded.manifest.ann
+    assert spec is not None and spec.recall_at_10 >= ann.RECALL_TARGET
+    calibrated = FactorModel(loaded, ann=ann.AnnConfig(mode="on"))
+    assert calibrated.index is not None
+    assert (calibrated.index.nprobe, calibrated.index.nprobe_similar) == (
+        spec.nprobe,
+        spec.nprobe_similar,
+    )
+    told = FactorModel(loaded, ann=ann.AnnConfig(mode="on", nprobe=40, nprobe_similar=3))
+    assert told.index is not None
+    assert (told.index.nprobe, told.index.nprobe_similar) == (40, 3)
+
+
+def test_an_index_without_calibration_probes_the_defaults(tmp_path: Path) -> None:
+    path = clustered_artifact(tmp_path, 1000, with_index=True)
+    loaded = artifact.load(path)
+    manifest = artifact.Manifest(**{**_fields(loaded.manifest), "model_version": "v2", "ann": None})
+    model = FactorModel(artifact.load(artifact.save(tmp_path, manifest, dict(loaded.arrays))))
+    model = FactorModel(model.artifact, ann=ann.AnnConfig(mode="on"))
+    assert model.index is not None
+    assert (model.index.nprobe, model.index.nprobe_similar) == (
+        min(ann.DEFAULT_NPROBE, model.index.nlist),
+        ann.DEFAULT_NPROBE_SIMILAR,
+    )
+
+
+def test_a_calibration_without_its_index_is_refused(tmp_path: Path) -> None:
+    path = clustered_artifact(tmp_path, 1000, with_index=True)
+    loaded = artifact.load(path)
+    arrays = {k: v for k, v in loaded.arrays.items() if not k.startswith("ann_")}
+    manifest = artifact.Manifest(**{**_fields(loaded.manifest), "model_version": "v2"})
+    with pytest.raises(ArtifactError, match="calibrates an index the arrays do not hold"):
+        artifact.save(tmp_path, manifest, arrays)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from service import similar_table
+from service import ann, similar_table
 from service.events import CHANNELS, DEFAULT_EVENT_WEIGHTS, EVENT_TYPES
 
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
@@ -158,6 +158,9 @@ class TrainConfig(Base):
     # Catalogues of up to this many items ship each item's most similar items (training/similar.py);
     # larger catalogues' similar items come from the factors, through the index. 0: never.
     similar_table_max_items: Annotated[int, msgspec.Meta(ge=0)] = similar_table.DEFAULT_MAX_ITEMS
+    # The recall@10 the shipped ANN index is calibrated to reach (service/ann.py, ``calibrate``):
+    # higher probes more clusters per request.
+    ann_recall_target: Annotated[float, msgspec.Meta(gt=0, le=1)] = ann.RECALL_TARGET
 
     def params(self, model: str) -> dict[str, Any]:
         """The parameters of ``model`` (ALS from ``als``, others from ``models``)."""

@@ -116,9 +116,19 @@ def run(
         ),
         neighbours=neighbours,
     )
+    calibration = None
     if len(item_ids) >= ann.AnnConfig().min_items:
         # Large catalogues ship their approximate index, so every service worker maps one copy.
-        arrays.update(ann.build_index(arrays["item_factors"], seed=config.seed))
+        index = ann.build_index(arrays["item_factors"], seed=config.seed)
+        calibration = ann.calibrate(
+            index, arrays, target=config.ann_recall_target, seed=config.seed
+        )
+        arrays.update(index)
+        _stage(
+            f"ANN index calibrated: {calibration.nprobe} probes, recall@10 "
+            f"{calibration.recall_at_10}",
+            started,
+        )
     if len(item_ids) <= config.similar_table_max_items:
         ids = np.array([i.encode("utf-8") for i in interactions.item_ids.tolist()], dtype="S")
         matrix_rows = np.searchsorted(arrays["item_ids"], ids).astype(np.int64)
@@ -146,6 +156,7 @@ def run(
         config=msgspec.to_builtins(config),
         fold_in=folding,
         neighbours=fitted.neighbours.spec() if fitted.neighbours is not None else None,
+        ann=calibration,
     )
     path = artifact.save(model_dir, manifest, arrays)
     _stage(f"wrote {path} and switched {artifact.LATEST}", started)
