@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 from litestar.testing import TestClient
 
-from service import artifact
+from service import ann, artifact
 from service.ranking import FactorModel
 from service.settings import Settings
 from tests.conftest import ADMIN_KEY, client_for, replace
@@ -474,3 +474,19 @@ def test_the_test_report_ranks_at_most_max_customers(sample_dir: Path, tmp_path:
     assert metrics["als"]["customers"] == 40
     assert metrics["popularity"]["customers"] == 40
     assert all(m["customers"] <= 40 for m in metrics["als"]["by_channel"].values())
+
+
+def test_a_large_catalogue_ships_its_index_calibrated(sample_dir: Path, tmp_path: Path) -> None:
+    """Past ann_min_items the artifact holds the index and the probes its calibration measured."""
+    inputs = Inputs(events=[str(sample_dir / "events.csv.gz")])
+    small = artifact.load(run(inputs, tmp_path / "small", FAST))
+    assert small.manifest.ann is None and "ann_centroids" not in small.arrays
+    config = msgspec.structs.replace(FAST, ann_min_items=SMALL.items, ann_recall_target=0.9)
+    loaded = artifact.load(run(inputs, tmp_path / "large", config))
+    spec = loaded.manifest.ann
+    assert spec is not None and "ann_centroids" in loaded.arrays
+    assert spec.recall_target == 0.9 and spec.recall_at_10 >= 0.9
+    assert spec.recall_at_10_similar >= 0.9 and spec.sample > 0
+    # The service's default settings name no probes: the model's are used.
+    model = FactorModel(loaded, ann=ann.AnnConfig(mode="on"))
+    assert model.index is not None and model.index.nprobe == spec.nprobe

@@ -158,6 +158,9 @@ class TrainConfig(Base):
     # Catalogues of up to this many items ship each item's most similar items (training/similar.py);
     # larger catalogues' similar items come from the factors, through the index. 0: never.
     similar_table_max_items: Annotated[int, msgspec.Meta(ge=0)] = similar_table.DEFAULT_MAX_ITEMS
+    # Catalogues of at least this many items ship an ANN index (service/ann.py), which the service
+    # uses from the same size on by default (RECO_ANN_MIN_ITEMS).
+    ann_min_items: Annotated[int, msgspec.Meta(ge=1)] = ann.AnnConfig().min_items
     # The recall@10 the shipped ANN index is calibrated to reach (service/ann.py, ``calibrate``):
     # higher probes more clusters per request.
     ann_recall_target: Annotated[float, msgspec.Meta(gt=0, le=1)] = ann.RECALL_TARGET

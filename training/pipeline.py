@@ -117,7 +117,7 @@ def run(
         neighbours=neighbours,
     )
     calibration = None
-    if len(item_ids) >= ann.AnnConfig().min_items:
+    if len(item_ids) >= config.ann_min_items:
         # Large catalogues ship their approximate index, so every service worker maps one copy.
         index = ann.build_index(arrays["item_factors"], seed=config.seed)
         calibration = ann.calibrate(
