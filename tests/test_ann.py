@@ -448,3 +448,17 @@ def test_a_calibration_without_its_index_is_refused(tmp_path: Path) -> None:
     manifest = artifact.Manifest(**{**_fields(loaded.manifest), "model_version": "v2"})
     with pytest.raises(ArtifactError, match="calibrates an index the arrays do not hold"):
         artifact.save(tmp_path, manifest, arrays)
+
+
+def test_calibration_does_not_depend_on_the_scale_of_the_scores() -> None:
+    """ALS scores can be a few thousandths: near misses must not count as ties found."""
+    model = _blurred_model(6, 4000, 0)
+    tiny = {**model, "item_factors": model["item_factors"] * np.float32(1e-3)}
+    tiny["user_factors"] = model["user_factors"] * np.float32(1e-3)
+    arrays = ann.build_index(model["item_factors"], nlist=120)
+    tiny_arrays = ann.build_index(tiny["item_factors"], nlist=120)
+    assert np.array_equal(arrays["ann_rows"], tiny_arrays["ann_rows"])  # the same clusters
+    spec = ann.calibrate(arrays, model, target=0.95)
+    scaled = ann.calibrate(tiny_arrays, tiny, target=0.95)
+    assert scaled.nprobe == spec.nprobe
+    assert scaled.recall_at_10 == pytest.approx(spec.recall_at_10, abs=0.002)
