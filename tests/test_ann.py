@@ -462,3 +462,11 @@ def test_calibration_does_not_depend_on_the_scale_of_the_scores() -> None:
     scaled = ann.calibrate(tiny_arrays, tiny, target=0.95)
     assert scaled.nprobe == spec.nprobe
     assert scaled.recall_at_10 == pytest.approx(spec.recall_at_10, abs=0.002)
+
+
+def test_a_model_without_customer_vectors_keeps_the_default_probes() -> None:
+    model = _blurred_model(7, 3000, 0)
+    model["user_factors"] = np.zeros_like(model["user_factors"])
+    spec = ann.calibrate(ann.build_index(model["item_factors"], nlist=100), model)
+    assert (spec.nprobe, spec.sample, spec.recall_at_10) == (ann.DEFAULT_NPROBE, 0, 0.0)
+    assert spec.recall_at_10_similar >= ann.RECALL_TARGET  # the items still calibrate
