@@ -413,10 +413,16 @@ class FactorModel:
             scores = np.take(self.item_factors, rows, axis=0) @ query
         if norms is not None:
             scores = scores / np.take(norms, rows)
-        if exclude is not None and len(exclude):
-            scores[among(rows, exclude)] = -np.inf
-        found, found_scores = top_k(scores.astype(np.float32), k)
-        return rows[found].astype(np.int64), found_scores
+        # The excluded items are dropped from the best k + |exclude|, which always hold the k
+        # best of the others: looking all the subset's rows up among them cost more than the
+        # scoring (np.isin over 20,000 rows of a million items: a quarter of a millisecond).
+        excluded = 0 if exclude is None else len(exclude)
+        found, found_scores = top_k(scores.astype(np.float32), k + excluded)
+        found_rows = rows[found].astype(np.int64)
+        if excluded:
+            kept = ~among(found_rows, exclude)  # type: ignore[arg-type]
+            found_rows, found_scores = found_rows[kept][:k], found_scores[kept][:k]
+        return found_rows, found_scores
 
     def popular(
         self, channel: str, k: int, *, exclude: Rows | None = None, allowed: Mask | None = None
