@@ -16,6 +16,8 @@ def test_settings_have_sane_defaults_without_any_variable() -> None:
     assert settings.data_dir == "./var"
     assert settings.model_dir == "./models"
     assert settings.api_keys is None
+    # No probe count: each model's calibrated one (service/ann.py).
+    assert (settings.ann_nprobe, settings.ann_nprobe_similar) == (None, None)
 
 
 def test_settings_read_the_documented_variables_and_coerce_types() -> None:
@@ -28,6 +30,7 @@ def test_settings_read_the_documented_variables_and_coerce_types() -> None:
         "LOG_LEVEL": "DEBUG",
         "RECO_DEFAULT_K": "25",
         "RECO_VERIFY_CHECKSUMS": "false",
+        "RECO_ANN_NPROBE": "40",
     }
     settings = Settings.from_env(env)
     assert (settings.port, settings.redis_url, settings.log_level) == (
@@ -38,6 +41,7 @@ def test_settings_read_the_documented_variables_and_coerce_types() -> None:
     assert (settings.data_dir, settings.model_dir) == ("/srv/data", "/srv/models")
     assert settings.default_k == 25
     assert settings.verify_checksums is False
+    assert (settings.ann_nprobe, settings.ann_nprobe_similar) == (40, None)
 
 
 def test_the_reco_prefix_wins_and_tunables_need_it() -> None:
