@@ -57,9 +57,9 @@ DEFAULT_NPROBE_SIMILAR = 12
 # The share of the exact best 10 items a calibrated index must find (``calibrate``): the issue's
 # bar is 0.95; the margin covers the customers the sample does not hold (folded-in vectors).
 RECALL_TARGET = 0.98
-# The probe counts ``calibrate`` tries, fewest first. Fewer than 4 clusters lose the neighbours
-# of a query near a cluster's edge more than a sample of a few hundred shows; past 256 the search
-# scores a large part of a catalogue anyway.
+# The probe counts ``calibrate`` tries, fewest first. It starts at 4, a margin for the customers
+# the sample does not hold: recall falls steeply below (generated 100k items: 0.900 at 2 probes,
+# 0.972 at 4, 0.986 at 6). Past 256 a search scores a large part of a catalogue anyway.
 _NPROBE_STEPS = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 
 
