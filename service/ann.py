@@ -240,16 +240,18 @@ def _tenth_best(
 ) -> NDArray[np.float32]:
     """Each query's exact 10th best score over the items it does not exclude (-inf: fewer than
     10 left), divided by ``norms`` when given."""
-    out = np.empty(len(queries), dtype=np.float32)
-    step = max(1, (1 << 24) // max(len(items), 1))
+    out = np.full(len(queries), -np.inf, dtype=np.float32)
+    k = min(10, len(items))
+    if k == 0:
+        return out
+    step = max(1, (1 << 24) // len(items))
     for start in range(0, len(queries), step):
         scores = queries[start : start + step] @ items.T
         if norms is not None:
             scores /= norms
         for i, rows in enumerate(excluded[start : start + step]):
             scores[i, rows] = -np.inf
-        k = min(10, len(items))
-        out[start : start + step] = np.partition(scores, -k, axis=1)[:, -k] if k else -np.inf
+        out[start : start + step] = np.partition(scores, -k, axis=1)[:, -k]
     return out
 
 
