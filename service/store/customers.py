@@ -100,7 +100,6 @@ class EventState(StoreBase):
 
     @cached_property
     def _read_state(self) -> AsyncScript:
-        # EVALSHA, loading the script again when Redis lost it (a restart, SCRIPT FLUSH).
         return self.client.register_script(_READ_STATE)
 
     @unavailable_on_redis_error
@@ -187,8 +186,9 @@ class EventState(StoreBase):
         k = self.keys
         keys = [k.recent(customer_id), k.bought(customer_id), k.cart(customer_id)]
         keys.append(k.consent(customer_id))
-        recent_raw, bought, cart, consent = await self._read_state(
-            keys=keys, args=[-1 if recent is None else recent - 1]
+        # Sent with the other requests' reads of this turn of the loop (store/pipelined.py).
+        recent_raw, bought, cart, consent = await self.reads.evalsha(
+            self._read_state, keys, [-1 if recent is None else recent - 1]
         )
         # HGETALL inside a script answers a flat [field, value, ...] list, not a mapping.
         replies = (recent_raw, bought, dict(zip(cart[::2], cart[1::2], strict=True)), consent)

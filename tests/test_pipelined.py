@@ -1,0 +1,142 @@
+"""Concurrent reads sent as one pipeline (service/store/pipelined.py), against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import pytest
+import redis.exceptions
+from redis.asyncio import Redis
+
+from service.events import Event
+from service.store import Store
+
+T = TypeVar("T")
+
+
+def run_with_store(url: str, prefix: str, use: Callable[[Store, str], Awaitable[T]]) -> T:
+    """``use(store, client_name)`` with a store whose connections carry a name of their own."""
+    name = f"pipelined-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> T:
+        store = Store(Redis.from_url(url, socket_timeout=2, client_name=name), prefix=prefix)
+        try:
+            return await use(store, name)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(main())
+
+
+async def connections_named(client: Redis, name: str) -> int:
+    listed = await client.client_list()
+    return sum(1 for c in listed if c.get("name") == name)
+
+
+def purchase(customer: str, item: str) -> Event:
+    return Event(
+        customer_id=customer,
+        item_id=item,
+        event_type="purchase",
+        channel="web",  # type: ignore[arg-type]
+        timestamp=datetime.now(UTC) - timedelta(minutes=1),
+    )
+
+
+def test_concurrent_state_reads_share_one_connection_and_each_gets_its_own(
+    redis_url: str, key_prefix: str
+) -> None:
+    customers = [f"c{n}" for n in range(24)]
+
+    async def use(store: Store, name: str) -> tuple[list[set[str]], int]:
+        await store.record([purchase(c, f"item-of-{c}") for c in customers])
+        await store.client.connection_pool.disconnect()
+        states = await asyncio.gather(*(store.customer_state(c, recent=5) for c in customers))
+        return [set(s.bought) for s in states], await connections_named(store.client, name)
+
+    bought, connections = run_with_store(redis_url, key_prefix, use)
+    assert bought == [{f"item-of-{c}"} for c in customers]
+    # 24 reads one by one would have opened 24 connections; one pipeline needs one (and the
+    # CLIENT LIST above takes it again).
+    assert connections == 1
+
+
+def test_one_failing_command_fails_only_its_caller(redis_url: str, key_prefix: str) -> None:
+    async def use(store: Store, name: str) -> list[object]:
+        key = f"{key_prefix}:a-list"
+        await store.client.rpush(key, "x")
+        return await asyncio.gather(
+            store.reads.command("LLEN", key),
+            store.reads.command("GET", key),  # WRONGTYPE: a list, not a string
+            store.reads.command("LRANGE", key, 0, -1),
+            return_exceptions=True,
+        )
+
+    first, second, third = run_with_store(redis_url, key_prefix, use)
+    assert first == 1 and third == [b"x"]
+    assert isinstance(second, redis.exceptions.ResponseError)
+    assert "WRONGTYPE" in str(second)
+
+
+def test_a_caller_that_gave_up_leaves_the_others_their_replies(
+    redis_url: str, key_prefix: str
+) -> None:
+    async def use(store: Store, name: str) -> tuple[object, object]:
+        key = f"{key_prefix}:k"
+        await store.client.set(key, "v")
+        impatient = asyncio.ensure_future(store.reads.command("GET", key))
+        patient = asyncio.ensure_future(store.reads.command("GET", key))
+        await asyncio.sleep(0)  # both queued; the pipeline is sent after this turn
+        impatient.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await impatient
+        return await patient, await store.reads.command("GET", key)
+
+    patient, later = run_with_store(redis_url, key_prefix, use)
+    assert patient == b"v" and later == b"v"
+
+
+def test_more_reads_than_one_pipeline_holds_are_all_answered(
+    redis_url: str, key_prefix: str
+) -> None:
+    from service.store.pipelined import MAX_BATCH
+
+    async def use(store: Store, name: str) -> list[object]:
+        key = f"{key_prefix}:counter"
+        await store.client.set(key, "7")
+        return await asyncio.gather(
+            *(store.reads.command("GET", key) for _ in range(MAX_BATCH * 2 + 3))
+        )
+
+    replies = run_with_store(redis_url, key_prefix, use)
+    assert replies == [b"7"] * (MAX_BATCH * 2 + 3)
+
+
+def test_reads_queued_on_a_loop_that_stopped_do_not_block_the_next_loop(
+    redis_url: str, key_prefix: str
+) -> None:
+    from service.store.pipelined import PipelinedReads
+
+    key = f"{key_prefix}:k"
+    reads = PipelinedReads(Redis.from_url(redis_url, socket_timeout=2))
+
+    async def queue_then_stop() -> None:
+        queued = asyncio.ensure_future(reads.command("GET", key))
+        await asyncio.sleep(0)  # the read is queued and its send scheduled for the next turn,
+        asyncio.get_running_loop().stop()  # which never comes
+        assert not queued.done()
+
+    stopped = asyncio.new_event_loop()
+    stopped.run_until_complete(queue_then_stop())
+    stopped.close()
+
+    async def read() -> object:
+        reads.client = Redis.from_url(redis_url, socket_timeout=2)
+        await reads.client.set(key, "v")
+        return await asyncio.wait_for(reads.command("GET", key), timeout=5)
+
+    assert asyncio.run(read()) == b"v"
