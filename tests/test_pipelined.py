@@ -70,9 +70,9 @@ def test_one_failing_command_fails_only_its_caller(redis_url: str, key_prefix: s
         key = f"{key_prefix}:a-list"
         await store.client.rpush(key, "x")
         return await asyncio.gather(
-            store.reads.command("LLEN", key),
-            store.reads.command("GET", key),  # WRONGTYPE: a list, not a string
-            store.reads.command("LRANGE", key, 0, -1),
+            store.pipelined.command("LLEN", key),
+            store.pipelined.command("GET", key),  # WRONGTYPE: a list, not a string
+            store.pipelined.command("LRANGE", key, 0, -1),
             return_exceptions=True,
         )
 
@@ -88,13 +88,13 @@ def test_a_caller_that_gave_up_leaves_the_others_their_replies(
     async def use(store: Store, name: str) -> tuple[object, object]:
         key = f"{key_prefix}:k"
         await store.client.set(key, "v")
-        impatient = asyncio.ensure_future(store.reads.command("GET", key))
-        patient = asyncio.ensure_future(store.reads.command("GET", key))
+        impatient = asyncio.ensure_future(store.pipelined.command("GET", key))
+        patient = asyncio.ensure_future(store.pipelined.command("GET", key))
         await asyncio.sleep(0)  # both queued; the pipeline is sent after this turn
         impatient.cancel()
         with pytest.raises(asyncio.CancelledError):
             await impatient
-        return await patient, await store.reads.command("GET", key)
+        return await patient, await store.pipelined.command("GET", key)
 
     patient, later = run_with_store(redis_url, key_prefix, use)
     assert patient == b"v" and later == b"v"
@@ -109,7 +109,7 @@ def test_more_reads_than_one_pipeline_holds_are_all_answered(
         key = f"{key_prefix}:counter"
         await store.client.set(key, "7")
         return await asyncio.gather(
-            *(store.reads.command("GET", key) for _ in range(MAX_BATCH * 2 + 3))
+            *(store.pipelined.command("GET", key) for _ in range(MAX_BATCH * 2 + 3))
         )
 
     replies = run_with_store(redis_url, key_prefix, use)
@@ -119,13 +119,13 @@ def test_more_reads_than_one_pipeline_holds_are_all_answered(
 def test_reads_queued_on_a_loop_that_stopped_do_not_block_the_next_loop(
     redis_url: str, key_prefix: str
 ) -> None:
-    from service.store.pipelined import PipelinedReads
+    from service.store.pipelined import Pipelined
 
     key = f"{key_prefix}:k"
-    reads = PipelinedReads(Redis.from_url(redis_url, socket_timeout=2))
+    pipelined = Pipelined(Redis.from_url(redis_url, socket_timeout=2))
 
     async def queue_then_stop() -> None:
-        queued = asyncio.ensure_future(reads.command("GET", key))
+        queued = asyncio.ensure_future(pipelined.command("GET", key))
         await asyncio.sleep(0)  # the read is queued and its send scheduled for the next turn,
         asyncio.get_running_loop().stop()  # which never comes
         assert not queued.done()
@@ -135,8 +135,8 @@ def test_reads_queued_on_a_loop_that_stopped_do_not_block_the_next_loop(
     stopped.close()
 
     async def read() -> object:
-        reads.client = Redis.from_url(redis_url, socket_timeout=2)
-        await reads.client.set(key, "v")
-        return await asyncio.wait_for(reads.command("GET", key), timeout=5)
+        pipelined.client = Redis.from_url(redis_url, socket_timeout=2)
+        await pipelined.client.set(key, "v")
+        return await asyncio.wait_for(pipelined.command("GET", key), timeout=5)
 
     assert asyncio.run(read()) == b"v"

@@ -76,7 +76,9 @@ def test_recent_events_are_capped_and_expire(redis_url: str, key_prefix: str) ->
     assert 0 < ttl <= 2 * 86400
 
 
-def test_the_state_read_survives_redis_losing_its_scripts(redis_url: str, key_prefix: str) -> None:
+def test_reads_and_records_survive_redis_losing_its_scripts(
+    redis_url: str, key_prefix: str
+) -> None:
     cart = Event(
         customer_id="c1",
         item_id="x",
@@ -89,12 +91,14 @@ def test_the_state_read_survives_redis_losing_its_scripts(redis_url: str, key_pr
         await store.record([event("c1", "a", "purchase"), cart])
         first = await store.customer_state("c1", recent=1)
         await store.client.script_flush()  # as after a restart of Redis
+        await store.record([event("c1", "b", "purchase", minutes=5)])
+        await store.client.script_flush()
         return first, await store.customer_state("c1")
 
     first, again = with_store(redis_url, key_prefix, use)
     assert [e.item_id for e in first.recent] == ["x"]  # type: ignore[attr-defined]
-    assert [e.item_id for e in again.recent] == ["x", "a"]  # type: ignore[attr-defined]
-    assert again.bought == {"a"} and set(again.cart) == {"x"}  # type: ignore[attr-defined]
+    assert [e.item_id for e in again.recent] == ["b", "x", "a"]  # type: ignore[attr-defined]
+    assert again.bought == {"a", "b"} and set(again.cart) == {"x"}  # type: ignore[attr-defined]
 
 
 def test_an_unknown_customer_has_an_empty_state(redis_url: str, key_prefix: str) -> None:

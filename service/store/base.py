@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from service.errors import StoreUnavailable
 from service.store.keys import Keys
-from service.store.pipelined import PipelinedReads
+from service.store.pipelined import Pipelined
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class StoreBase:
     ) -> None:
         """Use ``client`` (opened and closed by the app's lifespan)."""
         self.client = client
-        self.reads = PipelinedReads(client)
+        self.pipelined = Pipelined(client)
         self.keys = Keys(prefix)
         self.recent_max = recent_max
         self.recent_ttl_seconds = recent_ttl_days * 86400

@@ -99,6 +99,10 @@ class EventState(StoreBase):
     """Events: the durable stream and each customer's recent events, purchases and cart."""
 
     @cached_property
+    def _record(self) -> AsyncScript:
+        return self.client.register_script(_RECORD)
+
+    @cached_property
     def _read_state(self) -> AsyncScript:
         return self.client.register_script(_READ_STATE)
 
@@ -129,7 +133,9 @@ class EventState(StoreBase):
         for event in events:
             args.extend(self._script_args(event))
         if also is None:
-            ids = await self.client.eval(_RECORD, 1, self.keys.events, *args)
+            # By its SHA (not the 2 KB script text each time), with the other requests' commands
+            # of this turn of the loop (store/pipelined.py).
+            ids = await self.pipelined.evalsha(self._record, [self.keys.events], args)
         else:
             # Callers' writes (measurement counters) join the same transaction.
             pipe = self.client.pipeline(transaction=True)
@@ -187,7 +193,7 @@ class EventState(StoreBase):
         keys = [k.recent(customer_id), k.bought(customer_id), k.cart(customer_id)]
         keys.append(k.consent(customer_id))
         # Sent with the other requests' reads of this turn of the loop (store/pipelined.py).
-        recent_raw, bought, cart, consent = await self.reads.evalsha(
+        recent_raw, bought, cart, consent = await self.pipelined.evalsha(
             self._read_state, keys, [-1 if recent is None else recent - 1]
         )
         # HGETALL inside a script answers a flat [field, value, ...] list, not a mapping.

@@ -1,4 +1,4 @@
-"""Reads that concurrent requests make in the same turn of the event loop, sent as one pipeline.
+"""Commands that concurrent requests send in the same turn of the event loop, sent as one pipeline.
 
 Under load many requests wait on the loop at once, and each sent its own command: a connection
 taken from the pool and given back, a timeout armed, a reply parsed, per request. Requests that
@@ -9,8 +9,9 @@ alone; 256-289k in pipelines of 3, 223k of 8. Under ``wrk`` (100k items, 32 conn
 pipelines held 3.2 reads on average, and the service spent 8% less CPU per recommendation
 (median of 16 paired rounds against the previous code). A lone read pays a task and a turn of
 the loop (409k instructions): nothing to save without concurrency, and then CPU is not short.
-The commands are independent reads, so a pipeline without a transaction means the same as
-sending them one by one.
+Each command stands alone (a read, or a script, which Redis runs atomically), so a pipeline
+without a transaction means the same as sending them one by one: a failed connection fails every
+caller of the pipeline, each as if its own command had failed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from redis.commands.core import AsyncScript
 MAX_BATCH = 256
 
 
-class PipelinedReads:
+class Pipelined:
     """Commands of concurrent callers, sent together; each caller awaits its own reply."""
 
     def __init__(self, client: Redis) -> None:
