@@ -128,3 +128,51 @@ def test_an_unreachable_redis_raises_store_unavailable_quickly(key_prefix: str) 
             await store.record([event("c1", "a")])
 
     with_store(url, key_prefix, use)
+
+
+def test_a_change_to_the_offer_catalogue_reaches_every_worker_at_once(
+    redis_url: str, key_prefix: str
+) -> None:
+    from service.offers import Offer, OfferRules
+
+    def promo(offer_id: str, value: float) -> Offer:
+        return Offer(offer_id=offer_id, title=offer_id, kind="percent_off", amount=10.0,
+                     channels=["email"], value=value)  # fmt: skip
+
+    async def use(this_worker: Store) -> list[tuple[int, list[tuple[str, float]], float]]:
+        # Another worker: a store of its own, as each worker process has.
+        other = Store(Redis.from_url(redis_url), prefix=key_prefix)
+        seen = []
+
+        async def look() -> None:
+            version, offers, rules = await this_worker.offer_catalogue()
+            seen.append(
+                (version, [(o.offer_id, o.value) for o in offers], rules.redeemed_block_days)
+            )
+
+        try:
+            await look()
+            await other.put_offer(promo("a", 1.0))
+            await look()
+            await look()  # unchanged: the same answer
+            await other.put_offer(promo("a", 2.0))
+            await other.put_offer(promo("b", 3.0))
+            await look()
+            await other.set_offer_rules(OfferRules(redeemed_block_days=30.0))
+            await look()
+            await other.delete_offer("a")
+            await look()
+        finally:
+            await other.aclose()
+        return seen
+
+    seen = with_store(redis_url, key_prefix, use)
+    default = OfferRules().redeemed_block_days
+    assert seen == [
+        (0, [], default),
+        (1, [("a", 1.0)], default),
+        (1, [("a", 1.0)], default),
+        (3, [("a", 2.0), ("b", 3.0)], default),
+        (4, [("a", 2.0), ("b", 3.0)], 30.0),
+        (5, [("b", 3.0)], 30.0),
+    ]

@@ -15,6 +15,7 @@ from service.events import CONSUMED_EVENT_TYPES, Event, event_msgpack_decoder, m
 from service.state import CartLine, Consent, CustomerState, cart_line_decoder, consent_decoder
 from service.store.base import StoreBase, text, unavailable_on_redis_error
 from service.store.keys import Keys
+from service.store.pipelined import Command
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +206,14 @@ class EventState(StoreBase):
         self, customer_id: str
     ) -> tuple[CustomerState, dict[str, float], list[str]]:
         """State, lifetime stats and linked identifiers of a customer, in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        queue_state(pipe, self.keys, customer_id)
-        pipe.hgetall(self.keys.stats(customer_id))
-        pipe.smembers(self.keys.identifiers(customer_id))
-        *state_replies, stats_raw, ids_raw = await pipe.execute()
+        k = self.keys
+        *state_replies, stats_raw, ids_raw = await self.pipelined.commands(
+            [
+                *state_commands(k, customer_id),
+                ("HGETALL", k.stats(customer_id)),
+                ("SMEMBERS", k.identifiers(customer_id)),
+            ]
+        )
         stats = {text(k): float(v) for k, v in stats_raw.items()}
         return (
             state_from(state_replies, self._oldest_recent()),
@@ -226,16 +230,19 @@ class EventState(StoreBase):
         await self.client.set(self.keys.consent(customer_id), msgpack_encoder.encode(consent))
 
 
-def queue_state(pipe: Any, keys: Keys, customer_id: str, recent: int | None = None) -> None:
-    """Queue the reads of a customer's state on ``pipe`` (four replies, for ``state_from``)."""
-    pipe.lrange(keys.recent(customer_id), 0, -1 if recent is None else recent - 1)
-    pipe.smembers(keys.bought(customer_id))
-    pipe.hgetall(keys.cart(customer_id))
-    pipe.get(keys.consent(customer_id))
+def state_commands(keys: Keys, customer_id: str) -> list[Command]:
+    """The reads of a customer's state, for ``Pipelined.commands`` (four replies, for
+    ``state_from``)."""
+    return [
+        ("LRANGE", keys.recent(customer_id), 0, -1),
+        ("SMEMBERS", keys.bought(customer_id)),
+        ("HGETALL", keys.cart(customer_id)),
+        ("GET", keys.consent(customer_id)),
+    ]
 
 
 def state_from(replies: Sequence[Any], oldest: datetime) -> CustomerState:
-    """The customer state from ``queue_state``'s four replies; events before ``oldest`` dropped."""
+    """The state from ``state_commands``' four replies; events before ``oldest`` dropped."""
     recent_raw, bought_raw, cart_raw, consent_raw = replies
     recent = [e for e in decode_events(recent_raw) if e.timestamp is None or e.timestamp >= oldest]
     cart = {}

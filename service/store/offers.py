@@ -19,7 +19,8 @@ from service.offer_facts import Contact, OfferHistory
 from service.offers import DEFAULT_RULES, Offer, OfferRules
 from service.state import CustomerState
 from service.store.base import StoreBase, text, unavailable_on_redis_error
-from service.store.customers import queue_state, state_from
+from service.store.customers import state_commands, state_from
+from service.store.pipelined import Command
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ _encoder = msgspec.json.Encoder()
 
 class OfferStore(StoreBase):
     """The offer catalogue, the offer rules, contact history and redemptions."""
+
+    # The catalogue as last read: (version, offers, rules).
+    _kept_catalogue: tuple[int, list[Offer], OfferRules] | None = None
 
     @unavailable_on_redis_error
     async def put_offer(self, offer: Offer) -> bool:
@@ -58,19 +62,30 @@ class OfferStore(StoreBase):
 
     @unavailable_on_redis_error
     async def offer_catalogue(self) -> tuple[int, list[Offer], OfferRules]:
-        """The catalogue's version, every offer (by id) and the rules, in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.keys.offers_version)
-        pipe.hgetall(self.keys.offers)
-        pipe.get(self.keys.offer_rules)
-        version, raw, rules = await pipe.execute()
-        offers = []
-        for offer_id, body in sorted(raw.items()):
-            try:
-                offers.append(_offer_decoder.decode(body))
-            except msgspec.DecodeError:
-                log.warning("undecodable offer %r skipped", text(offer_id))
-        return int(version or 0), offers, _rules_decoder.decode(rules) if rules else DEFAULT_RULES
+        """The catalogue's version, every offer (by id) and the rules.
+
+        Every change bumps the version in the same transaction, so the offers and rules decoded
+        for a version are kept (per store, so per worker) and only the version is read while it
+        holds: one short read per offers request instead of the whole catalogue, decoded again.
+        """
+        k = self.keys
+        version = int(await self.pipelined.command("GET", k.offers_version) or 0)
+        kept = self._kept_catalogue
+        if kept is None or kept[0] != version:
+            # The version first: a change landing between the reads leaves an older version
+            # kept with newer offers, which the next request finds stale and reads again.
+            raw_version, raw, rules = await self.pipelined.commands(
+                [("GET", k.offers_version), ("HGETALL", k.offers), ("GET", k.offer_rules)]
+            )
+            offers = []
+            for offer_id, body in sorted(raw.items()):
+                try:
+                    offers.append(_offer_decoder.decode(body))
+                except msgspec.DecodeError:
+                    log.warning("undecodable offer %r skipped", text(offer_id))
+            decoded = _rules_decoder.decode(rules) if rules else DEFAULT_RULES
+            kept = self._kept_catalogue = (int(raw_version or 0), offers, decoded)
+        return kept[0], list(kept[1]), kept[2]
 
     @unavailable_on_redis_error
     async def set_offer_rules(self, rules: OfferRules) -> None:
@@ -86,12 +101,14 @@ class OfferStore(StoreBase):
     ) -> list[tuple[CustomerState, OfferHistory]]:
         """State and offer history of each customer, all in one round trip."""
         oldest = now - timedelta(days=rules.contact_history_days)
-        pipe = self.client.pipeline(transaction=False)
+        commands: list[Command] = []
         for c in customer_ids:
-            queue_state(pipe, self.keys, c)
-            pipe.zrevrangebyscore(self.keys.offer_contacts(c), "+inf", oldest.timestamp())
-            pipe.hgetall(self.keys.offer_redemptions(c))
-        replies = await pipe.execute()
+            commands += state_commands(self.keys, c)
+            commands.append(
+                ("ZREVRANGEBYSCORE", self.keys.offer_contacts(c), "+inf", oldest.timestamp())
+            )
+            commands.append(("HGETALL", self.keys.offer_redemptions(c)))
+        replies = await self.pipelined.commands(commands) if commands else []
         recent_oldest = now - timedelta(seconds=self.recent_ttl_seconds)
         return [
             (
@@ -112,19 +129,19 @@ class OfferStore(StoreBase):
         """Record each (customer, offer) presented on ``channel`` at ``now``; returns how many."""
         ttl = int(rules.contact_history_days * 86400) + 1
         horizon = (now - timedelta(days=rules.contact_history_days)).timestamp()
-        pipe = self.client.pipeline(transaction=False)
-        count = 0
+        commands: list[Command] = []
         for customer_id, offer_id in presented:
             key = self.keys.offer_contacts(customer_id)
             at = now.timestamp()
             member = _SEP.join((offer_id, channel, repr(at), uuid.uuid4().hex[:8]))
-            pipe.zadd(key, {member: at})
-            pipe.zremrangebyscore(key, "-inf", horizon)
-            pipe.expire(key, ttl)
-            count += 1
-        if count:
-            await pipe.execute()
-        return count
+            commands += [
+                ("ZADD", key, at, member),
+                ("ZREMRANGEBYSCORE", key, "-inf", horizon),
+                ("EXPIRE", key, ttl),
+            ]
+        if commands:
+            await self.pipelined.commands(commands)
+        return len(commands) // 3
 
     @unavailable_on_redis_error
     async def record_redemptions(self, events: Sequence[Event]) -> int:

@@ -23,17 +23,23 @@ import redis.exceptions
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-# The most commands in one pipeline; more waiting are sent as further pipelines.
+# The most commands in one pipeline (more are sent as further pipelines); a caller with this many
+# or more gets a pipeline of its own.
 MAX_BATCH = 256
 
 
+Command = tuple[Any, ...]
+# A caller's commands and the future its replies go to.
+_Entry = tuple[list[Command], "asyncio.Future[list[Any]]"]
+
+
 class Pipelined:
-    """Commands of concurrent callers, sent together; each caller awaits its own reply."""
+    """Commands of concurrent callers, sent together; each caller awaits its own replies."""
 
     def __init__(self, client: Redis) -> None:
         """Send through ``client``."""
         self.client = client
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._queue: list[_Entry] = []
         # The loop a send is scheduled on (None: none is): a store outliving a loop (tests that
         # run several) must not wait for a callback that loop will never run.
         self._scheduled_on: asyncio.AbstractEventLoop | None = None
@@ -42,9 +48,14 @@ class Pipelined:
     async def command(self, *args: Any) -> Any:
         """The reply to one command (``args``: its name and arguments), sent with the others
         queued in this turn of the loop. Raises what the command or the connection raised."""
+        return (await self.commands([args]))[0]
+
+    async def commands(self, commands: list[Command]) -> list[Any]:
+        """The replies to ``commands``, in order, sent in the same pipeline as the others queued
+        in this turn of the loop. Raises the first error among them, or the connection's."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((args, future))
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._queue.append((commands, future))
         if self._scheduled_on is not loop:
             # Run after the callbacks already ready: the other requests of this turn queue first.
             self._scheduled_on = loop
@@ -66,24 +77,40 @@ class Pipelined:
         # Only this loop's callers: any a stopped loop left behind have no one to answer.
         queued = [entry for entry in self._queue if entry[1].get_loop() is loop]
         self._queue = []
-        for start in range(0, len(queued), MAX_BATCH):
-            task = asyncio.create_task(self._send(queued[start : start + MAX_BATCH]))
-            # The loop keeps only weak references to tasks.
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+        batch: list[_Entry] = []
+        size = 0
+        for entry in queued:
+            if len(entry[0]) >= MAX_BATCH:
+                # A bulk read (an export's chunk) goes alone: requests do not wait behind it.
+                self._start([entry])
+                continue
+            batch.append(entry)
+            size += len(entry[0])
+            if size >= MAX_BATCH:
+                self._start(batch)
+                batch, size = [], 0
+        if batch:
+            self._start(batch)
 
-    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+    def _start(self, batch: list[_Entry]) -> None:
+        task = asyncio.create_task(self._send(batch))
+        # The loop keeps only weak references to tasks.
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[_Entry]) -> None:
+        commands = [command for group, _ in batch for command in group]
         try:
-            if len(batch) == 1:
+            if len(commands) == 1:
                 # A pipeline of one costs the client more than the command alone.
                 try:
-                    replies = [await self.client.execute_command(*batch[0][0])]
+                    replies = [await self.client.execute_command(*commands[0])]
                 except redis.exceptions.ResponseError as e:
                     replies = [e]
             else:
                 pipe = self.client.pipeline(transaction=False)
-                for args, _ in batch:
-                    pipe.execute_command(*args)
+                for command in commands:
+                    pipe.execute_command(*command)
                 # Errors of one command are that caller's; only the connection's fail them all.
                 replies = await pipe.execute(raise_on_error=False)
         except asyncio.CancelledError:  # shutting down: so are the callers
@@ -95,10 +122,14 @@ class Pipelined:
                 if not future.done():  # a caller that gave up (a closed connection) is skipped
                     future.set_exception(e)
             return
-        for (_, future), reply in zip(batch, replies, strict=True):
+        at = 0
+        for group, future in batch:
+            mine = replies[at : at + len(group)]
+            at += len(group)
             if future.done():
                 continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
+            failed = next((r for r in mine if isinstance(r, Exception)), None)
+            if failed is not None:
+                future.set_exception(failed)
             else:
-                future.set_result(reply)
+                future.set_result(mine)
