@@ -7,7 +7,7 @@ DATA_DIR ?= ./var
 MODEL_DIR ?= ./models
 export PORT DATA_DIR MODEL_DIR
 
-.PHONY: run test lint train bench bench-serving bench-instructions bench-offload bench-ingest sample clean
+.PHONY: run test lint train bench bench-serving bench-instructions bench-offload bench-ingest bench-compare sample clean
 
 # One stamp per install flavour: re-install only when pyproject.toml changes.
 $(VENV)/.run-installed: pyproject.toml
@@ -54,6 +54,10 @@ bench-serving: $(VENV)/.test-installed
 ## bench-instructions: instructions per request by endpoint beside the bare route (needs valgrind)
 bench-instructions: $(VENV)/.test-installed
 	$(PY) -m benchmarks.instructions $(BENCH_INSTRUCTIONS_ARGS)
+
+## bench-compare: CPU per request of this checkout against BASE (a git revision), paired rounds under wrk
+bench-compare: $(VENV)/.test-installed
+	$(PY) -m benchmarks.compare --base $(BASE) $(BENCH_COMPARE_ARGS)
 
 ## bench-offload: health checks under exact rankings of a large catalogue, on the loop vs in threads
 bench-offload: $(VENV)/.test-installed

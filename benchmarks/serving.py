@@ -105,12 +105,15 @@ def free_port() -> int:
 class Server:
     """A server process (the service or the bare route) and its worker processes."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], port: int, log: Path, cwd: Path | None = None
+    ) -> None:
         self.port = port
         self.log = log
         self.proc = subprocess.Popen(
             argv,
             env=env,
+            cwd=cwd,
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -495,9 +498,16 @@ def service_env(
 
 @contextlib.contextmanager
 def serve(
-    argv: list[str], env: dict[str, str], port: int, log: Path, ready: str, workers: int = 1
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    log: Path,
+    ready: str,
+    workers: int = 1,
+    cwd: Path | None = None,
 ) -> Iterator[Server]:
-    server = Server(argv, env, port, log)
+    """A server started with ``argv`` (in ``cwd``), stopped on leaving."""
+    server = Server(argv, env, port, log, cwd)
     try:
         server.wait(ready, expect_workers=workers)
         yield server
