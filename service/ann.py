@@ -317,8 +317,15 @@ class IvfIndex:
         nprobe: int = DEFAULT_NPROBE,
         nprobe_similar: int = DEFAULT_NPROBE_SIMILAR,
         exact_below: int = 20_000,
+        item_norms: NDArray[np.float32] | None = None,
     ) -> None:
-        """Wrap the ``ann_*`` arrays of an artifact (or of ``build_index``)."""
+        """Wrap the ``ann_*`` arrays of an artifact (or of ``build_index``).
+
+        ``item_norms``: the model's norm per item row, which cosine searches will pass as
+        ``norms``; kept in the index's order too (4 MB at a million items), so a search reads the
+        probed clusters' norms in runs instead of gathering them row by row from across the
+        catalogue (at a million items those scattered reads were 6% of a similar-items request).
+        """
         self.centroids: NDArray[np.float32] = arrays["ann_centroids"]
         self.offsets: NDArray[np.int64] = np.asarray(arrays["ann_offsets"], dtype=np.int64)
         self.rows: NDArray[np.int32] = arrays["ann_rows"]
@@ -327,6 +334,8 @@ class IvfIndex:
         self.nprobe = max(1, min(nprobe, self.nlist))
         self.nprobe_similar = max(1, min(nprobe_similar, self.nlist))
         self.exact_below = exact_below
+        self._item_norms = item_norms
+        self._norms_in_order = None if item_norms is None else np.asarray(item_norms)[self.rows]
         # One view per cluster, made once: slicing per probe cost more than the products.
         bounds = self.offsets.tolist()
         self._clusters = [self.factors[s:e] for s, e in itertools.pairwise(bounds)]
@@ -416,7 +425,8 @@ class IvfIndex:
         positions += np.arange(total)
         rows = self.rows[positions]
         if norms is not None:
-            scores /= norms[rows]
+            ordered = self._norms_in_order if norms is self._item_norms else None
+            scores /= norms[rows] if ordered is None else ordered[positions]
         if allowed is not None:
             keep = allowed[rows]
             if int(np.count_nonzero(keep)) < k:

@@ -142,7 +142,11 @@ class FactorModel:
             )
             arrays = build_index(self.item_factors)
         return IvfIndex(
-            arrays, nprobe=nprobe, nprobe_similar=nprobe_similar, exact_below=config.exact_below
+            arrays,
+            nprobe=nprobe,
+            nprobe_similar=nprobe_similar,
+            exact_below=config.exact_below,
+            item_norms=self.item_norms,
         )
 
     @property

@@ -470,3 +470,27 @@ def test_a_model_without_customer_vectors_keeps_the_default_probes() -> None:
     spec = ann.calibrate(ann.build_index(model["item_factors"], nlist=100), model)
     assert (spec.nprobe, spec.sample, spec.recall_at_10) == (ann.DEFAULT_NPROBE, 0, 0.0)
     assert spec.recall_at_10_similar >= ann.RECALL_TARGET  # the items still calibrate
+
+
+def test_cosine_searches_read_the_norms_kept_in_the_index_order_and_answer_the_same() -> None:
+    rng = np.random.default_rng(7)
+    factors = rng.normal(size=(3000, 16)).astype(np.float32)
+    factors *= rng.uniform(0.1, 3.0, size=(3000, 1)).astype(np.float32)  # norms that matter
+    norms = np.linalg.norm(factors, axis=1).astype(np.float32)
+    arrays = ann.build_index(factors, nlist=40)
+    kept = ann.IvfIndex(arrays, nprobe_similar=6, item_norms=norms)
+    plain = ann.IvfIndex(arrays, nprobe_similar=6)
+    other = norms * 2  # not the array the index keeps: gathered row by row, as before
+    for row in rng.choice(3000, size=25, replace=False).tolist():
+        query = factors[row] / norms[row]
+        exclude = np.array([row])
+        a = kept.search(query, 10, exclude=exclude, norms=norms)
+        b = plain.search(query, 10, exclude=exclude, norms=norms)
+        c = kept.search(query, 10, exclude=exclude, norms=other)
+        assert a is not None and b is not None and c is not None
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
+        np.testing.assert_array_equal(c[0], b[0])
+        np.testing.assert_allclose(c[1], b[1] / 2, rtol=1e-6)
+        # The scores are cosines: each found item's own, exactly.
+        np.testing.assert_allclose(a[1], factors[a[0]] @ query / norms[a[0]], rtol=1e-5)
