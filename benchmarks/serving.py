@@ -22,7 +22,9 @@ benchmarks/results/serving.json.
 The service runs as retailers measuring it would: tracking on and an A/B test running on every
 channel. Per size, two fresh 1-worker servers identical but for ``RECO_TRACKING`` (the "on" one
 with the A/B test) are also loaded with recommendations in alternating rounds
-(``--overhead-rounds``, 0 skips it): the throughput and CPU that measurement costs.
+(``--overhead-rounds``, 0 skips it): the throughput and CPU that measurement costs. And the
+1-worker service answers recommendations at fewer connections too (``--concurrency``, default
+2,4,8,16): at 32 a saturated worker's latency is mostly its queue.
 """
 
 from __future__ import annotations
@@ -774,6 +776,10 @@ def bench_size(
                     result["cpu_ratio_to_bare"] = cpu_ratio(bare_run, result)
                     run["endpoints"][endpoint] = result
                     print(f"   workers={workers} {endpoint:16} {result}", flush=True)
+                if workers == 1 and args.concurrency:
+                    run["concurrency"] = concurrency_sweep(
+                        args, wrk, server, scripts["recommendations"]
+                    )
                 mems = [memory(pid) for pid in server.worker_pids()]
                 run["memory"] = {
                     "per_worker": mems,
@@ -800,6 +806,25 @@ def bench_size(
         if not args.keep:
             shutil.rmtree(model_dir, ignore_errors=True)
     return row
+
+
+def concurrency_sweep(
+    args: argparse.Namespace, wrk: str, server: Server, script: Path
+) -> dict[str, Any]:
+    """Recommendations at each of ``--concurrency``'s connection counts, one worker.
+
+    At 32 connections a saturated worker's latency is mostly the queue in front of it (p50 is
+    about connections / requests per second); fewer connections show the latency a request sees
+    when the worker keeps up, and how much throughput that costs.
+    """
+    results = {}
+    for connections in args.concurrency:
+        threads = min(args.threads, connections)  # wrk needs a connection per thread
+        result = run_wrk(wrk, server, script, args.duration, connections, threads)
+        result.pop("raw")
+        results[str(connections)] = result
+        print(f"   1 worker, {connections:3} connections, recommendations {result}", flush=True)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -832,9 +857,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep the work folder: artifacts and logs"
     )
+    parser.add_argument(
+        "--concurrency",
+        default="2,4,8,16",
+        help="connection counts for recommendations on 1 worker (empty: skip)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "serving.json")
     args = parser.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",")]
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
     sizes = [int(s) for s in args.sizes.split(",")]
     wrk = ensure_wrk()
     if not redis.Redis.from_url(args.redis_url).ping():
@@ -887,6 +918,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_summary(report))
     print()
     print(format_overhead(report))
+    print()
+    print(format_concurrency(report))
     print(f"\nwritten to {args.out}")
     return 0
 
@@ -977,6 +1010,28 @@ def format_overhead(report: dict[str, Any]) -> str:
                 f"| {o['rps_drop']:.1%} | {o['cpu_us_on']:.0f} | {o['cpu_us_off']:.0f} "
                 f"| {o['cpu_increase']:.1%} | {o['rounds']} | {o['errors']} |"
             )
+    return "\n".join(lines)
+
+
+def format_concurrency(report: dict[str, Any]) -> str:
+    """Recommendations on one worker at each connection count (with the main run's, for scale)."""
+    lines = [
+        "| items | connections | req/s | p50 ms | p99 ms | errors | server CPU µs/req |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for size in report["sizes"]:
+        for run in size["runs"]:
+            sweep = dict(run.get("concurrency") or {})
+            if not sweep:
+                continue
+            main_run = run["endpoints"].get("recommendations")
+            if main_run and "rps" in main_run:
+                sweep[str(report["settings"]["connections"])] = main_run
+            for connections, r in sorted(sweep.items(), key=lambda kv: int(kv[0])):
+                lines.append(
+                    f"| {size['items']:,} | {connections} | {r['rps']:,.0f} | {r['p50_ms']} "
+                    f"| {r['p99_ms']} | {r['errors']} | {r['server_cpu_us_per_request']} |"
+                )
     return "\n".join(lines)
 
 
