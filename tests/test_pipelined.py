@@ -54,6 +54,7 @@ def test_concurrent_state_reads_share_one_connection_and_each_gets_its_own(
 
     async def use(store: Store, name: str) -> tuple[list[set[str]], int]:
         await store.record([purchase(c, f"item-of-{c}") for c in customers])
+        await store.customer_state(customers[0])  # the script loaded, as on a running service
         await store.client.connection_pool.disconnect()
         states = await asyncio.gather(*(store.customer_state(c, recent=5) for c in customers))
         return [set(s.bought) for s in states], await connections_named(store.client, name)
@@ -126,20 +127,46 @@ def test_reads_queued_on_a_loop_that_stopped_do_not_block_the_next_loop(
 
     key = f"{key_prefix}:k"
     pipelined = Pipelined(Redis.from_url(redis_url, socket_timeout=2))
-
-    async def queue_then_stop() -> None:
-        queued = asyncio.ensure_future(pipelined.command("GET", key))
-        await asyncio.sleep(0)  # the read is queued and its send scheduled for the next turn,
-        asyncio.get_running_loop().stop()  # which never comes
-        assert not queued.done()
-
     stopped = asyncio.new_event_loop()
-    stopped.run_until_complete(queue_then_stop())
-    stopped.close()
+    left = [
+        stopped.create_task(pipelined.command("GET", key)),  # sent at once
+        stopped.create_task(pipelined.command("GET", key)),  # queued behind it
+    ]
+    # One turn of that loop: both start, and the queue's send is scheduled for the next turn,
+    # which does not come while the loop stays stopped.
+    stopped.call_soon(stopped.stop)
+    stopped.run_forever()
+    assert not any(f.done() for f in left)
 
     async def read() -> object:
         pipelined.client = Redis.from_url(redis_url, socket_timeout=2)
         await pipelined.client.set(key, "v")
+        # Someone still waits (on the stopped loop), so this read is queued too.
         return await asyncio.wait_for(pipelined.command("GET", key), timeout=5)
 
-    assert asyncio.run(read()) == b"v"
+    try:
+        assert asyncio.run(read()) == b"v"
+    finally:
+        for future in left:  # let the stopped loop's callers end before closing it
+            future.cancel()
+        stopped.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        stopped.close()
+
+
+def test_callers_that_find_the_script_missing_load_it_once_together(
+    redis_url: str, key_prefix: str
+) -> None:
+    customers = [f"c{n}" for n in range(16)]
+
+    async def use(store: Store, name: str) -> tuple[list[set[str]], int]:
+        await store.record([purchase(c, f"item-of-{c}") for c in customers])
+        await store.client.script_flush()  # as after a restart of Redis
+        await store.client.connection_pool.disconnect()
+        states = await asyncio.gather(*(store.customer_state(c) for c in customers))
+        return [set(s.bought) for s in states], await connections_named(store.client, name)
+
+    bought, connections = run_with_store(redis_url, key_prefix, use)
+    assert bought == [{f"item-of-{c}"} for c in customers]
+    # The first read alone, then the other 15 together: their loads and their retries each
+    # share a pipeline; one load per caller on a connection of its own would have opened 16.
+    assert connections <= 3

@@ -93,7 +93,9 @@ class Pipelined:
         try:
             return await self.command(*command)
         except redis.exceptions.NoScriptError:
-            await self.client.script_load(script.script)
+            # Every caller of a pipeline finds the script missing at once: their loads share a
+            # pipeline too, rather than each taking a connection of its own.
+            await self.command("SCRIPT", "LOAD", script.script)
             return await self.command(*command)
 
     def _send_queued(self) -> None:
