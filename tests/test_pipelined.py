@@ -47,19 +47,33 @@ def purchase(customer: str, item: str) -> Event:
     )
 
 
-def test_concurrent_state_reads_share_one_connection_and_each_gets_its_own(
-    redis_url: str, key_prefix: str
-) -> None:
-    customers = [f"c{n}" for n in range(24)]
+def read_states_at_once(
+    redis_url: str,
+    key_prefix: str,
+    customers: list[str],
+    before: Callable[[Store], Awaitable[object]],
+) -> tuple[list[set[str]], int]:
+    """Each customer's purchases, read all at once on fresh connections after ``before(store)``,
+    and how many connections the store then holds."""
 
     async def use(store: Store, name: str) -> tuple[list[set[str]], int]:
         await store.record([purchase(c, f"item-of-{c}") for c in customers])
-        await store.customer_state(customers[0])  # the script loaded, as on a running service
+        await before(store)
         await store.client.connection_pool.disconnect()
         states = await asyncio.gather(*(store.customer_state(c, recent=5) for c in customers))
         return [set(s.bought) for s in states], await connections_named(store.client, name)
 
-    bought, connections = run_with_store(redis_url, key_prefix, use)
+    return run_with_store(redis_url, key_prefix, use)
+
+
+def test_concurrent_state_reads_share_one_connection_and_each_gets_its_own(
+    redis_url: str, key_prefix: str
+) -> None:
+    customers = [f"c{n}" for n in range(24)]
+    # The script loaded first, as on a running service.
+    bought, connections = read_states_at_once(
+        redis_url, key_prefix, customers, lambda store: store.customer_state(customers[0])
+    )
     assert bought == [{f"item-of-{c}"} for c in customers]
     # 24 reads one by one would have opened 24 connections. The first, with no one else waiting,
     # goes at once; the 23 queued behind it share one pipeline (CLIENT LIST takes one of the two
@@ -157,15 +171,10 @@ def test_callers_that_find_the_script_missing_load_it_once_together(
     redis_url: str, key_prefix: str
 ) -> None:
     customers = [f"c{n}" for n in range(16)]
-
-    async def use(store: Store, name: str) -> tuple[list[set[str]], int]:
-        await store.record([purchase(c, f"item-of-{c}") for c in customers])
-        await store.client.script_flush()  # as after a restart of Redis
-        await store.client.connection_pool.disconnect()
-        states = await asyncio.gather(*(store.customer_state(c) for c in customers))
-        return [set(s.bought) for s in states], await connections_named(store.client, name)
-
-    bought, connections = run_with_store(redis_url, key_prefix, use)
+    # The scripts gone, as after a restart of Redis.
+    bought, connections = read_states_at_once(
+        redis_url, key_prefix, customers, lambda store: store.client.script_flush()
+    )
     assert bought == [{f"item-of-{c}"} for c in customers]
     # The first read alone, then the other 15 together: their loads and their retries each
     # share a pipeline; one load per caller on a connection of its own would have opened 16.

@@ -72,10 +72,10 @@ class OfferStore(StoreBase):
         version = int(await self.pipelined.command("GET", k.offers_version) or 0)
         kept = self._kept_catalogue
         if kept is None or kept[0] != version:
-            # The version first: a change landing between the reads leaves an older version
-            # kept with newer offers, which the next request finds stale and reads again.
-            raw_version, raw, rules = await self.pipelined.commands(
-                [("GET", k.offers_version), ("HGETALL", k.offers), ("GET", k.offer_rules)]
+            # Read after the version: a change landing in between leaves an older version kept
+            # with newer offers, which the next request finds stale and reads again.
+            raw, rules = await self.pipelined.commands(
+                [("HGETALL", k.offers), ("GET", k.offer_rules)]
             )
             offers = []
             for offer_id, body in sorted(raw.items()):
@@ -84,7 +84,7 @@ class OfferStore(StoreBase):
                 except msgspec.DecodeError:
                     log.warning("undecodable offer %r skipped", text(offer_id))
             decoded = _rules_decoder.decode(rules) if rules else DEFAULT_RULES
-            kept = self._kept_catalogue = (int(raw_version or 0), offers, decoded)
+            kept = self._kept_catalogue = (version, offers, decoded)
         return kept[0], list(kept[1]), kept[2]
 
     @unavailable_on_redis_error
