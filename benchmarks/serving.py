@@ -13,7 +13,10 @@ a blend's sparse item-item component: what a retailer's model costs per request)
 real-time state in Redis (recent events for half of them), starts ``python -m service`` as a
 separate process and drives it with ``wrk`` (Lua scripts that vary customers and items) for a fixed
 time at fixed concurrency, endpoint by endpoint, right after the bare route
-(``benchmarks/bare_app.py``, same uvicorn settings). Per endpoint: requests/s, p50, p99, errors
+(``benchmarks/bare_app.py``, same uvicorn settings) and two references built on it: its answer
+behind the recommendations route's signature and API-key check, and the same after reading the
+customer's real-time state from Redis as the service does (what any personalised answer costs
+before ranking). Per endpoint: requests/s, p50, p99, errors
 (non-2xx and socket errors), the ratio to the bare route, and memory per worker (RSS and PSS from
 /proc/<pid>/smaps_rollup). It reports ANN recall@10 against exact scoring, publishes a new model
 version during a load run (hot swap: errors, seconds until the new version is served) and writes
@@ -78,6 +81,12 @@ API_KEY = "bench-key"
 EXPERIMENT = {"variants": [{"name": "control"}, {"name": "treatment"}]}
 # "category": recommendations restricted to one of the catalogue's 50 categories (2% of it).
 ENDPOINTS = ("recommendations", "category", "similar", "offers", "events")
+# The bare app's references beyond the bare route: result key -> its wrk script's endpoint.
+REFERENCES = {"shaped": "shaped", "state_read": "state"}
+REFERENCE_LABELS = {
+    "shaped": "bare route, service's signature",
+    "state_read": "bare route, signature + state read",
+}
 
 
 # ----------------------------------------------------------------------------- processes
@@ -242,10 +251,12 @@ def lua_script(
     customers: list[str],
     items: list[str],
     categories: list[str] | None = None,
+    prefix: str = "",
 ) -> Path:
     """A wrk script that picks a random customer, item or category per request.
 
     ``categories``: the model's (default: the generated catalogue's 50, benchmarks/catalogue.py).
+    ``prefix``: the seeded Redis keys' prefix, for the ``state`` reference route.
     """
     names = categories if categories is not None else category_names(np.arange(N_CATEGORIES))
     # Real ids and category names have spaces, slashes and ampersands ("BANK CHARGES"): paths and
@@ -268,6 +279,10 @@ def lua_script(
         "shaped": (
             'return wrk.format("GET", "/shaped/" .. pick(customers) .. '
             '"?k=10&channel=" .. pick(channels))'
+        ),
+        "state": (
+            'return wrk.format("GET", "/state/" .. pick(customers) .. '
+            f'"?k=10&prefix={_quoted(prefix)}&channel=" .. pick(channels))'
         ),
         "recommendations": (
             'return wrk.format("GET", "/v1/customers/" .. pick(customers) .. '
@@ -728,10 +743,10 @@ def bench_size(
 
     def script(endpoint: str) -> Path:
         path = size_dir / f"{endpoint}.lua"
-        return lua_script(path, endpoint, customers, items, workload.categories)
+        return lua_script(path, endpoint, customers, items, workload.categories, prefix)
 
     scripts = {e: script(e) for e in ENDPOINTS}
-    bare_script, shaped_script = script("bare"), script("shaped")
+    bare_script = script("bare")
     row["runs"] = []
     try:
         for workers in args.workers:
@@ -747,18 +762,17 @@ def bench_size(
                     wrk, bare, bare_script, args.duration, args.connections, args.threads
                 )
                 bare_run.pop("raw")
-                shaped = run_wrk(
-                    wrk, bare, shaped_script, args.duration, args.connections, args.threads
-                )
-                shaped.pop("raw")
-                shaped["ratio_to_bare"] = round(shaped["rps"] / max(bare_run["rps"], 1), 3)
-                shaped["cpu_ratio_to_bare"] = cpu_ratio(bare_run, shaped)
-                run: dict[str, Any] = {
-                    "workers": workers,
-                    "bare": bare_run,
-                    "shaped": shaped,
-                    "endpoints": {},
-                }
+                run: dict[str, Any] = {"workers": workers, "bare": bare_run, "endpoints": {}}
+                # The references beside the bare route (benchmarks/bare_app.py): its answer
+                # behind the service's signature, then also after the customer's state read.
+                for reference, lua in REFERENCES.items():
+                    result = run_wrk(
+                        wrk, bare, script(lua), args.duration, args.connections, args.threads
+                    )
+                    result.pop("raw")
+                    result["ratio_to_bare"] = round(result["rps"] / max(bare_run["rps"], 1), 3)
+                    result["cpu_ratio_to_bare"] = cpu_ratio(bare_run, result)
+                    run[reference] = result
                 for endpoint in ENDPOINTS:
                     if endpoint == "category" and workload.categories == []:
                         run["endpoints"][endpoint] = {"skipped": "the model has no categories"}
@@ -899,7 +913,8 @@ def main(argv: list[str] | None = None) -> int:
         report["baseline_worker_memory"] = baseline
         print(f"service worker without a model: {baseline}", flush=True)
         port = free_port()
-        with serve(bare_argv(port), dict(os.environ), port, work / "bare.log", "/bare/x") as bare:
+        bare_env = {**os.environ, "REDIS_URL": args.redis_url}  # for its state-read reference
+        with serve(bare_argv(port), bare_env, port, work / "bare.log", "/bare/x") as bare:
             for n, size in enumerate([None] if args.trained else sizes):
                 size_dir = work / f"workload-{n}"
                 size_dir.mkdir()
@@ -943,10 +958,12 @@ def format_table(report: dict[str, Any]) -> str:
                 f"| {b['p50_ms']} | {b['p99_ms']} | {b['errors']} "
                 f"| {b.get('server_cpu_us_per_request')} | 1.00 | | |"
             )
-            if "shaped" in run:
-                r = run["shaped"]
+            for reference, label in REFERENCE_LABELS.items():
+                if reference not in run:  # results of runs before the reference existed
+                    continue
+                r = run[reference]
                 lines.append(
-                    f"| {size['items']:,} | {run['workers']} | bare route, service's signature "
+                    f"| {size['items']:,} | {run['workers']} | {label} "
                     f"| {r['rps']:,.0f} | {r['ratio_to_bare']:.2f} | {r['p50_ms']} | {r['p99_ms']} "
                     f"| {r['errors']} | {r.get('server_cpu_us_per_request')} "
                     f"| {r.get('cpu_ratio_to_bare')} | | |"
