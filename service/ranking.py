@@ -324,6 +324,8 @@ class FactorModel:
         found = self._from_index(user_vector, k, exclude, allowed, None)
         if found is not None:
             return found
+        if allowed is not None and self._subset_is_cheaper(allowed):
+            return self._exact_subset(user_vector, k, exclude, allowed, None)
         guard(self.n_items)
         scores = self.item_factors @ user_vector
         return top_k(scores, k, exclude=exclude, allowed=allowed)
@@ -365,6 +367,8 @@ class FactorModel:
         found = self._from_index(query, k, exclude, allowed, self.item_norms)
         if found is not None:
             return found
+        if allowed is not None and self._subset_is_cheaper(allowed):
+            return self._exact_subset(query, k, exclude, allowed, self.item_norms)
         return top_k(self._cosine_scores(item_row), k, exclude=exclude, allowed=allowed)
 
     def _similar_head(self, item_row: int) -> tuple[Rows, Scores]:
@@ -398,6 +402,17 @@ class FactorModel:
             # A narrow or selective filter: scoring just its items is cheaper, and exact.
             return self._exact_subset(query, k, exclude, allowed, norms)
         return index.search(query, k, exclude=exclude, allowed=allowed, norms=norms)
+
+    def _subset_is_cheaper(self, allowed: Mask) -> bool:
+        """Whether exact scoring of just the items ``allowed`` lets through beats scoring every
+        item and partitioning around the others.
+
+        Measured here on 64 factors (best 10): a tenth of 10,000 items 32 against 95 µs, of
+        100,000 items 0.26 against 1.9 ms; the gather costs more than it saves from about 40%.
+        Before, a category at 10,000 items (no index) cost 1.7 times a plain recommendation in
+        the serving benchmark: with most scores at -inf the partition found no short cut.
+        """
+        return self.allowed_count(allowed) * 3 <= self.n_items
 
     def _exact_subset(
         self,

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import artifact, recommend
+from service import ann, artifact, recommend
 from service.errors import InvalidRequest
 from service.ranking import FactorModel, top_k
 from service.state import CustomerState
-from tests.builders import checkerboard_artifact, item
+from tests.builders import checkerboard_artifact, clustered_artifact, item
 
 
 def ctx(state: CustomerState | None = None) -> recommend.Context:
@@ -133,3 +133,49 @@ def test_similar_to_item_is_topped_up_and_filtered(model: FactorModel) -> None:
     assert len(items) == 5
     assert "i01" not in {i.item_id for i in items}
     assert {i.category for i in items} == {"odd"}
+
+
+def _brute_force(
+    scores: np.ndarray, k: int, exclude: np.ndarray, allowed: np.ndarray
+) -> list[int]:
+    ok = allowed.copy()
+    ok[exclude] = False
+    candidates = np.flatnonzero(ok)
+    return candidates[np.argsort(-scores[candidates], kind="stable")][:k].tolist()
+
+
+@pytest.mark.parametrize("mask_kind", ["category", "stock"])
+def test_a_narrow_filter_without_an_index_scores_just_its_items_and_still_finds_the_best(
+    tmp_path: Path, mask_kind: str
+) -> None:
+    model = FactorModel(
+        artifact.load(clustered_artifact(tmp_path, 3000, with_index=False)),
+        ann=ann.AnnConfig(mode="off"),
+    )
+    assert model.index is None
+    rng = np.random.default_rng(3)
+    if mask_kind == "category":
+        allowed = model.category_mask("cat3")
+    else:  # a store's stock: a plain mask the model has not seen
+        allowed = rng.random(model.n_items) < 0.05
+    assert allowed is not None and model.allowed_count(allowed) * 3 <= model.n_items
+    factors = np.asarray(model.item_factors)
+    norms = np.linalg.norm(factors, axis=1)
+    for customer in range(5):
+        vector = model.user_vector(customer)
+        inside = np.flatnonzero(allowed)
+        # The best few allowed items excluded (bought): the answer must reach past them.
+        exclude = inside[np.argsort(-(factors[inside] @ vector))[:4]].astype(np.int64)
+        rows, scores = model.recommend(vector, 10, exclude=exclude, allowed=allowed)
+        assert rows.tolist() == _brute_force(factors @ vector, 10, exclude, allowed)
+        assert np.allclose(scores, (factors @ vector)[rows], rtol=1e-5)
+        item_row = int(inside[customer])
+        rows, _ = model.similar_items(item_row, 10, exclude=exclude, allowed=allowed)
+        cosine = factors @ factors[item_row] / norms / norms[item_row]
+        own = np.append(exclude, item_row)
+        assert rows.tolist() == _brute_force(cosine, 10, own, allowed)
+    # A filter that leaves fewer items than asked for gives them all.
+    few = np.zeros(model.n_items, dtype=bool)
+    few[[5, 50, 500]] = True
+    rows, _ = model.recommend(model.user_vector(0), 10, exclude=np.array([50]), allowed=few)
+    assert sorted(rows.tolist()) == [5, 500]
