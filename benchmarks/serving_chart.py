@@ -2,7 +2,7 @@
 
 Run: ``python -m benchmarks.serving_chart [--results benchmarks/results/serving.json]
 [--out docs/serving.svg]``. Two panels, one group of bars per catalogue size (1 worker): requests/s
-of the bare route and of each endpoint, and their p99 latency.
+of the bare route, its references and each endpoint, and their p99 latency.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from benchmarks.serving import RESULTS
 COLOURS = {
     "bare route": "#9e9e9e",
     "bare, service's signature": "#d0d0d0",
+    "bare, signature + state read": "#e8e8e8",
     "recommendations": "#1f77b4",
     "category": "#17becf",
     "similar": "#ff7f0e",
@@ -33,8 +34,12 @@ def series(report: dict[str, Any], workers: int) -> list[tuple[int, dict[str, di
             if run["workers"] != workers:
                 continue
             bars = {"bare route": run["bare"]}
-            if "shaped" in run:
-                bars["bare, service's signature"] = run["shaped"]
+            for reference, label in (
+                ("shaped", "bare, service's signature"),
+                ("state_read", "bare, signature + state read"),
+            ):
+                if reference in run:  # results from before a reference existed lack it
+                    bars[label] = run[reference]
             for name, r in run["endpoints"].items():
                 if "skipped" not in r:
                     bars[name] = r
@@ -81,7 +86,16 @@ def panel(
 
 def draw(report: dict[str, Any], workers: int = 1) -> str:
     data = series(report, workers)
-    height = TOP + 2 * (PANEL_H + 70) + 20
+    names = list(dict.fromkeys(n for _, bars in data for n in bars))
+    # The legend, wrapped into rows that fit the width.
+    legend, x, row = [], LEFT, 0
+    for name in names:
+        width = 30 + int(6.2 * len(name))
+        if x + width > W and x > LEFT:
+            x, row = LEFT, row + 1
+        legend.append((name, x, row))
+        x += width
+    height = TOP + 2 * (PANEL_H + 70) + 20 + 16 * row
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" '
         'font-family="sans-serif">',
@@ -89,14 +103,12 @@ def draw(report: dict[str, Any], workers: int = 1) -> str:
         *panel(data, "rps", f"requests/s ({workers} worker, wrk, same run)", TOP, ""),
         *panel(data, "p99_ms", "p99 latency (ms)", TOP + PANEL_H + 70, ""),
     ]
-    names = list(dict.fromkeys(n for _, bars in data for n in bars))
-    x = LEFT
-    for name in names:
+    for name, x, r in legend:
+        y = height - 18 - 16 * (row - r)
         parts.append(
-            f'<rect x="{x}" y="{height - 18}" width="10" height="10" fill="{COLOURS[name]}"/>'
-            f'<text x="{x + 14}" y="{height - 9}" font-size="11">{name}</text>'
+            f'<rect x="{x}" y="{y}" width="10" height="10" fill="{COLOURS[name]}"/>'
+            f'<text x="{x + 14}" y="{y + 9}" font-size="11">{name}</text>'
         )
-        x += 30 + int(6.2 * len(name))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
