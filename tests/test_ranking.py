@@ -135,9 +135,7 @@ def test_similar_to_item_is_topped_up_and_filtered(model: FactorModel) -> None:
     assert {i.category for i in items} == {"odd"}
 
 
-def _brute_force(
-    scores: np.ndarray, k: int, exclude: np.ndarray, allowed: np.ndarray
-) -> list[int]:
+def _brute_force(scores: np.ndarray, k: int, exclude: np.ndarray, allowed: np.ndarray) -> list[int]:
     ok = allowed.copy()
     ok[exclude] = False
     candidates = np.flatnonzero(ok)
