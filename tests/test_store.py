@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from service.errors import StoreUnavailable
 from service.events import Event, event_msgpack_decoder
+from service.offers import OfferRules
 from service.store import Store
 
 T = TypeVar("T")
@@ -176,3 +177,49 @@ def test_a_change_to_the_offer_catalogue_reaches_every_worker_at_once(
         (4, [("a", 2.0), ("b", 3.0)], 30.0),
         (5, [("b", 3.0)], 30.0),
     ]
+
+
+def test_offer_history_is_recorded_per_customer_trimmed_to_the_window_and_read_back(
+    redis_url: str, key_prefix: str
+) -> None:
+    rules = OfferRules(contact_history_days=30)
+    now = datetime.now(UTC)
+
+    async def use(store: Store) -> tuple[int, int, list, float, float]:  # type: ignore[type-arg]
+        # An old contact (outside the 30-day window), then two offers to c1 and one to c2 now.
+        old = await store.record_contacts([("c1", "stale")], "web", now - timedelta(days=40), rules)
+        await store.record([event("c1", "a", "purchase"), event("c2", "b")])
+        await store.client.script_flush()  # as after a restart of Redis: the scripts load again
+        recorded = await store.record_contacts(
+            [("c1", "o1"), ("c2", "o1"), ("c1", "o2")], "email", now, rules
+        )
+        await store.record_redemptions(
+            [
+                Event(
+                    customer_id="c2",
+                    event_type="offer_redeemed",
+                    offer_id="o9",
+                    channel="store",  # type: ignore[arg-type]
+                    timestamp=now,
+                )
+            ]
+        )
+        await store.client.script_flush()
+        states = await store.offer_states(["c1", "c2", "nobody"], rules, now)
+        ttl = await store.client.ttl(store.keys.offer_contacts("c1"))
+        members = await store.client.zcard(store.keys.offer_contacts("c1"))
+        return old, recorded, states, ttl, members
+
+    old, recorded, states, ttl, members = with_store(redis_url, key_prefix, use)
+    assert (old, recorded) == (1, 3)
+    (s1, h1), (s2, h2), (s3, h3) = states
+    # The stale contact was trimmed when the new ones were written, and is not read back.
+    assert members == 2
+    assert sorted(c.offer_id for c in h1.contacts) == ["o1", "o2"]
+    assert {c.channel for c in h1.contacts} == {"email"}
+    assert abs(h1.contacts[0].at.timestamp() - now.timestamp()) < 1e-3
+    assert [c.offer_id for c in h2.contacts] == ["o1"] and set(h2.redeemed) == {"o9"}
+    assert 29 * 86400 < ttl <= 30 * 86400 + 1
+    # The state comes in the same reply: c1's purchase, c2's view, nothing for a stranger.
+    assert s1.bought == {"a"} and [e.item_id for e in s2.recent] == ["b"]
+    assert s3.recent == [] and h3.contacts == [] and h3.redeemed == {}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import redis.exceptions
 from redis.asyncio import Redis
@@ -65,6 +65,11 @@ def unavailable_on_redis_error(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awa
             raise StoreUnavailable(f"customer state store unavailable: {type(e).__name__}") from e
 
     return wrapper
+
+
+def mapping(flat: Sequence[Any]) -> dict[Any, Any]:
+    """A hash as a dict, from the flat [field, value, ...] list HGETALL answers inside a script."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def text(value: bytes | str) -> str:

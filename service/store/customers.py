@@ -13,7 +13,7 @@ from redis.commands.core import AsyncScript
 
 from service.events import CONSUMED_EVENT_TYPES, Event, event_msgpack_decoder, msgpack_encoder
 from service.state import CartLine, Consent, CustomerState, cart_line_decoder, consent_decoder
-from service.store.base import StoreBase, text, unavailable_on_redis_error
+from service.store.base import StoreBase, mapping, text, unavailable_on_redis_error
 from service.store.keys import Keys
 from service.store.pipelined import Command
 
@@ -88,12 +88,13 @@ return out
 
 
 # A customer's state in one command: recent events (ARGV[1] = last index), purchases, cart and
-# consent. One EVALSHA costs the client about half of what a pipeline of the four reads does, and
-# the recommendation route runs it on every request. All four keys share the customer's hash tag.
-_READ_STATE = """
-return {redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1])), redis.call('SMEMBERS', KEYS[2]),
-        redis.call('HGETALL', KEYS[3]), redis.call('GET', KEYS[4])}
-"""
+# consent (KEYS: ``state_keys``). One EVALSHA costs the client about half of what a pipeline of
+# the four reads does, and the recommendation route runs it on every request. All four keys share
+# the customer's hash tag. ``STATE_READS`` is the table's contents, for scripts that read more.
+STATE_READS = """
+  redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1])), redis.call('SMEMBERS', KEYS[2]),
+  redis.call('HGETALL', KEYS[3]), redis.call('GET', KEYS[4])"""
+_READ_STATE = f"return {{{STATE_READS}}}"
 
 
 class EventState(StoreBase):
@@ -190,16 +191,13 @@ class EventState(StoreBase):
             recent: read only the newest ``recent`` events (recommendations need only those the
                 model has not seen; decoding all of them is most of this call's cost).
         """
-        k = self.keys
-        keys = [k.recent(customer_id), k.bought(customer_id), k.cart(customer_id)]
-        keys.append(k.consent(customer_id))
         # Sent with the other requests' reads of this turn of the loop (store/pipelined.py).
-        recent_raw, bought, cart, consent = await self.pipelined.evalsha(
-            self._read_state, keys, [-1 if recent is None else recent - 1]
+        replies = await self.pipelined.evalsha(
+            self._read_state,
+            state_keys(self.keys, customer_id),
+            [-1 if recent is None else recent - 1],
         )
-        # HGETALL inside a script answers a flat [field, value, ...] list, not a mapping.
-        replies = (recent_raw, bought, dict(zip(cart[::2], cart[1::2], strict=True)), consent)
-        return state_from(replies, self._oldest_recent())
+        return state_from(script_replies(replies), self._oldest_recent())
 
     @unavailable_on_redis_error
     async def profile_facts(
@@ -230,15 +228,28 @@ class EventState(StoreBase):
         await self.client.set(self.keys.consent(customer_id), msgpack_encoder.encode(consent))
 
 
+def state_keys(keys: Keys, customer_id: str) -> list[str]:
+    """The keys ``STATE_READS`` reads, in its order."""
+    return [
+        keys.recent(customer_id),
+        keys.bought(customer_id),
+        keys.cart(customer_id),
+        keys.consent(customer_id),
+    ]
+
+
 def state_commands(keys: Keys, customer_id: str) -> list[Command]:
     """The reads of a customer's state, for ``Pipelined.commands`` (four replies, for
     ``state_from``)."""
-    return [
-        ("LRANGE", keys.recent(customer_id), 0, -1),
-        ("SMEMBERS", keys.bought(customer_id)),
-        ("HGETALL", keys.cart(customer_id)),
-        ("GET", keys.consent(customer_id)),
-    ]
+    recent, bought, cart, consent = state_keys(keys, customer_id)
+    return [("LRANGE", recent, 0, -1), ("SMEMBERS", bought), ("HGETALL", cart), ("GET", consent)]
+
+
+def script_replies(replies: Sequence[Any]) -> list[Any]:
+    """``_READ_STATE``'s four replies as ``state_commands`` gives them: HGETALL inside a script
+    answers a flat [field, value, ...] list, not a mapping."""
+    recent_raw, bought, cart, consent = replies
+    return [recent_raw, bought, mapping(cart), consent]
 
 
 def state_from(replies: Sequence[Any], oldest: datetime) -> CustomerState:

@@ -89,14 +89,24 @@ class Pipelined:
     async def evalsha(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """``script``'s reply for ``keys`` and ``args``, loading it again if Redis lost it (a
         restart, ``SCRIPT FLUSH``)."""
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        return (await self.evalsha_many(script, [(keys, args)]))[0]
+
+    async def evalsha_many(
+        self, script: AsyncScript, calls: list[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        """``script``'s reply to each of ``calls`` (keys, args), in order, in one pipeline.
+
+        A script call whose reads or writes would otherwise be several commands is one reply to
+        pack, read and time out: the client's cost per reply is most of a short command's.
+        """
+        commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
         try:
-            return await self.command(*command)
+            return await self.commands(commands)
         except redis.exceptions.NoScriptError:
             # Every caller of a pipeline finds the script missing at once: their loads share a
             # pipeline too, rather than each taking a connection of its own.
             await self.command("SCRIPT", "LOAD", script.script)
-            return await self.command(*command)
+            return await self.commands(commands)
 
     def _send_queued(self) -> None:
         loop, self._scheduled_on = self._scheduled_on, None
