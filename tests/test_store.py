@@ -223,3 +223,19 @@ def test_offer_history_is_recorded_per_customer_trimmed_to_the_window_and_read_b
     # The state comes in the same reply: c1's purchase, c2's view, nothing for a stranger.
     assert s1.bought == {"a"} and [e.item_id for e in s2.recent] == ["b"]
     assert s3.recent == [] and h3.contacts == [] and h3.redeemed == {}
+
+
+def test_the_tablet_profile_reads_state_stats_and_identifiers_in_one_reply(
+    redis_url: str, key_prefix: str
+) -> None:
+    async def use(store: Store) -> tuple[object, dict[str, float], list[str]]:
+        await store.record([event("c1", "a", "purchase"), event("c1", "b", minutes=1)])
+        await store.link("c1", ["email:ann@example.com", "phone:+441234567890"])
+        await store.client.script_flush()  # as after a restart of Redis: the script loads again
+        return await store.profile_facts("c1")
+
+    state, stats, identifiers = with_store(redis_url, key_prefix, use)
+    assert [e.item_id for e in state.recent] == ["b", "a"]  # type: ignore[attr-defined]
+    assert state.bought == {"a"}  # type: ignore[attr-defined]
+    assert stats["ev:web"] == 2.0 and stats["first_seen"] <= stats["last_seen"]
+    assert identifiers == ["email:ann@example.com", "phone:+441234567890"]

@@ -15,7 +15,6 @@ from service.events import CONSUMED_EVENT_TYPES, Event, event_msgpack_decoder, m
 from service.state import CartLine, Consent, CustomerState, cart_line_decoder, consent_decoder
 from service.store.base import StoreBase, mapping, text, unavailable_on_redis_error
 from service.store.keys import Keys
-from service.store.pipelined import Command
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +94,11 @@ STATE_READS = """
   redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1])), redis.call('SMEMBERS', KEYS[2]),
   redis.call('HGETALL', KEYS[3]), redis.call('GET', KEYS[4])"""
 _READ_STATE = f"return {{{STATE_READS}}}"
+# The tablet's look-up: the state (ARGV[1] = -1, every recent event), lifetime stats (KEYS[5])
+# and linked identifiers (KEYS[6]).
+_READ_PROFILE = f"""
+return {{{STATE_READS}, redis.call('HGETALL', KEYS[5]), redis.call('SMEMBERS', KEYS[6])}}
+"""
 
 
 class EventState(StoreBase):
@@ -107,6 +111,10 @@ class EventState(StoreBase):
     @cached_property
     def _read_state(self) -> AsyncScript:
         return self.client.register_script(_READ_STATE)
+
+    @cached_property
+    def _read_profile(self) -> AsyncScript:
+        return self.client.register_script(_READ_PROFILE)
 
     @unavailable_on_redis_error
     async def record(
@@ -205,16 +213,13 @@ class EventState(StoreBase):
     ) -> tuple[CustomerState, dict[str, float], list[str]]:
         """State, lifetime stats and linked identifiers of a customer, in one round trip."""
         k = self.keys
-        *state_replies, stats_raw, ids_raw = await self.pipelined.commands(
-            [
-                *state_commands(k, customer_id),
-                ("HGETALL", k.stats(customer_id)),
-                ("SMEMBERS", k.identifiers(customer_id)),
-            ]
+        keys = [*state_keys(k, customer_id), k.stats(customer_id), k.identifiers(customer_id)]
+        *state_replies, stats_raw, ids_raw = await self.pipelined.evalsha(
+            self._read_profile, keys, [-1]
         )
-        stats = {text(k): float(v) for k, v in stats_raw.items()}
+        stats = {text(k): float(v) for k, v in mapping(stats_raw).items()}
         return (
-            state_from(state_replies, self._oldest_recent()),
+            state_from(script_replies(state_replies), self._oldest_recent()),
             stats,
             sorted(text(i) for i in ids_raw),
         )
@@ -238,22 +243,16 @@ def state_keys(keys: Keys, customer_id: str) -> list[str]:
     ]
 
 
-def state_commands(keys: Keys, customer_id: str) -> list[Command]:
-    """The reads of a customer's state, for ``Pipelined.commands`` (four replies, for
-    ``state_from``)."""
-    recent, bought, cart, consent = state_keys(keys, customer_id)
-    return [("LRANGE", recent, 0, -1), ("SMEMBERS", bought), ("HGETALL", cart), ("GET", consent)]
-
-
 def script_replies(replies: Sequence[Any]) -> list[Any]:
-    """``_READ_STATE``'s four replies as ``state_commands`` gives them: HGETALL inside a script
+    """``STATE_READS``' four replies as ``state_from`` takes them: HGETALL inside a script
     answers a flat [field, value, ...] list, not a mapping."""
     recent_raw, bought, cart, consent = replies
     return [recent_raw, bought, mapping(cart), consent]
 
 
 def state_from(replies: Sequence[Any], oldest: datetime) -> CustomerState:
-    """The state from ``state_commands``' four replies; events before ``oldest`` dropped."""
+    """The state from its four reads (recent events, purchases, cart as a mapping, consent);
+    events before ``oldest`` dropped."""
     recent_raw, bought_raw, cart_raw, consent_raw = replies
     recent = [e for e in decode_events(recent_raw) if e.timestamp is None or e.timestamp >= oldest]
     cart = {}
