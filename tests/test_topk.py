@@ -12,8 +12,8 @@ def best_values(scores: np.ndarray, k: int) -> list[float]:
     return sorted(scores.tolist(), reverse=True)[:k]
 
 
-@pytest.mark.parametrize("n", [0, 1, 9, 100, 4096, 10_000, 100_003])
-@pytest.mark.parametrize("k", [0, 1, 10, 64])
+@pytest.mark.parametrize("n", [0, 1, 9, 100, 999, 1000, 2000, 4096, 10_000, 100_003])
+@pytest.mark.parametrize("k", [0, 1, 10, 15, 16, 64])
 def test_largest_finds_the_k_best_of_random_scores(n: int, k: int) -> None:
     scores = np.random.default_rng(n + k).standard_normal(n).astype(np.float32)
     found = largest(scores, k)
