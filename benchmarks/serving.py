@@ -81,11 +81,11 @@ API_KEY = "bench-key"
 EXPERIMENT = {"variants": [{"name": "control"}, {"name": "treatment"}]}
 # "category": recommendations restricted to one of the catalogue's 50 categories (2% of it).
 ENDPOINTS = ("recommendations", "category", "similar", "offers", "events")
-# The bare app's references beyond the bare route: result key -> its wrk script's endpoint.
-REFERENCES = {"shaped": "shaped", "state_read": "state"}
-REFERENCE_LABELS = {
-    "shaped": "bare route, service's signature",
-    "state_read": "bare route, signature + state read",
+# The bare app's references beyond the bare route: result key -> (its wrk script's endpoint,
+# its label in the table and the chart).
+REFERENCES = {
+    "shaped": ("shaped", "bare route, service's signature"),
+    "state_read": ("state", "bare route, signature + state read"),
 }
 
 
@@ -765,7 +765,7 @@ def bench_size(
                 run: dict[str, Any] = {"workers": workers, "bare": bare_run, "endpoints": {}}
                 # The references beside the bare route (benchmarks/bare_app.py): its answer
                 # behind the service's signature, then also after the customer's state read.
-                for reference, lua in REFERENCES.items():
+                for reference, (lua, _) in REFERENCES.items():
                     result = run_wrk(
                         wrk, bare, script(lua), args.duration, args.connections, args.threads
                     )
@@ -958,7 +958,7 @@ def format_table(report: dict[str, Any]) -> str:
                 f"| {b['p50_ms']} | {b['p99_ms']} | {b['errors']} "
                 f"| {b.get('server_cpu_us_per_request')} | 1.00 | | |"
             )
-            for reference, label in REFERENCE_LABELS.items():
+            for reference, (_, label) in REFERENCES.items():
                 if reference not in run:  # results of runs before the reference existed
                     continue
                 r = run[reference]

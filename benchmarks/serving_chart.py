@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.serving import RESULTS
+from benchmarks.serving import REFERENCES, RESULTS
 
 COLOURS = {
     "bare route": "#9e9e9e",
-    "bare, service's signature": "#d0d0d0",
-    "bare, signature + state read": "#e8e8e8",
+    REFERENCES["shaped"][1]: "#d0d0d0",
+    REFERENCES["state_read"][1]: "#e8e8e8",
     "recommendations": "#1f77b4",
     "category": "#17becf",
     "similar": "#ff7f0e",
@@ -34,10 +34,7 @@ def series(report: dict[str, Any], workers: int) -> list[tuple[int, dict[str, di
             if run["workers"] != workers:
                 continue
             bars = {"bare route": run["bare"]}
-            for reference, label in (
-                ("shaped", "bare, service's signature"),
-                ("state_read", "bare, signature + state read"),
-            ):
+            for reference, (_, label) in REFERENCES.items():
                 if reference in run:  # results from before a reference existed lack it
                     bars[label] = run[reference]
             for name, r in run["endpoints"].items():
