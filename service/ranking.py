@@ -34,9 +34,12 @@ log = logging.getLogger(__name__)
 
 # Items per channel kept ranked by popularity (per model and worker: 12 KiB each).
 _POPULAR_HEAD = 1000
-# Customers whose training-row solution each worker keeps per model (about 0.4 KiB each at 64
-# factors): the customers active right now, whose requests fold in new events.
+# Customers whose training-row solution each worker keeps per model (0.25 KiB each at 64
+# factors): the customers active right now, whose requests fold in new events. Fewer for models
+# with many factors, so the solutions never take more than ``_SOLUTIONS_MAX_BYTES`` (at the 4,160
+# of an exactly exported blend, 20,000 would be 330 MiB per worker).
 _SOLUTIONS_KEPT = 20_000
+_SOLUTIONS_MAX_BYTES = 32 << 20
 # For an artifact without a similar-items table: items whose exact most similar items
 # (``SIMILAR_KEPT`` each) each worker keeps per model (0.75 KiB each): the product pages being
 # viewed right now.
@@ -108,6 +111,10 @@ class FactorModel:
         self._popular_heads: dict[int, tuple[Rows, Scores]] = {}
         self._overall_popularity_max = max(float(self.popularity[0].max(initial=0.0)), 1e-9)
         self._solutions: dict[int, NDArray[np.float32]] = {}
+        self._solutions_kept = max(
+            1,
+            min(_SOLUTIONS_KEPT, _SOLUTIONS_MAX_BYTES // (4 * max(self.item_factors.shape[1], 1))),
+        )
         self._similar: dict[int, tuple[Rows, Scores]] = {}
         # Each item's exact most similar items, when training shipped the table.
         self._similar_table = (
@@ -297,7 +304,7 @@ class FactorModel:
         if solution is None:
             rows, values = confidences(self.fold_in, *self.training_row(user_row))
             solution = self.least_squares.solve(rows, values)
-            _keep(self._solutions, user_row, solution, _SOLUTIONS_KEPT)
+            _keep(self._solutions, user_row, solution, self._solutions_kept)
         return solution
 
     def user_vector(self, user_row: int) -> NDArray[np.float32]:

@@ -109,6 +109,55 @@ def test_least_squares_solves_what_recalculate_user_solves(n_rows: int) -> None:
     assert not solver.solve(np.empty(0, np.int64), np.empty(0)).any()
 
 
+@pytest.mark.parametrize("n_rows", [1, 5, 60, 300])
+def test_an_exactly_exported_blend_folds_in_through_each_items_projection(n_rows: int) -> None:
+    """A blend with one factor column per item (identity blocks beside a few dense factors) has
+    more dimensions than items: each item's row of Y (YᵀY + λI)⁻¹ is kept instead of the inverse
+    and the base, every row (all 300 items included) takes the update, and the answer is still
+    ``recalculate_user``'s."""
+    rng = np.random.default_rng(n_rows)
+    n_items = 300
+    dense = rng.normal(scale=0.3, size=(n_items, 16))
+    y = np.hstack([dense, np.eye(n_items)]).astype(np.float32)
+    params = FoldIn(regularization=0.05, alpha=2.0)
+    solver = LeastSquares(y, params)
+    assert solver._projected is not None and solver._base is None and solver._inverse is None
+    rows = rng.choice(n_items, size=n_rows, replace=False).astype(np.int64)
+    values = rng.uniform(0.05, 4.0, size=n_rows)
+    expected = recalculate_user(y, gramian(y), rows, values, params)
+    np.testing.assert_allclose(solver.solve(rows, values), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_rows", [7, 290])
+def test_many_factors_and_more_items_keep_the_base_for_rows_longer_than_the_dimension(
+    n_rows: int,
+) -> None:
+    """280 dense factors, 400 items: projections for rows up to 280 items, the direct solve for
+    longer ones; both ``recalculate_user``'s answer."""
+    rng = np.random.default_rng(n_rows)
+    y = rng.normal(scale=0.2, size=(400, 280)).astype(np.float32)
+    params = FoldIn(regularization=0.1, alpha=3.0)
+    solver = LeastSquares(y, params)
+    assert solver._projected is not None and solver._base is not None
+    rows = rng.choice(400, size=n_rows, replace=False).astype(np.int64)
+    values = rng.uniform(0.05, 4.0, size=n_rows)
+    expected = recalculate_user(y, gramian(y), rows, values, params)
+    np.testing.assert_allclose(solver.solve(rows, values), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_tiny_regularization_on_well_spread_factors_still_builds_on_the_inverse() -> None:
+    """The trace bound cannot vouch for λ = 1e-9, the eigenvalues can: orthogonal factor columns
+    make YᵀY well conditioned on its own."""
+    q, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(200, 8)))
+    y = (q * 5.0).astype(np.float32)
+    params = FoldIn(regularization=1e-9, alpha=2.0)
+    solver = LeastSquares(y, params)
+    assert solver._inverse is not None
+    rows, values = np.array([3, 8], dtype=np.int64), np.array([1.0, 2.0])
+    expected = recalculate_user(y, gramian(y), rows, values, params)
+    np.testing.assert_allclose(solver.solve(rows, values), expected, rtol=1e-5)
+
+
 def test_least_squares_solves_an_ill_conditioned_model_directly() -> None:
     """Zero and repeated factor columns with a tiny regularization: no inverse is built on, and
     the answer is still ``recalculate_user``'s."""

@@ -10,7 +10,7 @@ import pytest
 
 from service import artifact, ranking
 from service.events import Event
-from service.foldin import confidences, recalculate_user
+from service.foldin import confidences, gramian, recalculate_user
 from service.ranking import FactorModel
 from service.realtime import customer_vector
 from tests.builders import checkerboard_artifact
@@ -45,7 +45,9 @@ def test_new_events_move_the_fitted_vector_by_their_least_squares_effect(
 
     def solve(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
         r, v = confidences(model.fold_in, rows, weights)
-        return recalculate_user(model.item_factors, model.least_squares.gram, r, v, model.fold_in)
+        return recalculate_user(
+            model.item_factors, gramian(model.item_factors), r, v, model.fold_in
+        )
 
     delta = solve(
         np.concatenate([base_rows, new_rows]), np.concatenate([base_weights, new_weights])
@@ -61,14 +63,30 @@ def test_the_training_row_solution_is_kept_per_model_and_bounded(
     row = model.user_row("u0")
     assert row is not None
     r, v = confidences(model.fold_in, *model.training_row(row))
-    expected = recalculate_user(model.item_factors, model.least_squares.gram, r, v, model.fold_in)
+    expected = recalculate_user(
+        model.item_factors, gramian(model.item_factors), r, v, model.fold_in
+    )
     first = model.training_solution(row)
     assert np.array_equal(first, expected)
     assert model.training_solution(row) is first  # kept, not solved again
-    monkeypatch.setattr(ranking, "_SOLUTIONS_KEPT", 2)
+    monkeypatch.setattr(model, "_solutions_kept", 2)
     for other in ("u1", "u2", "u3"):
         model.training_solution(model.user_row(other))  # type: ignore[arg-type]
     assert len(model._solutions) == 2 and row not in model._solutions  # first in, first out
+
+
+def test_fewer_solutions_are_kept_the_more_factors_a_model_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kept solutions are bounded in bytes: an exactly exported blend has thousands of
+    factors, and 20,000 of its solutions would take hundreds of MiB per worker."""
+    loaded = artifact.load(checkerboard_artifact(tmp_path))
+    dim = loaded.arrays["item_factors"].shape[1]
+    monkeypatch.setattr(ranking, "_SOLUTIONS_MAX_BYTES", 3 * 4 * dim)
+    model = FactorModel(loaded)
+    for user in ("u0", "u1", "u2", "u3"):
+        model.training_solution(model.user_row(user))  # type: ignore[arg-type]
+    assert len(model._solutions) == 3
 
 
 def test_an_unknown_customer_is_folded_in_from_new_events_alone(model: FactorModel) -> None:
@@ -90,5 +108,3 @@ def test_no_request_computes_the_gram_matrix(
     monkeypatch.setattr("service.foldin.gramian", refuse)
     assert customer_vector(model, "u0", [view("i03")], NOW).new_events == 1
     assert customer_vector(model, "stranger", [view("i03")], NOW).vector is not None
-    y = model.item_factors.astype(np.float64)
-    assert np.allclose(model.least_squares.gram, y.T @ y)
