@@ -1,17 +1,18 @@
 """Two versions of the service side by side: CPU per request under the same load, paired rounds.
 
 Run: ``python -m benchmarks.compare --base REV [--endpoints recommendations,events,offers]
-[--items 100000] [--rounds 14] [--duration 2]`` (``make bench-compare BASE=REV``). Needs ``wrk``,
-``git`` and a Redis (``--redis-url``), like the serving benchmark.
+[--items 100000 | --trained MODEL_DIR] [--rounds 14] [--duration 2]`` (``make bench-compare
+BASE=REV``). Needs ``wrk``, ``git`` and a Redis (``--redis-url``), like the serving benchmark.
 
 The machines we measure on are shared: CPU time per request drifts by 10-30% within minutes,
 more than most changes are worth, so two runs of the serving benchmark cannot tell a change from
 the drift. Here both versions run at once: a git worktree of ``REV`` and this checkout each serve
-the same generated catalogue and Redis state as a 1-worker ``python -m service`` (tracking on, an
-A/B test running, as in ``benchmarks/serving.py``), and ``wrk`` loads them in alternating rounds,
-the order swapped each round. Per endpoint: each version's median CPU per request, requests/s,
-p99 and errors, and the median over rounds of this checkout's CPU per request divided by the
-base's in the same round: below 1, this checkout is cheaper. JSON in
+the same generated catalogue (or, with ``--trained``, the ``LATEST`` model of a folder that
+``python -m training fit`` wrote) and Redis state as a 1-worker ``python -m service`` (tracking
+on, an A/B test running, as in ``benchmarks/serving.py``), and ``wrk`` loads them in alternating
+rounds, the order swapped each round. Per endpoint: each version's median CPU per request,
+requests/s, p99 and errors, and the median over rounds of this checkout's CPU per request
+divided by the base's in the same round: below 1, this checkout is cheaper. JSON in
 ``benchmarks/results/compare.json``.
 """
 
@@ -40,6 +41,7 @@ from benchmarks.serving import (
     seed_redis,
     serve,
     service_env,
+    trained_workload,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", required=True, help="the git revision to compare against")
     parser.add_argument("--endpoints", default="recommendations,events,offers")
     parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument(
+        "--trained", type=Path, default=None, help="serve this trained model folder's LATEST"
+    )
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=14)
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per wrk round")
@@ -72,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "base": base_rev,
         "this": this_rev,
         "items": args.items,
+        "trained": str(args.trained) if args.trained else None,
         "rounds": args.rounds,
         "duration_s": args.duration,
         "connections": args.connections,
@@ -86,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         prefix = f"compare-{free_port()}"
         try:
-            workload = generated_workload(args, work, args.items)
+            workload = (
+                trained_workload(args.trained, work)
+                if args.trained
+                else generated_workload(args, work, args.items)
+            )
             customers, items = workload.customers, workload.items
             seed_redis(args.redis_url, prefix, customers[: len(customers) // 2], items)
             with contextlib.ExitStack() as stack:
@@ -104,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     http_put_json(f"{servers[name].base}/v1/experiments/bench-ab", EXPERIMENT)
                 for endpoint in args.endpoints.split(","):
-                    script = lua_script(work / f"{endpoint}.lua", endpoint, customers, items)
+                    script = lua_script(
+                        work / f"{endpoint}.lua", endpoint, customers, items, workload.categories
+                    )
                     for server in servers.values():  # warm-up
                         run_wrk(wrk, server, script, 2, args.connections, 1)
                     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VERSIONS}
@@ -158,7 +170,8 @@ def summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 def format_table(report: dict[str, Any]) -> str:
     lines = [
-        f"\n{report['items']:,} items, {report['rounds']} paired rounds of "
+        f"\n{report['trained'] or format(report['items'], ',') + ' items'}, "
+        f"{report['rounds']} paired rounds of "
         f"{report['duration_s']} s, {report['connections']} connections: "
         f"{report['this']} against {report['base']}",
         "| endpoint | CPU µs/req, base | CPU µs/req, this | this / base (paired median) "
