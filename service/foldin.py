@@ -131,6 +131,7 @@ class LeastSquares:
         self._inverse = inverse
         # Each item's row of Y B⁻¹, where it pays (``_PROJECT_FROM_DIM``); then B⁻¹ is dropped.
         self._projected: NDArray[np.float64] | None = None
+        self._kernel: NDArray[np.float64] | None = None
         n_items = len(item_factors)
         if (
             inverse is not None
@@ -141,26 +142,34 @@ class LeastSquares:
             self._inverse = None
             if n_items <= dim:
                 # No row has more items than dimensions: every solve takes the update, and the
-                # dim x dim base (138 MiB at 4,160 dimensions) is not kept.
+                # dim x dim base (138 MiB at 4,160 dimensions) is not kept. The items' products
+                # through the inverse, Y B⁻¹ Yᵀ (no larger than the projections), are kept
+                # instead: a solve gathers its n x n system rather than multiplying n² x dim.
                 self._base = None
+                self._kernel = self._projected @ np.asarray(item_factors, dtype=np.float64).T
 
     def solve(self, rows: NDArray[np.int64], values: NDArray[np.float64]) -> NDArray[np.float32]:
         """The customer vector for matrix row ``values`` at item ``rows`` (``recalculate_user``)."""
         if len(rows) == 0:
             return np.zeros(self.dim, dtype=np.float32)
-        y, c = _row_terms(self.item_factors, rows, values, self.params)
-        if self._projected is not None and (len(rows) <= self.dim or self._base is None):
-            # n² x dim against the direct solve's n x dim² + dim³.
-            w = self._projected[rows]
-        elif self._inverse is not None and len(rows) <= _UPDATE_SHARE * self.dim:
-            w = y @ self._inverse
+        if self._kernel is not None:
+            w = self._projected[rows]  # type: ignore[index]
+            m = self._kernel[np.ix_(rows, rows)]
+            c = self.params.alpha * np.asarray(values, dtype=np.float64)
         else:
-            assert self._base is not None  # dropped only where every row takes the update
-            return _solve(self._base, y, c)
+            y, c = _row_terms(self.item_factors, rows, values, self.params)
+            if self._projected is not None and len(rows) <= self.dim:
+                # n² x dim against the direct solve's n x dim² + dim³.
+                w = self._projected[rows]
+            elif self._inverse is not None and len(rows) <= _UPDATE_SHARE * self.dim:
+                w = y @ self._inverse
+            else:
+                assert self._base is not None  # dropped only where the kernel answers
+                return _solve(self._base, y, c)
+            m = w @ y.T
         # (B + Yᵀ D Y)⁻¹ Yᵀc with D = diag(c - 1) and W = Y B⁻¹ (so B⁻¹ Yᵀc = Wᵀc): with the
-        # symmetric M = W Yᵀ, x = Wᵀ (c - z) where (I + D M) z = D M c.
+        # symmetric M = W Yᵀ = Y B⁻¹ Yᵀ, x = Wᵀ (c - z) where (I + D M) z = D M c.
         d = c - 1.0
-        m = w @ y.T
         system = np.eye(len(rows)) + d[:, None] * m
         z = np.linalg.solve(system, d * (m @ c))
         return (w.T @ (c - z)).astype(np.float32)

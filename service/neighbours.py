@@ -184,7 +184,7 @@ class Neighbours:
                 found = index.search(user_vector, 2 * k + 10, exclude=exclude, allowed=allowed)
         if found is None:  # no index, or the filters leave few items: score every item
             guard(model.n_items)
-            scores = model.item_factors @ user_vector
+            scores = model.products.scores(user_vector)
             scores[items] += extra
             return _top(np.arange(len(scores)), scores, k, exclude, allowed)
         limit = max(_COMPONENT_CANDIDATES, 8 * k) + _count(exclude)
@@ -262,8 +262,7 @@ def _rescored(
     """The component's ``items`` and the index's candidates not among them, scored exactly."""
     others = found[~among(found, items)] if len(items) else found
     candidates = np.concatenate([items, others])
-    # np.take: the factor rows of a few hundred items at random, faster than fancy indexing.
-    scores = np.take(model.item_factors, candidates, axis=0) @ user_vector
+    scores = model.products.scores_of(candidates, user_vector)
     scores[: len(items)] += extra
     return candidates, scores
 

@@ -220,10 +220,7 @@ class Plan:
         self.starts = np.cumsum([0, *(len(p) for p in parts[:-1])]).astype(np.int64)
         rows = np.concatenate(parts) if parts else np.empty(0, np.int64)
         self.factors = np.ascontiguousarray(model.item_factors[rows].T)
-        # A transposed view, not a copy: the item factors are memory-mapped and shared by every
-        # worker (a copy costs each worker the whole matrix, 256 MB at a million items), and BLAS
-        # multiplies by a transpose without materialising it.
-        self.item_factors_t = np.asarray(model.item_factors).T
+        self.products = model.products
 
     def affinities(self, vectors: Sequence[NDArray[np.float32] | None], default: float) -> NDArray:
         """Customers x offers: the best target score per offer, clipped to 0..1.
@@ -245,8 +242,8 @@ class Plan:
         known = [i for i, v in enumerate(vectors) if v is not None]
         if not known:
             return None
-        out = np.zeros((len(vectors), self.item_factors_t.shape[1]), dtype=np.float32)
-        out[known] = _stack(vectors, known) @ self.item_factors_t
+        out = np.zeros((len(vectors), self.products.n_items), dtype=np.float32)
+        out[known] = self.products.scores_many(_stack(vectors, known))
         return out
 
 

@@ -25,6 +25,7 @@ from service.ann import (
 )
 from service.artifact import Artifact
 from service.foldin import LeastSquares, confidences
+from service.item_products import ItemProducts
 from service.neighbours import History, load_neighbours
 from service.offload import guard
 from service.similar_table import SIMILAR_KEPT
@@ -102,6 +103,7 @@ class FactorModel:
         # that folds events in: at a million items that took 1.6-1.9 s on the loop of each of four
         # workers under load (the serving benchmark's p99 was over a second).
         self.least_squares = LeastSquares(self.item_factors, self.fold_in)
+        self.products = ItemProducts(self.item_factors)
         norms = np.linalg.norm(self.item_factors, axis=1).astype(np.float32)
         # Items without signal have zero vectors; don't divide by zero in similar_items.
         self.item_norms = np.where(norms > 0, norms, np.float32(1e-9))
@@ -334,7 +336,7 @@ class FactorModel:
         if allowed is not None and self._subset_is_cheaper(allowed):
             return self._exact_subset(user_vector, k, exclude, allowed, None)
         guard(self.n_items)
-        scores = self.item_factors @ user_vector
+        scores = self.products.scores(user_vector)
         return top_k(scores, k, exclude=exclude, allowed=allowed)
 
     def similar_items(
@@ -391,7 +393,7 @@ class FactorModel:
         """Every item's cosine with ``item_row``, scored exactly (a fresh array)."""
         guard(self.n_items)
         query = np.asarray(self.item_factors[item_row]) / self.item_norms[item_row]
-        return (self.item_factors @ query) / self.item_norms
+        return self.products.scores(query) / self.item_norms
 
     def _from_index(
         self,
@@ -436,7 +438,7 @@ class FactorModel:
         if items is not None and items.at is not None and self.index is not None:
             scores = np.take(self.index.factors, items.at, axis=0) @ query
         else:
-            scores = np.take(self.item_factors, rows, axis=0) @ query
+            scores = self.products.scores_of(rows, query)
         if norms is not None:
             scores = scores / np.take(norms, rows)
         # The excluded items are dropped from the best k + |exclude|, which always hold the k

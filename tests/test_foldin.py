@@ -121,7 +121,8 @@ def test_an_exactly_exported_blend_folds_in_through_each_items_projection(n_rows
     y = np.hstack([dense, np.eye(n_items)]).astype(np.float32)
     params = FoldIn(regularization=0.05, alpha=2.0)
     solver = LeastSquares(y, params)
-    assert solver._projected is not None and solver._base is None and solver._inverse is None
+    assert solver._projected is not None and solver._kernel is not None
+    assert solver._base is None and solver._inverse is None
     rows = rng.choice(n_items, size=n_rows, replace=False).astype(np.int64)
     values = rng.uniform(0.05, 4.0, size=n_rows)
     expected = recalculate_user(y, gramian(y), rows, values, params)
@@ -138,7 +139,7 @@ def test_many_factors_and_more_items_keep_the_base_for_rows_longer_than_the_dime
     y = rng.normal(scale=0.2, size=(400, 280)).astype(np.float32)
     params = FoldIn(regularization=0.1, alpha=3.0)
     solver = LeastSquares(y, params)
-    assert solver._projected is not None and solver._base is not None
+    assert solver._projected is not None and solver._base is not None and solver._kernel is None
     rows = rng.choice(400, size=n_rows, replace=False).astype(np.int64)
     values = rng.uniform(0.05, 4.0, size=n_rows)
     expected = recalculate_user(y, gramian(y), rows, values, params)
