@@ -38,7 +38,7 @@ _POPULAR_HEAD = 1000
 # Customers whose training-row solution each worker keeps per model (0.25 KiB each at 64
 # factors): the customers active right now, whose requests fold in new events. Fewer for models
 # with many factors, so the solutions never take more than ``_SOLUTIONS_MAX_BYTES`` (at the 4,160
-# of an exactly exported blend, 20,000 would be 330 MiB per worker).
+# of an exactly exported blend, 20,000 would be 317 MiB per worker).
 _SOLUTIONS_KEPT = 20_000
 _SOLUTIONS_MAX_BYTES = 32 << 20
 # For an artifact without a similar-items table: items whose exact most similar items
