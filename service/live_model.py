@@ -9,6 +9,7 @@ from pathlib import Path
 from service import artifact
 from service.ann import AnnConfig
 from service.errors import ArtifactError, ModelUnavailable
+from service.memory import release_free_memory
 from service.ranking import FactorModel
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ class LiveModel:
                 return False
             self.current, self.error, self._failed_version = model, None, None
             log.info("serving model %s (%d items)", model.version, model.n_items)
+            if served is not None:
+                # The replaced model's own arrays, freed once no request holds it any more.
+                await asyncio.to_thread(release_free_memory)
             return True
 
     async def watch(self, interval_seconds: float) -> None:
@@ -86,4 +90,6 @@ class LiveModel:
     def _load(self, version: str) -> FactorModel:
         path = artifact.resolve(self.model_dir, version)
         loaded = artifact.load(path, verify_checksums=self.verify_checksums)
-        return FactorModel(loaded, ann=self.ann)
+        model = FactorModel(loaded, ann=self.ann)
+        release_free_memory()  # the load's temporaries, kept by the C heap otherwise
+        return model

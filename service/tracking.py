@@ -23,6 +23,7 @@ from service.attribution import Touch, attribute, parse_windows
 from service.errors import StoreUnavailable
 from service.events import Event
 from service.experiments import Assignment, Experiment, choose
+from service.memory import release_free_memory
 from service.metrics import Metrics
 from service.ranking import FactorModel
 from service.schemas import RecommendedItem
@@ -257,6 +258,7 @@ class Tracking:
         try:
             path = artifact.resolve(self.model_dir, version)
             model = FactorModel(artifact.load(path, verify_checksums=self.verify_checksums))
+            release_free_memory()
         except Exception as e:  # a bad pin must not fail requests: the live model answers
             log.error("variant model %s not loaded, serving the live model: %s", version, e)
             self._failed.add(version)
