@@ -26,7 +26,7 @@ from training.experiment import SideInfo, make_data
 from training.loaders import load_events
 from training.matrix import Interactions
 from training.models.base import Data
-from training.models.neighbours import AUTO_L2_PER_MEAN_COUNT, fit_ease
+from training.models.neighbours import AUTO_L2_PER_MEAN_COUNT, fit_ease, fit_itemknn
 from training.pipeline import Inputs, run
 from training.selection import fit_named
 
@@ -304,6 +304,26 @@ def test_eases_default_l2_follows_the_scale_of_the_weights() -> None:
     fixed = {**exact, "l2": 5.0}
     one, ten = (fit_ease(_matrix_data(m), fixed) for m in (x, (x * 10).tocsr()))
     assert not np.allclose(ten.user_factors, 10 * one.user_factors, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("fit", [fit_ease, fit_itemknn])
+def test_exact_exports_give_way_to_low_rank_ones_for_many_customers(
+    fit: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exact export's user vectors are dense over the catalogue: past the budget of customers
+    x items (``EXACT_MAX_USER_ENTRIES``), a catalogue under ``exact_items`` is exported at the
+    part's rank instead."""
+    rng = np.random.default_rng(4)
+    x = sp.random(60, 40, density=0.2, random_state=rng, format="csr", dtype=np.float32)
+    params: dict[str, object] = {"exact_items": 100, "rank": 8}
+    if fit is fit_ease:
+        params["export"] = "factors"  # not its sparse component: the factors are the point here
+    exact = fit(_matrix_data(x), params)  # type: ignore[operator]
+    assert exact.user_factors.shape == (60, 40)
+    monkeypatch.setattr("training.models.neighbours.EXACT_MAX_USER_ENTRIES", 60 * 40 - 1)
+    reduced = fit(_matrix_data(x), params)  # type: ignore[operator]
+    assert reduced.user_factors.shape == (60, 8)
+    assert reduced.item_factors.shape == (40, 8)
 
 
 @pytest.mark.parametrize("l2", [0, -1.0, "big"])

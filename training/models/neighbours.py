@@ -1,8 +1,8 @@
 """Item-item (cosine, BM25) and EASE: strong simple baselines, exported as factors or neighbours.
 
 Both score ``history @ B`` with an items x items matrix ``B``. A catalogue of at most
-``exact_items`` items is exported exactly as factors (user vector = ``history @ B``, item factors
-= the identity). Larger ones are exported either as low-rank factors, ``B ≈ L Rᵀ`` (randomised
+``exact_items`` items (and with customers x items under ``EXACT_MAX_USER_ENTRIES``) is exported
+exactly as factors (user vector = ``history @ B``, item factors = the identity). Larger ones are exported either as low-rank factors, ``B ≈ L Rᵀ`` (randomised
 SVD; user vector = ``history @ L``, item factors = ``R``), or (EASE's default, ``export =
 "neighbours"``) as the artifact's sparse item-item component: for each item, the ``neighbours``
 history items with the largest ``|B|`` towards it, scored by the service as ``history @ S``
@@ -75,7 +75,7 @@ def fit_itemknn(data: Data, params: dict[str, Any]) -> Fitted:
         xt = x[:, top]
         model.fit(xt, show_progress=False)
         b = model.similarity.astype(np.float32).tocsr()
-        users, top_items = _export(xt, b, _rank(p, n), data.seed)
+        users, top_items = _export(xt, b, _rank(p, n, x.shape[0]), data.seed)
         items = np.zeros((n, users.shape[1]), dtype=np.float32)
         items[top] = top_items
     return Fitted("itemknn", users, items, p, seconds[0], exact=_exact(xt, b, top, n))
@@ -96,11 +96,11 @@ def fit_ease(data: Data, params: dict[str, Any]) -> Fitted:
         inverse = np.linalg.inv(gram)
         b = (-inverse / np.diag(inverse)).astype(np.float32)
         b[np.diag_indices_from(b)] = 0.0
-        users, top_items = _export(xt, b, _rank(p, n), data.seed)
+        users, top_items = _export(xt, b, _rank(p, n, x.shape[0]), data.seed)
         items = np.zeros((n, users.shape[1]), dtype=np.float32)
         items[top] = top_items
         neighbours = None
-        if p["export"] == "neighbours" and _rank(p, n) < n:
+        if p["export"] == "neighbours" and _rank(p, n, x.shape[0]) < n:
             similarity = strongest_sources(b, top, n, int(p["neighbours"]))
             neighbours = Neighbours(similarity, x, part="ease")
             users = np.zeros_like(users)
@@ -130,9 +130,18 @@ def strongest_sources(b: Array, top: np.ndarray, n: int, per_item: int) -> sp.cs
     )
 
 
-def _rank(params: dict[str, Any], n_items: int) -> int:
-    """The export's rank: exact (one column per item) for catalogues of ``exact_items`` or less."""
-    return n_items if n_items <= int(params["exact_items"]) else int(params["rank"])
+# The most entries (customers x items) an exact export's user factors may have: 200 MB of
+# float32. The exact export's user vectors are dense over the items (``history @ B``), so a
+# catalogue of 2,000 items with a million customers would write 8 GB per part (and blending
+# needs them in float64 besides); such data sets get the low-rank export.
+EXACT_MAX_USER_ENTRIES = 50_000_000
+
+
+def _rank(params: dict[str, Any], n_items: int, n_users: int) -> int:
+    """The export's rank: exact (one column per item) for catalogues of ``exact_items`` or less,
+    unless the customers' vectors would be too large (``EXACT_MAX_USER_ENTRIES``)."""
+    exact = n_items <= int(params["exact_items"]) and n_users * n_items <= EXACT_MAX_USER_ENTRIES
+    return n_items if exact else int(params["rank"])
 
 
 def _most_popular(x: sp.csr_matrix, limit: int) -> np.ndarray:
