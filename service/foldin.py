@@ -99,9 +99,9 @@ _MAX_CONDITION = 1e8
 # ``_PROJECTED_MAX_BYTES``: a request then gathers its rows' products instead of multiplying by
 # the dim x dim inverse. A blend that exports item-item models exactly (one factor column per
 # item, up to 2,048 items each) has thousands of dimensions: on 800 items and 1,664 dimensions
-# (with the kernel below), a solve of 10 items took 4.1-4.7 ms before and 24 µs after, one of 300
-# items 46 ms and 2.2 ms, and loading took 1.5 s and 0.55 s. At 64 dimensions the product is
-# cheap and the table would be memory per worker for nothing.
+# (with the kernel below), a solve of 10 items took 4.1-4.8 ms before and 24-26 µs after, one
+# of 300 items 46 ms and 2.2 ms, and loading took 1.5 s and 0.55 s. At 64 dimensions the
+# product is cheap and the table would be memory per worker for nothing.
 _PROJECT_FROM_DIM = 256
 _PROJECTED_MAX_BYTES = 32 << 20
 
