@@ -59,6 +59,13 @@ REQUIRED_ARRAYS: dict[str, tuple[str, int]] = {
     "bought_indptr": ("i", 1),  # CSR rows: items each customer bought in the training data
     "bought_items": ("i", 1),
 }
+# The fold-in's products through the inverse (service/foldin.py ``LeastSquares``), both or none:
+# float32 [n_items, dim] and [n_items, n_items], shipped for models with more factors than items
+# (an exactly exported blend) so that every worker maps one copy instead of computing its own.
+FOLDIN_ARRAYS: dict[str, tuple[str, int]] = {
+    "foldin_projected": ("f", 2),
+    "foldin_kernel": ("f", 2),
+}
 # Item metadata, when the training data had it; one value per item row.
 OPTIONAL_ARRAYS: dict[str, tuple[str, int]] = {
     "item_titles": ("S", 1),  # UTF-8
@@ -76,6 +83,7 @@ OPTIONAL_ARRAYS: dict[str, tuple[str, int]] = {
     **NEIGHBOUR_ARRAYS,
     # Each item's most similar items, exact (service/similar_table.py), both or none.
     **SIMILAR_ARRAYS,
+    **FOLDIN_ARRAYS,
 }
 
 
@@ -491,6 +499,8 @@ def _check_arrays(arrays: Mapping[str, NDArray[Any]], manifest: Manifest) -> Non
         raise ArtifactError(problem)
     if problem := check_similar(arrays, len(items)):
         raise ArtifactError(problem)
+    if problem := _check_foldin(arrays, len(items), itf.shape[1]):
+        raise ArtifactError(problem)
     if (manifest.neighbours is None) != ("neighbours_indptr" not in arrays):
         raise ArtifactError("the manifest's neighbours and the neighbours_* arrays go together")
     if manifest.ann is not None and "ann_centroids" not in arrays:
@@ -500,6 +510,20 @@ def _check_arrays(arrays: Mapping[str, NDArray[Any]], manifest: Manifest) -> Non
         raise ArtifactError("bought_indptr does not match user_ids and bought_items")
     if len(bought) and (bought.min() < 0 or bought.max() >= len(items)):
         raise ArtifactError("bought_items holds item indices out of range")
+
+
+def _check_foldin(arrays: Mapping[str, NDArray[Any]], n_items: int, dim: int) -> str | None:
+    present = [name for name in FOLDIN_ARRAYS if name in arrays]
+    if not present:
+        return None
+    if len(present) != len(FOLDIN_ARRAYS):
+        return "the fold-in's arrays go together: foldin_projected and foldin_kernel"
+    if arrays["foldin_projected"].shape != (n_items, dim) or arrays["foldin_kernel"].shape != (
+        n_items,
+        n_items,
+    ):
+        return "foldin_projected must be items x factors and foldin_kernel items x items"
+    return None
 
 
 def _check_version_name(version: str) -> None:

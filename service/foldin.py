@@ -6,7 +6,7 @@ the service uses online.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -120,21 +120,36 @@ class LeastSquares:
     float64 rounding.
     """
 
-    def __init__(self, item_factors: NDArray[np.float32], params: FoldIn) -> None:
+    def __init__(
+        self,
+        item_factors: NDArray[np.float32],
+        params: FoldIn,
+        shipped: Mapping[str, NDArray[np.float32]] | None = None,
+    ) -> None:
+        """Prepare the solves for ``item_factors``: from the artifact's ``foldin_*`` arrays when
+        training shipped them (``shippable``; memory-mapped, one copy for every worker), else
+        computed here."""
         self.item_factors = item_factors
         self.params = params
+        self.dim = item_factors.shape[1]
+        if shipped is not None and "foldin_kernel" in shipped:
+            self._base: NDArray[np.float64] | None = None
+            self._inverse: NDArray[np.float64] | None = None
+            self._projected: NDArray[np.float32] | None = shipped["foldin_projected"]
+            self._kernel: NDArray[np.float32] | None = shipped["foldin_kernel"]
+            return
         base = gramian(item_factors)
-        self.dim = dim = base.shape[0]
+        dim = self.dim
         base[np.diag_indices(dim)] += params.regularization
-        self._base: NDArray[np.float64] | None = base
+        self._base = base
         # An ill-conditioned base (λ tiny, factor columns that are zero or repeat) is only ever
         # solved directly.
         well_conditioned = dim > 0 and _well_conditioned(base, params.regularization)
         inverse = np.linalg.inv(base) if well_conditioned else None
         self._inverse = inverse
         # Each item's row of Y B⁻¹, where it pays (``_PROJECT_FROM_DIM``); then B⁻¹ is dropped.
-        self._projected: NDArray[np.float32] | None = None
-        self._kernel: NDArray[np.float32] | None = None
+        self._projected = None
+        self._kernel = None
         n_items = len(item_factors)
         if (
             inverse is not None
@@ -155,6 +170,13 @@ class LeastSquares:
                 # instead: a solve gathers its n x n system rather than multiplying n² x dim.
                 self._base = None
                 self._kernel = (projected @ factors.T).astype(np.float32)
+
+    def shippable(self) -> dict[str, NDArray[np.float32]]:
+        """The arrays an artifact may ship so the service need not compute them (``foldin_*``):
+        the projections and the kernel of a model with more factors than items, else none."""
+        if self._kernel is None or self._projected is None:
+            return {}
+        return {"foldin_projected": self._projected, "foldin_kernel": self._kernel}
 
     def solve(self, rows: NDArray[np.int64], values: NDArray[np.float64]) -> NDArray[np.float32]:
         """The customer vector for matrix row ``values`` at item ``rows`` (``recalculate_user``)."""

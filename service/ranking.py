@@ -23,7 +23,7 @@ from service.ann import (
     among,
     build_index,
 )
-from service.artifact import Artifact
+from service.artifact import FOLDIN_ARRAYS, Artifact
 from service.foldin import LeastSquares, confidences
 from service.item_products import ItemProducts
 from service.neighbours import History, load_neighbours
@@ -102,7 +102,8 @@ class FactorModel:
         # For fold-in, computed here (the loader runs off the event loop), not by the first request
         # that folds events in: at a million items that took 1.6-1.9 s on the loop of each of four
         # workers under load (the serving benchmark's p99 was over a second).
-        self.least_squares = LeastSquares(self.item_factors, self.fold_in)
+        shipped = {name: a[name] for name in FOLDIN_ARRAYS if name in a}
+        self.least_squares = LeastSquares(self.item_factors, self.fold_in, shipped)
         self.products = ItemProducts(self.item_factors)
         norms = np.linalg.norm(self.item_factors, axis=1).astype(np.float32)
         # Items without signal have zero vectors; don't divide by zero in similar_items.

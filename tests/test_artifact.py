@@ -130,6 +130,34 @@ def test_damaged_artifacts_fail_with_a_clear_error(tmp_path: Path, damage, messa
         artifact.load(path)
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"foldin_projected": np.zeros((4, 2), np.float32)}, "go together"),
+        (
+            {
+                "foldin_projected": np.zeros((4, 3), np.float32),
+                "foldin_kernel": np.zeros((4, 4), np.float32),
+            },
+            "items x factors",
+        ),
+        (
+            {
+                "foldin_projected": np.zeros((4, 2), np.float32),
+                "foldin_kernel": np.zeros((4, 3), np.float32),
+            },
+            "items x items",
+        ),
+    ],
+)
+def test_fold_in_arrays_that_do_not_fit_the_model_are_refused(
+    tmp_path: Path, extra: dict[str, np.ndarray], message: str
+) -> None:
+    arrays, channels = artifact.pack(**small_parts())  # type: ignore[arg-type]
+    with pytest.raises(ArtifactError, match=message):
+        artifact.save(tmp_path, manifest(channels=channels), {**arrays, **extra})
+
+
 def test_unreadable_array_is_reported_even_without_checksums(tmp_path: Path) -> None:
     path = checkerboard_artifact(tmp_path)
     _truncate(path / "item_factors.npy")

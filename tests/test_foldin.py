@@ -129,6 +129,35 @@ def test_an_exactly_exported_blend_folds_in_through_each_items_projection(n_rows
     np.testing.assert_allclose(solver.solve(rows, values), expected, rtol=1e-4, atol=1e-6)
 
 
+def test_shipped_products_answer_without_computing_anything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``shippable`` gives an artifact, ``LeastSquares`` takes back (memory-mapped in the
+    service) without the Gram matrix or an inverse, and solves the same."""
+    rng = np.random.default_rng(5)
+    y = np.hstack([rng.normal(scale=0.3, size=(300, 16)), np.eye(300)]).astype(np.float32)
+    params = FoldIn(regularization=0.05, alpha=2.0)
+    shipped = LeastSquares(y, params).shippable()
+    assert set(shipped) == {"foldin_projected", "foldin_kernel"}
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("computed what the artifact shipped")
+
+    monkeypatch.setattr("service.foldin.gramian", refuse)
+    monkeypatch.setattr("service.foldin.np.linalg.inv", refuse)
+    solver = LeastSquares(y, params, shipped=shipped)
+    rows = rng.choice(300, size=12, replace=False).astype(np.int64)
+    values = rng.uniform(0.05, 4.0, size=12)
+    monkeypatch.undo()
+    expected = recalculate_user(y, gramian(y), rows, values, params)
+    np.testing.assert_allclose(solver.solve(rows, values), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_models_that_take_another_path_ship_nothing() -> None:
+    y = np.random.default_rng(6).normal(size=(500, 32)).astype(np.float32)
+    assert LeastSquares(y, FoldIn(regularization=0.05, alpha=2.0)).shippable() == {}
+
+
 @pytest.mark.parametrize("n_rows", [7, 290])
 def test_many_factors_and_more_items_keep_the_base_for_rows_longer_than_the_dimension(
     n_rows: int,

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from litestar.testing import TestClient
 
 from service import ann, artifact
+from service.foldin import confidences, gramian, recalculate_user
 from service.ranking import FactorModel
 from service.settings import Settings
 from tests.conftest import ADMIN_KEY, client_for, replace
@@ -474,6 +475,29 @@ def test_the_test_report_ranks_at_most_max_customers(sample_dir: Path, tmp_path:
     assert metrics["als"]["customers"] == 40
     assert metrics["popularity"]["customers"] == 40
     assert all(m["customers"] <= 40 for m in metrics["als"]["by_channel"].values())
+
+
+def test_a_model_with_more_factors_than_items_ships_its_fold_in_products(
+    sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exact item-item export has one factor per item: the artifact holds the fold-in's
+    products and the service maps them instead of computing its own (one copy per machine)."""
+    monkeypatch.setattr("service.foldin._PROJECT_FROM_DIM", 64)  # the sample has 120 items
+    inputs = Inputs(events=[str(sample_dir / "events.csv.gz")])
+    loaded = artifact.load(run(inputs, tmp_path, TrainConfig(algorithm="itemknn")))
+    n_items, dim = loaded.arrays["item_factors"].shape
+    assert n_items <= dim
+    assert loaded.arrays["foldin_kernel"].shape == (n_items, n_items)
+    model = FactorModel(loaded)
+    assert np.shares_memory(model.least_squares._kernel, loaded.arrays["foldin_kernel"])
+    row = model.user_row(loaded.arrays["user_ids"][0].decode())
+    assert row is not None
+    rows, values = confidences(model.fold_in, *model.training_row(row))
+    expected = recalculate_user(
+        loaded.arrays["item_factors"], gramian(loaded.arrays["item_factors"]), rows, values,
+        model.fold_in,
+    )  # fmt: skip
+    np.testing.assert_allclose(model.least_squares.solve(rows, values), expected, atol=1e-5)
 
 
 def test_a_large_catalogue_ships_its_index_calibrated(sample_dir: Path, tmp_path: Path) -> None:

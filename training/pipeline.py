@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service import ann, artifact
+from service.foldin import LeastSquares
 from service.store.erasure import customer_hash
 from training import coldstart, evaluate, matrix
 from training.config import TrainConfig
@@ -135,6 +136,9 @@ def run(
         table = co_interaction_table(interactions.matrix, matrix_rows, arrays["item_factors"])
         arrays.update(table)
         _stage("similar-items table built", started)
+    # A model with more factors than items (an exactly exported blend) ships its fold-in's
+    # products, so every service worker maps one copy instead of computing its own.
+    arrays.update(LeastSquares(arrays["item_factors"], folding).shippable())
     manifest = artifact.Manifest(
         format_version=artifact.FORMAT_VERSION,
         model_version=artifact.new_version(algorithm),
