@@ -12,8 +12,9 @@ always ``item_factors @ user_vector``: writers fold biases into the factors. Not
 Large catalogues may ship an approximate nearest-neighbour index as four more arrays (``ann_*``,
 see ``service/ann.py``): optional, checksummed and memory-mapped like the others. A model may also
 carry a sparse item-item component (``neighbours_*``, see ``service/neighbours.py``), added to the
-factor scores as the manifest's ``neighbours`` says, and a table of each item's most similar items
-(``similar_*``, see ``service/similar_table.py``).
+factor scores as the manifest's ``neighbours`` says, a table of each item's most similar items
+(``similar_*``, see ``service/similar_table.py``), and, when it has more factors than items, the
+fold-in's products through the inverse (``foldin_*``, see ``service/foldin.py``).
 This module imports only numpy and msgspec; training writes artifacts with it, the service
 reads them.
 """
