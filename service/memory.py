@@ -11,18 +11,20 @@ blend: 113.5 MiB of private memory after loading, 26.3 MiB after ``malloc_trim``
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 from collections.abc import Callable
 
 
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).malloc_trim  # type: ignore[no-any-return]
-    except (OSError, AttributeError, TypeError):
-        return None
+    # glibc by its soname, else the symbols the process already has (no ``find_library``: it
+    # runs ldconfig in a subprocess).
+    for name in ("libc.so.6", None):
+        try:
+            return ctypes.CDLL(name).malloc_trim  # type: ignore[no-any-return]
+        except (OSError, AttributeError):
+            continue
+    return None
 
 
 def release_free_memory() -> bool:
