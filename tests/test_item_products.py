@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from service import artifact
 from service.item_products import SEARCHED_FROM_DIM, ItemProducts
+from service.ranking import FactorModel
 
 
 def exact_blend_factors(n_items: int, dense: int, cold: int, seed: int = 0) -> np.ndarray:
@@ -55,3 +60,40 @@ def test_dense_models_and_small_ones_multiply_as_before() -> None:
         assert not products.split
         vector = rng.normal(size=y.shape[1]).astype(np.float32)
         assert np.array_equal(products.scores(vector), y @ vector)
+
+
+def test_a_model_with_split_factors_recommends_what_brute_force_ranks(tmp_path: Path) -> None:
+    """The service's exact scoring (recommendations, a category filter, offers' item scores) on
+    an exactly exported blend gives the ranking of the plain product."""
+    y = exact_blend_factors(300, 20, 2, seed=7)
+    rng = np.random.default_rng(8)
+    users = rng.normal(size=(5, y.shape[1])).astype(np.float32)
+    arrays, channels = artifact.pack(
+        user_ids=[f"u{i}" for i in range(5)],
+        user_factors=users,
+        item_ids=[f"i{j:03d}" for j in range(300)],
+        item_factors=y,
+        item_categories=["even" if j % 2 == 0 else "odd" for j in range(300)],
+        popularity={"all": rng.random(300).astype(np.float32)},
+        bought_indptr=np.zeros(6, np.int64),
+        bought_items=np.zeros(0, np.int32),
+    )
+    manifest = artifact.Manifest(
+        format_version=artifact.FORMAT_VERSION,
+        model_version="split",
+        algorithm="blend",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        popularity_channels=channels,
+    )
+    model = FactorModel(artifact.load(artifact.save(tmp_path, manifest, arrays)))
+    assert model.products.split
+    factors = np.asarray(model.item_factors)
+    for u in users:
+        plain = factors @ u
+        rows, scores = model.recommend(u, 10)
+        assert rows.tolist() == np.argsort(-plain, kind="stable")[:10].tolist()
+        np.testing.assert_allclose(scores, plain[rows], atol=1e-4)
+        odd = model.category_mask("odd", None)
+        rows, _ = model.recommend(u, 5, allowed=odd)
+        best_odd = np.flatnonzero(odd)[np.argsort(-plain[odd], kind="stable")[:5]]
+        assert rows.tolist() == best_odd.tolist()
