@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.serving import (
-    EXPERIMENT,
     RESULTS,
+    configure,
     delete_prefix,
     ensure_wrk,
     free_port,
     generated_workload,
-    http_put_json,
     lua_script,
     run_wrk,
     seed_redis,
@@ -112,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     servers[name] = stack.enter_context(
                         serve(argv, env, port, log, "/health/ready", cwd=root)
                     )
-                    http_put_json(f"{servers[name].base}/v1/experiments/bench-ab", EXPERIMENT)
+                    configure(servers[name].base, workload.categories, items)
                 for endpoint in args.endpoints.split(","):
                     script = lua_script(
                         work / f"{endpoint}.lua", endpoint, customers, items, workload.categories

@@ -97,8 +97,11 @@ def make_state(client: redis.Redis, keys: Keys, users: int, items: int, seed: in
     pipe.execute()
 
 
-def make_offers(n: int, items: int, seed: int) -> list[dict[str, object]]:
-    """A realistic mix: category discounts, item offers, cart and win-back offers, capped."""
+def make_offers(
+    n: int, categories: list[str], items: list[str], seed: int
+) -> list[dict[str, object]]:
+    """A realistic mix over ``categories`` and ``items``: category discounts, item offers, cart
+    and win-back offers, capped."""
     rng = random.Random(seed)
     offers: list[dict[str, object]] = []
     for i in range(n):
@@ -107,14 +110,14 @@ def make_offers(n: int, items: int, seed: int) -> list[dict[str, object]]:
             "title": f"offer {i}",
             "kind": "percent_off",
             "amount": 10,
-            "target": {"categories": [f"cat{rng.randrange(50):02d}"]},
+            "target": {"categories": [rng.choice(categories)]},
             "channels": ["email", "app", "web"],
             "value": rng.uniform(5, 30),
             "cost": rng.uniform(0, 3),
             "caps": [{"max": 3, "period_days": 30}],
         }
         if i % 10 == 1:
-            body["target"] = {"items": [f"i{rng.randrange(items):06d}" for _ in range(5)]}
+            body["target"] = {"items": [rng.choice(items) for _ in range(5)]}
         if i % 10 in (2, 3):
             body |= {"kind": "free_delivery", "amount": None, "target": {}}
         if i % 10 == 3:
@@ -237,7 +240,9 @@ def main() -> int:
         server = subprocess.Popen([sys.executable, "-m", "service"], env=env)
         base = f"http://127.0.0.1:{port}"
         _wait_ready(base)
-        for offer in make_offers(args.offers, args.items, seed=3):
+        categories = [f"cat{c:02d}" for c in range(50)]
+        item_ids = [f"i{j:06d}" for j in range(args.items)]
+        for offer in make_offers(args.offers, categories, item_ids, seed=3):
             r = httpx.put(
                 f"{base}/v1/offers/{offer['offer_id']}",
                 json=offer,

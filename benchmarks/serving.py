@@ -8,26 +8,25 @@ and a Redis (``--redis-url``, default ``redis://127.0.0.1:6379/15``; keys under 
 deleted afterwards).
 
 For each catalogue size it generates an artifact (clustered factors, ANN index shipped in it), or
-with ``--trained DIR`` serves a model ``python -m training fit`` wrote (real customers' histories,
-a blend's sparse item-item component: what a retailer's model costs per request), seeds customers'
-real-time state in Redis (recent events for half of them), starts ``python -m service`` as a
-separate process and drives it with ``wrk`` (Lua scripts that vary customers and items) for a fixed
-time at fixed concurrency, endpoint by endpoint, right after the bare route
-(``benchmarks/bare_app.py``, same uvicorn settings) and two references built on it: its answer
-behind the recommendations route's signature and API-key check, and the same after reading the
-customer's real-time state from Redis as the service does (what any personalised answer costs
-before ranking). Per endpoint: requests/s, p50, p99, errors
-(non-2xx and socket errors), the ratio to the bare route, and memory per worker (RSS and PSS from
-/proc/<pid>/smaps_rollup). It reports ANN recall@10 against exact scoring, publishes a new model
-version during a load run (hot swap: errors, seconds until the new version is served) and writes
-benchmarks/results/serving.json.
+with ``--trained DIR`` serves a model ``python -m training fit`` wrote (real customers' histories, a
+blend's sparse item-item component: what a retailer's model costs per request), seeds customers'
+real-time state in Redis (recent events and consent to email marketing for half of them), starts
+``python -m service`` as a separate process and drives it with ``wrk`` (Lua scripts that vary
+customers and items) for a fixed time at fixed concurrency, endpoint by endpoint, right after the
+bare route (``benchmarks/bare_app.py``, same uvicorn settings) and two references built on it: its
+answer behind the recommendations route's signature and API-key check, and the same after reading
+the customer's real-time state from Redis as the service does (what any personalised answer costs
+before ranking). Per endpoint: requests/s, p50, p99, errors (non-2xx and socket errors), the ratio
+to the bare route, and memory per worker (RSS and PSS from /proc/<pid>/smaps_rollup). It reports ANN
+recall@10 against exact scoring, publishes a new model version during a load run (hot swap: errors,
+seconds until the new version is served) and writes benchmarks/results/serving.json.
 
-The service runs as retailers measuring it would: tracking on and an A/B test running on every
-channel. Per size, two fresh 1-worker servers identical but for ``RECO_TRACKING`` (the "on" one
-with the A/B test) are also loaded with recommendations in alternating rounds
-(``--overhead-rounds``, 0 skips it): the throughput and CPU that measurement costs. And the
-1-worker service answers recommendations at fewer connections too (``--concurrency``, default
-2,4,8,16): at 32 a saturated worker's latency is mostly its queue.
+The service runs as retailers measuring it would: tracking on, an A/B test running on every channel
+and ``N_OFFERS`` offers to choose from. Per size, two fresh 1-worker servers identical but for
+``RECO_TRACKING`` (the "on" one with the A/B test) are also loaded with recommendations in
+alternating rounds (``--overhead-rounds``, 0 skips it): the throughput and CPU that measurement
+costs. And the 1-worker service answers recommendations at fewer connections too (``--concurrency``,
+default 2,4,8,16): at 32 a saturated worker's latency is mostly its queue.
 """
 
 from __future__ import annotations
@@ -68,10 +67,12 @@ from benchmarks.catalogue import (  # noqa: E402
     category_names,
     write_catalogue,
 )
+from benchmarks.offers_export import make_offers  # noqa: E402
 from service import ann, artifact  # noqa: E402
 from service.events import Event, msgpack_encoder  # noqa: E402
 from service.ranking import FactorModel  # noqa: E402
 from service.similar_table import unit_rows  # noqa: E402
+from service.state import Consent  # noqa: E402
 from service.store import Keys  # noqa: E402
 from service.topk import largest  # noqa: E402
 
@@ -79,6 +80,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 API_KEY = "bench-key"
 # Every service run has an A/B test running on every channel, as a retailer measuring would.
 EXPERIMENT = {"variants": [{"name": "control"}, {"name": "treatment"}]}
+# And this many offers (benchmarks/offers_export.py's mix) for the offers endpoint to choose from.
+N_OFFERS = 20
 # "category": recommendations restricted to one of the catalogue's 50 categories (2% of it).
 ENDPOINTS = ("recommendations", "category", "similar", "offers", "events")
 # The bare app's references beyond the bare route: result key -> (its wrk script's endpoint,
@@ -242,6 +245,15 @@ def http_put_json(url: str, body: dict[str, Any], timeout: float = 5.0) -> int:
         return int(r.status)
 
 
+def configure(base: str, categories: list[str] | None, items: list[str]) -> None:
+    """Start what a retailer measuring the service runs: the A/B test, and offers over the
+    catalogue's ``categories`` (default: the generated catalogue's) and ``items``."""
+    http_put_json(f"{base}/v1/experiments/bench-ab", EXPERIMENT)
+    names = categories if categories is not None else category_names(np.arange(N_CATEGORIES))
+    for offer in make_offers(N_OFFERS, names, items, seed=3):
+        http_put_json(f"{base}/v1/offers/{offer['offer_id']}", offer)
+
+
 # ----------------------------------------------------------------------------- load
 
 
@@ -400,13 +412,16 @@ def run_wrk(
 
 
 def seed_redis(url: str, prefix: str, customers: list[str], items: list[str]) -> None:
-    """Recent events (10 views and a purchase) for each of ``customers``, as the service writes."""
+    """Recent events (10 views and a purchase) and consent to email and app marketing for each of
+    ``customers``, as the service writes them (the others said nothing: no offers by email)."""
     client = redis.Redis.from_url(url)
     keys = Keys(prefix)
     rng = np.random.default_rng(1)
     now = datetime.now(UTC)
+    consent = msgpack_encoder.encode(Consent(marketing={"email": True, "app": True}))
     pipe = client.pipeline(transaction=False)
     for n, customer in enumerate(customers):
+        pipe.set(keys.consent(customer), consent)
         picks = rng.choice(len(items), size=11)
         for j, event_type in zip(picks, ["view"] * 10 + ["purchase"], strict=True):
             event = Event(
@@ -755,7 +770,7 @@ def bench_size(
             argv = [sys.executable, "-m", "service"]
             log = size_dir / f"service-{workers}.log"
             with serve(argv, env, port, log, "/health/ready", workers) as server:
-                http_put_json(f"{server.base}/v1/experiments/bench-ab", EXPERIMENT)
+                configure(server.base, workload.categories, items)
                 # Warm up: the first requests touch the memory-mapped arrays.
                 run_wrk(wrk, server, scripts["recommendations"], 2, args.connections, 1)
                 bare_run = run_wrk(
