@@ -24,6 +24,11 @@ from service.state import CustomerState
 # Offers about no item (free delivery, points) are scored against the customer's taste for the
 # catalogue's best sellers.
 _GENERAL_TARGET = 100
+# A category offer is scored against at most this many of the category's best sellers. A
+# category can hold a large share of the catalogue (20,000 items of a million in 50 categories):
+# with all of them, 20 offers made 280,598 target rows (68.5 MiB per worker) and the affinities
+# took 3.1 ms per customer at a million items; with 1,000 each, 14,410 rows and 66 µs.
+_MAX_CATEGORY_TARGET = 1000
 _WHERE = {"store": " in store", "tablet": " in store", "app": " on the app", "web": " online"}
 _VERBS = {"view": "viewed", "add_to_cart": "put", "wishlist": "saved", "purchase": "bought"}
 _TIMES = {1: "once", 2: "twice"}
@@ -362,7 +367,11 @@ def _target_rows(model: FactorModel, offer: Offer, general: Rows) -> Rows:
     rows = [model.item_rows(t.items)]
     for category in t.categories:
         mask = model.category_mask(category)
-        if mask is not None:
+        if mask is None:
+            continue
+        if model.allowed_count(mask) > _MAX_CATEGORY_TARGET:
+            rows.append(model.popular("all", _MAX_CATEGORY_TARGET, allowed=mask)[0])
+        else:
             rows.append(model.allowed_rows(mask).astype(np.int64))
     return np.unique(np.concatenate(rows))
 
