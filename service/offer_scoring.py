@@ -225,7 +225,6 @@ class Plan:
         self.starts = np.cumsum([0, *(len(p) for p in parts[:-1])]).astype(np.int64)
         rows = np.concatenate(parts) if parts else np.empty(0, np.int64)
         self.factors = np.ascontiguousarray(model.item_factors[rows].T)
-        self.products = model.products
 
     def affinities(self, vectors: Sequence[NDArray[np.float32] | None], default: float) -> NDArray:
         """Customers x offers: the best target score per offer, clipped to 0..1.
@@ -247,8 +246,8 @@ class Plan:
         known = [i for i, v in enumerate(vectors) if v is not None]
         if not known:
             return None
-        out = np.zeros((len(vectors), self.products.n_items), dtype=np.float32)
-        out[known] = self.products.scores_many(_stack(vectors, known))
+        out = np.zeros((len(vectors), self.model.n_items), dtype=np.float32)
+        out[known] = self.model.products.scores_many(_stack(vectors, known))
         return out
 
 
