@@ -101,7 +101,8 @@ def make_offers(
     n: int, categories: list[str], items: list[str], seed: int
 ) -> list[dict[str, object]]:
     """A realistic mix over ``categories`` and ``items``: category discounts, item offers, cart
-    and win-back offers, capped."""
+    and win-back offers, capped. A catalogue without categories gets item offers instead of
+    category discounts."""
     rng = random.Random(seed)
     offers: list[dict[str, object]] = []
     for i in range(n):
@@ -110,7 +111,11 @@ def make_offers(
             "title": f"offer {i}",
             "kind": "percent_off",
             "amount": 10,
-            "target": {"categories": [rng.choice(categories)]},
+            "target": (
+                {"categories": [rng.choice(categories)]}
+                if categories
+                else {"items": [rng.choice(items) for _ in range(5)]}
+            ),
             "channels": ["email", "app", "web"],
             "value": rng.uniform(5, 30),
             "cost": rng.uniform(0, 3),

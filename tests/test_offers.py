@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 import redis
 from litestar.testing import TestClient
 
+from benchmarks.offers_export import make_offers
+from service.offers import Offer
 from tests.test_omnichannel import event, post
 
 NOW = datetime.now(UTC)
@@ -405,3 +408,14 @@ def test_erasure_removes_the_contact_history(client: TestClient, redis_url: str)
         assert not r.exists(f"{prefix}:{{c:u2}}:offers:redeemed")
     finally:
         r.close()
+
+
+@pytest.mark.parametrize("categories", [["shoes", "bags"], []])
+def test_the_benchmarks_offers_are_valid_with_and_without_categories(categories: list[str]) -> None:
+    # The serving benchmark stores these for any catalogue, trained ones without categories too.
+    offers = [
+        msgspec.convert(o, Offer) for o in make_offers(20, categories, ["i1", "i2", "i3"], seed=3)
+    ]
+    assert len(offers) == 20
+    targeted = {c for o in offers for c in (o.target.categories or [])}
+    assert targeted <= set(categories) and bool(targeted) == bool(categories)
