@@ -12,7 +12,8 @@ always ``item_factors @ user_vector``: writers fold biases into the factors. Not
 Large catalogues may ship an approximate nearest-neighbour index as four more arrays (``ann_*``,
 see ``service/ann.py``): optional, checksummed and memory-mapped like the others. A model may also
 carry a sparse item-item component (``neighbours_*``, see ``service/neighbours.py``), added to the
-factor scores as the manifest's ``neighbours`` says, a table of each item's most similar items
+factor scores as the manifest's ``neighbours`` says (with, when it fits, the same as one dense
+block, ``neighbours_dense*``), a table of each item's most similar items
 (``similar_*``, see ``service/similar_table.py``), and, when it has more factors than items, the
 fold-in's products through the inverse (``foldin_*``, see ``service/foldin.py``).
 This module imports only numpy and msgspec; training writes artifacts with it, the service
@@ -40,7 +41,12 @@ from numpy.typing import NDArray
 from service.ann import INDEX_ARRAYS, AnnSpec, check_index
 from service.errors import ArtifactError
 from service.events import DEFAULT_EVENT_WEIGHTS
-from service.neighbours import NEIGHBOUR_ARRAYS, NeighboursSpec, check_neighbours
+from service.neighbours import (
+    NEIGHBOUR_ARRAYS,
+    NEIGHBOUR_DENSE_ARRAYS,
+    NeighboursSpec,
+    check_neighbours,
+)
 from service.similar_table import SIMILAR_ARRAYS, check_similar
 
 FORMAT_VERSION = 1
@@ -80,8 +86,9 @@ OPTIONAL_ARRAYS: dict[str, tuple[str, int]] = {
     "user_items_values": ("f", 1),
     # The approximate nearest-neighbour index over item_factors (service/ann.py), all or none.
     **INDEX_ARRAYS,
-    # The sparse item-item component (service/neighbours.py), all or none.
+    # The sparse item-item component (service/neighbours.py), all or none, and its dense block.
     **NEIGHBOUR_ARRAYS,
+    **NEIGHBOUR_DENSE_ARRAYS,
     # Each item's most similar items, exact (service/similar_table.py), both or none.
     **SIMILAR_ARRAYS,
     **FOLDIN_ARRAYS,

@@ -24,12 +24,13 @@ from service.neighbours import History
 from service.offer_facts import OfferHistory, customer_facts
 from service.offer_scoring import Candidate, Plan, ScoredOffer, rank
 from service.offers import Offer, OfferRules
-from service.ranking import FactorModel, Mask, Rows, Scores, top_k
+from service.ranking import FactorModel, Mask, Rows, Scores
 from service.realtime import customer_vector
 from service.schemas import RecommendedItem
 from service.settings import Settings
 from service.state import CustomerState
 from service.store import Store
+from service.topk import top_k
 
 # Customers read from Redis per round trip, and scored per slice between yields to the loop.
 CHUNK = 256

@@ -29,7 +29,7 @@ from service.item_products import ItemProducts
 from service.neighbours import History, load_neighbours
 from service.offload import guard
 from service.similar_table import SIMILAR_KEPT
-from service.topk import largest
+from service.topk import top_k
 
 log = logging.getLogger(__name__)
 
@@ -512,26 +512,6 @@ class FactorModel:
         # which basis item is best, so only the basis is normalised.
         b = self.item_factors[basis] / self.item_norms[basis, None]
         return basis[(self.item_factors[item_rows] @ b.T).argmax(axis=1)]
-
-
-def top_k(
-    scores: NDArray[np.float32], k: int, *, exclude: Rows | None = None, allowed: Mask | None = None
-) -> tuple[Rows, Scores]:
-    """Rows of the ``k`` highest finite scores, best first; never excluded or disallowed rows.
-
-    ``scores`` is modified in place (callers pass a fresh array).
-    """
-    if exclude is not None and len(exclude):
-        scores[exclude] = -np.inf
-    if allowed is not None:
-        scores[~allowed] = -np.inf
-    k = min(k, len(scores))
-    if k <= 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    part = largest(scores, k)
-    order = part[(-scores[part]).argsort(kind="stable")]
-    order = order[np.isfinite(scores[order])]
-    return order.astype(np.int64), scores[order].astype(np.float32)
 
 
 def _keep(cache: dict[int, Any], key: int, value: Any, limit: int) -> None:

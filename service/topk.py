@@ -1,4 +1,5 @@
-"""The positions of the k largest scores, without partitioning every score.
+"""The k largest scores without partitioning every score (``largest``), and the k best rows of a
+score per item with filters applied (``top_k``).
 
 ``np.argpartition`` costs 7-11 ns per score here (82-111 µs for 10,000, 0.8-1.1 ms for 100,000),
 more than the product that computed them. A strided sample's k-th largest score is a lower bound of
@@ -46,3 +47,27 @@ def largest(scores: NDArray[np.floating], k: int) -> NDArray[np.intp]:
             best = scores[candidates].argpartition(len(candidates) - k)[len(candidates) - k :]
             return candidates[best]
     return scores.argpartition(n - k)[n - k :]
+
+
+def top_k(
+    scores: NDArray[np.float32],
+    k: int,
+    *,
+    exclude: NDArray[np.int64] | None = None,
+    allowed: NDArray[np.bool_] | None = None,
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Rows of the ``k`` highest finite scores, best first; never excluded or disallowed rows.
+
+    ``scores`` is modified in place (callers pass a fresh array).
+    """
+    if exclude is not None and len(exclude):
+        scores[exclude] = -np.inf
+    if allowed is not None:
+        scores[~allowed] = -np.inf
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    part = largest(scores, k)
+    order = part[(-scores[part]).argsort(kind="stable")]
+    order = order[np.isfinite(scores[order])]
+    return order.astype(np.int64), scores[order].astype(np.float32)

@@ -9,7 +9,8 @@ import pytest
 
 from service import ann, artifact
 from service.errors import ArtifactError
-from service.ranking import FactorModel, top_k
+from service.ranking import FactorModel
+from service.topk import top_k
 from tests.builders import clustered_artifact
 
 N_ITEMS = 4000

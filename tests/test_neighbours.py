@@ -16,7 +16,7 @@ from service.ann import AnnConfig
 from service.errors import ArtifactError
 from service.events import Event
 from service.history import customer_history
-from service.neighbours import Neighbours, NeighboursSpec
+from service.neighbours import Neighbours, NeighboursSpec, check_neighbours, dense_block
 from service.ranking import FactorModel
 from service.recommend import Context, Query, for_customer
 from tests.builders import checkerboard_artifact
@@ -176,6 +176,8 @@ def test_the_service_scores_as_training_evaluated(trained: Path, complements_fil
     """Score parity: the service's ranking of known customers equals training's scorer."""
     loaded = artifact.load(trained)
     assert loaded.manifest.neighbours is not None and loaded.manifest.neighbours.normalise
+    # Training ships the component's dense block too; the service sums through it.
+    assert "neighbours_dense" in loaded.arrays
     model = FactorModel(loaded)
     events, _ = load_events(complements_file)
     data = make_data(events, BLEND, SideInfo())
@@ -375,3 +377,96 @@ def test_the_component_sums_every_contribution_per_item(
     items, scores = component.scores(history, values)
     assert items.tolist() == sorted(expected)
     assert np.allclose(scores, [1.5 * expected[i] for i in sorted(expected)], atol=1e-5)
+
+
+def _tangled_component(
+    n_items: int, per_row: int, n_targets: int, seed: int
+) -> dict[str, np.ndarray]:
+    """A component whose rows repeat targets (duplicate pairs included) and skip some items."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, per_row, n_items)
+    lengths[::7] = 0  # items that lend nothing
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    pool = rng.choice(n_items, n_targets, replace=False)
+    indices = pool[rng.integers(0, n_targets, int(indptr[-1]))].astype(np.int32)
+    weights = rng.normal(size=int(indptr[-1])).astype(np.float32)
+    return {
+        "neighbours_indptr": indptr,
+        "neighbours_indices": indices,
+        "neighbours_weights": weights,
+    }
+
+
+def test_the_dense_block_sums_as_the_stored_neighbours(monkeypatch: pytest.MonkeyPatch) -> None:
+    arrays = _tangled_component(n_items=900, per_row=60, n_targets=40, seed=5)
+    block = dense_block(arrays)
+    assert block["neighbours_dense"].shape == (len(block["neighbours_dense_sources"]), 40)
+    sparse = Neighbours(arrays, NeighboursSpec(weight=2.0, normalise=True))
+    dense = Neighbours({**arrays, **block}, NeighboursSpec(weight=2.0, normalise=True))
+
+    def unused(*args: object) -> None:
+        raise AssertionError("summed from the stored neighbours")
+
+    monkeypatch.setattr(dense, "_sparse_sums", unused)
+    rng = np.random.default_rng(6)
+    for size in (1, 30, 300):
+        history = rng.choice(900, size, replace=False).astype(np.int64)
+        values = rng.random(size) + 0.5
+        want_items, want = sparse.scores(history, values)
+        items, got = dense.scores(history, values)
+        assert items.tolist() == want_items.tolist()
+        assert np.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_history_reaching_few_neighbours_per_row_is_summed_sparsely(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 2,000 reachable items, each source lending to one: a dense row would be 2,000 entries for
+    # one neighbour.
+    n_items = 4000
+    arrays = {
+        "neighbours_indptr": np.arange(n_items + 1, dtype=np.int64),
+        "neighbours_indices": (np.arange(n_items) % 2000).astype(np.int32),
+        "neighbours_weights": np.ones(n_items, np.float32),
+    }
+    component = Neighbours({**arrays, **dense_block(arrays)}, NeighboursSpec())
+
+    def unused(*args: object) -> None:
+        raise AssertionError("summed through the dense block")
+
+    monkeypatch.setattr(component, "_dense_sums", unused)
+    items, scores = component.scores(np.array([5, 2005]), np.array([1.0, 2.0]))
+    assert items.tolist() == [5] and scores.tolist() == [3.0]
+
+
+def test_no_dense_block_beyond_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    arrays = _tangled_component(n_items=300, per_row=20, n_targets=50, seed=1)
+    assert dense_block({}) == {}
+    size = dense_block(arrays)["neighbours_dense"].nbytes
+    monkeypatch.setattr("service.neighbours.DENSE_MAX_BYTES", size - 1)
+    assert dense_block(arrays) == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a.pop("neighbours_dense_sources"), "go together"),
+        (
+            lambda a: a.update(neighbours_dense_sources=a["neighbours_dense_sources"][1:]),
+            "every item",
+        ),
+        (lambda a: a.update(neighbours_dense=a["neighbours_dense"][:, 1:]), "sources x"),
+        (
+            lambda a: [
+                a.pop(n) for n in ("neighbours_indptr", "neighbours_indices", "neighbours_weights")
+            ],
+            "without the neighbours",
+        ),
+    ],
+)
+def test_a_broken_dense_block_is_refused(change: object, message: str) -> None:
+    arrays = _tangled_component(n_items=200, per_row=10, n_targets=30, seed=2)
+    arrays.update(dense_block(arrays))
+    change(arrays)  # type: ignore[operator]
+    problem = check_neighbours(arrays, 200)
+    assert problem is not None and message in problem

@@ -8,8 +8,9 @@ import pytest
 
 from service import ann, artifact, recommend
 from service.errors import InvalidRequest
-from service.ranking import FactorModel, top_k
+from service.ranking import FactorModel
 from service.state import CustomerState
+from service.topk import top_k
 from tests.builders import checkerboard_artifact, clustered_artifact, item
 
 

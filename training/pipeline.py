@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from service import ann, artifact
 from service.foldin import LeastSquares
+from service.neighbours import dense_block
 from service.store.erasure import customer_hash
 from training import coldstart, evaluate, matrix
 from training.config import TrainConfig
@@ -139,6 +140,8 @@ def run(
     # A model with more factors than items (an exactly exported blend) ships its fold-in's
     # products, so every service worker maps one copy instead of computing its own.
     arrays.update(LeastSquares(arrays["item_factors"], folding).shippable())
+    # Likewise the item-item component's dense block, when it fits (service/neighbours.py).
+    arrays.update(dense_block(arrays))
     manifest = artifact.Manifest(
         format_version=artifact.FORMAT_VERSION,
         model_version=artifact.new_version(algorithm),
