@@ -199,6 +199,11 @@ class FactorModel:
         names = self._category_names
         return [None if code < 0 else names[code] for code in self.item_category[rows].tolist()]
 
+    def category_set(self, rows: Rows) -> frozenset[str]:
+        """The names of the categories items ``rows`` belong to."""
+        codes = np.unique(self.item_category[rows]).tolist()
+        return frozenset(self._category_names[code] for code in codes if code >= 0)
+
     def category_name(self, code: int) -> str:
         """The name of category ``code``."""
         return self._category_names[code]
@@ -221,6 +226,13 @@ class FactorModel:
         if prices is None or np.isnan(prices[row]):
             return None
         return float(prices[row])
+
+    def total_price(self, rows: Rows) -> float:
+        """The sum of the prices of items ``rows`` (an unknown price counts 0)."""
+        prices = self._arrays.get("item_price")
+        if prices is None or not len(rows):
+            return 0.0
+        return float(np.nansum(prices[rows].astype(np.float64)))
 
     def category_mask(self, category: str, available: Mask | None = None) -> Mask | None:
         """Items in ``category`` (that ``available`` allows, when given); None when the model

@@ -178,3 +178,33 @@ def test_a_narrow_filter_without_an_index_scores_just_its_items_and_still_finds_
     few[[5, 50, 500]] = True
     rows, _ = model.recommend(model.user_vector(0), 10, exclude=np.array([50]), allowed=few)
     assert sorted(rows.tolist()) == [5, 500]
+
+
+def test_prices_and_categories_of_many_items_at_once(tmp_path: Path) -> None:
+    # What a customer's offer facts sum and collect over their purchases.
+    arrays, channels = artifact.pack(
+        user_ids=["u0"],
+        user_factors=np.ones((1, 2), np.float32),
+        item_ids=["a", "b", "c", "d"],
+        item_factors=np.ones((4, 2), np.float32),
+        item_categories=["shoes", None, "bags", "shoes"],
+        popularity={"all": np.ones(4, np.float32)},
+        bought_indptr=np.array([0, 0]),
+        bought_items=np.array([], np.int32),
+        item_prices=[10.5, None, 2.25, 4.0],
+    )
+    manifest = artifact.Manifest(
+        format_version=artifact.FORMAT_VERSION,
+        model_version="v1",
+        algorithm="test",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        popularity_channels=channels,
+    )
+    model = FactorModel(artifact.load(artifact.save(tmp_path, manifest, arrays)))
+    a, b, c, d = (model.item_row(i) for i in "abcd")
+    rows = np.array([a, b, a, d], dtype=np.int64)
+    assert model.total_price(rows) == pytest.approx(10.5 + 0 + 10.5 + 4.0)  # b's price unknown
+    assert model.total_price(np.empty(0, np.int64)) == 0.0
+    assert model.category_set(rows) == frozenset({"shoes"})  # b has none
+    assert model.category_set(np.array([b, c], dtype=np.int64)) == frozenset({"bags"})
+    assert model.category_set(np.empty(0, np.int64)) == frozenset()
