@@ -174,6 +174,18 @@ def test_an_unknown_customer_has_no_profile(tablet: TestClient) -> None:
     assert tablet.get("/v1/customers/nobody/profile").status_code == 404
 
 
+def test_a_customer_of_the_training_data_has_a_profile_before_any_event(
+    client: TestClient,
+) -> None:
+    # u0 bought i00 in the model's training data; the service has seen nothing of u0 since.
+    response = client.get("/v1/customers/u0/profile")
+    assert response.status_code == 200, response.text
+    p = response.json()
+    assert p["favourite_categories"] == ["even"]
+    assert p["recommendations"]
+    assert "i00" not in {r["item_id"] for r in p["recommendations"]}
+
+
 def test_the_tablet_page_is_served_without_a_key(tablet: TestClient) -> None:
     tablet.headers.pop("Authorization")
     page = tablet.get("/tablet/")

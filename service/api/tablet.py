@@ -105,9 +105,11 @@ class TabletController(Controller):
         """The customer at a glance, with recommendations in stock in this store."""
         resolved = await customer_for(store, settings.identifier_kinds_set, customer_id)
         state, stats, identifiers = await store.profile_facts(resolved)
-        if not stats and not identifiers and not state.recent:
-            raise UnknownCustomer(f"no customer {customer_id!r} is known to the service")
         model = live_model.current
+        # A customer of the training data is known before any event reaches the service.
+        in_model = model is not None and model.user_row(resolved) is not None
+        if not stats and not identifiers and not state.recent and not in_model:
+            raise UnknownCustomer(f"no customer {customer_id!r} is known to the service")
         now = datetime.now(UTC)
         view = profile.build(resolved, state, stats, identifiers, model, now)
         if model is None:
