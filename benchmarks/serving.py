@@ -310,6 +310,8 @@ def lua_script(
             'return wrk.format("GET", "/v1/customers/" .. pick(customers) .. '
             '"/offers?channel=email")'
         ),
+        # The store tablet's customer view (for benchmarks.compare; not in the serving run).
+        "profile": 'return wrk.format("GET", "/v1/customers/" .. pick(customers) .. "/profile")',
         "events": (
             'local body = \'{"customer_id":"\' .. pick(customers) .. \'","item_id":"\' .. '
             'pick(items) .. \'","event_type":"view","channel":"\' .. pick(channels) .. '

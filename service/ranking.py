@@ -199,6 +199,19 @@ class FactorModel:
         names = self._category_names
         return [None if code < 0 else names[code] for code in self.item_category[rows].tolist()]
 
+    def heaviest_labels(
+        self, rows: Rows, weights: NDArray[np.float64], top: int
+    ) -> tuple[list[str], list[str]]:
+        """The ``top`` categories and brands of items ``rows`` by their summed ``weights``,
+        heaviest first; items without one do not count."""
+        categories = _heaviest(self.item_category[rows], weights, self._category_names, top)
+        codes = self._arrays.get("item_brand")
+        if codes is None:
+            return categories, []
+        names = self._arrays["brand_names"]
+        brands = _heaviest(codes[rows], weights, names, top)
+        return categories, brands
+
     def category_set(self, rows: Rows) -> frozenset[str]:
         """The names of the categories items ``rows`` belong to."""
         codes = np.unique(self.item_category[rows]).tolist()
@@ -524,6 +537,23 @@ class FactorModel:
         # which basis item is best, so only the basis is normalised.
         b = self.item_factors[basis] / self.item_norms[basis, None]
         return basis[(self.item_factors[item_rows] @ b.T).argmax(axis=1)]
+
+
+def _heaviest(
+    codes: NDArray[np.integer], weights: NDArray[np.float64], names: Any, top: int
+) -> list[str]:
+    """The names of the ``top`` codes (-1: none) with the largest summed weights; ties go to the
+    lower code (``artifact.pack`` numbers names in sorted order, so to the first name)."""
+    known = codes >= 0
+    present, inverse = np.unique(codes[known], return_inverse=True)
+    sums = np.bincount(inverse, weights=weights[known], minlength=len(present))
+    # Only the winners' names are read: a grocery history holds hundreds of brands.
+    best = np.lexsort((present, -sums))[:top]
+    return [_label(names[code]) for code in present[best].tolist()]
+
+
+def _label(name: Any) -> str:
+    return name if isinstance(name, str) else bytes(name).decode("utf-8")
 
 
 def _keep(cache: dict[int, Any], key: int, value: Any, limit: int) -> None:

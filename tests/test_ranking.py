@@ -180,8 +180,7 @@ def test_a_narrow_filter_without_an_index_scores_just_its_items_and_still_finds_
     assert sorted(rows.tolist()) == [5, 500]
 
 
-def test_prices_and_categories_of_many_items_at_once(tmp_path: Path) -> None:
-    # What a customer's offer facts sum and collect over their purchases.
+def _labelled_model(tmp_path: Path) -> FactorModel:
     arrays, channels = artifact.pack(
         user_ids=["u0"],
         user_factors=np.ones((1, 2), np.float32),
@@ -192,6 +191,7 @@ def test_prices_and_categories_of_many_items_at_once(tmp_path: Path) -> None:
         bought_indptr=np.array([0, 0]),
         bought_items=np.array([], np.int32),
         item_prices=[10.5, None, 2.25, 4.0],
+        item_brands=["acme", "acme", "zeta", None],
     )
     manifest = artifact.Manifest(
         format_version=artifact.FORMAT_VERSION,
@@ -200,7 +200,12 @@ def test_prices_and_categories_of_many_items_at_once(tmp_path: Path) -> None:
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         popularity_channels=channels,
     )
-    model = FactorModel(artifact.load(artifact.save(tmp_path, manifest, arrays)))
+    return FactorModel(artifact.load(artifact.save(tmp_path, manifest, arrays)))
+
+
+def test_prices_and_categories_of_many_items_at_once(tmp_path: Path) -> None:
+    # What a customer's offer facts sum and collect over their purchases.
+    model = _labelled_model(tmp_path)
     a, b, c, d = (model.item_row(i) for i in "abcd")
     rows = np.array([a, b, a, d], dtype=np.int64)
     assert model.total_price(rows) == pytest.approx(10.5 + 0 + 10.5 + 4.0)  # b's price unknown
@@ -208,3 +213,17 @@ def test_prices_and_categories_of_many_items_at_once(tmp_path: Path) -> None:
     assert model.category_set(rows) == frozenset({"shoes"})  # b has none
     assert model.category_set(np.array([b, c], dtype=np.int64)) == frozenset({"bags"})
     assert model.category_set(np.empty(0, np.int64)) == frozenset()
+
+
+def test_the_heaviest_categories_and_brands_of_many_items(tmp_path: Path) -> None:
+    # The tablet's favourites: weights summed per category and per brand, heaviest first.
+    model = _labelled_model(tmp_path)
+    a, b, c, d = (model.item_row(i) for i in "abcd")
+    rows = np.array([a, b, c, c, d], dtype=np.int64)
+    weights = np.array([3.0, 5.0, 1.0, 1.0, 0.5])
+    categories, brands = model.heaviest_labels(rows, weights, top=3)
+    assert categories == ["shoes", "bags"]  # shoes 3 + 0.5, bags 2; b has no category
+    assert brands == ["acme", "zeta"]  # acme 3 + 5, zeta 2; d has no brand
+    assert model.heaviest_labels(rows, weights, top=1) == (["shoes"], ["acme"])
+    empty = np.empty(0, np.int64)
+    assert model.heaviest_labels(empty, np.empty(0), top=3) == ([], [])
