@@ -256,6 +256,11 @@ class Neighbours:
         rescored exactly, so the component's items are never lost to the approximation.
         """
         items, extra = self.scores(*history)
+        if allowed is not None and len(items):
+            # Only the filter's items can be answers: a category request rescored every item
+            # the history reaches (3,000 on completejourney) to keep a few dozen.
+            keep = allowed[items]
+            items, extra = items[keep], extra[keep]
         index = model.index
         found = None
         if index is not None and k > 0:

@@ -470,3 +470,23 @@ def test_a_broken_dense_block_is_refused(change: object, message: str) -> None:
     change(arrays)  # type: ignore[operator]
     problem = check_neighbours(arrays, 200)
     assert problem is not None and message in problem
+
+
+@pytest.mark.slow
+def test_a_filtered_request_ranks_its_items_by_the_full_score(trained: Path) -> None:
+    # The component's items outside the filter are dropped before rescoring; the answer must be
+    # the filter's best items by factors plus component, with and without the index.
+    now = datetime(2027, 1, 1, tzinfo=UTC)
+    for ann in (AnnConfig(mode="off"), AnnConfig(mode="on", exact_below=0)):
+        model = FactorModel(artifact.load(trained), ann=ann)
+        allowed = np.zeros(model.n_items, dtype=bool)
+        allowed[::2] = True
+        for customer in ("c3", "c11", "probe"):
+            row = model.user_row(customer)
+            assert row is not None
+            history = customer_history(model, customer, [], now)
+            vector = model.user_vector(row)
+            every, _ = model.recommend(vector, model.n_items, history=history)
+            want = [r for r in every.tolist() if allowed[r]][:5]
+            got, _ = model.recommend(vector, 5, allowed=allowed, history=history)
+            assert got.tolist() == want
