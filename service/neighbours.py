@@ -193,9 +193,12 @@ class Neighbours:
         if total == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         values = np.asarray(values, dtype=np.float64)
-        reaching = np.count_nonzero(lengths)
-        if self._dense is not None and reaching * len(self._targets) <= _DENSE_SHARE * total:
-            items, summed = self._dense_sums(rows[lengths > 0], values[lengths > 0])
+        reaches = lengths > 0
+        if (
+            self._dense is not None
+            and np.count_nonzero(reaches) * len(self._targets) <= _DENSE_SHARE * total
+        ):
+            items, summed = self._dense_sums(rows[reaches], values[reaches])
         else:
             items, summed = self._sparse_sums(starts, lengths, total, values)
         scale = self.spec.weight

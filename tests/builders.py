@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,23 @@ def user(i: int) -> str:
 
 def item(j: int) -> str:
     return f"i{j:02d}"
+
+
+def save_packed(model_dir: Path, packed: tuple[dict[str, Any], list[str]], **fields: Any) -> Path:
+    """Save ``artifact.pack``'s (arrays, channels) as a version of ``model_dir``; manifest fields
+    default to a test model's (``v1``, ``test``, 2026-01-01)."""
+    arrays, channels = packed
+    manifest = artifact.Manifest(
+        **{
+            "format_version": artifact.FORMAT_VERSION,
+            "model_version": "v1",
+            "algorithm": "test",
+            "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+            "popularity_channels": channels,
+            **fields,
+        }
+    )
+    return artifact.save(model_dir, manifest, arrays)
 
 
 def checkerboard_artifact(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 from service import artifact
 from service.item_products import SEARCHED_FROM_DIM, ItemProducts
 from service.ranking import FactorModel
+from tests.builders import save_packed
 
 
 def exact_blend_factors(n_items: int, dense: int, cold: int, seed: int = 0) -> np.ndarray:
@@ -68,7 +68,7 @@ def test_a_model_with_split_factors_recommends_what_brute_force_ranks(tmp_path: 
     y = exact_blend_factors(300, 20, 2, seed=7)
     rng = np.random.default_rng(8)
     users = rng.normal(size=(5, y.shape[1])).astype(np.float32)
-    arrays, channels = artifact.pack(
+    packed = artifact.pack(
         user_ids=[f"u{i}" for i in range(5)],
         user_factors=users,
         item_ids=[f"i{j:03d}" for j in range(300)],
@@ -78,14 +78,9 @@ def test_a_model_with_split_factors_recommends_what_brute_force_ranks(tmp_path: 
         bought_indptr=np.zeros(6, np.int64),
         bought_items=np.zeros(0, np.int32),
     )
-    manifest = artifact.Manifest(
-        format_version=artifact.FORMAT_VERSION,
-        model_version="split",
-        algorithm="blend",
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-        popularity_channels=channels,
+    model = FactorModel(
+        artifact.load(save_packed(tmp_path, packed, model_version="split", algorithm="blend"))
     )
-    model = FactorModel(artifact.load(artifact.save(tmp_path, manifest, arrays)))
     assert model.products.split
     factors = np.asarray(model.item_factors)
     for u in users:

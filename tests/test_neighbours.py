@@ -19,7 +19,7 @@ from service.history import customer_history
 from service.neighbours import Neighbours, NeighboursSpec, check_neighbours, dense_block
 from service.ranking import FactorModel
 from service.recommend import Context, Query, for_customer
-from tests.builders import checkerboard_artifact
+from tests.builders import checkerboard_artifact, save_packed
 from tests.test_quality import complements_file  # noqa: F401 (fixture)
 from training.config import TrainConfig, Weights
 from training.experiment import SideInfo, make_data
@@ -47,16 +47,8 @@ def _parts(neighbours: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> dict
 
 
 def _save(tmp_path: Path, neighbours, spec: NeighboursSpec | None) -> Path:  # type: ignore[no-untyped-def]
-    arrays, channels = artifact.pack(**_parts(neighbours))  # type: ignore[arg-type]
-    manifest = artifact.Manifest(
-        format_version=artifact.FORMAT_VERSION,
-        model_version="v1",
-        algorithm="test",
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-        popularity_channels=channels,
-        neighbours=spec,
-    )
-    return artifact.save(tmp_path, manifest, arrays)
+    packed = artifact.pack(**_parts(neighbours))  # type: ignore[arg-type]
+    return save_packed(tmp_path, packed, neighbours=spec)
 
 
 # In pack's input order (c, a, b): c lends 2.0 to a; b lends 0.5 to c and 1.5 to a.
@@ -131,7 +123,7 @@ def test_a_long_history_keeps_the_exact_top_items_on_the_index_path(tmp_path: Pa
     indices = rng.integers(0, n_items, size=n_items * per_item).astype(np.int32)
     weights = rng.exponential(0.1, size=n_items * per_item).astype(np.float32)
     bought = rng.integers(0, n_items, size=n_users * 5).astype(np.int32)
-    arrays, channels = artifact.pack(
+    packed = artifact.pack(
         user_ids=[f"u{i:03d}" for i in range(n_users)],
         user_factors=rng.normal(size=(n_users, 8)).astype(np.float32),
         item_ids=[f"i{j:05d}" for j in range(n_items)],
@@ -142,15 +134,7 @@ def test_a_long_history_keeps_the_exact_top_items_on_the_index_path(tmp_path: Pa
         bought_items=bought,
         neighbours=(indptr, indices, weights),
     )
-    manifest = artifact.Manifest(
-        format_version=artifact.FORMAT_VERSION,
-        model_version="v1",
-        algorithm="test",
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-        popularity_channels=channels,
-        neighbours=NeighboursSpec(weight=1.0, normalise=True),
-    )
-    path = artifact.save(tmp_path, manifest, arrays)
+    path = save_packed(tmp_path, packed, neighbours=NeighboursSpec(weight=1.0, normalise=True))
     exact = FactorModel(artifact.load(path), ann=AnnConfig(mode="off"))
     # Every cluster probed: the index itself is exact, so only the candidate cut is tested.
     every = AnnConfig(mode="on", exact_below=0, nprobe=10_000)

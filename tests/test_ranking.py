@@ -11,7 +11,7 @@ from service.errors import InvalidRequest
 from service.ranking import FactorModel
 from service.state import CustomerState
 from service.topk import top_k
-from tests.builders import checkerboard_artifact, clustered_artifact, item
+from tests.builders import checkerboard_artifact, clustered_artifact, item, save_packed
 
 
 def ctx(state: CustomerState | None = None) -> recommend.Context:
@@ -181,7 +181,7 @@ def test_a_narrow_filter_without_an_index_scores_just_its_items_and_still_finds_
 
 
 def _labelled_model(tmp_path: Path) -> FactorModel:
-    arrays, channels = artifact.pack(
+    packed = artifact.pack(
         user_ids=["u0"],
         user_factors=np.ones((1, 2), np.float32),
         item_ids=["a", "b", "c", "d"],
@@ -193,14 +193,7 @@ def _labelled_model(tmp_path: Path) -> FactorModel:
         item_prices=[10.5, None, 2.25, 4.0],
         item_brands=["acme", "acme", "zeta", None],
     )
-    manifest = artifact.Manifest(
-        format_version=artifact.FORMAT_VERSION,
-        model_version="v1",
-        algorithm="test",
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-        popularity_channels=channels,
-    )
-    return FactorModel(artifact.load(artifact.save(tmp_path, manifest, arrays)))
+    return FactorModel(artifact.load(save_packed(tmp_path, packed)))
 
 
 def test_prices_and_categories_of_many_items_at_once(tmp_path: Path) -> None:

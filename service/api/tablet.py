@@ -107,8 +107,8 @@ class TabletController(Controller):
         state, stats, identifiers = await store.profile_facts(resolved)
         model = live_model.current
         # A customer of the training data is known before any event reaches the service.
-        in_model = model is not None and model.user_row(resolved) is not None
-        if not stats and not identifiers and not state.recent and not in_model:
+        known = stats or identifiers or state.recent
+        if not known and (model is None or model.user_row(resolved) is None):
             raise UnknownCustomer(f"no customer {customer_id!r} is known to the service")
         now = datetime.now(UTC)
         view = profile.build(resolved, state, stats, identifiers, model, now)
