@@ -31,7 +31,8 @@ from service.metrics import Metrics
 from service.problems import EXCEPTION_HANDLERS
 from service.runtime import Runtime
 from service.settings import Settings
-from service.store import Store
+from service.store import Keys, Store
+from service.store.state_cache import StateCache
 from service.tracking import Tracking
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
             socket_timeout=settings.redis_timeout_seconds,
             socket_connect_timeout=settings.redis_timeout_seconds,
         )
+        state_cache = None
+        if settings.state_cache_customers:
+            state_cache = StateCache(
+                url,
+                Keys(settings.key_prefix),
+                max_customers=settings.state_cache_customers,
+                stale_seconds=max(3.0, 4 * settings.redis_timeout_seconds),
+            )
+            state_cache.start()
         app.state.store = Store(
             client,
             prefix=settings.key_prefix,
             recent_max=settings.recent_events_max,
             recent_ttl_days=settings.recent_events_ttl_days,
+            state_cache=state_cache,
         )
         app.state.availability = Availability(
             app.state.store, refresh_seconds=settings.stock_refresh_seconds

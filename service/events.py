@@ -64,7 +64,7 @@ UtcTimestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """Something a customer did, on one channel, at one time.
 
     An event names the customer by ``customer_id`` or by any ``identifier`` (``cookie:…``,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
@@ -81,10 +81,11 @@ class Metrics:
             self.model_info.labels(model_version).set(1)
         return generate_latest(self.registry)
 
-    def time_calls(self, target: object, names: Iterable[str]) -> None:
-        """Time the named coroutine methods of ``target`` (the store) into ``redis_latency``."""
-        for name in names:
-            setattr(target, name, self._timed(getattr(target, name), name))
+    def time_calls(self, target: object, operations: Mapping[str, str]) -> None:
+        """Time coroutine methods of ``target`` (the store) into ``redis_latency``: method name
+        -> the operation label its round trips are counted under."""
+        for name, operation in operations.items():
+            setattr(target, name, self._timed(getattr(target, name), operation))
 
     def _timed(self, fn: Callable[P, Awaitable[T]], name: str) -> Callable[P, Awaitable[T]]:
         observe, labels = self.redis_latency.observe, (name,)

@@ -51,6 +51,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     default_marketing: bool = False
     # How often each worker checks for inventory changes (stock filters follow within this).
     stock_refresh_seconds: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    # Customer states each worker keeps between the changes Redis announces (store/state_cache.py):
+    # about a fifth less CPU per recommendation once kept, but a saturated worker's p99 about
+    # doubles (docs/serving.md). 0, the default, reads every state from Redis.
+    state_cache_customers: Annotated[int, msgspec.Meta(ge=0)] = 0
 
     @property
     def identifier_kinds_set(self) -> frozenset[str]:

@@ -9,7 +9,7 @@ import msgspec
 from service.events import Channel, Event
 
 
-class CartLine(msgspec.Struct, frozen=True, kw_only=True):
+class CartLine(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One item in the customer's current cart."""
 
     added_at: datetime
@@ -17,11 +17,15 @@ class CartLine(msgspec.Struct, frozen=True, kw_only=True):
     quantity: float = 1.0
 
 
-class Consent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Consent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """What the customer agreed to; ``None`` means "not stated" and the configured default applies.
 
     ``personalisation``: may recommendations use their behaviour (and training their events)?
     ``marketing``: per channel (``email``, ``app``, ``sms``...), may offers be sent there?
+
+    ``gc=False`` (and on ``CartLine`` and ``Event``): these hold only scalars, so they can be in
+    no reference cycle, and each worker keeps thousands (store/state_cache.py) that the cyclic
+    collector then never visits.
     """
 
     personalisation: bool | None = None

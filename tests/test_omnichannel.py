@@ -7,6 +7,7 @@ every event posted now is news to it.
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 import redis
 from litestar.testing import TestClient
@@ -14,6 +15,7 @@ from litestar.testing import TestClient
 from service import identity
 from service.settings import Settings
 from service.store.erasure import customer_hash
+from tests.conftest import ADMIN_KEY, client_for
 
 KINDS = identity.kinds()
 
@@ -301,3 +303,30 @@ def test_inventory_requires_admin_and_valid_bodies(client: TestClient) -> None:
         "/v1/inventory", json={"items": [{"item_id": "i1"}]}, headers={"X-API-Key": EVENTS_KEY}
     )
     assert denied.status_code == 403
+
+
+def test_a_change_posted_to_one_worker_shapes_the_next_answer_of_another(
+    settings: Settings,
+) -> None:
+    """Two workers (apps with their own Redis connections and state caches) on one Redis: each
+    keeps the customer's state between requests, and a change written through the other must
+    reach the very next answer."""
+    cached = msgspec.structs.replace(settings, state_cache_customers=1000)
+    with client_for(cached) as client, client_for(cached) as other:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        other.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        assert recs(other, "u0")["recent_events_used"] == 0
+        for n in range(1, 11):
+            post(client, event("u0", f"i{(2 * n + 1) % 20:02d}", "view", "web"))
+            assert recs(other, "u0")["recent_events_used"] == n
+            assert recs(other, "u0")["recent_events_used"] == n  # kept: the same answer
+        client.put("/v1/customers/u0/consent", json={"personalisation": False})
+        assert recs(other, "u0")["fallback_reason"] == "no consent to personalisation"
+        client.put("/v1/customers/u0/consent", json={"personalisation": True})
+        assert recs(other, "u0")["fallback"] is False
+        assert client.delete("/v1/customers/u0").status_code in (200, 202)
+        assert recs(other, "u0")["recent_events_used"] == 0
+        cache = other.app.state.store.state_cache
+        assert cache.active and cache.hits >= 10
+    with client_for(settings) as default:
+        assert default.app.state.store.state_cache is None  # off unless configured

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from service.errors import StoreUnavailable
 from service.store.keys import Keys
 from service.store.pipelined import Pipelined
+from service.store.state_cache import StateCache
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,12 @@ class StoreBase:
         prefix: str = "reco",
         recent_max: int = 100,
         recent_ttl_days: int = 90,
+        state_cache: StateCache | None = None,
     ) -> None:
-        """Use ``client`` (opened and closed by the app's lifespan)."""
+        """Use ``client`` (opened and closed by the app's lifespan), and ``state_cache`` (started
+        by the caller) to keep customer states between changes."""
         self.client = client
+        self.state_cache = state_cache
         self.pipelined = Pipelined(client)
         self.keys = Keys(prefix)
         self.recent_max = recent_max
@@ -46,7 +50,9 @@ class StoreBase:
             return False
 
     async def aclose(self) -> None:
-        """Close the client's connections."""
+        """Close the client's connections (and the state cache's)."""
+        if self.state_cache is not None:
+            await self.state_cache.aclose()
         await self.client.aclose()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -195,17 +196,44 @@ class EventState(StoreBase):
     async def customer_state(self, customer_id: str, *, recent: int | None = None) -> CustomerState:
         """Recent events (newest first, none older than the TTL), purchases, cart and consent.
 
+        Kept in the worker between the changes Redis announces, when the store has a state
+        cache (``state_cache.py``).
+
         Args:
             recent: read only the newest ``recent`` events (recommendations need only those the
                 model has not seen; decoding all of them is most of this call's cost).
         """
+        oldest = self._oldest_recent()
+        cache, reads = self.state_cache, -1 if recent is None else recent
+        if cache is None:
+            return await self.read_customer_state(customer_id, reads, oldest)
+        if (kept := cache.get(customer_id, reads, oldest.timestamp())) is not None:
+            if self.pipelined.waiting:
+                # Others wait on Redis: this answer waits a turn of the loop too. Answers from
+                # kept states run to their end in one turn, and in a saturated worker the
+                # requests waiting on Redis waited through turns of up to 32 of them (category
+                # p99 296 ms, against 123 with this turn and 64 without the cache).
+                await asyncio.sleep(0)
+            return kept
+        ticket, state = cache.reading(customer_id), None
+        try:
+            state = await self.read_customer_state(customer_id, reads, oldest)
+        finally:
+            cache.done(ticket, customer_id, reads, state)
+        return state
+
+    async def read_customer_state(
+        self, customer_id: str, reads: int, oldest: datetime
+    ) -> CustomerState:
+        """``customer_state`` read from Redis, past the cache (``reads``: the newest events
+        read, -1 for all)."""
         # Sent with the other requests' reads of this turn of the loop (store/pipelined.py).
         replies = await self.pipelined.evalsha(
             self._read_state,
             state_keys(self.keys, customer_id),
-            [-1 if recent is None else recent - 1],
+            [reads - 1 if reads > 0 else -1],
         )
-        return state_from(script_replies(replies), self._oldest_recent())
+        return state_from(script_replies(replies), oldest)
 
     @unavailable_on_redis_error
     async def profile_facts(

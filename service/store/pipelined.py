@@ -51,6 +51,11 @@ class Pipelined:
         # Callers waiting on Redis now, sent alone or queued.
         self._waiting = 0
 
+    @property
+    def waiting(self) -> int:
+        """How many callers wait on Redis now."""
+        return self._waiting
+
     async def command(self, *args: Any) -> Any:
         """The reply to one command (``args``: its name and arguments), sent with the others
         queued in this turn of the loop. Raises what the command or the connection raised."""
