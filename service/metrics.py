@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from service import logs
 from service.histograms import BufferedHistogram, PlainCounter
@@ -80,6 +81,11 @@ class Metrics:
         if model_version:
             self.model_info.labels(model_version).set(1)
         return generate_latest(self.registry)
+
+    def watch_state_cache(self, cache: KeptStates) -> None:
+        """Export the worker's customer-state cache (store/state_cache.py): reads it answered or
+        not, customers kept, and whether it is active."""
+        self.registry.register(_StateCacheCollector(cache))
 
     def time_calls(self, target: object, operations: Mapping[str, str]) -> None:
         """Time coroutine methods of ``target`` (the store) into ``redis_latency``: method name
@@ -166,3 +172,40 @@ def _channel(query_string: bytes) -> str:
 
 # Status codes as label values, made once.
 _STATUS = {code: str(code) for code in range(100, 600)}
+
+
+class KeptStates(Protocol):
+    """What ``Metrics`` reads of the store's state cache."""
+
+    hits: int
+    misses: int
+
+    @property
+    def active(self) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+
+class _StateCacheCollector:
+    """The state cache's figures, read when /metrics is rendered (no work per request)."""
+
+    def __init__(self, cache: KeptStates) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        reads = CounterMetricFamily(
+            "reco_state_cache_reads",
+            "customer state reads the worker's cache answered (hit) or passed to Redis (miss)",
+            labels=["result"],
+        )
+        reads.add_metric(["hit"], self.cache.hits)
+        reads.add_metric(["miss"], self.cache.misses)
+        yield reads
+        yield GaugeMetricFamily(
+            "reco_state_cache_customers", "customers whose state the worker keeps",
+            value=len(self.cache),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "reco_state_cache_active", "1 while the cache hears Redis's announcements",
+            value=int(self.cache.active),
+        )  # fmt: skip

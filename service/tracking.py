@@ -74,6 +74,8 @@ class Tracking:
         if not self.enabled:
             return
         self.metrics.time_calls(store, TIMED_STORE_CALLS)
+        if store.state_cache is not None:
+            self.metrics.watch_state_cache(store.state_cache)
         await self.reload_experiments()
         self._task = asyncio.create_task(self._background())
 

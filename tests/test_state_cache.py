@@ -7,6 +7,7 @@ write returns: a kept state that outlived a change would be served there.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -18,9 +19,11 @@ import redis
 from redis.asyncio import Redis
 
 from service.events import Event
+from service.settings import Settings
 from service.state import CartLine, Consent, CustomerState
 from service.store import Keys, Store
 from service.store.state_cache import StateCache
+from tests.conftest import ADMIN_KEY, client_for
 
 T = TypeVar("T")
 NOW = datetime.now(UTC)
@@ -231,3 +234,20 @@ def with_user(url: str, user: str, password: str) -> str:
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+
+def test_the_cache_s_figures_are_on_metrics(settings: Settings) -> None:
+    with client_for(msgspec.structs.replace(settings, state_cache_customers=100)) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        cache = client.app.state.store.state_cache
+        for _ in range(50):  # subscribing happens in the background
+            if cache.active:
+                break
+            time.sleep(0.02)
+        for _ in range(3):
+            client.get("/v1/customers/u0/recommendations")
+        text = client.get("/metrics").text
+    assert 'reco_state_cache_reads_total{result="hit"} 2.0' in text
+    assert 'reco_state_cache_reads_total{result="miss"} 1.0' in text
+    assert "reco_state_cache_customers 1.0" in text
+    assert "reco_state_cache_active 1.0" in text
