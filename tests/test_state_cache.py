@@ -15,6 +15,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
+import pytest
 import redis
 from redis.asyncio import Redis
 
@@ -22,7 +23,7 @@ from service.events import Event
 from service.settings import Settings
 from service.state import CartLine, Consent, CustomerState
 from service.store import Keys, Store
-from service.store.state_cache import StateCache
+from service.store.state_cache import StateCache, _Listener, _Refused
 from tests.conftest import ADMIN_KEY, client_for
 
 T = TypeVar("T")
@@ -251,3 +252,32 @@ def test_the_cache_s_figures_are_on_metrics(settings: Settings) -> None:
     assert 'reco_state_cache_reads_total{result="miss"} 1.0' in text
     assert "reco_state_cache_customers 1.0" in text
     assert "reco_state_cache_active 1.0" in text
+
+
+@pytest.mark.parametrize(
+    ("error", "gives_up"),
+    [
+        (b"-LOADING Redis is loading the dataset in memory\r\n", False),
+        (b"-NOPERM this user has no permissions to run the 'client' command\r\n", True),
+    ],
+)
+def test_a_loading_redis_is_tried_again_a_refusal_is_not(error: bytes, gives_up: bool) -> None:
+    async def main() -> BaseException | None:
+        listener = _Listener(b"n", b"p:{c:", lambda keys: None, {})
+        listener.connection_made(_Closed())  # sends nothing: the set-up's replies are fed below
+        listener.data_received(b"+OK\r\n" + error)  # CLIENT SETNAME's answer, then CLIENT ID's
+        return listener.subscribed_future.exception()
+
+    failure = asyncio.run(main())
+    assert isinstance(failure, _Refused) is gives_up
+    assert isinstance(failure, ConnectionError) is not gives_up
+
+
+class _Closed(asyncio.Transport):
+    """A transport already closing: the listener writes nothing to it."""
+
+    def is_closing(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass

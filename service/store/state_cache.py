@@ -266,7 +266,11 @@ class StateCache:
 
 
 class _Refused(Exception):
-    """Redis answered the set-up with an error."""
+    """Redis answered the set-up with an error that trying again will not change."""
+
+
+# Errors that pass: the cache connects again later.
+_TRANSIENT = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
 
 
 class _Listener(asyncio.Protocol):
@@ -310,7 +314,7 @@ class _Listener(asyncio.Protocol):
         try:
             while (reply := self._reader.gets()) is not False:
                 self._handle(reply)
-        except (hiredis.ProtocolError, _Refused) as e:
+        except (hiredis.ProtocolError, _Refused, ConnectionError) as e:
             self._fail(e)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -327,6 +331,8 @@ class _Listener(asyncio.Protocol):
             return
         expected = self._expected.pop(0) if self._expected else "?"
         if isinstance(reply, hiredis.ReplyError):
+            if str(reply).startswith(_TRANSIENT):  # a restarted Redis still loading its data
+                raise ConnectionError(f"{expected}: {reply}")
             raise _Refused(f"{expected}: {reply}")
         if expected == "id":
             self._send(
