@@ -1,4 +1,5 @@
-"""Concurrent reads sent as one pipeline (service/store/pipelined.py), against a real Redis."""
+"""The store's commands on the worker's shared connections (service/store/pipelined.py), against
+a real Redis."""
 
 from __future__ import annotations
 
@@ -75,9 +76,8 @@ def test_concurrent_state_reads_share_one_connection_and_each_gets_its_own(
         redis_url, key_prefix, customers, lambda store: store.customer_state(customers[0])
     )
     assert bought == [{f"item-of-{c}"} for c in customers]
-    # 24 reads one by one would have opened 24 connections. The first, with no one else waiting,
-    # goes at once; the 23 queued behind it share one pipeline (CLIENT LIST takes one of the two
-    # again).
+    # 24 reads through redis-py's pool would have opened 24 connections. All share one (the
+    # other is the pool's, for CLIENT LIST).
     assert connections == 2
 
 
@@ -118,23 +118,25 @@ def test_a_caller_that_gave_up_leaves_the_others_their_replies(
     assert patient == b"v" and later == b"v"
 
 
-def test_more_reads_than_one_pipeline_holds_are_all_answered(
-    redis_url: str, key_prefix: str
-) -> None:
+def test_a_bulk_caller_gets_a_connection_of_its_own(redis_url: str, key_prefix: str) -> None:
     from service.store.pipelined import MAX_BATCH
 
-    async def use(store: Store, name: str) -> list[object]:
+    async def use(store: Store, name: str) -> tuple[list[object], list[object], int]:
         key = f"{key_prefix}:counter"
         await store.client.set(key, "7")
-        return await asyncio.gather(
-            *(store.pipelined.command("GET", key) for _ in range(MAX_BATCH * 2 + 3))
+        bulk, alone = await asyncio.gather(
+            store.pipelined.commands([("GET", key)] * (MAX_BATCH * 2 + 3)),
+            store.pipelined.commands([("GET", key)]),
         )
+        # The shared connection, the bulk one and the pool's for CLIENT LIST.
+        return bulk, alone, await connections_named(store.client, name)
 
-    replies = run_with_store(redis_url, key_prefix, use)
-    assert replies == [b"7"] * (MAX_BATCH * 2 + 3)
+    bulk, alone, connections = run_with_store(redis_url, key_prefix, use)
+    assert bulk == [b"7"] * (MAX_BATCH * 2 + 3) and alone == [b"7"]
+    assert connections == 3
 
 
-def test_reads_queued_on_a_loop_that_stopped_do_not_block_the_next_loop(
+def test_reads_left_on_a_loop_that_stopped_do_not_block_the_next_loop(
     redis_url: str, key_prefix: str
 ) -> None:
     from service.store.pipelined import Pipelined
@@ -142,32 +144,30 @@ def test_reads_queued_on_a_loop_that_stopped_do_not_block_the_next_loop(
     key = f"{key_prefix}:k"
     pipelined = Pipelined(Redis.from_url(redis_url, socket_timeout=2))
     stopped = asyncio.new_event_loop()
-    left = [
-        stopped.create_task(pipelined.command("GET", key)),  # sent at once
-        stopped.create_task(pipelined.command("GET", key)),  # queued behind it
-    ]
-    # One turn of that loop: both start, and the queue's send is scheduled for the next turn,
-    # which does not come while the loop stays stopped.
+    left = [stopped.create_task(pipelined.command("GET", key)) for _ in range(2)]
+    # One turn of that loop: both start, and the connection they wait for is opened by a task
+    # that does not run while the loop stays stopped.
     stopped.call_soon(stopped.stop)
     stopped.run_forever()
     assert not any(f.done() for f in left)
 
     async def read() -> object:
-        pipelined.client = Redis.from_url(redis_url, socket_timeout=2)
         await pipelined.client.set(key, "v")
-        # Someone still waits (on the stopped loop), so this read is queued too.
+        # Two callers still wait (on the stopped loop): this one gets a connection of its own.
         return await asyncio.wait_for(pipelined.command("GET", key), timeout=5)
 
     try:
         assert asyncio.run(read()) == b"v"
     finally:
-        for future in left:  # let the stopped loop's callers end before closing it
-            future.cancel()
-        stopped.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        # Let the stopped loop's callers and its connection's set-up end before closing it.
+        pending = asyncio.all_tasks(stopped)
+        for task in pending:
+            task.cancel()
+        stopped.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         stopped.close()
 
 
-def test_callers_that_find_the_script_missing_load_it_once_together(
+def test_callers_that_find_the_script_missing_load_it_again_on_the_shared_connection(
     redis_url: str, key_prefix: str
 ) -> None:
     customers = [f"c{n}" for n in range(16)]
@@ -176,6 +176,5 @@ def test_callers_that_find_the_script_missing_load_it_once_together(
         redis_url, key_prefix, customers, lambda store: store.client.script_flush()
     )
     assert bought == [{f"item-of-{c}"} for c in customers]
-    # The first read alone, then the other 15 together: their loads and their retries each
-    # share a pipeline; one load per caller on a connection of its own would have opened 16.
-    assert connections <= 3
+    # Their loads and their retries share the one connection (and CLIENT LIST takes the pool's).
+    assert connections == 2

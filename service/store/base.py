@@ -53,6 +53,7 @@ class StoreBase:
         """Close the client's connections (and the state cache's)."""
         if self.state_cache is not None:
             await self.state_cache.aclose()
+        await self.pipelined.aclose()
         await self.client.aclose()
 
 
@@ -74,7 +75,8 @@ def unavailable_on_redis_error(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awa
 
 
 def mapping(flat: Sequence[Any]) -> dict[Any, Any]:
-    """A hash as a dict, from the flat [field, value, ...] list HGETALL answers inside a script."""
+    """A hash as a dict, from the flat [field, value, ...] list HGETALL answers inside a script
+    and on the shared connection."""
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 

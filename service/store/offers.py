@@ -98,7 +98,7 @@ class OfferStore(StoreBase):
                 [("HGETALL", k.offers), ("GET", k.offer_rules)]
             )
             offers = []
-            for offer_id, body in sorted(raw.items()):
+            for offer_id, body in sorted(mapping(raw).items()):
                 try:
                     offers.append(_offer_decoder.decode(body))
                 except msgspec.DecodeError:

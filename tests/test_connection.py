@@ -1,0 +1,237 @@
+"""The worker's shared connection (service/store/connection.py), against a real Redis; its
+failures against a TCP peer that accepts and never answers, or hangs up."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis
+import redis.exceptions
+from redis.asyncio import Redis
+
+from service.errors import StoreUnavailable
+from service.store import Store
+from service.store.connection import SharedConnection
+from service.store.wire import Endpoint, pack
+
+T = TypeVar("T")
+
+
+def run(url: str, use: Callable[[SharedConnection, str], Awaitable[T]], **kwargs: object) -> T:
+    """``use(connection, name)``: a shared connection to ``url`` named ``name``."""
+    name = f"shared-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> T:
+        connection = SharedConnection(
+            Endpoint.of(Redis.from_url(url, client_name=name, **kwargs))  # type: ignore[arg-type]
+        )
+        try:
+            return await use(connection, name)
+        finally:
+            await connection.aclose()
+
+    return asyncio.run(main())
+
+
+def connections_named(url: str, name: str) -> int:
+    admin = redis.Redis.from_url(url)
+    try:
+        return sum(1 for c in admin.client_list() if c.get("name") == name)
+    finally:
+        admin.close()
+
+
+def test_concurrent_callers_share_one_connection_and_each_gets_its_replies(
+    redis_url: str, key_prefix: str
+) -> None:
+    keys = [f"{key_prefix}:k{n}" for n in range(50)]
+    admin = redis.Redis.from_url(redis_url)
+    admin.mset({k: f"value-{n}" for n, k in enumerate(keys)})
+    admin.close()
+
+    async def use(connection: SharedConnection, name: str) -> tuple[list[list[object]], int]:
+        # Callers of one or several commands each, interleaved.
+        replies = await asyncio.gather(
+            *(
+                connection.execute([("GET", k)] if n % 2 else [("GET", k), ("STRLEN", k)])
+                for n, k in enumerate(keys)
+            )
+        )
+        return replies, await asyncio.to_thread(connections_named, redis_url, name)
+
+    replies, connections = run(redis_url, use)
+    assert replies == [
+        [f"value-{n}".encode()] if n % 2 else [f"value-{n}".encode(), len(f"value-{n}")]
+        for n in range(50)
+    ]
+    assert connections == 1
+
+
+def test_an_error_reply_is_its_command_s_reply_as_redis_py_raises_it(
+    redis_url: str, key_prefix: str
+) -> None:
+    async def use(connection: SharedConnection, name: str) -> list[object]:
+        key = f"{key_prefix}:a-list"
+        return await connection.execute(
+            [("RPUSH", key, "x"), ("GET", key), ("EVALSHA", "0" * 40, 0), ("LLEN", key)]
+        )
+
+    pushed, wrong_type, no_script, length = run(redis_url, use)
+    assert pushed == 1 and length == 1
+    assert isinstance(wrong_type, redis.exceptions.ResponseError)
+    assert "WRONGTYPE" in str(wrong_type)
+    assert isinstance(no_script, redis.exceptions.NoScriptError)
+
+
+def test_the_client_s_database_is_selected(redis_url: str, key_prefix: str) -> None:
+    key = f"{key_prefix}:in-db-9"
+    if redis_url.startswith("unix://"):  # the embedded server: the database is a parameter
+        url_9 = f"{redis_url.partition('?')[0]}?db=9"
+    else:
+        url_9 = urlunsplit(urlsplit(redis_url)._replace(path="/9"))
+    other = redis.Redis.from_url(url_9)
+    other.set(key, "nine")
+    try:
+
+        async def use(connection: SharedConnection, name: str) -> list[object]:
+            return await connection.execute([("GET", key)])
+
+        assert run(url_9, use) == [b"nine"]
+        assert run(redis_url, use) == [None]
+    finally:
+        other.delete(key)
+        other.close()
+
+
+def test_a_connection_killed_while_idle_is_replaced_by_the_next_command(
+    redis_url: str, key_prefix: str
+) -> None:
+    key = f"{key_prefix}:k"
+
+    async def use(connection: SharedConnection, name: str) -> tuple[list[object], int]:
+        await connection.execute([("SET", key, "v")])
+        admin = Redis.from_url(redis_url)
+        killed = 0
+        for client in await admin.client_list():
+            if client.get("name") == name:
+                killed += await admin.client_kill_filter(_id=client["id"])
+        await admin.aclose()
+        assert killed == 1
+        await asyncio.sleep(0.1)  # the loop hears the hang-up
+        reply = await connection.execute([("GET", key)])
+        return reply, await asyncio.to_thread(connections_named, redis_url, name)
+
+    reply, connections = run(redis_url, use)
+    assert reply == [b"v"] and connections == 1
+
+
+@asynccontextmanager
+async def peer(
+    answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[int]:
+    """A TCP server on a free port that handles each connection with ``answer``."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await answer(reader, writer)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(1 << 16)
+    await asyncio.sleep(30)
+
+
+async def hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(1 << 16)
+
+
+def test_no_reply_within_the_timeout_fails_every_waiting_command() -> None:
+    async def main() -> tuple[list[object], float]:
+        async with peer(silent) as port:
+            connection = SharedConnection(
+                Endpoint.of(Redis(host="127.0.0.1", port=port, socket_timeout=0.2))
+            )
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            failures = await asyncio.gather(
+                *(connection.execute([("GET", f"k{n}")]) for n in range(5)),
+                return_exceptions=True,
+            )
+            took = loop.time() - began
+            await connection.aclose()
+            return failures, took
+
+    failures, took = asyncio.run(main())
+    assert all(isinstance(f, redis.exceptions.TimeoutError) for f in failures)
+    assert 0.2 <= took < 1.0
+
+
+def test_a_hang_up_fails_the_waiting_commands_and_the_next_command_reconnects() -> None:
+    async def main() -> tuple[list[object], list[object]]:
+        async with peer(hangs_up) as port:
+            connection = SharedConnection(
+                Endpoint.of(Redis(host="127.0.0.1", port=port, socket_timeout=5))
+            )
+            first = await asyncio.gather(
+                *(connection.execute([("GET", f"k{n}")]) for n in range(3)),
+                return_exceptions=True,
+            )
+            # A new connection, which this peer hangs up on as well: not the old one reused.
+            second = await asyncio.gather(
+                connection.execute([("GET", "k")]), return_exceptions=True
+            )
+            await connection.aclose()
+            return first, second
+
+    first, second = asyncio.run(main())
+    assert all(isinstance(f, redis.exceptions.ConnectionError) for f in first + second)
+    assert all("lost" in str(f) for f in first + second)
+
+
+def test_a_wrong_password_makes_the_store_unavailable(redis_url: str, key_prefix: str) -> None:
+    user = f"shared-{uuid.uuid4().hex[:8]}"
+    admin = redis.Redis.from_url(redis_url)
+    admin.acl_setuser(user, enabled=True, passwords=["+right"], keys=["*"], commands=["+@all"])
+    try:
+
+        async def main() -> None:
+            wrong = Redis.from_url(redis_url, username=user, password="wrong", socket_timeout=2)
+            with pytest.raises(redis.exceptions.AuthenticationError):
+                await SharedConnection(Endpoint.of(wrong)).execute([("PING",)])
+            store = Store(wrong, prefix=key_prefix)
+            with pytest.raises(StoreUnavailable):
+                await store.customer_state("c1")
+            await store.aclose()
+            right = Store(
+                Redis.from_url(redis_url, username=user, password="right"), prefix=key_prefix
+            )
+            assert (await right.customer_state("c1")).bought == frozenset()
+            await right.aclose()
+
+        asyncio.run(main())
+    finally:
+        admin.acl_deluser(user)
+        admin.close()
+
+
+def test_arguments_are_encoded_as_redis_py_encodes_them() -> None:
+    assert pack(("SET", "k", b"v", 3, 1.5)) == (
+        b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$1\r\n3\r\n$3\r\n1.5\r\n"
+    )
+    for unsendable in (None, True, [1]):
+        with pytest.raises(redis.exceptions.DataError):
+            pack(("SET", "k", unsendable))
