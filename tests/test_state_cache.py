@@ -24,6 +24,7 @@ from service.settings import Settings
 from service.state import CartLine, Consent, CustomerState
 from service.store import Keys, Store
 from service.store.state_cache import StateCache, _Listener, _Refused
+from service.store.wire import Endpoint
 from tests.conftest import ADMIN_KEY, client_for
 
 T = TypeVar("T")
@@ -262,7 +263,7 @@ def test_the_cache_s_figures_are_on_metrics(settings: Settings) -> None:
 )
 def test_a_loading_redis_is_tried_again_a_refusal_is_not(error: bytes, gives_up: bool) -> None:
     async def main() -> BaseException | None:
-        listener = _Listener(b"n", b"p:{c:", lambda keys: None, {})
+        listener = _Listener(b"n", b"p:{c:", lambda keys: None, Endpoint())
         listener.connection_made(_Closed())  # sends nothing: the set-up's replies are fed below
         listener.data_received(b"+OK\r\n" + error)  # CLIENT SETNAME's answer, then CLIENT ID's
         return listener.subscribed_future.exception()

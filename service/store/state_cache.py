@@ -30,18 +30,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import hiredis
 import msgspec
-from redis.asyncio.connection import SSLConnection, parse_url
 
 from service.events import Event
 from service.state import CartLine, Consent, CustomerState
 from service.store.keys import Keys
+from service.store.wire import Endpoint, pack
 
 log = logging.getLogger(__name__)
 
@@ -248,20 +247,11 @@ class StateCache:
             wait = min(wait * 2, 30.0)
 
     async def _connect(self) -> _Listener:
-        options: dict[str, Any] = parse_url(self.url)
-        loop = asyncio.get_running_loop()
-        listener = _Listener(self._name, self._prefix, self._announced, options)
-        timeout = self.stale_seconds
-        if "path" in options:
-            connecting = loop.create_unix_connection(lambda: listener, options["path"])
-        else:
-            secure = options.get("connection_class") is SSLConnection
-            tls = ssl.create_default_context() if secure else None
-            connecting = loop.create_connection(
-                lambda: listener, options.get("host", "localhost"), options.get("port", 6379),
-                ssl=tls,
-            )  # fmt: skip
-        await asyncio.wait_for(connecting, timeout)
+        endpoint = msgspec.structs.replace(
+            Endpoint.from_url(self.url), connect_timeout=self.stale_seconds
+        )
+        listener = _Listener(self._name, self._prefix, self._announced, endpoint)
+        await endpoint.open(lambda: listener)
         return listener
 
 
@@ -281,12 +271,12 @@ class _Listener(asyncio.Protocol):
         name: bytes,
         prefix: bytes,
         announced: Callable[[list[bytes] | None], None],
-        options: dict[str, Any],
+        endpoint: Endpoint,
     ) -> None:
         self._name = name
         self._prefix = prefix
         self._announced = announced
-        self._options = options
+        self._endpoint = endpoint
         self._reader = hiredis.Reader()
         self._transport: asyncio.Transport | None = None
         loop = asyncio.get_running_loop()
@@ -300,14 +290,13 @@ class _Listener(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        if self._options.get("password") is not None:
-            user = self._options.get("username")
-            self._send(b"AUTH", *([user] if user else []), self._options["password"])
-            self._expected.append("auth")
-        # Named, so that operators (and the tests) can tell it among the clients.
-        self._send(b"CLIENT", b"SETNAME", self._name)
+        # Authenticated and named, so that operators (and the tests) can tell it among the
+        # clients.
+        for command in self._endpoint.hello(client_name=self._name.decode()):
+            self._send(*command)
+            self._expected.append(str(command[0]).lower())
         self._send(b"CLIENT", b"ID")
-        self._expected += ["name", "id"]
+        self._expected.append("id")
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -374,10 +363,7 @@ class _Listener(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def _send(self, *parts: bytes | str) -> None:
+    def _send(self, *parts: Any) -> None:
         if self._transport is None or self._transport.is_closing():
             return
-        encoded = [p.encode() if isinstance(p, str) else p for p in parts]
-        self._transport.write(
-            b"*%d\r\n" % len(encoded) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in encoded)
-        )
+        self._transport.write(pack(parts))
