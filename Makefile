@@ -7,7 +7,7 @@ DATA_DIR ?= ./var
 MODEL_DIR ?= ./models
 export PORT DATA_DIR MODEL_DIR
 
-.PHONY: run test lint train bench bench-serving bench-instructions bench-offload bench-ingest bench-compare sample clean
+.PHONY: run test lint train bench bench-serving bench-instructions bench-offload bench-ingest bench-compare bench-redis-client sample clean
 
 # One stamp per install flavour: re-install only when pyproject.toml changes.
 $(VENV)/.run-installed: pyproject.toml
@@ -58,6 +58,10 @@ bench-instructions: $(VENV)/.test-installed
 ## bench-compare: CPU per request of this checkout against BASE (a git revision), paired rounds under wrk
 bench-compare: $(VENV)/.test-installed
 	$(PY) -m benchmarks.compare --base $(BASE) $(BENCH_COMPARE_ARGS)
+
+## bench-redis-client: a customer-state read's client CPU, redis-py against the store's shared connection
+bench-redis-client: $(VENV)/.test-installed
+	$(PY) -m benchmarks.redis_client
 
 ## bench-offload: health checks under exact rankings of a large catalogue, on the loop vs in threads
 bench-offload: $(VENV)/.test-installed

@@ -6,11 +6,11 @@ replies. Under load the commands of one turn of the event loop go out in one wri
 
 Why not redis-py's asyncio client for this: per command it takes a connection from the pool
 and gives it back, arms a timeout and reads the reply through a stream reader. Client CPU per
-customer-state read (one EVALSHA, one process, uvloop, 32 concurrent callers): 58.7-63.2 µs
-through redis-py and our pipelining of its commands, 16.4-17.4 µs here; one caller at a time:
-169-192 µs against 49-63 (docs/serving.md, sixth round). The parser is the same (hiredis), and
-so are the settings (``wire.Endpoint.of`` the client) and the exceptions (redis-py's, from the
-same error replies), so callers cannot tell the two apart but by their cost.
+customer-state read (``python -m benchmarks.redis_client``: one process, uvloop): 32 concurrent
+callers 48.0 µs through redis-py pipelines, 20.8 here; one caller at a time 224.9 µs through
+redis-py, 68.9 here (docs/serving.md, sixth round). The parser is the same (hiredis), and so are
+the settings (``wire.Endpoint.of`` the client) and the exceptions (redis-py's, from the same error
+replies), so callers cannot tell the two apart but by their cost.
 
 Failures:
 - No reply for ``timeout`` seconds while commands wait fails every waiting command with
