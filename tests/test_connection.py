@@ -219,6 +219,26 @@ def test_a_hang_up_fails_the_waiting_commands_and_the_next_command_reconnects() 
     assert received == [b"".join(pack(("GET", f"k{n}")) for n in range(3)), pack(("GET", "k"))]
 
 
+def test_closing_while_a_connection_is_being_opened_stops_it() -> None:
+    async def main() -> tuple[float, object]:
+        async with peer(silent) as port:
+            # Its CLIENT SETNAME goes unanswered: the connection stays in its set-up.
+            client = Redis(host="127.0.0.1", port=port, socket_timeout=5, client_name="n")
+            connection = SharedConnection(Endpoint.of(client))
+            waiting = asyncio.ensure_future(connection.execute([("GET", "k")]))
+            await asyncio.sleep(0.1)
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            await connection.aclose()
+            took = loop.time() - began
+            with pytest.raises((asyncio.CancelledError, redis.exceptions.ConnectionError)):
+                await waiting
+            return took, connection._line
+
+    took, line = asyncio.run(main())
+    assert took < 1.0 and line is None
+
+
 def test_a_wrong_password_makes_the_store_unavailable(redis_url: str, key_prefix: str) -> None:
     user = f"shared-{uuid.uuid4().hex[:8]}"
     admin = redis.Redis.from_url(redis_url)

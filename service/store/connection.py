@@ -55,10 +55,19 @@ class SharedConnection:
         line = self._line
         if line is None or not line.usable(asyncio.get_running_loop()):
             line = await self._open()
-        return await line.send([pack(c) for c in commands], len(commands))
+        return await line.send([pack(c) for c in commands])
 
     async def aclose(self) -> None:
-        """Close the connection; commands still waiting fail."""
+        """Close the connection (and stop opening one); commands still waiting fail."""
+        opening, self._opening = self._opening, None
+        if (
+            opening is not None
+            and not opening.done()
+            and opening.get_loop() is asyncio.get_running_loop()
+        ):
+            opening.cancel()
+            with contextlib.suppress(BaseException):
+                await opening
         line, self._line = self._line, None
         if line is not None and not line.closed:
             line.fail(redis.exceptions.ConnectionError("connection closed by the service"))
@@ -80,7 +89,7 @@ class SharedConnection:
             await endpoint.open(lambda: line)
             hello = endpoint.hello()
             if hello:
-                replies = await line.send([pack(c) for c in hello], len(hello))
+                replies = await line.send([pack(c) for c in hello])
                 failed = next((r for r in replies if isinstance(r, Exception)), None)
                 if failed is not None:
                     raise _refused(failed)
@@ -144,8 +153,8 @@ class _Line(asyncio.Protocol):
             return False
         return not transport.is_closing()
 
-    def send(self, packed: list[bytes], count: int) -> asyncio.Future[list[Any]]:
-        """A future of the replies to the ``count`` packed commands."""
+    def send(self, packed: list[bytes]) -> asyncio.Future[list[Any]]:
+        """A future of the replies to the ``packed`` commands."""
         future: asyncio.Future[list[Any]] = self.loop.create_future()
         if not self.usable(self.loop):
             future.set_exception(redis.exceptions.ConnectionError("connection closed"))
@@ -154,7 +163,7 @@ class _Line(asyncio.Protocol):
             self._progress = self.loop.time()
             if self.timeout is not None and self._timer is None:
                 self._timer = self.loop.call_at(self._progress + self.timeout, self._check)
-        self._waiting.append(_Waiting(future, count))
+        self._waiting.append(_Waiting(future, len(packed)))
         if len(self._waiting) == 1:
             # Alone: written now, without waiting for the end of this turn of the loop.
             self._transport.write(b"".join(packed))  # type: ignore[union-attr]
