@@ -269,6 +269,8 @@ def test_arguments_are_encoded_as_redis_py_encodes_them() -> None:
     assert pack(("SET", "k", b"v", 3, 1.5)) == (
         b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$1\r\n3\r\n$3\r\n1.5\r\n"
     )
+    # A memoryview, and é in UTF-8, as redis-py sends them.
+    assert pack((memoryview(b"GET"), "é")) == b"*2\r\n$3\r\nGET\r\n$2\r\n\xc3\xa9\r\n"
     for unsendable in (None, True, [1]):
         with pytest.raises(redis.exceptions.DataError):
             pack(("SET", "k", unsendable))

@@ -91,18 +91,31 @@ def pack(command: Sequence[Any]) -> bytes:
     """``command`` (its name and arguments) as RESP, encoded as redis-py encodes them."""
     parts = [b"*%d\r\n" % len(command)]
     for arg in command:
-        if isinstance(arg, bytes | memoryview):
-            value = bytes(arg)
-        elif isinstance(arg, str):
+        kind = type(arg)
+        # The exact types first: every request packs a few commands (half the time of isinstance).
+        if kind is str:
             value = arg.encode()
-        elif isinstance(arg, int) and not isinstance(arg, bool):
+        elif kind is bytes:
+            value = arg
+        elif kind is int:
             value = b"%d" % arg
-        elif isinstance(arg, float):
-            value = repr(arg).encode()
-        else:  # as redis-py refuses them (None, booleans, containers)
-            raise redis.exceptions.DataError(f"cannot send {type(arg).__name__} to Redis")
-        parts += (b"$%d\r\n" % len(value), value, b"\r\n")
+        else:
+            value = _encoded(arg)
+        parts.append(b"$%d\r\n%s\r\n" % (len(value), value))
     return b"".join(parts)
+
+
+def _encoded(arg: Any) -> bytes:
+    if isinstance(arg, bytes | memoryview):
+        return bytes(arg)
+    if isinstance(arg, str):
+        return arg.encode()
+    if isinstance(arg, int) and not isinstance(arg, bool):
+        return b"%d" % arg
+    if isinstance(arg, float):
+        return repr(arg).encode()
+    # As redis-py refuses them (None, booleans, containers).
+    raise redis.exceptions.DataError(f"cannot send {type(arg).__name__} to Redis")
 
 
 def reply_error(message: str) -> redis.exceptions.ResponseError:
