@@ -1,8 +1,10 @@
 """Two versions of the service side by side: CPU per request under the same load, paired rounds.
 
 Run: ``python -m benchmarks.compare --base REV [--endpoints recommendations,events,offers]
-[--items 100000 | --trained MODEL_DIR] [--rounds 14] [--duration 2]`` (``make bench-compare
-BASE=REV``). Needs ``wrk``, ``git`` and a Redis (``--redis-url``), like the serving benchmark.
+[--items 100000 | --trained MODEL_DIR] [--rounds 14] [--duration 2] [--this-env NAME=VALUE]``
+(``make bench-compare BASE=REV``). Needs ``wrk``, ``git`` and a Redis (``--redis-url``), like
+the serving benchmark. ``--this-env`` sets this checkout's service only: with ``--base HEAD``,
+the same code with and without a setting.
 
 The machines we measure on are shared: CPU time per request drifts by 10-30% within minutes,
 more than most changes are worth, so two runs of the serving benchmark cannot tell a change from
@@ -61,7 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--out", type=Path, default=RESULTS / "compare.json")
+    parser.add_argument(
+        "--this-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for this checkout's service only (repeatable): the same code with and "
+        "without it, with --base HEAD",
+    )
     args = parser.parse_args(argv)
+    this_env = dict(item.split("=", 1) for item in args.this_env)
     args.ann, args.neighbours = "auto", 0  # what generated_workload and service_env read
     wrk = ensure_wrk()
     base_rev = subprocess.run(
@@ -80,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "duration_s": args.duration,
         "connections": args.connections,
+        "this_env": this_env,
         "endpoints": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                     data.mkdir()
                     env = service_env(args, workload.model_dir, data, prefix, port, 1)
                     env["PYTHONPATH"] = str(root)
+                    if name == "this":
+                        env.update(this_env)
                     argv = [sys.executable, "-m", "service"]
                     log = work / f"{name}.log"
                     servers[name] = stack.enter_context(
@@ -172,7 +186,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"\n{report['trained'] or format(report['items'], ',') + ' items'}, "
         f"{report['rounds']} paired rounds of "
         f"{report['duration_s']} s, {report['connections']} connections: "
-        f"{report['this']} against {report['base']}",
+        f"{report['this']}{''.join(f' {k}={v}' for k, v in report['this_env'].items())} "
+        f"against {report['base']}",
         "| endpoint | CPU µs/req, base | CPU µs/req, this | this / base (paired median) "
         "| req/s, base | req/s, this | p99 ms, base | p99 ms, this | errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
