@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -274,3 +275,35 @@ def test_arguments_are_encoded_as_redis_py_encodes_them() -> None:
     for unsendable in (None, True, [1]):
         with pytest.raises(redis.exceptions.DataError):
             pack(("SET", "k", unsendable))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "redis://ann:secret@cache.internal:6380/3",
+            {
+                "host": "cache.internal",
+                "port": 6380,
+                "db": 3,
+                "username": "ann",
+                "password": "secret",
+            },
+        ),
+        ("unix:///run/redis.sock?db=2", {"host": None, "path": "/run/redis.sock", "db": 2}),
+        ("redis://:only-password@localhost", {"username": None, "password": "only-password"}),
+    ],
+)
+def test_a_url_means_to_the_shared_connection_what_it_means_to_redis_py(
+    url: str, expected: dict[str, object]
+) -> None:
+    endpoint = Endpoint.of(Redis.from_url(url, socket_timeout=0.5, client_name="svc"))
+    assert {field: getattr(endpoint, field) for field in expected} == expected
+    assert endpoint.tls is None and endpoint.timeout == 0.5 and endpoint.client_name == "svc"
+
+
+def test_a_tls_url_gets_redis_py_s_tls_context() -> None:
+    endpoint = Endpoint.from_url("rediss://cache.internal:6380/0?ssl_cert_reqs=none")
+    assert endpoint.tls is not None and endpoint.tls.verify_mode == ssl.CERT_NONE
+    verified = Endpoint.from_url("rediss://cache.internal:6380/0")
+    assert verified.tls is not None and verified.tls.verify_mode == ssl.CERT_REQUIRED
