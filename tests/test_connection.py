@@ -65,6 +65,8 @@ def test_concurrent_callers_share_one_connection_and_each_gets_its_replies(
                 for n, k in enumerate(keys)
             )
         )
+        # No commands: no replies, at once (none would ever come).
+        assert await asyncio.wait_for(connection.execute([]), 1) == []
         return replies, await asyncio.to_thread(connections_named, redis_url, name)
 
     replies, connections = run(redis_url, use)

@@ -52,6 +52,8 @@ class SharedConnection:
         """The replies to ``commands``, in order; a command's error reply is its reply (a
         redis-py ``ResponseError``). Raises redis-py's ``ConnectionError`` or ``TimeoutError``
         when the connection fails, for every command still waiting on it."""
+        if not commands:  # no reply would ever come for them
+            return []
         line = self._line
         if line is None or not line.usable(asyncio.get_running_loop()):
             line = await self._open()
