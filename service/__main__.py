@@ -7,7 +7,9 @@ so several workers never race to start servers of their own.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from types import FrameType
 
 # One BLAS thread per worker, set before numpy loads OpenBLAS (workers inherit the environment).
 # A request's scoring is a small matrix-vector product; several BLAS threads per request spin
@@ -31,6 +33,9 @@ def main() -> int:
         embedded = EmbeddedRedis(settings.data_dir)
         # Workers read their settings from the environment: hand them the running server.
         os.environ["RECO_REDIS_URL"] = embedded.start()
+        # uvicorn stops on SIGTERM (a container's or systemd's stop), then raises that signal
+        # again; by default it would end the process there, before ``finally`` stops the server.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         _announce(settings, embedded)
         uvicorn.run(
@@ -49,6 +54,10 @@ def main() -> int:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _announce(settings: Settings, embedded: EmbeddedRedis | None) -> None:

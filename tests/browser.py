@@ -1,4 +1,5 @@
-"""Helpers for real-browser tests: the service in a subprocess, and Debian's Chromium."""
+"""Helpers for real-browser tests (and others of ``python -m service``): the service in a
+subprocess, and Debian's Chromium."""
 
 from __future__ import annotations
 
@@ -42,16 +43,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_service(env: dict[str, str], data_dir: Path) -> Iterator[str]:
-    """``python -m service`` on a free port until the block ends; yields its base URL."""
+def running_service(env: dict[str, str | None], data_dir: Path) -> Iterator[str]:
+    """``python -m service`` on a free port until the block ends (stopped with SIGTERM, as a
+    container is); yields its base URL. A None in ``env`` unsets that variable."""
     port = free_port()
-    full_env = {
-        **os.environ,
-        **env,
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "DATA_DIR": str(data_dir),
-    }
+    place = {"PORT": str(port), "HOST": "127.0.0.1", "DATA_DIR": str(data_dir)}
+    merged = {**os.environ, **env, **place}
+    full_env = {name: value for name, value in merged.items() if value is not None}
     log = (data_dir / "service.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "service"], env=full_env, stdout=log, stderr=log

@@ -390,3 +390,13 @@ def test_the_service_answers_across_a_restart_of_its_redis(
             assert "i04" not in [i["item_id"] for i in answer["items"]]  # type: ignore[index]
     finally:
         server.kill()
+
+
+def test_a_closed_connection_is_gone_for_redis_when_close_returns(redis_url: str) -> None:
+    async def use(connection: SharedConnection, name: str) -> int:
+        await connection.execute([("PING",)])
+        await connection.aclose()
+        # Right away, before this loop runs again: no client of that name left.
+        return connections_named(redis_url, name)
+
+    assert run(redis_url, use) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import msgspec
@@ -14,6 +15,7 @@ from litestar.testing import TestClient
 from service.app import create_app
 from service.embedded_redis import EmbeddedRedis
 from service.settings import Settings
+from tests.browser import running_service
 from tests.conftest import ADMIN_KEY, API_KEYS
 
 
@@ -90,3 +92,56 @@ def test_without_redis_url_the_service_runs_on_the_embedded_server(
         client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
         items = client.get("/v1/customers/u0/recommendations", params={"k": 3}).json()["items"]
         assert "i02" not in [i["item_id"] for i in items]
+
+
+def test_a_service_that_stops_stops_its_embedded_server(tmp_path: Path, model_dir: Path) -> None:
+    settings = Settings(
+        data_dir=str(tmp_path / "var"),
+        model_dir=str(model_dir),
+        api_keys=API_KEYS,
+        model_poll_seconds=0,
+    )
+    event = {"customer_id": "u0", "item_id": "i02", "event_type": "view", "channel": "web"}
+    with TestClient(create_app(settings)) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        # Every connection the service holds is in use: the store's shared one and redis-py's.
+        assert client.post("/v1/events", json=event).status_code == 202
+        assert client.get("/v1/customers/u0/recommendations").status_code == 200
+        assert client.get("/health/ready").status_code == 200
+        joined = EmbeddedRedis(tmp_path / "var")  # as a second process would
+        pid = int(redis.Redis.from_url(joined.start()).info("server")["process_id"])
+        joined.stop()  # the service still uses it: it keeps running
+        os.kill(pid, 0)
+    deadline = time.monotonic() + 5
+    while _running(pid):  # the service was its only user
+        assert time.monotonic() < deadline, "the embedded server outlived the service"
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_python_m_service_stopped_by_sigterm_stops_its_embedded_server(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    env: dict[str, str | None] = {
+        "REDIS_URL": None,
+        "RECO_REDIS_URL": None,
+        "MODEL_DIR": str(model_dir),
+        "LOG_LEVEL": "WARNING",
+    }
+    with running_service(env, tmp_path) as base:
+        assert base.startswith("http://")
+        joined = EmbeddedRedis(tmp_path)  # the folder the service started its server in
+        pid = int(redis.Redis.from_url(joined.start()).info("server")["process_id"])
+        joined.stop()
+    # running_service sent SIGTERM and saw the process exit.
+    deadline = time.monotonic() + 5
+    while _running(pid):
+        assert time.monotonic() < deadline, "the embedded server outlived python -m service"
+        time.sleep(0.05)

@@ -71,8 +71,15 @@ class SharedConnection:
             with contextlib.suppress(BaseException):
                 await opening
         line, self._line = self._line, None
-        if line is not None and not line.closed:
+        if line is None:
+            return
+        if not line.closed:
             line.fail(redis.exceptions.ConnectionError("connection closed by the service"))
+        if line.loop is asyncio.get_running_loop() and line.connected:
+            # Closed for Redis too when this returns: an embedded server stops only once its
+            # last client is gone (service/embedded_redis.py).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(line.lost), 1.0)
 
     async def _open(self) -> _Line:
         loop = asyncio.get_running_loop()
@@ -147,6 +154,9 @@ class _Line(asyncio.Protocol):
         # When a reply last came, or the first command began to wait (loop time).
         self._progress = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self.connected = False
+        # Done once the transport is closed (``connection_lost``).
+        self.lost: asyncio.Future[None] = self.loop.create_future()
 
     def usable(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether commands of ``loop`` can be written to this connection now."""
@@ -184,6 +194,7 @@ class _Line(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        self.connected = True
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -204,6 +215,8 @@ class _Line(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(redis.exceptions.ConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
+        if not self.lost.done():
+            self.lost.set_result(None)
 
     def _check(self) -> None:
         self._timer = None
