@@ -52,8 +52,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # How often each worker checks for inventory changes (stock filters follow within this).
     stock_refresh_seconds: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     # Customer states each worker keeps between the changes Redis announces (store/state_cache.py):
-    # about a fifth less CPU per recommendation once kept, but a saturated worker's p99 about
-    # doubles (docs/serving.md). 0, the default, reads every state from Redis.
+    # 0.86-0.89 of the CPU per recommendation, but a saturated worker's p99 longer
+    # (docs/serving.md). 0, the default, reads every state from Redis.
     state_cache_customers: Annotated[int, msgspec.Meta(ge=0)] = 0
 
     @property

@@ -23,9 +23,9 @@ class Consent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=
     ``personalisation``: may recommendations use their behaviour (and training their events)?
     ``marketing``: per channel (``email``, ``app``, ``sms``...), may offers be sent there?
 
-    ``gc=False`` (and on ``CartLine`` and ``Event``): these hold only scalars, so they can be in
-    no reference cycle, and each worker keeps thousands (store/state_cache.py) that the cyclic
-    collector then never visits.
+    ``gc=False`` (and on ``CartLine`` and ``Event``): these hold only scalars (and a dict of
+    them), so they can be in no reference cycle, and each worker keeps thousands
+    (store/state_cache.py) that the cyclic collector then never visits.
     """
 
     personalisation: bool | None = None

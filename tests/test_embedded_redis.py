@@ -108,22 +108,9 @@ def test_a_service_that_stops_stops_its_embedded_server(tmp_path: Path, model_di
         assert client.post("/v1/events", json=event).status_code == 202
         assert client.get("/v1/customers/u0/recommendations").status_code == 200
         assert client.get("/health/ready").status_code == 200
-        joined = EmbeddedRedis(tmp_path / "var")  # as a second process would
-        pid = int(redis.Redis.from_url(joined.start()).info("server")["process_id"])
-        joined.stop()  # the service still uses it: it keeps running
-        os.kill(pid, 0)
-    deadline = time.monotonic() + 5
-    while _running(pid):  # the service was its only user
-        assert time.monotonic() < deadline, "the embedded server outlived the service"
-        time.sleep(0.05)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        pid = server_pid(tmp_path / "var")
+        os.kill(pid, 0)  # the service still uses it: it keeps running
+    wait_until_gone(pid, "the embedded server outlived the service")
 
 
 def test_python_m_service_stopped_by_sigterm_stops_its_embedded_server(
@@ -137,11 +124,26 @@ def test_python_m_service_stopped_by_sigterm_stops_its_embedded_server(
     }
     with running_service(env, tmp_path) as base:
         assert base.startswith("http://")
-        joined = EmbeddedRedis(tmp_path)  # the folder the service started its server in
-        pid = int(redis.Redis.from_url(joined.start()).info("server")["process_id"])
-        joined.stop()
+        pid = server_pid(tmp_path)  # the folder the service started its server in
     # running_service sent SIGTERM and saw the process exit.
-    deadline = time.monotonic() + 5
-    while _running(pid):
-        assert time.monotonic() < deadline, "the embedded server outlived python -m service"
+    wait_until_gone(pid, "the embedded server outlived python -m service")
+
+
+def server_pid(data_dir: Path) -> int:
+    """The process id of the embedded server running on ``data_dir``, asked as a second user
+    of the folder would (which then leaves it running)."""
+    joined = EmbeddedRedis(data_dir)
+    pid = int(redis.Redis.from_url(joined.start()).info("server")["process_id"])
+    joined.stop()
+    return pid
+
+
+def wait_until_gone(pid: int, failure: str, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        assert time.monotonic() < deadline, failure
         time.sleep(0.05)

@@ -142,7 +142,8 @@ def test_reads_left_on_a_loop_that_stopped_do_not_block_the_next_loop(
     from service.store.pipelined import Pipelined
 
     key = f"{key_prefix}:k"
-    pipelined = Pipelined(Redis.from_url(redis_url, socket_timeout=2))
+    client = Redis.from_url(redis_url, socket_timeout=2)
+    pipelined = Pipelined(client)
     stopped = asyncio.new_event_loop()
     left = [stopped.create_task(pipelined.command("GET", key)) for _ in range(2)]
     # One turn of that loop: both start, and the connection they wait for is opened by a task
@@ -152,7 +153,7 @@ def test_reads_left_on_a_loop_that_stopped_do_not_block_the_next_loop(
     assert not any(f.done() for f in left)
 
     async def read() -> object:
-        await pipelined.client.set(key, "v")
+        await client.set(key, "v")
         # Two callers still wait (on the stopped loop): this one gets a connection of its own.
         return await asyncio.wait_for(pipelined.command("GET", key), timeout=5)
 

@@ -115,14 +115,10 @@ class SharedConnection:
 
 
 def _refused(reply: Exception) -> redis.exceptions.ConnectionError:
-    """A set-up command's error reply as the connection's failure (a wrong password: redis-py's
-    ``AuthenticationError``)."""
+    """A set-up command's error reply as the connection's failure."""
     if isinstance(reply, redis.exceptions.ConnectionError):
-        return reply
-    message = str(reply)
-    if "WRONGPASS" in message or "NOAUTH" in message or "invalid password" in message:
-        return redis.exceptions.AuthenticationError(message)
-    return redis.exceptions.ConnectionError(f"connection set-up refused: {message}")
+        return reply  # a wrong password (AuthenticationError), a Redis still loading...
+    return redis.exceptions.ConnectionError(f"connection set-up refused: {reply}")
 
 
 class _Waiting:

@@ -227,7 +227,7 @@ class EventState(StoreBase):
     ) -> CustomerState:
         """``customer_state`` read from Redis, past the cache (``reads``: the newest events
         read, -1 for all)."""
-        # Sent with the other requests' reads of this turn of the loop (store/pipelined.py).
+        # On the worker's shared connection, with the other requests' commands (store/pipelined.py).
         replies = await self.pipelined.evalsha(
             self._read_state,
             state_keys(self.keys, customer_id),

@@ -36,7 +36,6 @@ class Pipelined:
 
     def __init__(self, client: Redis) -> None:
         """Connect where ``client`` does, with its settings (timeout, database, credentials)."""
-        self.client = client
         endpoint = Endpoint.of(client)
         self.connection = SharedConnection(endpoint)
         self.bulk = SharedConnection(endpoint)
