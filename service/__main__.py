@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 
 # One BLAS thread per worker, set before numpy loads OpenBLAS (workers inherit the environment).
@@ -23,6 +24,7 @@ from service import artifact  # noqa: E402
 from service.auth import dev_key  # noqa: E402
 from service.embedded_redis import EmbeddedRedis  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from service.worker_metrics import clear, folder_of  # noqa: E402
 
 
 def main() -> int:
@@ -36,6 +38,11 @@ def main() -> int:
         # uvicorn stops on SIGTERM (a container's or systemd's stop), then raises that signal
         # again; by default it would end the process there, before ``finally`` stops the server.
         signal.signal(signal.SIGTERM, _exit_cleanly)
+    if settings.worker_count > 1:
+        # A scrape reaches one worker: each shares its figures through this folder.
+        folder = settings.metrics_dir or str(folder_of(settings.data_dir))
+        os.environ["RECO_METRICS_DIR"] = folder
+        clear(Path(folder))  # the last run's workers' figures
     try:
         _announce(settings, embedded)
         uvicorn.run(
@@ -43,7 +50,7 @@ def main() -> int:
             factory=True,
             host=settings.host,
             port=settings.port,
-            workers=settings.workers,
+            workers=settings.worker_count,
             log_level=settings.log_level.lower(),
             loop="uvloop" if sys.platform != "win32" else "asyncio",
             http="httptools",

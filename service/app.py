@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -34,6 +35,7 @@ from service.settings import Settings
 from service.store import Keys, Store
 from service.store.state_cache import StateCache
 from service.tracking import Tracking
+from service.worker_metrics import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -108,16 +110,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await live_model.refresh()
         await tracking.start(app.state.store)
         settle_heap()
-        watcher = None
+        background = []
         if settings.model_poll_seconds > 0:
-            watcher = asyncio.create_task(live_model.watch(settings.model_poll_seconds))
+            background.append(asyncio.create_task(live_model.watch(settings.model_poll_seconds)))
+        if settings.metrics_dir:
+            # Workers share a port, so a scrape reaches one: it answers for all of them.
+            metrics.snapshots = Snapshots(
+                Path(settings.metrics_dir), lambda: metrics.render(_served_version(live_model))
+            )
+            background.append(asyncio.create_task(metrics.snapshots.run()))
         try:
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            for task in background:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+                    await task
             gc.unfreeze()
             await tracking.stop()
             await app.state.store.aclose()
@@ -153,6 +161,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[ScalarRenderPlugin()],
         ),
     )
+
+
+def _served_version(live_model: LiveModel) -> str | None:
+    return live_model.current.version if live_model.current else None
 
 
 def configure_logging(level: str) -> None:

@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from service import logs
 from service.histograms import BufferedHistogram, PlainCounter
+from service.worker_metrics import Snapshots
 
 log = logging.getLogger("service.access")
 
@@ -74,9 +75,16 @@ class Metrics:
             ["experiment", "variant", "channel"],
             registry=r,
         )
+        # Set when several workers serve: they share their expositions (service/worker_metrics.py).
+        self.snapshots: Snapshots | None = None
+
+    def exposition(self, model_version: str | None) -> bytes:
+        """What ``/metrics`` answers: every worker's figures, with the model version as of now."""
+        own = self.render(model_version)
+        return own if self.snapshots is None else self.snapshots.merged(own)
 
     def render(self, model_version: str | None) -> bytes:
-        """The exposition text, with the model version as of now."""
+        """This worker's exposition text, with the model version as of now."""
         self.model_info.clear()
         if model_version:
             self.model_info.labels(model_version).set(1)

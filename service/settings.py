@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
@@ -31,7 +33,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # "key=scope+scope,key2=scope"; unset: a development key with every scope, kept in data_dir.
     api_keys: str | None = None
     log_level: LogLevel = "INFO"
-    workers: Positive = 1
+    # uvicorn worker processes; auto: one per CPU this process may use (``usable_cpus``).
+    workers: Positive | Literal["auto"] = "auto"
+    # Where each worker writes its /metrics figures so a scrape answers for all of them
+    # (service/worker_metrics.py); python -m service sets it to data_dir/metrics for several
+    # workers. Unset: each process answers for itself.
+    metrics_dir: str | None = None
     key_prefix: str = "reco"
     default_k: Positive = 10
     max_k: Positive = 200
@@ -55,6 +62,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # 0.86-0.89 of the CPU per recommendation, but a saturated worker's p99 longer
     # (docs/serving.md). 0, the default, reads every state from Redis.
     state_cache_customers: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes serve: ``workers``, or the usable CPUs for auto."""
+        return usable_cpus() if self.workers == "auto" else self.workers
 
     @property
     def identifier_kinds_set(self) -> frozenset[str]:
@@ -93,6 +105,39 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                     break
         # strict=False turns "8000" into 8000 and "true" into True, with typed errors otherwise.
         return msgspec.convert(raw, cls, strict=False)
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may run on: its affinity, capped by a cgroup CPU quota (a
+    container's ``--cpus``), at least 1.
+
+    A container limited to 2 CPUs on a 64-core host sees 64 in ``os.cpu_count()``; 64 workers
+    there would share 2 CPUs' time and each hold its own memory.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup)
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    """CPUs' worth of time the cgroup allows (v2 ``cpu.max``, else v1's CFS files); None: no
+    quota, or none readable."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 @functools.lru_cache(maxsize=16)

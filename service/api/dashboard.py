@@ -60,5 +60,5 @@ async def metrics(
 ) -> Response[bytes]:
     """Prometheus exposition: latency per route and channel, errors, fallbacks, Redis, events."""
     model = live_model.current
-    body = tracking.metrics.render(model.version if model else None)
+    body = tracking.metrics.exposition(model.version if model else None)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
