@@ -57,16 +57,28 @@ class ApiKeys:
 
 
 def dev_key(data_dir: str | Path) -> str:
-    """The development key (every scope), created once and kept in ``data_dir`` (mode 0600)."""
+    """The development key (every scope), created once and kept in ``data_dir`` (mode 0600).
+
+    Workers starting together (``uvicorn --workers``) may all find no key: each writes one to a
+    file of its own and links it into place, which only the first link does, so every worker
+    reads the same key.
+    """
     file = Path(data_dir) / DEV_KEY_FILE
     if file.is_file() and (key := file.read_text().strip()):
         return key
     file.parent.mkdir(parents=True, exist_ok=True)
-    key = "dev-" + secrets.token_urlsafe(24)
-    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    own = file.with_name(f".{file.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(own, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
-    return key
+        f.write("dev-" + secrets.token_urlsafe(24) + "\n")
+    try:
+        os.link(own, file)
+    except FileExistsError:
+        if not file.read_text().strip():  # an empty file left by an older version
+            os.replace(own, file)
+    finally:
+        own.unlink(missing_ok=True)
+    return file.read_text().strip()
 
 
 def api_keys_from_settings(api_keys: str | None, data_dir: str | Path) -> ApiKeys:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -99,3 +101,25 @@ def test_the_development_key_is_created_once_with_every_scope(tmp_path: Path) ->
     assert (tmp_path / "dev-api-key").stat().st_mode & 0o777 == 0o600
     keys = api_keys_from_settings(None, tmp_path)
     assert keys.scopes_for(key) == set(SCOPES)
+
+
+def test_workers_starting_together_share_one_development_key(tmp_path: Path) -> None:
+    # Processes, as uvicorn's workers are, released at once: each could write a key of its own.
+    spawn = multiprocessing.get_context("spawn")
+    for attempt in range(4):
+        folder = tmp_path / str(attempt)
+        barrier, results = spawn.Barrier(4), spawn.Queue()
+        racers = [spawn.Process(target=_race, args=(barrier, folder, results)) for _ in range(4)]
+        for racer in racers:
+            racer.start()
+        keys = {results.get(timeout=30) for _ in racers}
+        for racer in racers:
+            racer.join()
+        assert len(keys) == 1
+        assert (folder / "dev-api-key").read_text().strip() in keys
+        assert [p.name for p in folder.iterdir()] == ["dev-api-key"]  # no loser's file left
+
+
+def _race(barrier: Any, folder: Path, results: Any) -> None:
+    barrier.wait()
+    results.put(dev_key(folder))
