@@ -65,6 +65,7 @@ def bench(
             "LOG_LEVEL": "WARNING",
             "RECO_KEY_PREFIX": prefix,
             "RECO_MAX_BATCH_EVENTS": str(max(args.batch, 1000)),
+            "RECO_WORKERS": "1",  # one worker's figures, as documented
         }
     )
     if redis_url:

@@ -241,6 +241,7 @@ def main() -> int:
             "RECO_KEY_PREFIX": prefix,
             "LOG_LEVEL": "WARNING",
             "RECO_MODEL_POLL_SECONDS": "0",
+            "RECO_WORKERS": "1",  # one worker's figures, as documented
         }
         server = subprocess.Popen([sys.executable, "-m", "service"], env=env)
         base = f"http://127.0.0.1:{port}"
