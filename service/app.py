@@ -39,6 +39,9 @@ from service.worker_metrics import Snapshots
 
 log = logging.getLogger(__name__)
 
+# How often each worker looks for reloads asked of another worker (one Redis GET).
+RELOAD_FOLLOW_SECONDS = 1.0
+
 
 def settle_heap() -> None:
     """Collect, then freeze what startup built (app, routes, model, clients) out of the cyclic
@@ -110,7 +113,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await live_model.refresh()
         await tracking.start(app.state.store)
         settle_heap()
-        background = []
+        background = [
+            asyncio.create_task(
+                live_model.follow(app.state.store.model_reloads, RELOAD_FOLLOW_SECONDS)
+            )
+        ]
         if settings.model_poll_seconds > 0:
             background.append(asyncio.create_task(live_model.watch(settings.model_poll_seconds)))
         if settings.metrics_dir:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from service import artifact
 from service.ann import AnnConfig
-from service.errors import ArtifactError, ModelUnavailable
+from service.errors import ArtifactError, ModelUnavailable, StoreUnavailable
 from service.memory import release_free_memory
 from service.ranking import FactorModel
 
@@ -86,6 +87,23 @@ class LiveModel:
                 await self.refresh()
             except Exception:  # never let the watcher die: the next poll may succeed
                 log.exception("model refresh failed")
+
+    async def follow(self, reloads: Callable[[], Awaitable[int]], interval_seconds: float) -> None:
+        """Load ``LATEST`` whenever ``reloads()`` (the count of reload requests, kept in Redis)
+        changes: a reload asked of one worker reaches the others within ``interval_seconds``,
+        with polling off too. Runs until cancelled; an unreachable Redis skips a round."""
+        seen: int | None = None
+        while True:
+            try:
+                count = await reloads()
+                if seen is not None and count != seen:
+                    await self.refresh()
+                seen = count
+            except StoreUnavailable:
+                pass
+            except Exception:  # never let the follower die: the next round may succeed
+                log.exception("model reload failed")
+            await asyncio.sleep(interval_seconds)
 
     def _load(self, version: str) -> FactorModel:
         path = artifact.resolve(self.model_dir, version)

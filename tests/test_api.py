@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -214,9 +215,50 @@ def test_the_live_model_and_a_reload_to_a_new_version(client: TestClient, model_
     assert client.get("/v1/models").json()["model_version"] == "v1-checkerboard"
     checkerboard_artifact(model_dir, version="v2-checkerboard")
     reload = client.post("/v1/models/reload").json()
-    assert reload == {"swapped": True, "model_version": "v2-checkerboard", "error": None}
+    assert reload == {
+        "swapped": True,
+        "model_version": "v2-checkerboard",
+        "error": None,
+        "announced": True,
+    }
     response = client.get("/v1/customers/u0/recommendations")
     assert response.json()["model_version"] == "v2-checkerboard"
+
+
+def test_a_reload_asked_of_one_worker_reaches_the_others(
+    settings: Settings, model_dir: Path
+) -> None:
+    """Two workers (apps) on one Redis and model folder, polling off: a reload posted to one
+    makes the other serve the new version too."""
+    with client_for(settings) as asked, client_for(settings) as other:
+        for c in (asked, other):
+            c.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        time.sleep(1.2)  # the other worker has read the reload count once
+        checkerboard_artifact(model_dir, version="v2-checkerboard")
+        assert asked.post("/v1/models/reload").json()["announced"] is True
+        version = other.get("/v1/models").json()["model_version"]
+        deadline = time.monotonic() + 5
+        while version != "v2-checkerboard" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            version = other.get("/v1/models").json()["model_version"]
+        assert version == "v2-checkerboard"
+        assert other.get("/v1/customers/u0/recommendations").json()["model_version"] == version
+
+
+def test_a_reload_without_redis_loads_here_and_says_the_others_were_not_told(
+    settings: Settings, model_dir: Path
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nobody = f"redis://127.0.0.1:{s.getsockname()[1]}/0"  # nothing listens there
+    down = replace(settings, redis_url=nobody, redis_timeout_seconds=0.2)
+    with client_for(down) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        checkerboard_artifact(model_dir, version="v2-checkerboard")
+        reload = client.post("/v1/models/reload")
+        assert reload.status_code == 200
+        assert reload.json()["announced"] is False
+        assert reload.json()["model_version"] == "v2-checkerboard"
 
 
 def test_a_corrupted_new_version_is_refused_and_the_old_one_keeps_serving(

@@ -8,7 +8,9 @@ import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 
+from service.errors import StoreUnavailable
 from service.live_model import LiveModel
+from service.store import Store
 
 
 class AdminModelController(Controller):
@@ -25,11 +27,20 @@ class AdminModelController(Controller):
         return msgspec.to_builtins(model.artifact.manifest)  # type: ignore[no-any-return]
 
     @post("/reload", status_code=200, operation_id="reloadModel")
-    async def reload(self, live_model: NamedDependency[LiveModel]) -> dict[str, Any]:
-        """Load the version ``LATEST`` names now (workers also poll for it)."""
+    async def reload(
+        self, live_model: NamedDependency[LiveModel], store: NamedDependency[Store]
+    ) -> dict[str, Any]:
+        """Load the version ``LATEST`` names now, here; the other workers and replicas on the same
+        Redis follow within a second (``announced``; they also poll for it)."""
         swapped = await live_model.refresh()
+        try:
+            await store.announce_model_reload()
+            announced = True
+        except StoreUnavailable:  # this worker has it; the others at their next poll
+            announced = False
         return {
             "swapped": swapped,
             "model_version": live_model.current.version if live_model.current else None,
             "error": live_model.error,
+            "announced": announced,
         }

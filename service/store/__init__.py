@@ -13,10 +13,11 @@ from service.store.identities import IdentityGraph, LinkResult
 from service.store.inventory import Inventory, StockUpdate
 from service.store.keys import Keys
 from service.store.offers import OfferStore
+from service.store.reloads import ModelReloads
 from service.store.tracking import TrackingState
 
 
-class Store(EventState, IdentityGraph, Inventory, Erasure, OfferStore, TrackingState):
+class Store(EventState, IdentityGraph, Inventory, Erasure, OfferStore, TrackingState, ModelReloads):
     """Every domain operation on Redis the service needs."""
 
 

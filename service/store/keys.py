@@ -90,6 +90,12 @@ class Keys:
         return f"{self.prefix}:suppressed"
 
     @property
+    def model_reloads(self) -> str:
+        """A counter bumped by every ``POST /v1/models/reload``, so every worker and replica on
+        this Redis loads ``LATEST`` too, whichever one was asked."""
+        return f"{self.prefix}:models:reloads"
+
+    @property
     def stock_version(self) -> str:
         """A counter bumped by every inventory change, so workers know when to refresh."""
         return f"{self.prefix}:stock:version"
