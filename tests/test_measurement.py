@@ -222,6 +222,37 @@ def test_logs_are_json_with_the_request_id_and_no_personal_data(client: TestClie
     assert "7946" not in joined
 
 
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "+44 20 7946 0958",
+        "(555) 123-4567",
+        "555-123-4567",
+        "555.123.4567",
+        "+14155552671",
+        "07946 095800",
+        "+45 12 34 56 78",
+        "tel:+33 1 23 45 67 89",
+    ],
+)
+def test_logs_mask_phone_numbers(phone: str) -> None:
+    masked = logs.mask(f"customer {phone} called")
+    assert masked.count("<phone>") == 1 and not any(ch.isdigit() for ch in masked)
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "serving model 20261207T023206Z-bench-734d62 (100000 items)",
+        "Error 111 connecting to 127.0.0.1:33559.",
+        "at 2026-12-07 03:09:07 and 2026-12-07T03:09:07Z",
+        "from 192.168.100.200 in 1234 ms",
+    ],
+)
+def test_logs_keep_versions_addresses_dates_and_counts(kept: str) -> None:
+    assert logs.mask(kept) == kept
+
+
 def test_tracking_off_serves_without_experiments(settings) -> None:  # type: ignore[no-untyped-def]
     with client_for(replace(settings, tracking=False)) as client:
         # Without the metrics middleware, API keys are still checked.
