@@ -72,6 +72,8 @@ def _announce(settings: Settings, embedded: EmbeddedRedis | None) -> None:
     print(f"  API docs:  http://{settings.host}:{settings.port}/schema", flush=True)
     redis = f"embedded ({embedded.url}, data in {embedded.folder})" if embedded else "REDIS_URL"
     print(f"  redis:     {redis}", flush=True)
+    how = "one per usable CPU" if settings.workers == "auto" else "RECO_WORKERS"
+    print(f"  workers:   {settings.worker_count} ({how})", flush=True)
     model = artifact.latest_version(settings.model_dir)
     print(f"  model:     {model or 'none yet: train one (make train)'} in {settings.model_dir}")
     if settings.api_keys is None:

@@ -134,6 +134,7 @@ def test_two_workers_serve_one_port_and_metrics_count_both(
             time.sleep(0.2)
         # One file per worker process, named by its pid.
         assert len({f.name.split("-")[0] for f in folder.glob("*.prom")}) == 2
+        assert "workers:   2 (RECO_WORKERS)" in (tmp_path / "service.log").read_text()
 
         def recommend(n: int) -> int:
             request = urllib.request.Request(
