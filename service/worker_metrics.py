@@ -40,7 +40,7 @@ def folder_of(data_dir: str | Path) -> Path:
 def clear(folder: Path) -> None:
     """Remove the expositions of an earlier run (the service is starting: no worker runs yet)."""
     if folder.is_dir():
-        for path in folder.glob(f"*{_SUFFIX}"):
+        for path in [*folder.glob(f"*{_SUFFIX}"), *folder.glob("*.tmp")]:
             path.unlink(missing_ok=True)
 
 
@@ -67,12 +67,16 @@ class Snapshots:
 
         On the event loop: ``render`` sets the model gauge, which a scrape sets too.
         """
+        failing = False
         try:
             while True:
                 try:
                     self.write()
+                    failing = False
                 except OSError as error:  # a full disk must not stop the worker
-                    log.warning("metrics snapshot not written: %s", error)
+                    if not failing:  # once per spell of failures, not every second
+                        log.warning("metrics snapshot not written: %s", error)
+                    failing = True
                 await asyncio.sleep(self.interval)
         finally:
             with contextlib.suppress(OSError):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import time
 import urllib.request
@@ -157,3 +160,34 @@ def test_two_workers_serve_one_port_and_metrics_count_both(
                 break
             time.sleep(0.3)
         assert seen == requests
+
+
+def test_a_folder_that_cannot_be_written_warns_once_and_serving_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "metrics"
+    blocked.write_text("a file where the folder should be")
+    snapshots = Snapshots(blocked, lambda: b"", interval=0.01)
+
+    async def run_a_while() -> None:
+        task = asyncio.create_task(snapshots.run())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    with caplog.at_level(logging.WARNING, logger="service.worker_metrics"):
+        asyncio.run(run_a_while())
+    warnings = [r.message for r in caplog.records if r.name == "service.worker_metrics"]
+    assert len(warnings) == 1 and "not written" in warnings[0]  # 20 failed writes, one line
+    # The scrape still answers with this worker's own figures.
+    own = _worker_exposition(1, "v1", 0).encode()
+    assert b"reco_responses_total" in Snapshots(tmp_path / "fine", lambda: b"").merged(own)
+
+
+def test_clearing_removes_finished_and_half_written_files(tmp_path: Path) -> None:
+    for name in ("1-a.prom", "2-b.tmp"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "keep.txt").write_text("not ours")
+    clear(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
