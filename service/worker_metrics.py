@@ -41,7 +41,10 @@ def clear(folder: Path) -> None:
     """Remove the expositions of an earlier run (the service is starting: no worker runs yet)."""
     if folder.is_dir():
         for path in [*folder.glob(f"*{_SUFFIX}"), *folder.glob("*.tmp")]:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as error:  # a read-only folder: serve anyway (the writes warn too)
+                log.warning("old metrics file %s not removed: %s", path.name, error)
 
 
 class Snapshots:

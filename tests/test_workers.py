@@ -191,3 +191,7 @@ def test_clearing_removes_finished_and_half_written_files(tmp_path: Path) -> Non
     (tmp_path / "keep.txt").write_text("not ours")
     clear(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+    # A file that cannot be removed (here a folder by that name) does not stop the start.
+    (tmp_path / "3-c.prom").mkdir()
+    clear(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["3-c.prom", "keep.txt"]
