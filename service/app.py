@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         if settings.metrics_dir:
             # Workers share a port, so a scrape reaches one: it answers for all of them.
             metrics.snapshots = Snapshots(
-                Path(settings.metrics_dir), lambda: metrics.render(_served_version(live_model))
+                Path(settings.metrics_dir), lambda: metrics.render(live_model.version)
             )
             background.append(asyncio.create_task(metrics.snapshots.run()))
         try:
@@ -168,10 +168,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[ScalarRenderPlugin()],
         ),
     )
-
-
-def _served_version(live_model: LiveModel) -> str | None:
-    return live_model.current.version if live_model.current else None
 
 
 def configure_logging(level: str) -> None:

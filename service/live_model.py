@@ -40,6 +40,11 @@ class LiveModel:
         self._failed_version: str | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def version(self) -> str | None:
+        """The version served now (None before a model loads)."""
+        return self.current.version if self.current else None
+
     def get(self) -> FactorModel:
         """The model to answer with.
 
@@ -62,7 +67,7 @@ class LiveModel:
                 if self.current is None:
                     self.error = f"no model in {self.model_dir}: train one first"
                 return False
-            served = self.current.version if self.current else None
+            served = self.version
             if not force and version in (served, self._failed_version):
                 return False
             try:

@@ -29,12 +29,7 @@ def test_data_survives_a_restart_of_the_embedded_server(tmp_path: Path) -> None:
 
 def test_acknowledged_events_survive_a_killed_redis_server(tmp_path: Path, model_dir: Path) -> None:
     """The server is killed with SIGKILL (no shutdown save): the append-only file has the events."""
-    settings = Settings(
-        data_dir=str(tmp_path / "var"),
-        model_dir=str(model_dir),
-        api_keys=API_KEYS,
-        model_poll_seconds=0,
-    )
+    settings = _embedded_settings(tmp_path, model_dir)
     events = [
         {"customer_id": f"c{i}", "item_id": "i02", "event_type": "view", "channel": "web"}
         for i in range(50)
@@ -76,12 +71,7 @@ def test_a_second_user_of_the_same_folder_joins_the_running_server(tmp_path: Pat
 def test_without_redis_url_the_service_runs_on_the_embedded_server(
     tmp_path: Path, model_dir: Path
 ) -> None:
-    settings = Settings(
-        data_dir=str(tmp_path / "var"),
-        model_dir=str(model_dir),
-        api_keys=API_KEYS,
-        model_poll_seconds=0,
-    )
+    settings = _embedded_settings(tmp_path, model_dir)
     event = {"customer_id": "u0", "item_id": "i02", "event_type": "purchase", "channel": "store"}
     with TestClient(create_app(settings)) as client:
         client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
@@ -95,12 +85,7 @@ def test_without_redis_url_the_service_runs_on_the_embedded_server(
 
 
 def test_a_service_that_stops_stops_its_embedded_server(tmp_path: Path, model_dir: Path) -> None:
-    settings = Settings(
-        data_dir=str(tmp_path / "var"),
-        model_dir=str(model_dir),
-        api_keys=API_KEYS,
-        model_poll_seconds=0,
-    )
+    settings = _embedded_settings(tmp_path, model_dir)
     event = {"customer_id": "u0", "item_id": "i02", "event_type": "view", "channel": "web"}
     with TestClient(create_app(settings)) as client:
         client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
@@ -127,6 +112,16 @@ def test_python_m_service_stopped_by_sigterm_stops_its_embedded_server(
         pid = server_pid(tmp_path)  # the folder the service started its server in
     # running_service sent SIGTERM and saw the process exit.
     wait_until_gone(pid, "the embedded server outlived python -m service")
+
+
+def _embedded_settings(tmp_path: Path, model_dir: Path) -> Settings:
+    """Settings without a Redis URL: the app starts its embedded server under tmp_path/var."""
+    return Settings(
+        data_dir=str(tmp_path / "var"),
+        model_dir=str(model_dir),
+        api_keys=API_KEYS,
+        model_poll_seconds=0,
+    )
 
 
 def server_pid(data_dir: Path) -> int:

@@ -40,7 +40,7 @@ class AdminModelController(Controller):
             announced = False
         return {
             "swapped": swapped,
-            "model_version": live_model.current.version if live_model.current else None,
+            "model_version": live_model.version,
             "error": live_model.error,
             "announced": announced,
         }

@@ -59,6 +59,5 @@ async def metrics(
     tracking: NamedDependency[Tracking], live_model: NamedDependency[LiveModel]
 ) -> Response[bytes]:
     """Prometheus exposition: latency per route and channel, errors, fallbacks, Redis, events."""
-    model = live_model.current
-    body = tracking.metrics.exposition(model.version if model else None)
+    body = tracking.metrics.exposition(live_model.version)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -52,8 +52,7 @@ class EventController(Controller):
         stamped = [e if e.timestamp else msgspec.structs.replace(e, timestamp=now) for e in events]
         resolved = await resolve_events(store, settings.identifier_kinds_set, stamped)
         # Measurement (issue 7): counters and touches ride on the same transaction.
-        current = rt.live_model.current
-        measure = await tracking.plan(resolved, current.version if current else None)
+        measure = await tracking.plan(resolved, rt.live_model.version)
         ids = await store.record(resolved, also=measure)
         await store.record_redemptions(resolved)  # offer_redeemed with an offer_id: caps, history
         tracking.ingested(resolved)

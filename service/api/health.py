@@ -34,7 +34,7 @@ async def health_ready(
     ready = model_ok and redis_ok
     body = Health(
         status="ok" if ready else "unavailable",
-        model_version=live_model.current.version if live_model.current else None,
+        model_version=live_model.version,
         checks=checks,
     )
     return Response(body, status_code=200 if ready else HTTP_503_SERVICE_UNAVAILABLE)
