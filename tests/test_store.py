@@ -102,6 +102,20 @@ def test_reads_and_records_survive_redis_losing_its_scripts(
     assert again.bought == {"a", "b"} and set(again.cart) == {"x"}  # type: ignore[attr-defined]
 
 
+def test_an_undecodable_recent_event_is_skipped_and_the_others_kept(
+    redis_url: str, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An entry another version wrote (or a hand edit) must not fail the customer's requests.
+    async def use(store: Store) -> object:
+        await store.record([event("c1", "a", minutes=0), event("c1", "b", minutes=1)])
+        await store.client.lpush(store.keys.recent("c1"), b"\xc1 not msgpack")
+        return await store.customer_state("c1")
+
+    state = with_store(redis_url, key_prefix, use)
+    assert [e.item_id for e in state.recent] == ["b", "a"]  # type: ignore[attr-defined]
+    assert "undecodable recent event" in caplog.text
+
+
 def test_an_unknown_customer_has_an_empty_state(redis_url: str, key_prefix: str) -> None:
     state = with_store(redis_url, key_prefix, lambda s: s.customer_state("nobody"))
     assert state.recent == [] and state.bought == frozenset()
