@@ -61,6 +61,9 @@ class _Subset(NamedTuple):
 
     rows: NDArray[np.int32]
     at: NDArray[np.int32] | None
+    # Where each of the index's clusters starts in ``at`` (``IvfIndex.subset_bounds``), kept for
+    # a category's items; None: found when searched.
+    bounds: NDArray[np.int32] | None = None
 
 
 _NO_ITEMS = _Subset(np.empty(0, np.int32), np.empty(0, np.int32))
@@ -273,8 +276,15 @@ class FactorModel:
         ends = [*starts[1:].tolist(), len(order)]
         rows = order if self.index is None else np.asarray(self.index.rows[order], np.int32)
         at = None if self.index is None else order
+        if at is None or self.index is None:
+            return {
+                code: _Subset(rows[start:end], None)
+                for code, start, end in zip(found.tolist(), starts.tolist(), ends, strict=True)
+                if code >= 0
+            }
+        subset_bounds = self.index.subset_bounds
         return {
-            code: _Subset(rows[start:end], None if at is None else at[start:end])
+            code: _Subset(rows[start:end], at[start:end], subset_bounds(at[start:end]))
             for code, start, end in zip(found.tolist(), starts.tolist(), ends, strict=True)
             if code >= 0
         }
@@ -434,7 +444,15 @@ class FactorModel:
         if index is None or k <= 0:
             return None
         if allowed is not None and index.exact_for(self.allowed_count(allowed), self.n_items):
-            # A narrow or selective filter: scoring just its items is cheaper, and exact.
+            # A narrow or selective filter: the probes would starve on it. Its kept items (a
+            # category's) are searched in the clusters that hold them, when that scores fewer.
+            items = self._remembered(allowed)
+            if items is not None and items.at is not None and len(items.at) > index.exact_below:
+                found = index.search_subset(
+                    query, k, items.at, items.rows, items.bounds, exclude=exclude, norms=norms
+                )
+                if found is not None:
+                    return found
             return self._exact_subset(query, k, exclude, allowed, norms)
         return index.search(query, k, exclude=exclude, allowed=allowed, norms=norms)
 

@@ -248,7 +248,7 @@ def test_similar_items_under_a_filter_that_empties_the_kept_list(ann_model: Fact
 @pytest.mark.parametrize(
     ("n_allowed", "n_items", "exact"),
     [
-        (20_000, 10_000_000, True),  # up to exact_below: always
+        (10_000, 10_000_000, True),  # up to exact_below: always
         (20_001, 100_000, False),  # 20% of the catalogue: the index finds enough of them
         (20_053, 1_000_000, True),  # a 2% category: the probes would starve
         (50_000, 1_000_000, True),
@@ -263,8 +263,9 @@ def test_which_filters_are_scored_exactly(n_allowed: int, n_items: int, exact: b
 def test_a_selective_category_is_scored_exactly_over_its_kept_rows(model_dir: Path) -> None:
     """A category the index's probes would starve on is answered exactly, from rows kept with
     the category's mask (no pass over the catalogue per request)."""
-    # Every category is "large" here, and one probe would miss most of a scattered filter.
-    config = ann.AnnConfig(mode="on", exact_below=10, nprobe=1)
+    # One probe would miss most of a scattered filter. The category within the stock below keeps
+    # under 200 items, so it is scored exactly (larger ones are searched in their clusters).
+    config = ann.AnnConfig(mode="on", exact_below=200, nprobe=1)
     model = FactorModel(artifact.load(artifact.resolve(model_dir)), ann=config)
     exact = FactorModel(artifact.load(artifact.resolve(model_dir)), ann=ann.AnnConfig(mode="off"))
     mask = model.category_mask("cat3")
@@ -292,6 +293,57 @@ def test_a_selective_category_is_scored_exactly_over_its_kept_rows(model_dir: Pa
             rows, scores = model.recommend(user, 10, allowed=allowed, exclude=bought)
             assert rows.tolist() == expected[0].tolist()
             np.testing.assert_allclose(scores, expected[1], rtol=1e-5)
+
+
+def test_a_large_category_is_searched_in_the_clusters_that_hold_it(model_dir: Path) -> None:
+    """A selective category (at most 5% of the catalogue) above ``exact_below`` items is
+    searched among its own items in the best clusters holding them (a category's items are
+    alike, so they gather in few clusters): nearly what exact scoring finds."""
+    config = ann.AnnConfig(mode="on", exact_below=50, nprobe=2)
+    model = FactorModel(artifact.load(artifact.resolve(model_dir)), ann=config)
+    exact = FactorModel(artifact.load(artifact.resolve(model_dir)), ann=ann.AnnConfig(mode="off"))
+    index = model.index
+    assert index is not None
+    in_stock = np.arange(N_ITEMS) % 3 == 0  # a tenth of the catalogue per category: a third
+    shares = []
+    for u in range(0, 300, 3):
+        user = model.user_vector(u)
+        mask = model.category_mask(f"cat{u % 10}", in_stock)
+        items = model._remembered(mask)  # type: ignore[arg-type]
+        assert mask is not None and items is not None and items.at is not None
+        assert 50 < len(items.rows) <= ann.SELECTIVE_SHARE * N_ITEMS
+        bought = exact.recommend(user, 2, allowed=mask)[0]
+        rows, scores = model.recommend(user, 10, allowed=mask, exclude=bought)
+        assert len(rows) == 10 and mask[rows].all()
+        assert not set(rows.tolist()) & set(bought.tolist())
+        np.testing.assert_allclose(scores, model.item_factors[rows] @ user, rtol=1e-5)
+        assert (np.diff(scores) <= 0).all()
+        found = index.search_subset(user, 10, items.at, items.rows, items.bounds, exclude=bought)
+        assert found is not None and found[0].tolist() == rows.tolist()  # not the exact path
+        shares.append(recall(rows, exact.recommend(user, 10, allowed=mask, exclude=bought)[0]))
+    assert np.mean(shares) >= 0.95
+
+
+def test_a_category_spread_thinly_over_the_clusters_is_left_to_exact_scoring(
+    ann_model: FactorModel,
+) -> None:
+    index = ann_model.index
+    assert index is not None
+    # Every tenth item in the index's order: about a tenth of each cluster.
+    at = np.arange(0, N_ITEMS, 10, dtype=np.int32)
+    rows = np.asarray(index.rows[at], dtype=np.int32)
+    user = ann_model.user_vector(0)
+    assert index.search_subset(user, 10, at, rows) is None
+    # One that fills its clusters is searched; bounds found or given agree.
+    at = np.arange(0, int(index.offsets[index.nlist // 2]), dtype=np.int32)
+    rows = np.asarray(index.rows[at], dtype=np.int32)
+    bounds, half = index.subset_bounds(at), index.nlist // 2
+    assert np.array_equal(np.diff(bounds)[:half], np.diff(index.offsets)[:half])
+    assert not np.diff(bounds)[half:].any()
+    found = index.search_subset(user, 10, at, rows)
+    assert found is not None
+    assert found[0].tolist() == index.search_subset(user, 10, at, rows, bounds)[0].tolist()  # type: ignore[index]
+    assert set(found[0].tolist()) <= set(rows.tolist())
 
 
 def test_a_category_within_the_stock_is_built_from_the_categorys_rows(
