@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 
 from service.api.params import Category, ChannelParam, Exclude, K, PathId
 from service.api.recommendations import StoreId
+from service.app import settle_heap
 from service.auth import ApiKeys, require_scope
 from service.settings import Settings
 from service.store import Store
@@ -101,6 +102,10 @@ async def _redis(app: Litestar) -> AsyncIterator[None]:
     # Created in the server's own event loop, as the service creates its client.
     app.state.redis = Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15"))
     app.state.stores = {}
+    # As the service settles its heap after startup. Without it the references' full collections
+    # (tens of ms each, traversing everything startup built) were the state-read reference's p99:
+    # 16-46 ms against a p50 of 3 ms at 32 connections; 4.7-5.2 ms with it.
+    settle_heap()
     try:
         yield
     finally:
