@@ -18,8 +18,9 @@ answer behind the recommendations route's signature and API-key check, and the s
 the customer's real-time state from Redis as the service does (what any personalised answer costs
 before ranking). Per endpoint: requests/s, p50, p99, errors (non-2xx and socket errors), the ratio
 to the bare route, and memory per worker (RSS and PSS from /proc/<pid>/smaps_rollup). It reports ANN
-recall@10 against exact scoring, publishes a new model version during a load run (hot swap: errors,
-seconds until the new version is served) and writes benchmarks/results/serving.json.
+recall@10 against exact scoring (unfiltered and within a category), publishes a new model version
+during a load run (hot swap: errors, seconds until the new version is served) and writes
+benchmarks/results/serving.json.
 
 The service runs as retailers measuring it would: tracking on, an A/B test running on every channel
 and ``N_OFFERS`` offers to choose from. Per size, two fresh 1-worker servers identical but for
