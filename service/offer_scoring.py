@@ -16,6 +16,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from service.events import Event
 from service.offer_facts import Facts, OfferHistory, within_days
 from service.offers import Offer, OfferRules
 from service.ranking import FactorModel, Rows
@@ -204,10 +205,14 @@ def targets(offer: Offer, model: FactorModel, item_id: str) -> bool:
     t = offer.target
     if not t.items and not t.categories:
         return True
-    if item_id in t.items:
-        return True
-    row = model.item_row(item_id)
-    return row is not None and model.category_of(row) in t.categories
+    row = model.item_row(item_id) if t.categories and item_id not in t.items else None
+    return _about(offer, item_id, model.category_of(row) if row is not None else None)
+
+
+def _about(offer: Offer, item_id: str, category: str | None) -> bool:
+    """``targets`` for an item whose category (None: none, or unknown item) is looked up."""
+    t = offer.target
+    return (not t.items and not t.categories) or item_id in t.items or category in t.categories
 
 
 class Plan:
@@ -294,13 +299,26 @@ def rank(
             key = (not top, -ev, -offer.priority, offer.offer_id)
             picked.append((key, offer, ev, float(affinity[i, j]), trig))
         picked.sort(key=lambda p: p[0])
+        done = _recent_done(plan.model, cand) if personal[i] and picked else []
         out.append(
             [
-                _scored(plan.model, o, cand, ev, aff, trig, personal[i])
+                _scored(plan.model, o, cand, ev, aff, trig, personal[i], done)
                 for _, o, ev, aff, trig in picked[:k]
             ]
         )
     return out
+
+
+def _recent_done(model: FactorModel, cand: Candidate) -> list[tuple[Event, str | None]]:
+    """The customer's recent events that can explain an offer, each with its item's category:
+    one lookup for all (one per event and offer was 7% of an offers request's CPU)."""
+    events = [e for e in cand.state.recent if e.item_id and e.event_type in _VERBS]
+    rows = model.lookup_items([e.item_id or "" for e in events])
+    categories = model.categories_of(np.maximum(rows, 0))
+    return [
+        (e, category if row >= 0 else None)
+        for e, row, category in zip(events, rows.tolist(), categories, strict=True)
+    ]
 
 
 def _scored(
@@ -311,6 +329,7 @@ def _scored(
     affinity: float,
     trig: str | None,
     personal: bool,
+    done: Sequence[tuple[Event, str | None]],
 ) -> ScoredOffer:
     return ScoredOffer(
         offer_id=offer.offer_id,
@@ -319,32 +338,42 @@ def _scored(
         amount=offer.amount,
         expected_value=round(ev, 6),
         affinity=round(affinity, 6),
-        reason=reason(model, offer, cand, trig, personal),
+        reason=reason(model, offer, cand, trig, personal, done),
         trigger=trig,
         valid_until=offer.valid_until,
     )
 
 
 def reason(
-    model: FactorModel, offer: Offer, cand: Candidate, trig: str | None, personal: bool
+    model: FactorModel,
+    offer: Offer,
+    cand: Candidate,
+    trig: str | None,
+    personal: bool,
+    done: Sequence[tuple[Event, str | None]],
 ) -> str:
-    """A human-readable reason: the trigger, else what the customer did with the target."""
+    """A human-readable reason: the trigger, else what the customer did with the target.
+
+    ``done``: the customer's recent events that can explain an offer (``_recent_done``).
+    """
     if trig == "abandoned_cart" and (item := cart_item(offer, cand, model)):
         line = cand.state.cart[item]
         return f"you left {_name(model, item)} in your cart{_WHERE.get(line.channel, '')}"
     if trig == "win_back" and cand.facts.days_since_activity is not None:
         return f"we have not seen you for {int(cand.facts.days_since_activity)} days"
-    if personal and (did := _what_they_did(model, offer, cand)):
+    if personal and (did := _what_they_did(model, offer, cand, done)):
         return did
     if personal:
         return "matches what you like" if offer.target.items else "picked for your tastes"
     return "available to you now"
 
 
-def _what_they_did(model: FactorModel, offer: Offer, cand: Candidate) -> str | None:
+def _what_they_did(
+    model: FactorModel, offer: Offer, cand: Candidate, done: Sequence[tuple[Event, str | None]]
+) -> str | None:
     counts: Counter[tuple[str, str, str]] = Counter()
-    for e in cand.state.recent:
-        if e.item_id and e.event_type in _VERBS and targets(offer, model, e.item_id):
+    for e, category in done:
+        if e.item_id and _about(offer, e.item_id, category):
             counts[(e.event_type, e.item_id, e.channel)] += 1
     if counts:
         (kind, item, channel), n = counts.most_common(1)[0]
