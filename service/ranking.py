@@ -282,9 +282,20 @@ class FactorModel:
                 for code, start, end in zip(found.tolist(), starts.tolist(), ends, strict=True)
                 if code >= 0
             }
-        subset_bounds = self.index.subset_bounds
+        index = self.index
+
+        def subset(start: int, end: int) -> _Subset:
+            # Cluster bounds only for the categories large enough to be searched (``_from_index``):
+            # 8 KiB each at a million items, and a catalogue may have thousands of small ones.
+            searched = end - start > index.exact_below
+            return _Subset(
+                rows[start:end],
+                at[start:end],
+                index.subset_bounds(at[start:end]) if searched else None,
+            )
+
         return {
-            code: _Subset(rows[start:end], at[start:end], subset_bounds(at[start:end]))
+            code: subset(start, end)
             for code, start, end in zip(found.tolist(), starts.tolist(), ends, strict=True)
             if code >= 0
         }

@@ -322,6 +322,10 @@ def test_a_large_category_is_searched_in_the_clusters_that_hold_it(model_dir: Pa
         assert found is not None and found[0].tolist() == rows.tolist()  # not the exact path
         shares.append(recall(rows, exact.recommend(user, 10, allowed=mask, exclude=bought)[0]))
     assert np.mean(shares) >= 0.95
+    # Each category's cluster bounds are kept when it may be searched, and only then.
+    assert all(items.bounds is not None for items in model._category_items.values())
+    small = FactorModel(model.artifact, ann=ann.AnnConfig(mode="on"))  # exact below 10,000
+    assert all(items.bounds is None for items in small._category_items.values())
 
 
 def test_a_category_spread_thinly_over_the_clusters_is_left_to_exact_scoring(
