@@ -328,6 +328,35 @@ def test_a_large_category_is_searched_in_the_clusters_that_hold_it(model_dir: Pa
     assert all(items.bounds is None for items in small._category_items.values())
 
 
+def test_similar_items_within_a_large_category_are_searched_by_cosine(model_dir: Path) -> None:
+    """Items like one of another category, shown within a category: the kept list holds none
+    of them, so the category is searched by cosine among its own items."""
+    # Two clusters' worth of items is enough for a cosine search here: fewer than the category's
+    # third in stock (about 130), so the search scores part of it.
+    config = ann.AnnConfig(mode="on", exact_below=50, nprobe_similar=2)
+    model = FactorModel(artifact.load(artifact.resolve(model_dir)), ann=config)
+    index = model.index
+    assert index is not None
+    mask = model.category_mask("cat0", np.arange(N_ITEMS) % 3 == 0)
+    items = model._remembered(mask)  # type: ignore[arg-type]
+    assert mask is not None and items is not None and items.at is not None
+    unit = model.item_factors / model.item_norms[:, None]
+    shares = []
+    for item in np.flatnonzero(model.item_category != model.category_codes["cat0"])[:60:3]:
+        item = int(item)
+        rows, scores = model.similar_items(item, 10, allowed=mask)
+        assert len(rows) == 10 and mask[rows].all() and item not in rows.tolist()
+        np.testing.assert_allclose(scores, unit[rows] @ unit[item], rtol=1e-4, atol=1e-6)
+        own = np.array([item])
+        found = index.search_subset(
+            unit[item], 10, items.at, items.rows, exclude=own, norms=model.item_norms
+        )
+        assert found is not None and found[0].tolist() == rows.tolist()  # not the exact path
+        truth = np.flatnonzero(mask)[np.argsort(-(unit[mask] @ unit[item]), kind="stable")[:10]]
+        shares.append(recall(rows, truth))
+    assert np.mean(shares) >= 0.95
+
+
 def test_a_category_spread_thinly_over_the_clusters_is_left_to_exact_scoring(
     ann_model: FactorModel,
 ) -> None:
