@@ -20,10 +20,11 @@ _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("reques
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 # A phone number: 9 to 15 digits in groups split by spaces, dashes or brackets, perhaps after a
 # "+", standing on its own (not inside a word, an address, a time or a version), or the North
-# American 555.123.4567. Not an ISO date, a model version (20261207T023206Z), an IP address or a
-# count: those keep operators' logs readable.
+# American 555.123.4567. Not an ISO date, a model version (20261207T023206Z, or one ending in
+# "-246155" before an item count), an IP address or a count: those keep operators' logs readable.
+# Digits right after a hyphen belong to an identifier.
 _PHONE = re.compile(
-    r"(?<![\w.+])(?!\d{4}-\d{2}-\d{2}(?!\d))(?:\+\s?)?\(?\d(?:[ ()-]{0,2}\d){8,14}(?![\w.:])"
+    r"(?<![\w.+-])(?!\d{4}-\d{2}-\d{2}(?!\d))(?:\+\s?)?\(?\d(?:[ ()-]{0,2}\d){8,14}(?![\w.:])"
     r"|(?<![\w.])\d{3}\.\d{3}\.\d{4}(?![\w.])"
 )
 # Fields of LogRecord itself; anything else passed with ``extra=`` is logged as a JSON field.

@@ -244,6 +244,8 @@ def test_logs_mask_phone_numbers(phone: str) -> None:
     "kept",
     [
         "serving model 20261207T023206Z-bench-734d62 (100000 items)",
+        # A version whose hash is all digits, then the count: ten digits, not a number.
+        "serving model 20261207T051753Z-blend-246155 (1000 items)",
         "Error 111 connecting to 127.0.0.1:33559.",
         "at 2026-12-07 03:09:07 and 2026-12-07T03:09:07Z",
         "from 192.168.100.200 in 1234 ms",
