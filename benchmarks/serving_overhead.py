@@ -74,7 +74,8 @@ def build_model(model_dir: Path, n_users: int, n_items: int, dim: int = 64) -> s
 def start_server(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """One uvicorn worker serving the app; waits until it answers."""
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
-    cmd += ["--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+    cmd += ["--port", str(port), "--loop", "uvloop", "--no-access-log"]
+    cmd += ["--http", "service.http_protocol:GatheringHttpToolsProtocol"]  # as python -m service
     cmd += ["--log-level", "warning"]
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60

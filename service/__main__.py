@@ -53,7 +53,8 @@ def main() -> int:
             workers=settings.worker_count,
             log_level=settings.log_level.lower(),
             loop="uvloop" if sys.platform != "win32" else "asyncio",
-            http="httptools",
+            # httptools, a response's head and body sent in one call (service/http_protocol.py).
+            http="service.http_protocol:GatheringHttpToolsProtocol",
             # The app writes its own access log, without customer ids (service/metrics.py).
             access_log=False,
         )
