@@ -203,6 +203,10 @@ def test_health_needs_no_key(client: TestClient) -> None:
     ready = client.get("/health/ready")
     assert ready.status_code == 200
     assert ready.json()["model_version"] == "v1-checkerboard"
+    # Checkers that send HEAD (some load balancers) get the same status, without a body.
+    for path in ("/health/live", "/health/ready"):
+        answer = client.head(path)
+        assert answer.status_code == 200 and answer.content == b""
 
 
 def test_openapi_documents_the_api(client: TestClient) -> None:
@@ -288,6 +292,8 @@ def test_without_a_usable_model_the_service_runs_but_is_not_ready(
         ready = client.get("/health/ready")
         assert ready.status_code == 503
         assert ready.json()["checks"]["model"] != "ok"
+        assert client.head("/health/ready").status_code == 503
+        assert client.head("/health/live").status_code == 200
         response = client.get("/v1/customers/u0/recommendations")
         assert response.status_code == 503
         assert response.json()["type"] == "urn:omnireco:problem:model-unavailable"

@@ -7,7 +7,7 @@ from service.api.customers import ConsentController, ErasureController, Identity
 from service.api.dashboard import DashboardController, dashboard_page, metrics
 from service.api.events import EventController
 from service.api.experiments import ExperimentController
-from service.api.health import health_live, health_ready
+from service.api.health import health_live, health_live_head, health_ready, health_ready_head
 from service.api.inventory import InventoryController
 from service.api.offers import CustomerOffersController, OfferCatalogueController
 from service.api.recommendations import RecommendationController
@@ -26,7 +26,9 @@ ROUTES = [
     OfferCatalogueController,
     CustomerOffersController,
     health_live,
+    health_live_head,
     health_ready,
+    health_ready_head,
     # Measurement (issue 7).
     ExperimentController,
     DashboardController,

@@ -1,8 +1,8 @@
-"""Liveness and readiness (no key needed)."""
+"""Liveness and readiness (no key needed), for GET and for checkers that send HEAD."""
 
 from __future__ import annotations
 
-from litestar import get
+from litestar import get, head
 from litestar.di import NamedDependency
 from litestar.response import Response
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
@@ -18,11 +18,33 @@ async def health_live() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@head("/health/live", operation_id="liveHead", tags=["health"])
+async def health_live_head() -> None:
+    """``/health/live`` without a body."""
+
+
 @get("/health/ready", operation_id="ready", tags=["health"])
 async def health_ready(
     live_model: NamedDependency[LiveModel], store: NamedDependency[Store]
 ) -> Response[Health]:
     """200 when a model is loaded and Redis answers, else 503 with the reason per check."""
+    body = await _readiness(live_model, store)
+    return Response(body, status_code=_status(body))
+
+
+@head("/health/ready", operation_id="readyHead", tags=["health"])
+async def health_ready_head(
+    live_model: NamedDependency[LiveModel], store: NamedDependency[Store]
+) -> Response[None]:
+    """``/health/ready``'s status without a body."""
+    return Response(None, status_code=_status(await _readiness(live_model, store)))
+
+
+def _status(health: Health) -> int:
+    return 200 if health.status == "ok" else HTTP_503_SERVICE_UNAVAILABLE
+
+
+async def _readiness(live_model: LiveModel, store: Store) -> Health:
     model_ok = live_model.current is not None
     redis_ok = await store.ping()
     checks = {
@@ -31,10 +53,8 @@ async def health_ready(
     }
     if model_ok and live_model.error:
         checks["model_refresh"] = live_model.error  # serving the old one; the new one failed
-    ready = model_ok and redis_ok
-    body = Health(
-        status="ok" if ready else "unavailable",
+    return Health(
+        status="ok" if model_ok and redis_ok else "unavailable",
         model_version=live_model.version,
         checks=checks,
     )
-    return Response(body, status_code=200 if ready else HTTP_503_SERVICE_UNAVAILABLE)
