@@ -268,31 +268,23 @@ class FactorModel:
         clusters), which a gather reads about twice as fast as rows spread over the matrix (0.30
         against 0.55 ms for a category of 20,000 items among a million, categories at random).
         """
+        index = self.index
         codes = np.asarray(self.item_category)
-        if self.index is not None:
-            codes = codes[self.index.rows]
+        if index is not None:
+            codes = codes[index.rows]
         order = np.argsort(codes, kind="stable").astype(np.int32)
         found, starts = np.unique(codes[order], return_index=True)
         ends = [*starts[1:].tolist(), len(order)]
-        rows = order if self.index is None else np.asarray(self.index.rows[order], np.int32)
-        at = None if self.index is None else order
-        if at is None or self.index is None:
-            return {
-                code: _Subset(rows[start:end], None)
-                for code, start, end in zip(found.tolist(), starts.tolist(), ends, strict=True)
-                if code >= 0
-            }
-        index = self.index
+        rows = order if index is None else np.asarray(index.rows[order], np.int32)
 
         def subset(start: int, end: int) -> _Subset:
+            if index is None:
+                return _Subset(rows[start:end], None)
+            at = order[start:end]
             # Cluster bounds only for the categories large enough to be searched (``_from_index``):
             # 8 KiB each at a million items, and a catalogue may have thousands of small ones.
             searched = end - start > index.exact_below
-            return _Subset(
-                rows[start:end],
-                at[start:end],
-                index.subset_bounds(at[start:end]) if searched else None,
-            )
+            return _Subset(rows[start:end], at, index.subset_bounds(at) if searched else None)
 
         return {
             code: subset(start, end)
