@@ -369,23 +369,17 @@ def run_wrk(
     url = server.base
     pids = server.worker_pids()
     cpu_before = cpu_seconds(pids)
-    out = subprocess.run(
-        [
-            wrk,
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{max(1, round(duration))}s",
-            "--timeout",
-            "2s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    seconds = max(1, round(duration))
+    argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s"]
+    with subprocess.Popen(
+        [*argv, "--latency", "-s", str(script), url], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        # Half way through, every connection is open and keeps its worker until the end.
+        time.sleep(seconds / 2)
+        split = connections_per_worker(pids, server.port)
+        out, _ = proc.communicate()
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, argv, out)
 
     def latency(pct: str) -> float:
         m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
@@ -407,8 +401,35 @@ def run_wrk(
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": socket_errors,
         "server_cpu_us_per_request": round(cpu / requests * 1e6, 1) if requests else None,
+        "connections_per_worker": split,
         "raw": out,
     }
+
+
+def connections_per_worker(pids: list[int], port: int) -> list[int]:
+    """The established TCP connections to ``port`` that each of ``pids`` holds (from /proc).
+
+    uvicorn's workers accept from one shared socket, so connections opened together (as `wrk`
+    opens its own) split between them by chance, and each stays with its worker: a worker
+    holding more of them has more requests queued, and its answers wait longer.
+    """
+    ours = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                # Local address "ADDR:PORT" in hex; state 01: established.
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    ours.add(f"socket:[{fields[9]}]")
+    counts = []
+    for pid in pids:
+        held = 0
+        with contextlib.suppress(OSError):  # a worker that exited holds none
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    held += os.readlink(fd) in ours
+        counts.append(held)
+    return counts
 
 
 # ----------------------------------------------------------------------------- the run
@@ -970,8 +991,10 @@ def format_table(report: dict[str, Any]) -> str:
     """The results as a Markdown table (also used by docs/serving.md)."""
     lines = [
         "| items | workers | endpoint | req/s | ratio to bare | p50 ms | p99 ms | errors "
-        "| server CPU µs/req | CPU ratio to bare | PSS/worker MiB | RSS/worker MiB |",
-        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server CPU µs/req | CPU ratio to bare | PSS/worker MiB | RSS/worker MiB "
+        "| connections per worker |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| --- |",
     ]
     for size in report["sizes"]:
         for run in size["runs"]:
@@ -983,7 +1006,7 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {size['items']:,} | {run['workers']} | bare route | {b['rps']:,.0f} | 1.00 "
                 f"| {b['p50_ms']} | {b['p99_ms']} | {b['errors']} "
-                f"| {b.get('server_cpu_us_per_request')} | 1.00 | | |"
+                f"| {b.get('server_cpu_us_per_request')} | 1.00 | | | {_split(b)} |"
             )
             for reference, (_, label) in REFERENCES.items():
                 if reference not in run:  # results of runs before the reference existed
@@ -993,22 +1016,29 @@ def format_table(report: dict[str, Any]) -> str:
                     f"| {size['items']:,} | {run['workers']} | {label} "
                     f"| {r['rps']:,.0f} | {r['ratio_to_bare']:.2f} | {r['p50_ms']} | {r['p99_ms']} "
                     f"| {r['errors']} | {r.get('server_cpu_us_per_request')} "
-                    f"| {r.get('cpu_ratio_to_bare')} | | |"
+                    f"| {r.get('cpu_ratio_to_bare')} | | | {_split(r)} |"
                 )
             for name, r in run["endpoints"].items():
                 if "skipped" in r:
                     lines.append(
                         f"| {size['items']:,} | {run['workers']} | {name} | skipped: "
-                        f"{r['skipped']} | | | | | | | | |"
+                        f"{r['skipped']} | | | | | | | | | |"
                     )
                     continue
                 lines.append(
                     f"| {size['items']:,} | {run['workers']} | {name} | {r['rps']:,.0f} "
                     f"| {r['ratio_to_bare']:.2f} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} "
                     f"| {r.get('server_cpu_us_per_request')} | {r.get('cpu_ratio_to_bare')} "
-                    f"| {pss:.0f} | {rss:.0f} |"
+                    f"| {pss:.0f} | {rss:.0f} | {_split(r)} |"
                 )
     return "\n".join(lines)
+
+
+def _split(result: dict[str, Any]) -> str:
+    """How a run's connections were split between several workers ("14 / 18"); blank for one
+    worker and for results of runs before this was measured."""
+    split = result.get("connections_per_worker") or []
+    return " / ".join(str(n) for n in split) if len(split) > 1 else ""
 
 
 def format_summary(report: dict[str, Any]) -> str:
