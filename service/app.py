@@ -54,9 +54,39 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+# Where the hard limit on open files is unlimited, the soft one goes this high (Linux's default
+# ``fs.nr_open``: a process may not hold more).
+_OPEN_FILES_UNLIMITED = 1 << 20
+
+
+def allow_open_files() -> int:
+    """Raise this process's soft limit on open files to its hard limit; returns the limit now.
+
+    Every connection is an open file. A soft limit of 1,024 is a common default (with a hard
+    limit hundreds of times higher), and under it a worker stops accepting at about a thousand
+    clients: the others wait until they time out. Go's runtime raises the limit the same way at
+    start. -1 where the platform has no such limit (Windows).
+    """
+    try:
+        import resource
+    except ImportError:
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _OPEN_FILES_UNLIMITED if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:  # a cap of the platform's (macOS: OPEN_MAX)
+            log.warning("open files stay limited to %d: %s", soft, exc)
+    return soft
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app. ``settings`` default to ``Settings.from_env()`` (tests pass their own)."""
     settings = settings or Settings.from_env()
+    # In each worker: uvicorn calls this factory in every worker process.
+    allow_open_files()
     configure_logging(settings.log_level)
     api_keys = api_keys_from_settings(settings.api_keys, settings.data_dir)
     live_model = LiveModel(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -43,16 +44,30 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_service(env: dict[str, str | None], data_dir: Path) -> Iterator[str]:
+def running_service(
+    env: dict[str, str | None], data_dir: Path, *, open_files: int | None = None
+) -> Iterator[str]:
     """``python -m service`` on a free port until the block ends (stopped with SIGTERM, as a
-    container is); yields its base URL. A None in ``env`` unsets that variable."""
+    container is); yields its base URL. A None in ``env`` unsets that variable.
+
+    ``open_files``: the soft limit on open files the service starts with (its hard limit kept).
+    """
     port = free_port()
     place = {"PORT": str(port), "HOST": "127.0.0.1", "DATA_DIR": str(data_dir)}
     merged = {**os.environ, **env, **place}
     full_env = {name: value for name, value in merged.items() if value is not None}
     log = (data_dir / "service.log").open("wb")
+
+    def limit_open_files() -> None:  # in the child, before it runs Python
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+
     process = subprocess.Popen(
-        [sys.executable, "-m", "service"], env=full_env, stdout=log, stderr=log
+        [sys.executable, "-m", "service"],
+        env=full_env,
+        stdout=log,
+        stderr=log,
+        preexec_fn=limit_open_files if open_files is not None else None,
     )
     base = f"http://127.0.0.1:{port}"
     try:
