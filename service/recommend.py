@@ -84,22 +84,13 @@ def for_customer(model: FactorModel, customer_id: str | None, query: Query, ctx:
         InvalidRequest: the category filter names a category the model does not know.
     """
     allowed = _allowed(model, query, ctx.available)
-    in_cart = [*ctx.state.cart, *(e.item_id for e in ctx.session if e.event_type == "add_to_cart")]
     events = [*ctx.session, *ctx.state.recent]
-    # Every id the request names, looked up in one search; each event's item once, for the
-    # fold-in and for the reasons alike.
-    explicit, bought_since, carted, event_rows = _lookup(
-        model, query.exclude, ctx.state.bought, [i for i in in_cart if i], events
-    )
+    user_row = model.user_row(customer_id) if customer_id else None
+    explicit, bought, exclude, event_rows = _left_out(model, user_row, query, ctx, events)
     if not ctx.personalise:
         rows, scores = model.popular(query.channel, query.k, exclude=explicit, allowed=allowed)
         items = _items(model, rows, scores, "popular", _popular_reason(query))
         return Ranked(items=items, fallback=True, fallback_reason="no consent to personalisation")
-    user_row = model.user_row(customer_id) if customer_id else None
-    bought = bought_since
-    if user_row is not None:
-        bought = np.concatenate([model.bought_rows(user_row), bought_since])
-    exclude = np.concatenate([bought, explicit, carted])
     found = customer_vector(model, customer_id, events, ctx.now, event_rows)
     if found.vector is None:
         rows, scores = model.popular(query.channel, query.k, exclude=exclude, allowed=allowed)
@@ -111,6 +102,36 @@ def for_customer(model: FactorModel, customer_id: str | None, query: Query, ctx:
     )
     items = _explained(model, rows, scores, _reasons(events, event_rows, bought))
     return Ranked(items=items, recent_events_used=found.new_events)
+
+
+def popular_items(
+    model: FactorModel, customer_id: str | None, query: Query, ctx: Context
+) -> list[RecommendedItem]:
+    """The channel's popular items under ``query``, still without what the customer bought (in
+    the training data or since) or has in the cart: no fold-in and no scoring, a fraction of a
+    personalised answer's cost."""
+    allowed = _allowed(model, query, ctx.available)
+    user_row = model.user_row(customer_id) if customer_id else None
+    _, _, exclude, _ = _left_out(model, user_row, query, ctx, [])
+    rows, scores = model.popular(query.channel, query.k, exclude=exclude, allowed=allowed)
+    return _items(model, rows, scores, "popular", _popular_reason(query))
+
+
+def _left_out(
+    model: FactorModel, user_row: int | None, query: Query, ctx: Context, events: Sequence[Event]
+) -> tuple[Rows, Rows, Rows, Rows]:
+    """What an answer leaves out: the rows the query names (``exclude``), the rows bought (in
+    the training data or since), all of those and the cart's together; and each of ``events``'
+    item row (-1: unknown). Every id looked up in one search, each event's item once for the
+    fold-in and for the reasons alike."""
+    in_cart = [*ctx.state.cart, *(e.item_id for e in ctx.session if e.event_type == "add_to_cart")]
+    explicit, bought_since, carted, event_rows = _lookup(
+        model, query.exclude, ctx.state.bought, [i for i in in_cart if i], events
+    )
+    bought = bought_since
+    if user_row is not None:
+        bought = np.concatenate([model.bought_rows(user_row), bought_since])
+    return explicit, bought, np.concatenate([bought, explicit, carted]), event_rows
 
 
 def similar_to_item(

@@ -16,8 +16,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from service import artifact, recommend
 from service.attribution import Touch, attribute, parse_windows
 from service.errors import StoreUnavailable
@@ -287,12 +285,7 @@ def rank_for_variant(
     """``recommend.for_customer``, or the channel's popular items for a ``popular`` variant."""
     if assignment is None or assignment.variant.ranking == "model":
         return recommend.for_customer(model, customer_id, query, ctx)
-    # No customer and no recent events: the popular fallback answers, still without what the
-    # customer bought or has in the cart.
-    state = msgspec.structs.replace(ctx.state, recent=[])
-    anonymous = msgspec.structs.replace(ctx, state=state, session=[])
-    ranked = recommend.for_customer(model, None, query, anonymous)
-    return msgspec.structs.replace(ranked, fallback=False, fallback_reason=None)
+    return recommend.Ranked(items=recommend.popular_items(model, customer_id, query, ctx))
 
 
 def _dims(arm: str | None, model_version: str | None) -> list[str]:

@@ -115,6 +115,9 @@ def test_a_popular_variant_serves_popular_items(client: TestClient) -> None:
     assert client.put("/v1/experiments/pop", json=body).status_code == 200
     items = client.get("/v1/customers/u0/recommendations?channel=store&k=2").json()["items"]
     assert [i["item_id"] for i in items] == ["i18", "i16"]
+    # Overall popularity leads with i00, which u0 bought in the training data: never shown.
+    items = client.get("/v1/customers/u0/recommendations?channel=email&k=2").json()["items"]
+    assert [i["item_id"] for i in items] == ["i01", "i02"]
 
 
 def test_a_variant_pinned_to_an_unknown_model_falls_back_to_the_live_one(
