@@ -57,6 +57,7 @@ def main() -> int:
             http="service.http_protocol:GatheringHttpToolsProtocol",
             # The app writes its own access log, without customer ids (service/metrics.py).
             access_log=False,
+            timeout_keep_alive=settings.keep_alive_seconds,
         )
     finally:
         if embedded is not None:

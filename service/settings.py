@@ -35,6 +35,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_level: LogLevel = "INFO"
     # uvicorn worker processes; auto: one per CPU this process may use (``usable_cpus``).
     workers: Positive | Literal["auto"] = "auto"
+    # How long an idle keep-alive connection stays open. Longer than the idle timeout of the
+    # proxy or load balancer in front (AWS's 60 s by default; nginx keeps 75 s): uvicorn's own 5 s
+    # closes connections the proxy still means to reuse, and it answers those requests with 502.
+    keep_alive_seconds: Positive = 75
     # Where each worker writes its /metrics figures so a scrape answers for all of them
     # (service/worker_metrics.py); python -m service sets it to data_dir/metrics for several
     # workers. Unset: each process answers for itself.
