@@ -32,7 +32,7 @@ from service.metrics import Metrics
 from service.problems import EXCEPTION_HANDLERS
 from service.runtime import Runtime
 from service.settings import Settings
-from service.store import Keys, Store
+from service.store import Keys, Store, durability
 from service.store.state_cache import StateCache
 from service.tracking import Tracking
 from service.worker_metrics import Snapshots
@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             socket_timeout=settings.redis_timeout_seconds,
             socket_connect_timeout=settings.redis_timeout_seconds,
         )
+        await durability.check(client)
         state_cache = None
         if settings.state_cache_customers:
             state_cache = StateCache(
