@@ -109,10 +109,13 @@ def popular_items(
 ) -> list[RecommendedItem]:
     """The channel's popular items under ``query``, still without what the customer bought (in
     the training data or since) or has in the cart: no fold-in and no scoring, a fraction of a
-    personalised answer's cost."""
+    personalised answer's cost. Without consent to personalisation, as ``for_customer``, only
+    the items the query names are left out: the customer's history is not used."""
     allowed = _allowed(model, query, ctx.available)
     user_row = model.user_row(customer_id) if customer_id else None
-    _, _, exclude, _ = _left_out(model, user_row, query, ctx, [])
+    explicit, _, exclude, _ = _left_out(model, user_row, query, ctx, [])
+    if not ctx.personalise:
+        exclude = explicit
     rows, scores = model.popular(query.channel, query.k, exclude=exclude, allowed=allowed)
     return _items(model, rows, scores, "popular", _popular_reason(query))
 

@@ -118,6 +118,10 @@ def test_a_popular_variant_serves_popular_items(client: TestClient) -> None:
     # Overall popularity leads with i00, which u0 bought in the training data: never shown.
     items = client.get("/v1/customers/u0/recommendations?channel=email&k=2").json()["items"]
     assert [i["item_id"] for i in items] == ["i01", "i02"]
+    # Without consent to personalisation the history is not used, as on every other path.
+    client.put("/v1/customers/u0/consent", json={"personalisation": False})
+    items = client.get("/v1/customers/u0/recommendations?channel=email&k=2").json()["items"]
+    assert [i["item_id"] for i in items] == ["i00", "i01"]
 
 
 def test_a_variant_pinned_to_an_unknown_model_falls_back_to_the_live_one(
