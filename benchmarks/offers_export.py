@@ -9,7 +9,8 @@ into Redis under a fresh key prefix, stores ``--offers`` offers, starts ``python
 1. the p99 of ``GET /v1/customers/{id}/recommendations`` alone (baseline),
 2. an export of every customer on email (``POST /v1/exports/offers``, read by ``curl`` in its
    own process) and, during it, the same p99,
-3. customers per second of that export.
+3. customers per second of that export, and of an export with no online load first (recording
+   no contacts, so the caps leave the second export its audience).
 
 Every key it wrote is deleted at the end.
 """
@@ -183,10 +184,11 @@ def summary(latencies: list[float], seconds: float) -> dict[str, float]:
 
 
 async def export_with_load(
-    base: str, users: int, out: Path, concurrency: int
+    base: str, users: int, out: Path, concurrency: int, *, record: bool = True
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Run the export (curl, its own process) and the online load until the export ends."""
-    body = json.dumps({"channel": "email", "offers": 1, "items": 5})
+    """Run the export (curl, its own process) and, with ``concurrency``, the online load until
+    the export ends. ``record``: the export records the contacts (caps then apply to the next)."""
+    body = json.dumps({"channel": "email", "offers": 1, "items": 5, "record": record})
     cmd = [
         "curl", "-sS", "-N", "-X", "POST", "-H", f"Authorization: Bearer {KEY}",
         "-H", "content-type: application/json", "-d", body, "-o", str(out),
@@ -195,11 +197,11 @@ async def export_with_load(
     stop = asyncio.Event()
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(*cmd)
-    task = asyncio.create_task(load(base, users, stop, concurrency))
+    task = asyncio.create_task(load(base, users, stop, concurrency)) if concurrency else None
     await proc.wait()
     seconds = time.perf_counter() - t0
     stop.set()
-    latencies = await task
+    latencies = await task if task is not None else []
     lines = sum(1 for _ in out.open("rb"))
     export = {
         "customers_in_audience": users,
@@ -207,7 +209,7 @@ async def export_with_load(
         "seconds": round(seconds, 2),
         "customers_per_s": round(users / seconds, 1),
     }
-    return export, summary(latencies, seconds)
+    return export, summary(latencies, seconds) if latencies else {}
 
 
 def main() -> int:
@@ -286,8 +288,15 @@ async def _measure(base: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
         args.baseline_seconds,
     )
     out = tmp / "export.ndjson"
+    # Alone first, recording nothing (the contact caps would thin out the next export's lines).
+    alone, _ = await export_with_load(base, args.users, out, 0, record=False)
     export, during = await export_with_load(base, args.users, out, args.concurrency)
-    return {"recommendations_alone": baseline, "export": export, "recommendations_during": during}
+    return {
+        "recommendations_alone": baseline,
+        "export_alone": alone,
+        "export": export,
+        "recommendations_during": during,
+    }
 
 
 def _wait_ready(base: str) -> None:

@@ -53,6 +53,12 @@ class Metrics:
         self.fallbacks = Counter(
             "reco_fallbacks_total", "non-personalised answers served", ["channel"], registry=r
         )
+        # Requests this worker is answering now (an offer export yields only while there are
+        # others: service/offer_service.py).
+        self.in_flight = 0
+        Gauge(
+            "reco_requests_in_flight", "HTTP requests the worker is answering now", registry=r
+        ).set_function(lambda: self.in_flight)
         self.model_info = Gauge(
             "reco_model_info", "the live model version (value 1)", ["version"], registry=r
         )
@@ -135,9 +141,11 @@ class Metrics:
                     ]
                 await send(message)
 
+            self.in_flight += 1
             try:
                 await app(scope, receive, send_wrapper)
             finally:
+                self.in_flight -= 1
                 self._observe(scope, status, time.perf_counter() - started)
 
         return timed_app

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, cast
 
@@ -72,8 +72,11 @@ class Chooser(msgspec.Struct, frozen=True, kw_only=True):
     record: bool = True
     # Only customers in this segment (an export's audience); None: everyone asked for.
     segment: str | None = None
-    # The most of the event loop's time this work may take (an export in a serving worker: 0.5).
+    # The most of the event loop's time this work may take while other requests are being
+    # answered (an export in a serving worker: 0.5).
     share: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
+    # Whether other requests are being answered now; None: unknown, so ``share`` always holds.
+    others_waiting: Callable[[], bool] | None = None
 
 
 async def load_catalogue(store: Store, model: FactorModel) -> Catalogue:
@@ -104,7 +107,7 @@ async def choose(
     rules = chooser.catalogue.rules
     if pairs is None:
         pairs = await chooser.store.offer_states(customer_ids, rules, now)
-    pace = _Pace(chooser.share)
+    pace = _Pace(chooser.share, chooser.others_waiting)
     prepared: list[Choice | _Prepared] = []
     for customer_id, (state, history) in zip(customer_ids, pairs, strict=True):
         prepared.append(_prepare(chooser, customer_id, state, history, now))
@@ -154,17 +157,24 @@ class _Pace:
     """Yield to the event loop after every ``TIME_SLICE`` of work, long enough to keep ``share``.
 
     A share of 1 only lets other tasks take a turn (``sleep(0)``); below 1 the loop also idles
-    for a while, so requests that need several turns (read, Redis, write) finish in between.
+    for a while, so requests that need several turns (read, Redis, write) finish in between. It
+    idles only while ``others_waiting()`` says other requests are being answered (always when
+    that is unknown): alone in its worker, an export takes all of it.
     """
 
-    def __init__(self, share: float) -> None:
+    def __init__(self, share: float, others_waiting: Callable[[], bool] | None = None) -> None:
         self.share = share
+        self.others_waiting = others_waiting
         self.since = time.perf_counter()
+        self.idled = 0.0  # seconds given to the loop beyond a turn
 
     async def tick(self) -> None:
         worked = time.perf_counter() - self.since
         if worked > TIME_SLICE:
-            await asyncio.sleep(worked * (1 / self.share - 1))
+            alone = self.others_waiting is not None and not self.others_waiting()
+            idle = 0.0 if alone else worked * (1 / self.share - 1)
+            self.idled += idle
+            await asyncio.sleep(idle)
             self.since = time.perf_counter()
 
 

@@ -185,6 +185,7 @@ def test_metrics_endpoint(client: TestClient) -> None:
     assert 'reco_events_ingested_total{channel="web",event_type="impression"} 1.0' in text
     assert 'reco_redis_duration_seconds_count{operation="customer_state"}' in text
     assert "reco_request_errors_total" in text
+    assert "reco_requests_in_flight 1.0" in text  # the scrape itself; the others are done
     assert "u0" not in text and "stranger" not in text
 
 

@@ -7,7 +7,10 @@ window ends 2026-01-01 (so training-only customers have been quiet for a long ti
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -16,6 +19,7 @@ import redis
 from litestar.testing import TestClient
 
 from benchmarks.offers_export import make_offers
+from service import offer_service
 from service.offers import Offer
 from tests.test_omnichannel import event, post
 
@@ -419,3 +423,26 @@ def test_the_benchmarks_offers_are_valid_with_and_without_categories(categories:
     assert len(offers) == 20
     targeted = {c for o in offers for c in (o.target.categories or [])}
     assert targeted <= set(categories) and bool(targeted) == bool(categories)
+
+
+@pytest.mark.parametrize(
+    ("others_waiting", "idles"), [(lambda: True, True), (None, True), (lambda: False, False)]
+)
+def test_an_export_idles_for_other_requests_only_while_there_are_some(
+    others_waiting: Callable[[], bool] | None, idles: bool
+) -> None:
+    """Half the loop (share 0.5): after each slice of work the export idles as long as it
+    worked while others wait (or nobody can tell), and only yields a turn when none do."""
+
+    async def work_a_while() -> float:
+        pace = offer_service._Pace(0.5, others_waiting)
+        for _ in range(5):
+            busy_until = time.perf_counter() + 2 * offer_service.TIME_SLICE
+            while time.perf_counter() < busy_until:
+                pass
+            await pace.tick()
+        return pace.idled
+
+    idled = asyncio.run(work_a_while())
+    # Five slices of at least 2 ms each: at least 10 ms idled at half the loop.
+    assert (idled >= 5 * 2 * offer_service.TIME_SLICE) if idles else idled == 0.0

@@ -214,6 +214,7 @@ class CustomerOffersController(Controller):
             record=data.record,
             segment=segment,
             share=EXPORT_SHARE,
+            others_waiting=_others_waiting(state, settings),
         )
         slots = _slots(state)
         if slots.locked():
@@ -233,6 +234,15 @@ async def _lines(
             count += 1
             yield _ndjson.encode(choice) + b"\n"
     log.info("offer export on %s: %d customers", chooser.channel, count)
+
+
+def _others_waiting(state: State, settings: Settings) -> Callable[[], bool] | None:
+    """Whether this worker answers requests besides the export's own, from the count the
+    metrics middleware keeps (None without it: measurement off)."""
+    if not settings.tracking:
+        return None
+    metrics = runtime(state).tracking.metrics
+    return lambda: metrics.in_flight > 1
 
 
 def _slots(state: State) -> asyncio.Semaphore:
