@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import API_KEYS
+
 CHROMIUM = "/usr/bin/chromium"
 # As the machine's own probe starts it: no sandbox as root, no background network traffic.
 CHROMIUM_ARGS = [
@@ -41,6 +43,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def service_env(
+    redis_url: str, key_prefix: str, model_dir: Path, *, workers: int = 1, **more: str | None
+) -> dict[str, str | None]:
+    """The environment of a ``python -m service`` for a test: the test's Redis, key prefix and
+    model, the test keys (tests/conftest.py), ``workers`` workers, and ``more`` (``RECO_...``)."""
+    return {
+        "REDIS_URL": redis_url,
+        "RECO_KEY_PREFIX": key_prefix,
+        "MODEL_DIR": str(model_dir),
+        "API_KEYS": API_KEYS,
+        "LOG_LEVEL": "WARNING",
+        "RECO_WORKERS": str(workers),
+        **more,
+    }
 
 
 @contextmanager

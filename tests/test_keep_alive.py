@@ -10,8 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from service.settings import Settings
-from tests.browser import running_service
-from tests.conftest import API_KEYS
+from tests.browser import running_service, service_env
 
 REQUEST = b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n"
 
@@ -35,15 +34,7 @@ def test_python_m_service_keeps_an_idle_connection_open_as_configured(
 ) -> None:
     """By default a connection idle for 6 s still answers (uvicorn alone closes it after 5);
     with a limit of 1 s the service has closed it."""
-    env: dict[str, str | None] = {
-        "REDIS_URL": redis_url,
-        "RECO_KEY_PREFIX": key_prefix,
-        "MODEL_DIR": str(model_dir),
-        "API_KEYS": API_KEYS,
-        "LOG_LEVEL": "WARNING",
-        "RECO_WORKERS": "1",
-        "RECO_KEEP_ALIVE_SECONDS": keep_alive,
-    }
+    env = service_env(redis_url, key_prefix, model_dir, RECO_KEEP_ALIVE_SECONDS=keep_alive)
     with running_service(env, tmp_path) as base:
         address = urlsplit(base)
         with socket.create_connection((address.hostname, address.port), timeout=10) as conn:

@@ -10,8 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from service.app import _OPEN_FILES_UNLIMITED
-from tests.browser import running_service
-from tests.conftest import API_KEYS
+from tests.browser import running_service, service_env
 
 
 def test_the_soft_limit_is_raised_to_the_hard_one() -> None:
@@ -31,14 +30,7 @@ def test_the_soft_limit_is_raised_to_the_hard_one() -> None:
 def test_a_service_started_under_a_low_limit_answers_more_clients_than_it(
     tmp_path: Path, model_dir: Path, redis_url: str, key_prefix: str
 ) -> None:
-    env: dict[str, str | None] = {
-        "REDIS_URL": redis_url,
-        "RECO_KEY_PREFIX": key_prefix,
-        "MODEL_DIR": str(model_dir),
-        "API_KEYS": API_KEYS,
-        "LOG_LEVEL": "WARNING",
-        "RECO_WORKERS": "1",
-    }
+    env = service_env(redis_url, key_prefix, model_dir)
     clients = 300  # each an open file of the worker's, beyond the 128 it starts with
     with running_service(env, tmp_path, open_files=128) as base:
         address = urlsplit(base)

@@ -17,8 +17,8 @@ import pytest
 from service.metrics import Metrics
 from service.settings import Settings, usable_cpus
 from service.worker_metrics import Snapshots, clear, exposition, merge
-from tests.browser import running_service
-from tests.conftest import API_KEYS, STOREFRONT_KEY
+from tests.browser import running_service, service_env
+from tests.conftest import STOREFRONT_KEY
 
 
 def test_workers_default_to_the_usable_cpus_and_take_a_number() -> None:
@@ -121,14 +121,7 @@ def test_a_scrape_answers_for_every_worker_in_the_folder(tmp_path: Path) -> None
 def test_two_workers_serve_one_port_and_metrics_count_both(
     tmp_path: Path, model_dir: Path, redis_url: str, key_prefix: str
 ) -> None:
-    env: dict[str, str | None] = {
-        "REDIS_URL": redis_url,
-        "RECO_KEY_PREFIX": key_prefix,
-        "MODEL_DIR": str(model_dir),
-        "API_KEYS": API_KEYS,
-        "LOG_LEVEL": "WARNING",
-        "RECO_WORKERS": "2",
-    }
+    env = service_env(redis_url, key_prefix, model_dir, workers=2)
     folder = tmp_path / "metrics"
     with running_service(env, tmp_path) as base:
         # Each worker writes its file once started: then both take connections.
