@@ -41,9 +41,9 @@ _POPULAR_HEAD = 1000
 # of an exactly exported blend, 20,000 would be 317 MiB per worker).
 _SOLUTIONS_KEPT = 20_000
 _SOLUTIONS_MAX_BYTES = 32 << 20
-# For an artifact without a similar-items table: items whose exact most similar items
-# (``SIMILAR_KEPT`` each) each worker keeps per model (0.75 KiB each): the product pages being
-# viewed right now.
+# For an artifact without a similar-items table: items whose most similar items (``SIMILAR_KEPT``
+# each, exact or from the index) each worker keeps per model (0.75 KiB each): the product pages
+# being viewed right now.
 _SIMILAR_CACHED = 20_000
 # Without a table, up to this many items a similar-items list is computed exactly (a first request
 # costs under 0.3 ms); above, a first request scanning the catalogue cost too much (1M items:
@@ -385,12 +385,11 @@ class FactorModel:
 
         From the item's best ``SIMILAR_KEPT`` items: the table training shipped (items the same
         customers took, then the nearest by factors: ``service/similar_table.py``) or, by cosine
-        of the factors, for an artifact without one of up to
-        ``_SIMILAR_EXACT_MAX_ITEMS`` items, scored over the catalogue on the item's first request
-        and kept. The filters apply to that list; when they leave fewer than ``k``, the filtered
-        catalogue is searched. Other catalogues are searched through the index, which finds
-        cosine neighbours of real factors poorly (recall@10 0.757 on completejourney's ALS
-        factors).
+        of the factors, for an artifact without one, found on the item's first request and kept:
+        up to ``_SIMILAR_EXACT_MAX_ITEMS`` items scored over the catalogue, above through the
+        index, which finds cosine neighbours of real factors poorly (recall@10 0.757 on
+        completejourney's ALS factors). The filters apply to that list; when they leave fewer
+        than ``k``, the filtered catalogue is searched.
         """
         head = None
         if k <= SIMILAR_KEPT:
@@ -398,6 +397,8 @@ class FactorModel:
                 head = self._similar_table[0][item_row], self._similar_table[1][item_row]
             elif self.n_items <= _SIMILAR_EXACT_MAX_ITEMS:
                 head = self._similar_head(item_row)
+            elif self.index is not None:
+                head = self._indexed_head(item_row)
         if head is not None:
             rows, scores = head
             keep = np.ones(len(rows), dtype=bool)
@@ -425,6 +426,30 @@ class FactorModel:
         if head is None:
             own = np.array([item_row], dtype=np.int64)
             head = top_k(self._cosine_scores(item_row), SIMILAR_KEPT, exclude=own)
+            _keep(self._similar, item_row, head, _SIMILAR_CACHED)
+        return head
+
+    def _indexed_head(self, item_row: int) -> tuple[Rows, Scores] | None:
+        """The index's best ``SIMILAR_KEPT`` items by cosine (kept first in, first out); None
+        when its probes hold too few.
+
+        Unfiltered, and under a filter the search would apply to its candidates (stock), the
+        same answers as a search per request: a search probes the same clusters whatever ``k``,
+        so its best ``k`` (that pass) are the head's first ``k`` (that pass) whenever ``k`` of the
+        head pass, and ``similar_items`` searches when fewer do (a head whose probes held fewer
+        than ``SIMILAR_KEPT`` comes from the widened search: more clusters, no worse). A
+        selective filter (a category)
+        is answered from the head like a shipped table's: an item closer than the head's ``k``-th
+        that passes would be among the exact best ``SIMILAR_KEPT``. A product page's similar items
+        no longer cost a search per view: at a million items the search was most of a request.
+        """
+        head = self._similar.get(item_row)
+        if head is None:
+            own = np.array([item_row], dtype=np.int64)
+            query = np.asarray(self.item_factors[item_row]) / self.item_norms[item_row]
+            head = self._from_index(query, SIMILAR_KEPT, own, None, self.item_norms)
+            if head is None:
+                return None
             _keep(self._similar, item_row, head, _SIMILAR_CACHED)
         return head
 

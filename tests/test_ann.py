@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import ann, artifact
+from service import ann, artifact, ranking
 from service.errors import ArtifactError
 from service.ranking import FactorModel
 from service.topk import top_k
@@ -580,3 +580,37 @@ def test_cosine_searches_read_the_norms_kept_in_the_index_order_and_answer_the_s
         np.testing.assert_allclose(c[1], b[1] / 2, rtol=1e-6)
         # The scores are cosines: each found item's own, exactly.
         np.testing.assert_allclose(a[1], factors[a[0]] @ query / norms[a[0]], rtol=1e-5)
+
+
+def test_similar_items_of_a_large_catalogue_come_from_the_index_once_per_item(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above the exact limit, without a table, an item's best 64 are searched once and kept: the
+    answers, filtered or not, are the ones a search per request gives."""
+    monkeypatch.setattr(ranking, "_SIMILAR_EXACT_MAX_ITEMS", 100)
+    # Enough probes to hold the best 64 without widening: then the same clusters as for 10.
+    config = ann.AnnConfig(mode="on", nprobe_similar=8, exact_below=50)
+    model = FactorModel(artifact.load(artifact.resolve(model_dir)), ann=config)
+    index = model.index
+    assert index is not None and model._similar_table is None
+    in_stock = np.random.default_rng(5).random(N_ITEMS) < 0.7
+    for item in range(0, N_ITEMS, 97):
+        own = np.array([item])
+        query = model.item_factors[item] / model.item_norms[item]
+        first = model.similar_items(item, 10)
+        assert item in model._similar  # kept
+        searched = index.search(query, 10, exclude=own, norms=model.item_norms)
+        assert searched is not None
+        for got in (first, model.similar_items(item, 10)):
+            assert got[0].tolist() == searched[0].tolist()
+            np.testing.assert_allclose(got[1], searched[1], rtol=1e-6)
+        bought = first[0][:3]
+        rows, _ = model.similar_items(item, 10, exclude=bought, allowed=in_stock)
+        both = index.search(
+            query, 10, exclude=np.concatenate([bought, own]), allowed=in_stock,
+            norms=model.item_norms,
+        )  # fmt: skip
+        assert both is not None and rows.tolist() == both[0].tolist()
+        assert in_stock[rows].all() and not set(rows.tolist()) & {item, *bought.tolist()}
+    # More than the head holds: searched, not kept.
+    assert len(model.similar_items(5, ranking.SIMILAR_KEPT + 1)[0]) == ranking.SIMILAR_KEPT + 1
