@@ -45,3 +45,25 @@ def test_largest_with_ties_returns_k_positions_of_the_tied_value() -> None:
     scores = np.ones(30_000, dtype=np.float32)
     found = largest(scores, 10)
     assert len(set(found.tolist())) == 10
+
+
+@pytest.mark.parametrize("n", [500, 2000, 5000, 100_000])
+@pytest.mark.parametrize("tied", [-np.inf, 0.0, 1.0])
+@pytest.mark.parametrize("share", [0.5, 0.9, 0.999, 1.0])
+@pytest.mark.parametrize("k", [1, 10, 128])
+def test_largest_with_most_scores_tied(n: int, tied: float, share: float, k: int) -> None:
+    """Most scores equal (a filter's -inf, items without factors at 0, or above the others):
+    still k positions, each once, holding the k best values."""
+    rng = np.random.default_rng(n + k)
+    scores = rng.standard_normal(n).astype(np.float32)
+    scores[rng.random(n) < share] = tied
+    found = largest(scores, k)
+    assert len(found) == k and len(set(found.tolist())) == k
+    assert sorted(scores[found].tolist(), reverse=True) == best_values(scores, k)
+
+
+def test_largest_places_nan_as_numpy_does() -> None:
+    scores = np.random.default_rng(3).standard_normal(20_000).astype(np.float32)
+    scores[::16] = np.nan  # every sampled score
+    found = largest(scores, 10)
+    assert len(set(found.tolist())) == 10 and np.isnan(scores[found]).all()
