@@ -10,6 +10,8 @@ class ServiceError(Exception):
     slug = "internal"
     status = 500
     title = "Internal error"
+    #: Sent as ``Retry-After`` when set: when a retry may succeed.
+    retry_after_seconds: int | None = None
 
 
 class ArtifactError(ServiceError):
@@ -25,11 +27,12 @@ class ModelUnavailable(ArtifactError):
 
 
 class StoreUnavailable(ServiceError):
-    """Redis cannot be reached or timed out."""
+    """Redis cannot be reached, timed out or refuses commands (out of memory, read-only)."""
 
     slug = "store-unavailable"
     status = 503
     title = "Customer state store unavailable"
+    retry_after_seconds = 1
 
 
 class UnknownItem(ServiceError):

@@ -71,9 +71,15 @@ def problem_response(
 
 
 def service_error_handler(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Problem]:
-    """Domain errors carry their own slug, status and title."""
+    """Domain errors carry their own slug, status, title and, for outages, ``Retry-After``."""
+    retry = exc.retry_after_seconds
     return problem_response(
-        request, slug=exc.slug, title=exc.title, status=exc.status, detail=str(exc) or None
+        request,
+        slug=exc.slug,
+        title=exc.title,
+        status=exc.status,
+        detail=str(exc) or None,
+        headers=None if retry is None else {"Retry-After": str(retry)},
     )
 
 

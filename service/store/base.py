@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -57,10 +58,38 @@ class StoreBase:
         await self.client.aclose()
 
 
-def unavailable_on_redis_error(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Turn Redis connection problems and timeouts into ``StoreUnavailable`` (a 503).
+# The error codes with which a running Redis refuses commands for a while, each with what it
+# means: an outage to wait out or fix in Redis, not a bug of ours.
+REFUSALS = {
+    "OOM": "Redis is out of memory (maxmemory reached, noeviction)",
+    "READONLY": "the server is a read-only replica (after a failover?)",
+    "MISCONF": "Redis cannot save its snapshot and refuses writes",
+    "NOREPLICAS": "too few replicas to accept writes",
+    "MASTERDOWN": "the replica lost its link to the master",
+    "BUSY": "Redis is busy running a slow script",
+    "TRYAGAIN": "the cluster is moving the key's slot",
+    "CLUSTERDOWN": "the cluster is down",
+}
+# A refusal inside a script comes back as its error text: "...@user_script:7: -OOM command...".
+_IN_SCRIPT = re.compile(r"-(" + "|".join(REFUSALS) + r") ")
 
-    Other Redis errors (a wrong key type, say) are bugs, not outages, and propagate.
+
+def refusal(error: redis.exceptions.ResponseError) -> str | None:
+    """The code of ``error`` when it is one of Redis's ``REFUSALS``, else None."""
+    code = getattr(error, "status_code", None)
+    if code in REFUSALS:
+        return str(code)
+    found = _IN_SCRIPT.search(str(error))
+    return found.group(1) if found else None
+
+
+def unavailable_on_redis_error(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Turn Redis connection problems, timeouts and refusals (out of memory, a read-only replica:
+    ``REFUSALS``) into ``StoreUnavailable`` (a 503).
+
+    Other Redis errors (a wrong key type, say) are bugs, not outages, and propagate. A refused
+    script has changed nothing: Redis refuses a script's first write, and once a script has
+    written it lets it finish.
     """
 
     @wraps(fn)
@@ -70,6 +99,13 @@ def unavailable_on_redis_error(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awa
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as e:
             log.warning("redis unavailable in %s: %s", fn.__name__, e)
             raise StoreUnavailable(f"customer state store unavailable: {type(e).__name__}") from e
+        except redis.exceptions.ResponseError as e:
+            code = refusal(e)
+            if code is None:
+                raise
+            log.warning("redis refused %s: %s", fn.__name__, e)
+            reason = f"customer state store refuses it: {REFUSALS[code]} ({code})"
+            raise StoreUnavailable(reason) from e
 
     return wrapper
 
