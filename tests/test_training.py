@@ -514,3 +514,31 @@ def test_a_large_catalogue_ships_its_index_calibrated(sample_dir: Path, tmp_path
     # The service's default settings name no probes: the model's are used.
     model = FactorModel(loaded, ann=ann.AnnConfig(mode="on"))
     assert model.index is not None and model.index.nprobe == spec.nprobe
+
+
+@pytest.mark.parametrize("n_items", [7, 500, 92_000])
+@pytest.mark.parametrize("tied", [False, True])
+def test_each_rows_best_columns_in_order(n_items: int, tied: bool) -> None:
+    rng = np.random.default_rng(n_items)
+    scores = rng.standard_normal((6, n_items)).astype(np.float32)
+    if tied:  # most columns alike, as a popularity's zeros, and some ruled out
+        scores[:, rng.random(n_items) < 0.9] = 0.0
+        scores[:, : n_items // 3 : 2] = -np.inf
+    k = min(10, n_items)
+    best = evaluate.best_per_row(scores, k)
+    for row, found in zip(scores, best, strict=True):
+        assert len(set(found.tolist())) == k
+        assert row[found].tolist() == sorted(row.tolist(), reverse=True)[:k]  # best first
+    unordered = evaluate.best_per_row(scores, k, ordered=False)
+    assert [set(u.tolist()) for u in unordered] == [set(b.tolist()) for b in best]
+    # A broadcast row (the popularity scorer's) read in columns gives the same.
+    broadcast = np.array(np.broadcast_to(scores[0], scores.shape))
+    assert (evaluate.best_per_row(broadcast, k) == best[0]).all()
+
+
+def test_rank_leaves_out_what_each_customer_bought() -> None:
+    factors = np.eye(4, dtype=np.float32)
+    users = np.array([[4, 3, 2, 1], [1, 2, 3, 4]], dtype=np.float32)
+    bought = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float32))
+    ranked = evaluate.rank(evaluate.factor_scorer(users, factors), np.array([0, 1]), bought, 2)
+    assert ranked == [[1, 2], [2, 1]]

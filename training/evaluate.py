@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from service.events import CONSUMED_EVENT_TYPES
+from service.topk import largest
 from training.matrix import Interactions, positions, window
 
 Ranker = Callable[[NDArray[np.int64]], NDArray[np.float32]]  # customer rows -> scores [n, items]
@@ -167,10 +168,26 @@ def rank(
         seen = bought[rows]
         r, c = seen.nonzero()
         scores[r, c] = -np.inf
-        kk = min(k, scores.shape[1])
-        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
-        out.extend(np.take_along_axis(top, order, axis=1).tolist())
+        out.extend(best_per_row(scores, min(k, scores.shape[1])).tolist())
+    return out
+
+
+def best_per_row(scores: NDArray[np.float32], k: int, ordered: bool = True) -> NDArray[np.intp]:
+    """Each row's ``k`` best columns, best first (or in no order), ties broken by position.
+
+    A row at a time through the service's ``largest`` (so ties are broken as the service breaks
+    them), not ``np.argpartition`` along the rows: completejourney's 2,062 test customers over
+    92,000 items took 2.9-3.2 s to rank against 0.6-0.7 s, 0.4-0.5 s of it scoring, and the
+    partition's k columns of every item (int64) held 1 GB more at the peak of ``python -m
+    training fit`` (2 min 34 s and 3.2 GB against 1 min 48 s and 2.2 GB). ``scores`` is read row
+    by row, so in C order (copied otherwise: a broadcast row, as ``popularity_scorer``'s, copies
+    into column order, where each row's scores lie 4 bytes x rows apart).
+    """
+    scores = np.ascontiguousarray(scores)
+    out = np.empty((len(scores), k), dtype=np.intp)
+    for i, row in enumerate(scores):
+        part = largest(row, k)
+        out[i] = part[np.argsort(-row[part], kind="stable")] if ordered else part
     return out
 
 

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from training.config import SIGNED_PARTS
+from training.evaluate import best_per_row
 from training.models.base import Array, Fitted
 
 
@@ -135,7 +136,7 @@ class Shortlist:
             for s in full:
                 s[r, c] = -np.inf
             depth_ = min(depth, full[0].shape[1] - 1)
-            tops = [np.argpartition(-s, depth_, axis=1)[:, :depth_] for s in full]
+            tops = [best_per_row(s, depth_, ordered=False) for s in full]
             for u in range(len(block)):
                 union = np.unique(np.concatenate([t[u] for t in tops]))
                 items.append(union)
