@@ -29,6 +29,8 @@ PROBLEM = "urn:omnireco:problem:store-unavailable"
             "MISCONF",
         ),
         ("BUSY Redis is busy running a script.", "BUSY"),
+        ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is no", "MASTERDOWN"),
+        ("CLUSTERDOWN The cluster is down", "CLUSTERDOWN"),
         (
             "Error running script (call to f_da49): @user_script:7: @user_script: 7: "
             "-OOM command not allowed when used memory > 'maxmemory'.",

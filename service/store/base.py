@@ -70,16 +70,25 @@ REFUSALS = {
     "TRYAGAIN": "the cluster is moving the key's slot",
     "CLUSTERDOWN": "the cluster is down",
 }
-# A refusal inside a script comes back as its error text: "...@user_script:7: -OOM command...".
-_IN_SCRIPT = re.compile(r"-(" + "|".join(REFUSALS) + r") ")
+# redis-py strips the code of the replies it has a class for.
+_CLASSES = {
+    redis.exceptions.OutOfMemoryError: "OOM",
+    redis.exceptions.ReadOnlyError: "READONLY",
+    redis.exceptions.TryAgainError: "TRYAGAIN",
+    redis.exceptions.MasterDownError: "MASTERDOWN",  # before its base class, CLUSTERDOWN's
+    redis.exceptions.ClusterDownError: "CLUSTERDOWN",
+}
+# The others keep it in front ("MISCONF Redis is..."), and a refusal inside a script comes back
+# within the script's error: "...@user_script:7: -OOM command not allowed...".
+_CODE = re.compile(r"(?:^|-)(" + "|".join(REFUSALS) + r") ")
 
 
 def refusal(error: redis.exceptions.ResponseError) -> str | None:
     """The code of ``error`` when it is one of Redis's ``REFUSALS``, else None."""
-    code = getattr(error, "status_code", None)
-    if code in REFUSALS:
-        return str(code)
-    found = _IN_SCRIPT.search(str(error))
+    for kind, code in _CLASSES.items():
+        if isinstance(error, kind):
+            return code
+    found = _CODE.search(str(error))
     return found.group(1) if found else None
 
 
