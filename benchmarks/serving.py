@@ -84,7 +84,7 @@ EXPERIMENT = {"variants": [{"name": "control"}, {"name": "treatment"}]}
 # And this many offers (benchmarks/offers_export.py's mix) for the offers endpoint to choose from.
 N_OFFERS = 20
 # "category": recommendations restricted to one of the catalogue's 50 categories (2% of it).
-ENDPOINTS = ("recommendations", "category", "similar", "offers", "events")
+ENDPOINTS = ("recommendations", "category", "session", "similar", "offers", "events")
 # The bare app's references beyond the bare route: result key -> (its wrk script's endpoint,
 # its label in the table and the chart).
 REFERENCES = {
@@ -274,7 +274,7 @@ def lua_script(
     names = categories if categories is not None else category_names(np.arange(N_CATEGORIES))
     # Real ids and category names have spaces, slashes and ampersands ("BANK CHARGES"): paths and
     # query strings get them percent-encoded, the events' JSON bodies JSON-escaped.
-    if endpoint == "events":
+    if endpoint in ("events", "session"):
         c, i = _lua_list([_json_text(x) for x in customers]), _lua_list(map(_json_text, items))
     else:
         c, i = _lua_list(map(_quoted, customers)), _lua_list(map(_quoted, items))
@@ -310,6 +310,16 @@ def lua_script(
         "offers": (
             'return wrk.format("GET", "/v1/customers/" .. pick(customers) .. '
             '"/offers?channel=email")'
+        ),
+        # An anonymous visitor's session (a cookie no one is linked to, three items viewed, one
+        # in the cart), as a storefront asks for a visitor who has not logged in.
+        "session": (
+            'local body = \'{"identifier":"cookie:\' .. math.random(1, 1000000) .. '
+            '\'","channel":"web","k":10,"context":{"viewed":["\' .. pick(items) .. '
+            '\'","\' .. pick(items) .. \'","\' .. pick(items) .. \'"],"cart":["\' .. '
+            "pick(items) .. '\"]}}'\n"
+            '  return wrk.format("POST", "/v1/recommendations", {["Content-Type"] = '
+            f'"application/json", ["Authorization"] = "Bearer {API_KEY}"}}, body)'
         ),
         # The store tablet's customer view (for benchmarks.compare; not in the serving run).
         "profile": 'return wrk.format("GET", "/v1/customers/" .. pick(customers) .. "/profile")',

@@ -20,6 +20,7 @@ COLOURS = {
     REFERENCES["state_read"][1]: "#e8e8e8",
     "recommendations": "#1f77b4",
     "category": "#17becf",
+    "session": "#8c564b",
     "similar": "#ff7f0e",
     "events": "#2ca02c",
     "offers": "#9467bd",

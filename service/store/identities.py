@@ -46,7 +46,11 @@ class IdentityGraph(StoreBase):
         """The customer each (normalised) identifier is linked to, None where unlinked."""
         if not identifiers:
             return {}
-        owners = await self.client.mget([self.keys.identifier(i) for i in identifiers])
+        # On the shared connection, as the state read that follows: a storefront's anonymous
+        # visitors (cookie identifiers) resolve on every request.
+        owners = await self.pipelined.command(
+            "MGET", *[self.keys.identifier(i) for i in identifiers]
+        )
         return {
             i: (text(o) if o is not None else None)
             for i, o in zip(identifiers, owners, strict=True)
