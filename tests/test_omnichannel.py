@@ -150,6 +150,31 @@ def test_anonymous_history_is_merged_when_the_cookie_is_linked(client: TestClien
     assert recs(client, "email:u6@shop.com")["customer_id"] == "u6"
 
 
+def test_an_identifiers_answer_uses_its_own_state_until_linked_then_the_customers(
+    client: TestClient,
+) -> None:
+    """The anonymous customer's state is read with the look-up; a linked one's after it."""
+
+    def session(identifier: str) -> dict:  # type: ignore[type-arg]
+        response = client.post("/v1/recommendations", json={"identifier": identifier, "k": 3})
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    cookie = {"identifier": "cookie:xyz", "channel": "web"}
+    post(client, *({**cookie, "item_id": f"i{j:02d}", "event_type": "view"} for j in (1, 3, 5)))
+    anonymous = session("cookie:xyz")
+    assert anonymous["customer_id"] == "cookie:xyz" and anonymous["recent_events_used"] == 3
+    assert all(int(i[1:]) % 2 == 1 for i in ids(anonymous))
+    linked = client.post(
+        "/v1/identities/link", json={"customer_id": "u7", "identifiers": ["cookie:xyz"]}
+    )
+    assert linked.status_code == 200, linked.text
+    best = ids(session("cookie:xyz"))[0]
+    post(client, event("u7", best, "purchase", "store"))  # to the customer, not the cookie
+    known = session("cookie:xyz")
+    assert known["customer_id"] == "u7" and best not in ids(known)
+
+
 def test_linking_an_identifier_of_another_customer_is_a_conflict(client: TestClient) -> None:
     assert (
         client.post(
