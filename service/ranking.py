@@ -438,10 +438,10 @@ class FactorModel:
         so its best ``k`` (that pass) are the head's first ``k`` (that pass) whenever ``k`` of the
         head pass, and ``similar_items`` searches when fewer do (a head whose probes held fewer
         than ``SIMILAR_KEPT`` comes from the widened search: more clusters, no worse). A
-        selective filter (a category)
-        is answered from the head like a shipped table's: an item closer than the head's ``k``-th
-        that passes would be among the exact best ``SIMILAR_KEPT``. A product page's similar items
-        no longer cost a search per view: at a million items the search was most of a request.
+        selective filter (a category) is answered from the head like a shipped table's: an item
+        closer than the head's ``k``-th that passes would be among the exact best
+        ``SIMILAR_KEPT``. A product page's similar items no longer cost a search per view: at a
+        million items the search was most of a request.
         """
         head = self._similar.get(item_row)
         if head is None:
