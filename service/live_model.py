@@ -21,7 +21,9 @@ class LiveModel:
 
     The swap is one reference assignment: a request that already holds the old model finishes on
     it, the next request gets the new one. A version that fails to load is never swapped in; the
-    old one keeps serving and the error is kept for the readiness check.
+    old one keeps serving and the error is kept for the readiness check until ``LATEST`` names a
+    version that loads or the served one again (a rollback). Polling does not load a failed
+    version again unless its files change (repaired in place); a reload asked for does.
     """
 
     def __init__(
@@ -37,7 +39,8 @@ class LiveModel:
         self.ann = ann
         self.current: FactorModel | None = None
         self.error: str | None = None
-        self._failed_version: str | None = None
+        # The version that failed and its files' sizes and times then (``_files_of``).
+        self._failed: tuple[str, tuple[tuple[str, int, int], ...]] | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -56,10 +59,12 @@ class LiveModel:
             raise ModelUnavailable(self.error or "no model loaded yet")
         return model
 
-    async def refresh(self, *, force: bool = False) -> bool:
+    async def refresh(self, *, retry_failed: bool = False) -> bool:
         """Load the version ``LATEST`` names if it differs from the one served; True if swapped.
 
-        Loading (reading and checksumming files) runs in a thread, off the event loop.
+        A version that failed before is loaded again when ``retry_failed`` (a reload asked for)
+        or when its files changed since. Loading (reading and checksumming files) runs in a
+        thread, off the event loop.
         """
         async with self._lock:
             version = artifact.latest_version(self.model_dir)
@@ -68,16 +73,21 @@ class LiveModel:
                     self.error = f"no model in {self.model_dir}: train one first"
                 return False
             served = self.version
-            if not force and version in (served, self._failed_version):
+            if version == served:
+                # LATEST names what is served (rolled back to it): an earlier failure is history.
+                self.error, self._failed = None, None
+                return False
+            files = await asyncio.to_thread(self._files_of, version)
+            if not retry_failed and self._failed == (version, files):
                 return False
             try:
                 model = await asyncio.to_thread(self._load, version)
             except Exception as e:  # any unreadable artifact: keep serving the old one
                 reason = str(e) if isinstance(e, ArtifactError) else f"{type(e).__name__}: {e}"
-                self._failed_version, self.error = version, f"model {version}: {reason}"
+                self._failed, self.error = (version, files), f"model {version}: {reason}"
                 log.error("model %s not loaded, still serving %s: %s", version, served, e)
                 return False
-            self.current, self.error, self._failed_version = model, None, None
+            self.current, self.error, self._failed = model, None, None
             log.info("serving model %s (%d items)", model.version, model.n_items)
             if served is not None:
                 # The replaced model's own arrays, freed once no request holds it any more.
@@ -102,13 +112,22 @@ class LiveModel:
             try:
                 count = await reloads()
                 if seen is not None and count != seen:
-                    await self.refresh()
+                    await self.refresh(retry_failed=True)
                 seen = count
             except StoreUnavailable:
                 pass
             except Exception:  # never let the follower die: the next round may succeed
                 log.exception("model reload failed")
             await asyncio.sleep(interval_seconds)
+
+    def _files_of(self, version: str) -> tuple[tuple[str, int, int], ...]:
+        """Each file of ``version``'s folder with its size and modification time: a few stats,
+        so a poll notices a version repaired in place without reading it again."""
+        try:
+            entries = sorted(artifact.resolve(self.model_dir, version).iterdir())
+            return tuple((p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in entries)
+        except (OSError, ArtifactError):
+            return ()
 
     def _load(self, version: str) -> FactorModel:
         path = artifact.resolve(self.model_dir, version)

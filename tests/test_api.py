@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import shutil
 import socket
@@ -12,6 +13,8 @@ import pytest
 from litestar.testing import TestClient
 
 from service import artifact
+from service.live_model import LiveModel
+from service.ranking import FactorModel
 from service.settings import Settings
 from tests.builders import checkerboard_artifact
 from tests.conftest import ADMIN_KEY, EVENTS_KEY, STOREFRONT_KEY, client_for, replace
@@ -277,6 +280,63 @@ def test_a_corrupted_new_version_is_refused_and_the_old_one_keeps_serving(
     )
     ready = client.get("/health/ready").json()
     assert ready["status"] == "ok" and "checksum" in ready["checks"]["model_refresh"]
+
+
+def test_a_version_repaired_in_place_is_loaded_by_a_reload(
+    client: TestClient, model_dir: Path
+) -> None:
+    path = checkerboard_artifact(model_dir, version="v2-broken")
+    good = (path / "item_factors.npy").read_bytes()
+    (path / "item_factors.npy").write_bytes(b"garbage")
+    assert client.post("/v1/models/reload").json()["swapped"] is False
+    (path / "item_factors.npy").write_bytes(good)
+    reload = client.post("/v1/models/reload").json()
+    assert reload["swapped"] is True and reload["error"] is None
+    assert reload["model_version"] == "v2-broken"
+    assert "model_refresh" not in client.get("/health/ready").json()["checks"]
+
+
+def test_rolling_latest_back_to_the_served_version_clears_the_refresh_error(
+    client: TestClient, model_dir: Path
+) -> None:
+    path = checkerboard_artifact(model_dir, version="v2-broken")
+    (path / "item_factors.npy").write_bytes(b"garbage")
+    assert "checksum" in client.post("/v1/models/reload").json()["error"]
+    artifact.set_latest(model_dir, "v1-checkerboard")
+    reload = client.post("/v1/models/reload").json()
+    assert reload["swapped"] is False and reload["error"] is None
+    assert reload["model_version"] == "v1-checkerboard"
+    ready = client.get("/health/ready").json()
+    assert ready["status"] == "ok" and "model_refresh" not in ready["checks"]
+
+
+class _CountingLiveModel(LiveModel):
+    """A live model that counts the versions it reads."""
+
+    loads = 0
+
+    def _load(self, version: str) -> FactorModel:
+        self.loads += 1
+        return super()._load(version)
+
+
+def test_polling_loads_a_failed_version_again_only_once_its_files_change(
+    model_dir: Path,
+) -> None:
+    live = _CountingLiveModel(model_dir)
+    assert asyncio.run(live.refresh()) is True
+    path = checkerboard_artifact(model_dir, version="v2-broken")
+    good = (path / "item_factors.npy").read_bytes()
+    (path / "item_factors.npy").write_bytes(b"garbage")
+    assert asyncio.run(live.refresh()) is False and live.error is not None
+    assert live.loads == 2
+    # Unchanged files: polls do not read and checksum the broken version again.
+    for _ in range(3):
+        assert asyncio.run(live.refresh()) is False
+    assert live.loads == 2 and "checksum" in (live.error or "")
+    (path / "item_factors.npy").write_bytes(good)
+    assert asyncio.run(live.refresh()) is True
+    assert live.version == "v2-broken" and live.error is None and live.loads == 3
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])

@@ -31,8 +31,9 @@ class AdminModelController(Controller):
         self, live_model: NamedDependency[LiveModel], store: NamedDependency[Store]
     ) -> dict[str, Any]:
         """Load the version ``LATEST`` names now, here; the other workers and replicas on the same
-        Redis follow within a second (``announced``; they also poll for it)."""
-        swapped = await live_model.refresh()
+        Redis follow within a second (``announced``; they also poll for it). A version that
+        failed to load is tried again (it may have been repaired)."""
+        swapped = await live_model.refresh(retry_failed=True)
         try:
             await store.announce_model_reload()
             announced = True
