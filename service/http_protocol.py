@@ -17,7 +17,10 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import msgspec
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from service.problems import MEDIA_TYPE, TYPE_PREFIX, Problem
 
 # Pending bytes at which a connection's writes go out at once, not at the end of the loop's turn.
 FLUSH_AT = 64 * 1024
@@ -87,3 +90,25 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         """Serve the connection through a ``GatheredTransport``."""
         gathered = GatheredTransport(transport, asyncio.get_running_loop())
         super().connection_made(gathered)  # type: ignore[arg-type]
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the HTTP parser refuses (an unknown method, a broken request line or
+        header) as problem details like every other error, not uvicorn's plain text; the
+        connection closes, as uvicorn closes it, since the stream can't be trusted after it."""
+        body = msgspec.json.encode(
+            Problem(
+                type=TYPE_PREFIX + "invalid-request",
+                title="Invalid request",
+                status=400,
+                detail=f"malformed HTTP request: {msg}",
+            )
+        )
+        head = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            head.extend([name, b": ", value, b"\r\n"])
+        head.append(
+            b"content-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % (MEDIA_TYPE.encode(), len(body))
+        )
+        self.transport.write(b"".join([*head, body]))
+        self.transport.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from typing import Any
 
@@ -154,6 +155,37 @@ def test_uvicorn_serves_pipelined_and_streamed_answers_through_it() -> None:
     body = b"".join(chunks.split(b"\r\n")[1::2])  # chunked: size line, data, size line...
     assert body == b"".join(bytes([65 + i % 26]) * 10_000 for i in range(40))
     assert head.startswith(b"HTTP/1.1 200 OK") and head.endswith(b"\r\n\r\n")
+
+
+def test_a_request_the_parser_refuses_gets_problem_details() -> None:
+    async def main() -> list[bytes]:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            _app, http=GatheringHttpToolsProtocol, log_level="critical", lifespan="off"
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        try:
+            return [
+                await _exchange(port, b"FOO /a HTTP/1.1\r\nhost: x\r\n\r\n"),
+                await _exchange(port, b"GET /a HTTP/1.1\r\nbad header line\r\n\r\n"),
+            ]
+        finally:
+            server.should_exit = True
+            await serving
+
+    for answer in asyncio.run(main()):
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 400 ")
+        assert b"content-type: application/problem+json" in head.lower()
+        assert f"content-length: {len(body)}".encode() in head.lower()
+        problem = json.loads(body)
+        assert problem["type"] == "urn:omnireco:problem:invalid-request"
+        assert problem["status"] == 400 and problem["detail"].startswith("malformed HTTP request")
 
 
 async def _exchange(port: int, request: bytes) -> bytes:
