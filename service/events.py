@@ -62,6 +62,15 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
 UtcTimestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+# Upper bounds far above any real basket that keep every figure computed from events finite:
+# spend (price x quantity, at most 1e18) is summed per customer in Redis, which refuses an
+# infinite sum only after the event has been written. The bounds also refuse NaN.
+MAX_QUANTITY = 1e6
+MAX_PRICE = 1e12
+MAX_ABS_RATING = 1e6
+Quantity = Annotated[float, msgspec.Meta(ge=0, le=MAX_QUANTITY)]
+Price = Annotated[float, msgspec.Meta(ge=0, le=MAX_PRICE)]
+Rating = Annotated[float, msgspec.Meta(ge=-MAX_ABS_RATING, le=MAX_ABS_RATING)]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
@@ -80,13 +89,13 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=Fa
     channel: Channel
     item_id: Id | None = None
     timestamp: UtcTimestamp | None = None
-    quantity: NonNegative = 1.0
-    price: NonNegative | None = None
+    quantity: Quantity = 1.0
+    price: Price | None = None
     store_id: Id | None = None
     session_id: Id | None = None
     # The recommendation response that led to this event, for attribution.
     request_id: Id | None = None
-    rating: float | None = None
+    rating: Rating | None = None
     # Idempotency key: a retried event with the same id is not counted twice.
     event_id: Id | None = None
     # The offer an offer_presented / offer_redeemed event is about.

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 from litestar.testing import TestClient
 
 from service import artifact
@@ -103,6 +104,20 @@ def test_invalid_events_get_a_problem_naming_the_field_and_nothing_is_stored(
     # The valid first event of an invalid batch was not stored either.
     after = recommended(client.get("/v1/customers/u1/recommendations", params={"k": 1}))
     assert after == ["i03"]  # u1 bought i01 in training; nothing new
+
+
+def test_an_overflowing_purchase_value_is_a_400_and_nothing_of_the_batch_is_recorded(
+    client: TestClient, redis_url: str, key_prefix: str
+) -> None:
+    view = {"customer_id": "pzinf1", "item_id": "i01", "event_type": "view", "channel": "web"}
+    huge = {**purchase("pzinf1", "i02", "web"), "quantity": 1e308, "price": 10}
+    response = client.post("/v1/events", json=[view, huge])
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert response.json()["errors"][0]["field"] == "$[1].quantity"
+    raw = redis.Redis.from_url(redis_url)
+    assert raw.xlen(f"{key_prefix}:events") == 0
+    assert not list(raw.scan_iter(match=f"{key_prefix}:*pzinf1*"))
 
 
 def test_malformed_json_empty_and_oversized_batches_are_400(
