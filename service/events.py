@@ -13,6 +13,8 @@ from typing import Annotated, Literal, get_args
 
 import msgspec
 
+from service.errors import InvalidRequest
+
 EventType = Literal[
     "view",
     "add_to_cart",
@@ -130,3 +132,28 @@ class Customer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 msgpack_encoder = msgspec.msgpack.Encoder()
 event_msgpack_decoder = msgspec.msgpack.Decoder(Event)
 event_json_decoder = msgspec.json.Decoder(Event)
+
+
+class InvalidEvent(InvalidRequest):
+    """An event that breaks the contract, built in code rather than decoded (so never checked)."""
+
+    slug = "invalid-event"
+    title = "Invalid event"
+
+
+def stream_payload(event: Event) -> bytes:
+    """The bytes of ``event`` to write to the stream, once it is certain they decode again.
+
+    An ``Event(...)`` built in Python skips the contract's constraints; written anyway, the stream's
+    readers (the exporter, erasure) would have to drop an acknowledged event. Decoding costs about
+    a microsecond, next to a round trip to Redis.
+
+    Raises:
+        InvalidEvent: naming the field at fault; the caller writes nothing.
+    """
+    payload = msgpack_encoder.encode(event)
+    try:
+        event_msgpack_decoder.decode(payload)
+    except msgspec.ValidationError as e:
+        raise InvalidEvent(f"the event cannot be stored: {e}") from e
+    return payload
