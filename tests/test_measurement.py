@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 from service import logs
 from tests.conftest import client_for, replace
 
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=5)
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=10)  # +8 days stays in the past
 
 
 def event(kind: str, customer: str, item: str, channel: str, at: datetime, **kw: Any) -> dict:
