@@ -8,7 +8,7 @@ Deploy readers that accept a new type or channel before producers send it.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal, get_args
 
 import msgspec
@@ -73,6 +73,22 @@ MAX_ABS_RATING = 1e6
 Quantity = Annotated[float, msgspec.Meta(ge=0, le=MAX_QUANTITY)]
 Price = Annotated[float, msgspec.Meta(ge=0, le=MAX_PRICE)]
 Rating = Annotated[float, msgspec.Meta(ge=-MAX_ABS_RATING, le=MAX_ABS_RATING)]
+
+# The times a live event may carry (POST /v1/events): none before the Unix epoch, and none later
+# than the receiving clock plus a day of skew between the producer's clock and ours. A time out
+# of this range would stay a customer's first or last activity for good. Batch files are history
+# and keep their own times; the training loader reads any time Arrow can hold (years 1 to 9999).
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+CLOCK_SKEW = timedelta(hours=24)
+
+
+def timestamp_problem(when: datetime, now: datetime) -> str | None:
+    """Why an event received at ``now`` may not have happened at ``when``; None when it may."""
+    if when < EARLIEST_EVENT_TIME:
+        return f"must not be before {EARLIEST_EVENT_TIME:%Y-%m-%dT%H:%M:%SZ}"
+    if when > now + CLOCK_SKEW:
+        return f"must not be more than {CLOCK_SKEW.total_seconds() / 3600:g} hours in the future"
+    return None
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
