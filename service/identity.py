@@ -52,6 +52,17 @@ def normalise(identifier: str, known: frozenset[str]) -> str:
     return f"{kind}:{value}"
 
 
+def check_all(references: Iterable[str], known: frozenset[str]) -> None:
+    """Normalise every identifier among ``references`` (plain customer ids pass) to find bad ones.
+
+    Raises:
+        InvalidIdentifier: for the first identifier that does not normalise.
+    """
+    for reference in references:
+        if is_identifier(reference, known):
+            normalise(reference, known)
+
+
 def normalise_value(kind: str, value: str) -> str:
     """Normalise the value part: case and spaces for emails and cards, formatting for phones."""
     value = value.strip()
