@@ -147,6 +147,26 @@ def test_experiment_admin_api(client: TestClient) -> None:
     assert client.get("/v1/experiments").json() == []
 
 
+def test_stopping_an_experiment_that_has_not_started_is_a_409_and_changes_nothing(
+    client: TestClient,
+) -> None:
+    scheduled = {**EXPERIMENT, "start": "2030-01-01T00:00:00Z"}
+    assert client.put("/v1/experiments/e3", json=scheduled).status_code == 200
+    before = client.get("/v1/experiments/e3").json()
+    response = client.post("/v1/experiments/e3/stop")
+    assert response.status_code == 409
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["type"] == "urn:omnireco:problem:experiment-not-started"
+    assert "DELETE" in response.json()["detail"]
+    assert client.get("/v1/experiments/e3").json() == before
+
+
+def test_stopping_a_stopped_experiment_keeps_its_stop_time(client: TestClient) -> None:
+    client.put("/v1/experiments/ab4", json=EXPERIMENT)
+    first = client.post("/v1/experiments/ab4/stop").json()["stop"]
+    assert client.post("/v1/experiments/ab4/stop").json()["stop"] == first
+
+
 def test_experiment_results_per_variant_and_channel(client: TestClient) -> None:
     client.put("/v1/experiments/ab3", json=EXPERIMENT)
     variants = {}
