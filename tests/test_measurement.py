@@ -161,6 +161,17 @@ def test_stopping_an_experiment_that_has_not_started_is_a_409_and_changes_nothin
     assert client.get("/v1/experiments/e3").json() == before
 
 
+def test_huge_experiment_weights_are_a_400_naming_the_field(client: TestClient) -> None:
+    body = {
+        "variants": [{"name": "a", "weight": 1e308}, {"name": "b", "weight": 1e308}],
+        "channels": ["support"],
+    }
+    response = client.put("/v1/experiments/e5", json=body)
+    assert response.status_code == 400
+    assert "$.variants[0].weight" in response.json()["detail"]
+    assert client.get("/v1/experiments/e5").status_code == 404
+
+
 def test_stopping_a_stopped_experiment_keeps_its_stop_time(client: TestClient) -> None:
     client.put("/v1/experiments/ab4", json=EXPERIMENT)
     first = client.post("/v1/experiments/ab4/stop").json()["stop"]
