@@ -49,6 +49,9 @@ def normalise(identifier: str, known: frozenset[str]) -> str:
     value = normalise_value(kind, value)
     if not value:
         raise InvalidIdentifier(f"identifier {identifier!r} has an empty value")
+    if kind == "phone" and not any(c.isdigit() for c in value):
+        # "phone:+" and "phone:00" both normalise to "+": no number, yet one shared identifier.
+        raise InvalidIdentifier(f"identifier {identifier!r} has no digits")
     return f"{kind}:{value}"
 
 

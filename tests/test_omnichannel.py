@@ -65,7 +65,9 @@ def test_identifiers_are_normalised(raw: str, normalised: str) -> None:
     assert identity.normalise(raw, KINDS) == normalised
 
 
-@pytest.mark.parametrize("raw", ["fax:123", "email:", "no-colon", "ssn:1"])
+@pytest.mark.parametrize(
+    "raw", ["fax:123", "email:", "no-colon", "ssn:1", "phone:abc", "phone:+", "phone:00"]
+)
 def test_bad_identifiers_are_refused(raw: str) -> None:
     with pytest.raises(identity.InvalidIdentifier):
         identity.normalise(raw, KINDS)
