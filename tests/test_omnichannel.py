@@ -236,6 +236,17 @@ def test_without_personalisation_consent_answers_are_not_personal(client: TestCl
     assert recs(client, "u0")["fallback"] is False
 
 
+@pytest.mark.parametrize("channel", ["carrier_pigeon", ""])
+def test_marketing_consent_is_per_channel_of_the_closed_set(
+    client: TestClient, channel: str
+) -> None:
+    response = client.put("/v1/customers/u0/consent", json={"marketing": {channel: True}})
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "$.marketing"
+    assert repr(channel) in response.json()["detail"]
+    assert client.get("/v1/customers/u0/consent").json().get("marketing", {}) == {}
+
+
 def test_consent_needs_admin_or_events_scope(client: TestClient) -> None:
     from tests.conftest import EVENTS_KEY, STOREFRONT_KEY
 
