@@ -167,7 +167,10 @@ def _field_name(error: dict[str, Any]) -> str:
 _DESERIALIZING = "while deserializing"
 # Litestar leaves ``data`` out of the handler's arguments when the body is empty.
 _NO_BODY = "Object missing required field `data`"
-_BODY_PATH = re.compile(r"^(?P<message>.*) - at `\$\.data(?P<path>[^`]*)`$", re.DOTALL)
+# msgspec names a bad key of a mapping as "- at `key` in `$.data.items[0].stores`".
+_BODY_PATH = re.compile(
+    r"^(?P<message>.*) - at (?P<key>`key` in )?`\$\.data(?P<path>[^`]*)`$", re.DOTALL
+)
 
 
 def _body_error(exc: ValidationException) -> list[FieldError]:
@@ -182,5 +185,6 @@ def _body_error(exc: ValidationException) -> list[FieldError]:
     if str(cause) == _NO_BODY:
         return [FieldError(field="$", message=EMPTY_BODY)]
     if m := _BODY_PATH.match(str(cause)):
-        return [FieldError(field="$" + m["path"], message=m["message"])]
+        message = m["message"] + (" (a key)" if m["key"] else "")
+        return [FieldError(field="$" + m["path"], message=message)]
     return []

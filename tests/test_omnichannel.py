@@ -336,6 +336,11 @@ def test_inventory_requires_admin_and_valid_bodies(client: TestClient) -> None:
     bad = client.put("/v1/inventory", json={"items": [{"item_id": "i1", "online": "maybe"}]})
     assert bad.status_code == 400
     assert bad.json()["errors"][0]["field"] == "$.items[0].online"
+    bad_store = client.put(
+        "/v1/inventory", json={"items": [{"item_id": "i1", "stores": {"": True}}]}
+    )
+    assert bad_store.status_code == 400
+    assert bad_store.json()["errors"][0]["field"] == "$.items[0].stores"  # a key, with "$."
     client.headers.pop("Authorization")
     denied = client.put(
         "/v1/inventory", json={"items": [{"item_id": "i1"}]}, headers={"X-API-Key": EVENTS_KEY}
