@@ -18,6 +18,9 @@ from service.events import Channel, Id
 
 Ranking = Literal["model", "popular"]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+# Weights are relative shares; bounded so that their sum stays finite (an infinite sum sent every
+# customer to the last variant) while any split a test needs stays expressible.
+MAX_WEIGHT = 1e6
 
 
 class Variant(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -28,7 +31,7 @@ class Variant(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """
 
     name: Name
-    weight: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    weight: Annotated[float, msgspec.Meta(gt=0, le=MAX_WEIGHT)] = 1.0
     model_version: Id | None = None
     ranking: Ranking = "model"
 

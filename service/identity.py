@@ -49,7 +49,21 @@ def normalise(identifier: str, known: frozenset[str]) -> str:
     value = normalise_value(kind, value)
     if not value:
         raise InvalidIdentifier(f"identifier {identifier!r} has an empty value")
+    if kind == "phone" and not any(c.isdigit() for c in value):
+        # "phone:+" and "phone:00" both normalise to "+": no number, yet one shared identifier.
+        raise InvalidIdentifier(f"identifier {identifier!r} has no digits")
     return f"{kind}:{value}"
+
+
+def check_all(references: Iterable[str], known: frozenset[str]) -> None:
+    """Normalise every identifier among ``references`` (plain customer ids pass) to find bad ones.
+
+    Raises:
+        InvalidIdentifier: for the first identifier that does not normalise.
+    """
+    for reference in references:
+        if is_identifier(reference, known):
+            normalise(reference, known)
 
 
 def normalise_value(kind: str, value: str) -> str:

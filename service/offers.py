@@ -249,6 +249,8 @@ def _ordered(where: str, low: float | None, high: float | None, what: str) -> li
 
 
 def _object(raw: bytes) -> dict[str, object]:
+    if not raw.strip():
+        raise InvalidOffer([("$", "the request body is empty; expected a JSON object")])
     try:
         body = _json.decode(raw)
     except msgspec.DecodeError as e:

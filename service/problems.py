@@ -15,6 +15,7 @@ from service.errors import ServiceError
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
+EMPTY_BODY = "the request body is empty; expected JSON"
 TYPE_PREFIX = "urn:omnireco:problem:"
 
 # Framework errors by status: their stable slug and title.
@@ -114,6 +115,25 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     )
 
 
+def recursion_error_handler(
+    request: Request[Any, Any, Any], exc: RecursionError
+) -> Response[Problem]:
+    """A JSON body nested deeper than the decoder can follow is the client's fault: a 400.
+
+    msgspec (under Litestar's body decoding and the offers' own) follows nesting on the C stack
+    and gives up with a RecursionError of its own wording; any other RecursionError is a bug.
+    """
+    if _DESERIALIZING not in str(exc):
+        return internal_error_handler(request, exc)
+    return problem_response(
+        request,
+        slug="invalid-request",
+        title=_HTTP_KINDS[400][1],
+        status=400,
+        detail="the JSON body is nested too deeply to decode",
+    )
+
+
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     """A bug: log it with its traceback, tell the client no internals."""
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -130,6 +150,7 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     ServiceError: service_error_handler,
     ValidationException: validation_error_handler,
     HTTPException: http_error_handler,
+    RecursionError: recursion_error_handler,
     Exception: internal_error_handler,
 }
 
@@ -142,7 +163,14 @@ def _field_name(error: dict[str, Any]) -> str:
     return str(key or source or "$")
 
 
-_BODY_PATH = re.compile(r"^(?P<message>.*) - at `\$\.data(?P<path>[^`]*)`$", re.DOTALL)
+# How msgspec words the RecursionError of a too deeply nested input.
+_DESERIALIZING = "while deserializing"
+# Litestar leaves ``data`` out of the handler's arguments when the body is empty.
+_NO_BODY = "Object missing required field `data`"
+# msgspec names a bad key of a mapping as "- at `key` in `$.data.items[0].stores`".
+_BODY_PATH = re.compile(
+    r"^(?P<message>.*) - at (?P<key>`key` in )?`\$\.data(?P<path>[^`]*)`$", re.DOTALL
+)
 
 
 def _body_error(exc: ValidationException) -> list[FieldError]:
@@ -152,6 +180,11 @@ def _body_error(exc: ValidationException) -> list[FieldError]:
     the cause, still has the full path, so use it when it is there.
     """
     cause = exc.__cause__
-    if isinstance(cause, msgspec.ValidationError) and (m := _BODY_PATH.match(str(cause))):
-        return [FieldError(field="$" + m["path"], message=m["message"])]
+    if not isinstance(cause, msgspec.ValidationError):
+        return []
+    if str(cause) == _NO_BODY:
+        return [FieldError(field="$", message=EMPTY_BODY)]
+    if m := _BODY_PATH.match(str(cause)):
+        message = m["message"] + (" (a key)" if m["key"] else "")
+        return [FieldError(field="$" + m["path"], message=message)]
     return []

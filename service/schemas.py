@@ -77,7 +77,8 @@ class ConsentRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """Consent to personalisation, and to marketing per channel (``{"email": true}``)."""
 
     personalisation: bool | None = None
-    marketing: dict[str, bool] = msgspec.field(default_factory=dict)
+    # Keyed by channel: consent for a channel that does not exist would never be asked for.
+    marketing: dict[Channel, bool] = msgspec.field(default_factory=dict)
 
 
 class InventoryRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -7,9 +7,11 @@ import gc
 import shutil
 import socket
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
 from litestar.testing import TestClient
 
 from service import artifact
@@ -92,6 +94,11 @@ def test_events_are_accepted_one_or_in_a_batch(client: TestClient) -> None:
         ({**purchase("u1", "i1"), "quantity": -3}, "$.quantity"),
         ({**purchase("u1", "i1"), "timestamp": "last tuesday"}, "$.timestamp"),
         ({"event_type": "view", "channel": "web", "item_id": "i1"}, "$"),
+        ({**purchase("u1", "i1"), "timestamp": "0001-01-01T00:00:00Z"}, "$.timestamp"),
+        (
+            [purchase("u1", "i1"), {**purchase("u1", "i1"), "timestamp": "9999-12-31T23:59:59Z"}],
+            "$[1].timestamp",
+        ),
     ],
 )
 def test_invalid_events_get_a_problem_naming_the_field_and_nothing_is_stored(
@@ -106,6 +113,47 @@ def test_invalid_events_get_a_problem_naming_the_field_and_nothing_is_stored(
     # The valid first event of an invalid batch was not stored either.
     after = recommended(client.get("/v1/customers/u1/recommendations", params={"k": 1}))
     assert after == ["i03"]  # u1 bought i01 in training; nothing new
+
+
+def test_an_overflowing_purchase_value_is_a_400_and_nothing_of_the_batch_is_recorded(
+    client: TestClient, redis_url: str, key_prefix: str
+) -> None:
+    view = {"customer_id": "pzinf1", "item_id": "i01", "event_type": "view", "channel": "web"}
+    huge = {**purchase("pzinf1", "i02", "web"), "quantity": 1e308, "price": 10}
+    response = client.post("/v1/events", json=[view, huge])
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert response.json()["errors"][0]["field"] == "$[1].quantity"
+    raw = redis.Redis.from_url(redis_url)
+    assert raw.xlen(f"{key_prefix}:events") == 0
+    assert not list(raw.scan_iter(match=f"{key_prefix}:*pzinf1*"))
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "accepted"),
+    [
+        ("1969-12-31T23:59:59Z", False),
+        ("1970-01-01T00:00:00Z", True),
+        (datetime.now(UTC) + timedelta(hours=23), True),  # producers' clocks run ahead a little
+        (datetime.now(UTC) + timedelta(hours=25), False),
+    ],
+)
+def test_event_times_must_be_after_1970_and_at_most_a_day_ahead(
+    client: TestClient, redis_url: str, key_prefix: str, timestamp: object, accepted: bool
+) -> None:
+    when = timestamp.isoformat() if isinstance(timestamp, datetime) else timestamp
+    view = {"customer_id": "t1", "item_id": "i01", "event_type": "view", "channel": "web"}
+    response = client.post("/v1/events", json=[view, {**view, "timestamp": when}])
+    stream = redis.Redis.from_url(redis_url).xlen(f"{key_prefix}:events")
+    if accepted:
+        assert response.status_code == 202, response.text
+        assert stream == 2
+    else:
+        assert response.status_code == 400
+        [error] = response.json()["errors"]
+        assert error["field"] == "$[1].timestamp"
+        assert "1970" in error["message"] or "future" in error["message"]
+        assert stream == 0  # the batch is all or nothing
 
 
 def test_malformed_json_empty_and_oversized_batches_are_400(

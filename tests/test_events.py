@@ -52,6 +52,11 @@ def test_a_valid_event_decodes_with_defaults() -> None:
         ({"timestamp": "yesterday"}, "Invalid RFC3339 encoded datetime - at `$.timestamp`"),
         ({"quantity": -1}, "Expected `float` >= 0.0 - at `$.quantity`"),
         ({"price": -0.5}, "Expected `float` >= 0.0 - at `$.price`"),
+        # Bounded so that spend (price x quantity) stays finite: Redis refuses an infinite sum.
+        ({"quantity": 1e308}, "Expected `float` <= 1000000.0 - at `$.quantity`"),
+        ({"price": 1e13}, "Expected `float` <= 1000000000000.0 - at `$.price`"),
+        ({"rating": 1e300}, "Expected `float` <= 1000000.0 - at `$.rating`"),
+        ({"rating": -1e300}, "Expected `float` >= -1000000.0 - at `$.rating`"),
         ({"item_id": ...}, "`item_id` is required for event_type 'purchase'"),
     ],
 )
@@ -92,6 +97,14 @@ def test_an_old_message_without_newer_fields_still_decodes() -> None:
     event = event_msgpack_decoder.decode(old)
     assert event.request_id is None
     assert event.event_id is None
+
+
+@pytest.mark.parametrize("field", ["quantity", "price", "rating"])
+def test_numbers_that_are_not_finite_never_decode(field: str) -> None:
+    # JSON cannot carry NaN or infinity, but msgpack (the stream) and Python code can.
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(msgspec.ValidationError, match=field):
+            event_msgpack_decoder.decode(msgspec.msgpack.encode({**VALID, field: value}))
 
 
 def test_items_validate_their_price() -> None:

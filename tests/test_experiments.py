@@ -72,6 +72,8 @@ def test_start_and_stop_bound_an_experiment() -> None:
         {"variants": [{"name": "a"}]},
         {"variants": [{"name": "a"}, {"name": "a"}]},
         {"variants": [{"name": "a"}, {"name": "b", "weight": 0}]},
+        # Two weights of 1e308 summed to infinity and sent every customer to the last variant.
+        {"variants": [{"name": "a", "weight": 1e308}, {"name": "b", "weight": 1e308}]},
         {"variants": [{"name": "a"}, {"name": "b"}], "channels": ["moon"]},
     ],
 )

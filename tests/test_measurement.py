@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 from service import logs
 from tests.conftest import client_for, replace
 
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=5)
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=10)  # +8 days stays in the past
 
 
 def event(kind: str, customer: str, item: str, channel: str, at: datetime, **kw: Any) -> dict:
@@ -145,6 +145,37 @@ def test_experiment_admin_api(client: TestClient) -> None:
     assert body["experiment"] is None
     assert client.delete("/v1/experiments/ab2").status_code == 204
     assert client.get("/v1/experiments").json() == []
+
+
+def test_stopping_an_experiment_that_has_not_started_is_a_409_and_changes_nothing(
+    client: TestClient,
+) -> None:
+    scheduled = {**EXPERIMENT, "start": "2030-01-01T00:00:00Z"}
+    assert client.put("/v1/experiments/e3", json=scheduled).status_code == 200
+    before = client.get("/v1/experiments/e3").json()
+    response = client.post("/v1/experiments/e3/stop")
+    assert response.status_code == 409
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["type"] == "urn:omnireco:problem:experiment-not-started"
+    assert "DELETE" in response.json()["detail"]
+    assert client.get("/v1/experiments/e3").json() == before
+
+
+def test_huge_experiment_weights_are_a_400_naming_the_field(client: TestClient) -> None:
+    body = {
+        "variants": [{"name": "a", "weight": 1e308}, {"name": "b", "weight": 1e308}],
+        "channels": ["support"],
+    }
+    response = client.put("/v1/experiments/e5", json=body)
+    assert response.status_code == 400
+    assert "$.variants[0].weight" in response.json()["detail"]
+    assert client.get("/v1/experiments/e5").status_code == 404
+
+
+def test_stopping_a_stopped_experiment_keeps_its_stop_time(client: TestClient) -> None:
+    client.put("/v1/experiments/ab4", json=EXPERIMENT)
+    first = client.post("/v1/experiments/ab4/stop").json()["stop"]
+    assert client.post("/v1/experiments/ab4/stop").json()["stop"] == first
 
 
 def test_experiment_results_per_variant_and_channel(client: TestClient) -> None:

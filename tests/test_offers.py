@@ -383,6 +383,27 @@ def test_bad_export_requests_are_refused(client: TestClient, body: dict[str, obj
     assert client.post("/v1/exports/offers", json=body).status_code == 400
 
 
+def test_an_export_with_an_invalid_identifier_is_refused_before_any_line_or_contact(
+    client: TestClient,
+) -> None:
+    consenting = [f"u{i}" for i in range(6)]
+    for c in consenting:
+        consent(client, c, email=True)
+    caps = [{"max": 1, "period_days": 30}]
+    put_offer(client, "o1", target={}, kind="free_delivery", amount=None, caps=caps)
+    fillers = [f"nobody{i}" for i in range(300)]  # past the first chunk of 256
+    audience = {"customer_ids": [*consenting, *fillers, "email:"]}
+    response = client.post("/v1/exports/offers", json={"audience": audience, "record": True})
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["type"] == "urn:omnireco:problem:invalid-identifier"
+    # No contact was recorded: under a cap of one, each customer still gets the offer.
+    lines = export(client, audience={"customer_ids": consenting})
+    assert [(line["customer_id"], offer_ids(line)) for line in lines] == [
+        (c, ["o1"]) for c in consenting
+    ]
+
+
 def test_a_chunk_scored_in_a_thread_matches_the_endpoints(client: TestClient) -> None:
     audience = [f"u{i}" for i in range(10)] + ["newbie"]  # more than one slice: a thread
     for c in audience:

@@ -65,7 +65,9 @@ def test_identifiers_are_normalised(raw: str, normalised: str) -> None:
     assert identity.normalise(raw, KINDS) == normalised
 
 
-@pytest.mark.parametrize("raw", ["fax:123", "email:", "no-colon", "ssn:1"])
+@pytest.mark.parametrize(
+    "raw", ["fax:123", "email:", "no-colon", "ssn:1", "phone:abc", "phone:+", "phone:00"]
+)
 def test_bad_identifiers_are_refused(raw: str) -> None:
     with pytest.raises(identity.InvalidIdentifier):
         identity.normalise(raw, KINDS)
@@ -234,6 +236,17 @@ def test_without_personalisation_consent_answers_are_not_personal(client: TestCl
     assert recs(client, "u0")["fallback"] is False
 
 
+@pytest.mark.parametrize("channel", ["carrier_pigeon", ""])
+def test_marketing_consent_is_per_channel_of_the_closed_set(
+    client: TestClient, channel: str
+) -> None:
+    response = client.put("/v1/customers/u0/consent", json={"marketing": {channel: True}})
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "$.marketing"
+    assert repr(channel) in response.json()["detail"]
+    assert client.get("/v1/customers/u0/consent").json().get("marketing", {}) == {}
+
+
 def test_consent_needs_admin_or_events_scope(client: TestClient) -> None:
     from tests.conftest import EVENTS_KEY, STOREFRONT_KEY
 
@@ -323,6 +336,11 @@ def test_inventory_requires_admin_and_valid_bodies(client: TestClient) -> None:
     bad = client.put("/v1/inventory", json={"items": [{"item_id": "i1", "online": "maybe"}]})
     assert bad.status_code == 400
     assert bad.json()["errors"][0]["field"] == "$.items[0].online"
+    bad_store = client.put(
+        "/v1/inventory", json={"items": [{"item_id": "i1", "stores": {"": True}}]}
+    )
+    assert bad_store.status_code == 400
+    assert bad_store.json()["errors"][0]["field"] == "$.items[0].stores"  # a key, with "$."
     client.headers.pop("Authorization")
     denied = client.put(
         "/v1/inventory", json={"items": [{"item_id": "i1"}]}, headers={"X-API-Key": EVENTS_KEY}

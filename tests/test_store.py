@@ -8,12 +8,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+import msgspec
 import pytest
 import redis
 from redis.asyncio import Redis
 
 from service.errors import StoreUnavailable
-from service.events import Event, event_msgpack_decoder
+from service.events import Event, InvalidEvent, event_msgpack_decoder
 from service.offers import OfferRules
 from service.store import Store
 
@@ -40,6 +41,23 @@ def with_store(url: str, prefix: str, use: Callable[[Store], Awaitable[T]], **kw
             await store.aclose()
 
     return asyncio.run(main())
+
+
+def test_an_event_built_in_code_that_would_not_decode_is_never_written(
+    redis_url: str, key_prefix: str
+) -> None:
+    """Events built in Python skip the contract's checks: record() refuses the whole batch."""
+    good = event("c1", "a")
+    bad = msgspec.structs.replace(event("c1", "b"), store_id="s\n1")
+
+    async def use(store: Store) -> None:
+        await store.record([good, bad])
+
+    with pytest.raises(InvalidEvent, match=r"\$\.store_id"):
+        with_store(redis_url, key_prefix, use)
+    raw = redis.Redis.from_url(redis_url)
+    assert raw.xlen(f"{key_prefix}:events") == 0
+    assert not list(raw.scan_iter(match=f"{key_prefix}:*"))
 
 
 def test_recorded_events_are_in_the_stream_and_the_customer_state(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 from litestar.testing import TestClient
 
 from service.profile import StageRules, stage
@@ -157,6 +158,48 @@ def test_lookup_and_presentations_are_recorded_as_tablet_events(tablet: TestClie
         for m in tablet.get("/v1/customers/u2/profile").json()["channel_mix"]
     }
     assert mix["tablet"] == 2
+
+
+def keys_under(redis_url: str, key_prefix: str) -> set[bytes]:
+    return set(redis.Redis.from_url(redis_url).scan_iter(match=f"{key_prefix}:*"))
+
+
+@pytest.mark.parametrize("store_id", ["a\nb", "s" * 300])
+def test_a_lookup_from_a_store_id_the_event_contract_refuses_is_a_400_and_records_nothing(
+    tablet: TestClient, redis_url: str, key_prefix: str, store_id: str
+) -> None:
+    before = keys_under(redis_url, key_prefix)
+    stream = redis.Redis.from_url(redis_url).xlen(f"{key_prefix}:events")
+    response = tablet.get(
+        "/v1/customers/lookup", params={"loyalty": "L0000042", "store_id": store_id}
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "query.store_id"
+    assert keys_under(redis_url, key_prefix) == before
+    assert redis.Redis.from_url(redis_url).xlen(f"{key_prefix}:events") == stream
+
+
+@pytest.mark.parametrize(
+    ("customer", "kind"),
+    [
+        ("pr%0Aes", "validation"),  # refused with the path parameter
+        # Normalising lowers "İ" into two characters: 512 of them, over the contract's 256. The
+        # event is refused where it is written, before the contact is counted.
+        ("email:" + "İ" * 250, "invalid-event"),
+    ],
+)
+def test_a_presentation_the_event_contract_refuses_is_a_400_and_records_nothing(
+    tablet: TestClient, redis_url: str, key_prefix: str, customer: str, kind: str
+) -> None:
+    offer = {"title": "Free delivery", "kind": "free_delivery", "channels": ["tablet"], "value": 5}
+    assert tablet.put("/v1/offers/spring-10", json=offer).status_code == 201
+    before = keys_under(redis_url, key_prefix)
+    response = tablet.post(
+        f"/v1/customers/{customer}/presentations", json={"offer_id": "spring-10"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["type"] == f"urn:omnireco:problem:{kind}"
+    assert keys_under(redis_url, key_prefix) == before  # no event, no contact
 
 
 def test_presenting_an_unknown_offer_is_a_404(tablet: TestClient) -> None:

@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 import msgspec
 from litestar import Controller, post
 from litestar.datastructures import State
+from litestar.exceptions import ValidationException
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from service.errors import InvalidRequest
-from service.events import Event
+from service.events import Event, timestamp_problem
 from service.resolution import resolve_events
 from service.runtime import runtime
 from service.schemas import EventsAccepted
@@ -49,6 +50,7 @@ class EventController(Controller):
                 f"the batch holds {len(events)} events; at most {settings.max_batch_events} allowed"
             )
         now = datetime.now(UTC)
+        _check_timestamps(events, now, batch=isinstance(data, list))
         stamped = [e if e.timestamp else msgspec.structs.replace(e, timestamp=now) for e in events]
         resolved = await resolve_events(store, settings.identifier_kinds_set, stamped)
         # Measurement (issue 7): counters and touches ride on the same transaction.
@@ -57,3 +59,14 @@ class EventController(Controller):
         await store.record_redemptions(resolved)  # offer_redeemed with an offer_id: caps, history
         tracking.ingested(resolved)
         return EventsAccepted(accepted=len(ids), ids=ids)
+
+
+def _check_timestamps(events: list[Event], now: datetime, *, batch: bool) -> None:
+    """Refuse the whole request when any event's time is out of range, naming each one."""
+    errors = [
+        {"key": f"${f'[{i}]' if batch else ''}.timestamp", "message": problem, "source": "body"}
+        for i, e in enumerate(events)
+        if e.timestamp and (problem := timestamp_problem(e.timestamp, now))
+    ]
+    if errors:
+        raise ValidationException(detail="event times out of range", extra=errors)

@@ -29,6 +29,14 @@ class UnknownExperiment(ServiceError):
     title = "Unknown experiment"
 
 
+class ExperimentNotStarted(ServiceError):
+    """Stopping an experiment that has not started: nothing runs that could be stopped."""
+
+    slug = "experiment-not-started"
+    status = 409
+    title = "Experiment not started"
+
+
 class ExperimentController(Controller):
     """A/B tests: configure, list, stop and read results (scope ``admin``)."""
 
@@ -75,10 +83,20 @@ class ExperimentController(Controller):
         store: NamedDependency[Store],
         tracking: NamedDependency[Tracking],
     ) -> Experiment:
-        """Stop an experiment now (its config and counters are kept)."""
-        experiment = msgspec.structs.replace(
-            await _find(store, experiment_id), stop=datetime.now(UTC)
-        )
+        """Stop an experiment now (its config and counters are kept).
+
+        One already stopped keeps its stop time. One that has not started yet is a 409: a stop
+        before the start is no window at all; delete it to cancel it, or put it with a new start.
+        """
+        found, now = await _find(store, experiment_id), datetime.now(UTC)
+        if found.stop is not None and found.stop <= now:
+            return found
+        if found.start is not None and found.start >= now:
+            raise ExperimentNotStarted(
+                f"experiment {experiment_id!r} starts at {found.start.isoformat()}; "
+                "DELETE it to cancel it, or PUT it with another start"
+            )
+        experiment = msgspec.structs.replace(found, stop=now)
         await store.put_experiment(experiment)
         await tracking.reload_experiments()
         return experiment

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, get_args
 
 from litestar.params import PathParameter, QueryParameter
 
-from service.events import Channel
+from service.events import Channel, Id
 from service.logs import current_request_id, new_id
 
 MAX_K = 200
@@ -16,7 +16,15 @@ Category = Annotated[str | None, QueryParameter(description="Only items of this 
 Exclude = Annotated[
     list[str] | None, QueryParameter(description="Item ids never to return (repeat the parameter)")
 ]
-PathId = Annotated[str, PathParameter(min_length=1, max_length=256)]
+# The constraints of the Event contract's ids, so an id taken from a path or query and written
+# into an event is refused here (400 naming the parameter), never by the stream's readers.
+_ID_META = get_args(Id)[1]
+ID_RULES: dict[str, Any] = {
+    "min_length": _ID_META.min_length,
+    "max_length": _ID_META.max_length,
+    "pattern": _ID_META.pattern,
+}
+PathId = Annotated[str, PathParameter(**ID_RULES)]
 
 
 def new_request_id() -> str:

@@ -14,10 +14,10 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.static_files import create_static_files_router
 
 from service import identity, offer_service, profile, recommend
-from service.api.params import PathId
+from service.api.params import ID_RULES, PathId
 from service.availability import Availability
 from service.errors import InvalidRequest, UnknownCustomer
-from service.events import Event, Id
+from service.events import Event, Id, stream_payload
 from service.live_model import LiveModel
 from service.offer_scoring import ScoredOffer
 from service.offload import off_loop_if_heavy
@@ -27,7 +27,9 @@ from service.settings import Settings
 from service.store import Store
 
 Lookup = Annotated[str | None, QueryParameter(max_length=256)]
-StoreId = Annotated[str | None, QueryParameter(description="The store the tablet is in")]
+StoreId = Annotated[
+    str | None, QueryParameter(description="The store the tablet is in", **ID_RULES)
+]
 
 
 class LookupResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,8 +151,6 @@ class TabletController(Controller):
             raise NotFoundException(detail=f"no offer {data.offer_id!r}")
         resolved = await customer_for(store, settings.identifier_kinds_set, customer_id)
         now = datetime.now(UTC)
-        _, _, rules = await store.offer_catalogue()
-        await store.record_contacts([(resolved, data.offer_id)], "tablet", now, rules)
         event = Event(
             customer_id=resolved,
             event_type="offer_presented",
@@ -159,6 +159,9 @@ class TabletController(Controller):
             store_id=data.store_id,
             offer_id=data.offer_id,
         )
+        stream_payload(event)  # an event that cannot be stored must not count as a contact either
+        _, _, rules = await store.offer_catalogue()
+        await store.record_contacts([(resolved, data.offer_id)], "tablet", now, rules)
         (entry_id,) = await store.record([event])
         return Presented(event_id=entry_id)
 

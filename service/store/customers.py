@@ -12,7 +12,13 @@ from typing import Any
 import msgspec
 from redis.commands.core import AsyncScript
 
-from service.events import CONSUMED_EVENT_TYPES, Event, event_msgpack_decoder, msgpack_encoder
+from service.events import (
+    CONSUMED_EVENT_TYPES,
+    Event,
+    event_msgpack_decoder,
+    msgpack_encoder,
+    stream_payload,
+)
 from service.state import CartLine, Consent, CustomerState, cart_line_decoder, consent_decoder
 from service.store.base import StoreBase, mapping, text, unavailable_on_redis_error
 from service.store.keys import Keys
@@ -173,7 +179,7 @@ class EventState(StoreBase):
         value = event.quantity * (event.price or 0.0)
         return [
             self.keys.customer_prefix(event.customer_id),
-            msgpack_encoder.encode(event),
+            stream_payload(event),  # refuses an event the stream's readers could not decode
             self.keys.seen(event.event_id) if event.event_id else "",
             item if event.event_type in CONSUMED_EVENT_TYPES else "",
             cart_op,
