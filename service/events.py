@@ -65,9 +65,9 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^\x00
 UtcTimestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 # Upper bounds far above any real basket that keep every figure computed from events finite:
-# spend (price x quantity, at most 1e18) is summed per customer in Redis, which refuses an
+# spend (price x quantity, at most 1e21) is summed per customer in Redis, which refuses an
 # infinite sum only after the event has been written. The bounds also refuse NaN.
-MAX_QUANTITY = 1e6
+MAX_QUANTITY = 1e9
 MAX_PRICE = 1e12
 MAX_ABS_RATING = 1e6
 Quantity = Annotated[float, msgspec.Meta(ge=0, le=MAX_QUANTITY)]
