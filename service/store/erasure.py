@@ -47,12 +47,10 @@ class Erasure(StoreBase):
             if owner is not None and text(owner) == customer_id
         ]
         names = {customer_id, *identifiers}
-        doomed = set(keys.customer_keys(customer_id))
-        doomed.update(k for i in identifiers for k in keys.customer_keys(i))
-        async for key in self.client.scan_iter(
-            match=_glob_escape(keys.customer_prefix(customer_id)) + "*"
-        ):
-            doomed.add(text(key))
+        # Exactly the keys of these customers, never a pattern: ids may hold "}" or glob
+        # characters, so "reco:{c:ann}:*" also matches customer "ann}:x"'s keys, and a customer
+        # "*" would match everyone's. ``customer_keys`` lists every kind the service writes.
+        doomed = {k for name in names for k in keys.customer_keys(name)}
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(*doomed)
         if owned:
@@ -85,8 +83,3 @@ class Erasure(StoreBase):
             if doomed:
                 deleted += await self.client.xdel(self.keys.events, *doomed)
             start = "(" + text(page[-1][0])
-
-
-def _glob_escape(text_: str) -> str:
-    """Escape glob specials so a customer id with ``*`` or ``[`` matches only itself."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text_)

@@ -1,0 +1,114 @@
+"""Erasure over HTTP against a real Redis: exactly the customer's data goes, nobody else's.
+
+Checkerboard reminder: u0 bought i00 in the training data (tests/builders.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+import redis
+from litestar.testing import TestClient
+
+from service.settings import Settings
+from service.store.keys import Keys
+from tests.test_offers import consent, offers, put_offer
+from tests.test_omnichannel import event, post
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    r = redis.Redis.from_url(redis_url)
+    yield r
+    r.close()
+
+
+def path(customer: str) -> str:
+    return quote(customer, safe="")
+
+
+def profile_status(client: TestClient, customer: str) -> int:
+    return client.get(f"/v1/customers/{path(customer)}/profile").status_code
+
+
+def erase(client: TestClient, customer: str) -> dict:  # type: ignore[type-arg]
+    response = client.delete(f"/v1/customers/{path(customer)}")
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def keys_of(raw: redis.Redis, keys: Keys, customer: str) -> set[str]:
+    """The keys Redis holds for ``customer`` (never another customer's, whatever the ids)."""
+    start = keys.customer_prefix(customer)
+    found = set()
+    for key in raw.scan_iter(count=1000):
+        name = key.decode()
+        if name.startswith(start) and "}" not in name[len(start) :]:
+            found.add(name)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("erased", "others"),
+    [
+        ("vic1", ["vic1}:x", "vic1x", "vic1}"]),
+        ("*", ["a", "vic1", "*x"]),
+        ("a*", ["a", "ab", "a*}:x"]),
+        ("a?", ["ab", "a?b"]),
+        ("[ab]", ["a", "b"]),
+        ("a\\", ["a\\b", "a"]),
+    ],
+)
+def test_erasing_a_customer_leaves_customers_with_lookalike_ids_intact(
+    client: TestClient, erased: str, others: list[str]
+) -> None:
+    """Ids may hold "}" and glob characters; erasure must not treat them as patterns."""
+    for customer in [erased, *others]:
+        post(client, event(customer, "i05", "purchase", "web", price=5))
+        assert profile_status(client, customer) == 200
+    report = erase(client, erased)
+    assert report["keys_deleted"] > 0 and report["stream_events_deleted"] == 1
+    assert profile_status(client, erased) == 404
+    for customer in others:
+        view = client.get(f"/v1/customers/{path(customer)}/profile")
+        assert view.status_code == 200, (customer, view.text)
+        assert view.json()["lifetime_value"] == 5.0
+
+
+def test_every_key_the_service_writes_for_a_customer_is_erased(
+    client: TestClient, settings: Settings, raw: redis.Redis
+) -> None:
+    """Events of every kind, consent, links, offers presented and redeemed, touches: all go."""
+    keys = Keys(settings.key_prefix)
+    customer, neighbour = "ann}x", "ann}x}:y"
+    link = {"customer_id": customer, "identifiers": ["email:ann@x.org", "cookie:ann1"]}
+    post(client, {"identifier": "cookie:ann1", "item_id": "i03", "event_type": "add_to_cart",
+                  "channel": "web"})  # fmt: skip
+    assert client.post("/v1/identities/link", json=link).status_code == 200
+    consent(client, customer)
+    put_offer(client, "o1", kind="free_delivery", amount=None, target={}, value=4.0)
+    post(
+        client,
+        event(customer, "i02", "purchase", "store", price=3, session_id="s1"),
+        event(customer, "i04", "add_to_cart", "web"),
+        event(customer, "i06", "impression", "web", request_id="r1"),
+        event(customer, "i06", "click", "web", request_id="r1"),
+        event(neighbour, "i02", "purchase", "web", price=1),
+        {"identifier": "cookie:ann2", "item_id": "i01", "event_type": "view", "channel": "web"},
+    )
+    assert offers(client, customer)["offers"]  # recorded as a contact
+    post(client, event(customer, None, "offer_redeemed", "store", offer_id="o1"))
+    written = keys_of(raw, keys, customer)
+    # The test drives every kind of key there is, and the service writes no kind erasure
+    # does not know.
+    assert written == set(keys.customer_keys(customer))
+    neighbours = keys_of(raw, keys, neighbour) | keys_of(raw, keys, "cookie:ann2")
+    assert neighbours
+    report = erase(client, customer)
+    assert report["identifiers_removed"] == 2
+    left = {k.decode() for k in raw.scan_iter(match=f"{settings.key_prefix}:*", count=1000)}
+    assert not written & left
+    assert not {keys.identifier("email:ann@x.org"), keys.identifier("cookie:ann1")} & left
+    assert neighbours <= left
