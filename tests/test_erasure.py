@@ -12,6 +12,7 @@ import pytest
 import redis
 from litestar.testing import TestClient
 
+from service.events import Event, event_msgpack_decoder
 from service.settings import Settings
 from service.store.keys import Keys
 from tests.test_offers import consent, offers, put_offer
@@ -112,3 +113,39 @@ def test_every_key_the_service_writes_for_a_customer_is_erased(
     assert not written & left
     assert not {keys.identifier("email:ann@x.org"), keys.identifier("cookie:ann1")} & left
     assert neighbours <= left
+
+
+def stream_events(raw: redis.Redis, keys: Keys) -> list[Event]:
+    return [event_msgpack_decoder.decode(f[b"e"]) for _, f in raw.xrange(keys.events)]
+
+
+def test_erasure_keeps_another_customers_event_that_carries_the_erased_identifier(
+    client: TestClient, settings: Settings, raw: redis.Redis
+) -> None:
+    """An event names its customer by ``customer_id``; its identifier does not make it another's."""
+    keys = Keys(settings.key_prefix)
+    link = {"customer_id": "victim2", "identifiers": ["email:victim2@x.com"]}
+    assert client.post("/v1/identities/link", json=link).status_code == 200
+    post(client, event("victim2", "i03", "view", "web"))
+    post(
+        client,
+        event("bystander2", "i01", "purchase", "web", price=10, identifier="Email:Victim2@X.com"),
+    )
+    report = erase(client, "victim2")
+    assert report["stream_events_deleted"] == 1  # victim2's view only
+    [kept] = stream_events(raw, keys)
+    assert (kept.customer_id, kept.item_id) == ("bystander2", "i01")
+    assert kept.identifier == "email:victim2@x.com"  # normalised like every identifier
+    assert client.get("/v1/customers/bystander2/profile").json()["lifetime_value"] == 10.0
+
+
+@pytest.mark.parametrize("identifier", ["email:", "fax:123", "email: "])
+def test_an_invalid_identifier_is_400_also_beside_a_customer_id(
+    client: TestClient, settings: Settings, raw: redis.Redis, identifier: str
+) -> None:
+    batch = [event("c1", "i01", "view", "web"), event("c1", "i02", identifier=identifier)]
+    response = client.post("/v1/events", json=batch)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "urn:omnireco:problem:invalid-identifier"
+    assert raw.xlen(Keys(settings.key_prefix).events) == 0  # nothing of the batch recorded

@@ -66,7 +66,10 @@ class Erasure(StoreBase):
         )
 
     async def _delete_stream_events(self, names: set[str]) -> int:
-        """XDEL the customer's events not yet exported (their ids or identifiers)."""
+        """XDEL the customer's events not yet exported: those recorded for ``names`` (the
+        customer and their identifiers' anonymous customers). An event is recorded for its
+        resolved ``customer_id``; another customer's event that merely carries one of the
+        identifiers is that customer's, and stays."""
         deleted, start = 0, "-"
         while True:
             page = await self.client.xrange(self.keys.events, min=start, count=_STREAM_PAGE)
@@ -78,7 +81,7 @@ class Erasure(StoreBase):
                     event = event_msgpack_decoder.decode(fields[b"e"])
                 except (msgspec.DecodeError, KeyError):
                     continue
-                if event.customer_id in names or event.identifier in names:
+                if event.customer_id in names:
                     doomed.append(entry_id)
             if doomed:
                 deleted += await self.client.xdel(self.keys.events, *doomed)
