@@ -24,9 +24,12 @@ IDEMPOTENCY_TTL_SECONDS = 7 * 86400
 
 # One script call records a whole batch: atomic, one round trip, and idempotent per event id
 # (a MULTI/EXEC cannot skip an event whose id was seen without a second round trip).
-# KEYS[1] = stream; ARGV = recent_max, ttl, seen_ttl, then 12 values per event: customer key
-# prefix, payload, seen key ("" = none), bought item, cart op, cart item, cart line, channel,
-# epoch seconds, order key ("" = not a purchase), value (spend; negative for returns), month.
+# KEYS[1] = stream; ARGV = recent_max, ttl, seen_ttl, the start of every customer key prefix
+# ("reco:{c:"), then 13 values per event: customer key prefix, payload, seen key ("" = none),
+# bought item, cart op, cart item, cart line, channel, epoch seconds, order key ("" = not a
+# purchase), value (spend; negative for returns), month, and the identifier key of an anonymous
+# customer ("" = none). An identifier linked since its event was resolved sends the event to
+# its customer: the link merged the anonymous state already, and would never see this event.
 _RECORD = """
 local function keep_min(h, field, v)
   local cur = tonumber(redis.call('HGET', h, field))
@@ -37,10 +40,14 @@ local function keep_max(h, field, v)
   if not cur or v > cur then redis.call('HSET', h, field, v) end
 end
 local out = {}
-local n = (#ARGV - 3) / 12
+local n = (#ARGV - 4) / 13
 for i = 0, n - 1 do
-  local b = 3 + i * 12
+  local b = 4 + i * 13
   local prefix, payload, seen = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  if ARGV[b + 13] ~= '' then
+    local owner = redis.call('GET', ARGV[b + 13])
+    if owner then prefix = ARGV[4] .. owner .. '}:' end
+  end
   local existing = false
   if seen ~= '' then existing = redis.call('GET', seen) end
   if existing then
@@ -140,6 +147,7 @@ class EventState(StoreBase):
             self.recent_max,
             self.recent_ttl_seconds,
             IDEMPOTENCY_TTL_SECONDS,
+            self.keys.customer_prefix("").removesuffix("}:"),
         ]
         for event in events:
             args.extend(self._script_args(event))
@@ -190,6 +198,7 @@ class EventState(StoreBase):
                 else 0.0
             ),
             when.strftime("%Y-%m"),
+            self.keys.identifier(event.customer_id) if _anonymous(event) else "",
         ]
 
     @unavailable_on_redis_error
@@ -295,6 +304,11 @@ def state_from(replies: Sequence[Any], oldest: datetime) -> CustomerState:
         cart=cart,
         consent=consent_decoder.decode(consent_raw) if consent_raw else Consent(),
     )
+
+
+def _anonymous(event: Event) -> bool:
+    """Whether the event was resolved to the anonymous customer of its unlinked identifier."""
+    return event.identifier is not None and event.customer_id == event.identifier
 
 
 def _order_key(event: Event, when: datetime) -> str:
