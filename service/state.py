@@ -66,6 +66,9 @@ class CustomerState(msgspec.Struct, frozen=True, kw_only=True):
     bought: frozenset[str] = frozenset()
     cart: dict[str, CartLine] = msgspec.field(default_factory=dict)
     consent: Consent = msgspec.field(default_factory=Consent)
+    # Erased (``DELETE /v1/customers/{id}``): what the model learnt of them is not used any more;
+    # whatever the service received since is a new customer's.
+    erased: bool = False
 
 
 cart_line_decoder = msgspec.msgpack.Decoder(CartLine)

@@ -5,6 +5,7 @@ Checkerboard reminder: u0 bought i00 in the training data (tests/builders.py).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -149,3 +150,61 @@ def test_an_invalid_identifier_is_400_also_beside_a_customer_id(
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["type"] == "urn:omnireco:problem:invalid-identifier"
     assert raw.xlen(Keys(settings.key_prefix).events) == 0  # nothing of the batch recorded
+
+
+def recs(client: TestClient, customer: str, **params: object) -> dict:  # type: ignore[type-arg]
+    response = client.get(f"/v1/customers/{customer}/recommendations", params={"k": 4, **params})
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def reasons(body: dict) -> list[str]:  # type: ignore[type-arg]
+    return [i["reason"] or "" for i in body["items"]]
+
+
+def test_an_erased_customer_of_the_model_is_a_stranger_to_it_at_once(client: TestClient) -> None:
+    """Not at the next training: their training-data row and purchases are not used any more."""
+    before = recs(client, "u0")
+    assert before["fallback"] is False
+    assert any(r.startswith("because you bought") for r in reasons(before))
+    assert client.get("/v1/customers/u0/profile").json()["favourite_categories"] == ["even"]
+    erase(client, "u0")
+    after = recs(client, "u0")
+    assert after["fallback"] is True
+    assert after["fallback_reason"] == "customer unknown to the model"
+    assert not any("because you" in r for r in reasons(after))
+    assert "i00" in [i["item_id"] for i in recs(client, "u0", k=20)["items"]]  # not "bought"
+    assert client.get("/v1/customers/u0/profile").status_code == 404
+    # Events that come later are a new customer's, starting from them alone.
+    post(client, event("u0", "i03", "view", "web"))
+    again = recs(client, "u0")
+    assert again["fallback"] is False and again["recent_events_used"] == 1
+    assert all(r == "because you viewed i03 online" for r in reasons(again) if r)
+    view = client.get("/v1/customers/u0/profile").json()
+    assert view["favourite_categories"] == ["odd"]
+
+
+def test_an_erased_customer_is_gone_from_the_tablet(client: TestClient) -> None:
+    link = {"customer_id": "u0", "identifiers": ["loyalty:L0000042"]}
+    assert client.post("/v1/identities/link", json=link).status_code == 200
+    assert client.get("/v1/customers/lookup", params={"loyalty": "L0000042"}).status_code == 200
+    profile = client.get("/v1/customers/u0/profile")
+    assert profile.status_code == 200 and profile.json()["favourite_categories"] == ["even"]
+    erase(client, "u0")
+    assert client.get("/v1/customers/lookup", params={"loyalty": "L0000042"}).status_code == 404
+    gone = client.get("/v1/customers/u0/profile")
+    assert gone.status_code == 404
+    assert gone.json()["type"] == "urn:omnireco:problem:unknown-customer"
+
+
+def test_an_erased_customer_leaves_the_models_offer_audience(client: TestClient) -> None:
+    put_offer(client, "o1", kind="free_delivery", amount=None, target={}, value=4.0)
+    for customer in ("u0", "u2"):
+        consent(client, customer, email=True)
+    everyone = client.post("/v1/exports/offers", json={"channel": "email", "record": False})
+    assert {"u0", "u2"} <= {json.loads(line)["customer_id"] for line in everyone.text.splitlines()}
+    erase(client, "u0")
+    consent(client, "u0", email=True)  # a new customer under the old id
+    after = client.post("/v1/exports/offers", json={"channel": "email", "record": False})
+    exported = {json.loads(line)["customer_id"] for line in after.text.splitlines()}
+    assert "u2" in exported and "u0" not in exported
