@@ -188,7 +188,8 @@ def _prepare(
     if chooser.segment is not None and chooser.segment not in facts.segments:
         return Choice(customer_id=customer_id, offers=[], skipped="not in the segment")
     personal = state.consent.allows_personalisation(settings.default_personalisation)
-    vector = customer_vector(model, customer_id, state.recent, now).vector if personal else None
+    known = None if state.erased else customer_id  # erased: the model's row is not theirs
+    vector = customer_vector(model, known, state.recent, now).vector if personal else None
     cand = Candidate(
         customer_id=customer_id,
         channel=chooser.channel,
@@ -300,7 +301,7 @@ async def export(
                 if nxt < size
                 else None
             )
-            for choice in await choose(chooser, ids, now, pairs):
+            for choice in await choose(chooser, ids, now, pairs) if ids else []:
                 if choice.skipped is None:
                     yield choice
             await asyncio.sleep(0)
@@ -317,7 +318,12 @@ async def _read(
         ids = await resolve(chooser.store, kinds, customer_ids[lo : lo + CHUNK])
     else:
         ids = _model_customers(chooser.model, lo, lo + CHUNK)
-    return ids, await chooser.store.offer_states(ids, chooser.catalogue.rules, now)
+    pairs = await chooser.store.offer_states(ids, chooser.catalogue.rules, now)
+    if customer_ids is None:
+        # The model's audience: customers erased since it was trained are not in it any more.
+        kept = [(i, p) for i, p in zip(ids, pairs, strict=True) if not p[0].erased]
+        return [i for i, _ in kept], [p for _, p in kept]
+    return ids, pairs
 
 
 def _audience_size(model: FactorModel, customer_ids: Sequence[str] | None) -> int:

@@ -27,18 +27,26 @@ async def customer_for(store: Store, kinds: frozenset[str], reference: str) -> s
 async def resolve_events(
     store: Store, kinds: frozenset[str], events: Sequence[Event]
 ) -> list[Event]:
-    """``events`` with every ``customer_id`` filled in, resolving identifiers in one round trip."""
-    # Normalise each identifier once; look every one of them up in one round trip.
+    """``events`` with every ``customer_id`` filled in, resolving identifiers in one round trip.
+
+    Every ``identifier`` is validated and normalised, also on an event that names its
+    ``customer_id``: that event is the named customer's, whoever the identifier is linked to (a
+    shared device's cookie), so it is only looked up for events without a ``customer_id``.
+
+    Raises:
+        InvalidIdentifier: an identifier with an unknown kind or an empty value (a 400).
+    """
+    # Normalise each identifier once; look those of events without a customer up in one trip.
     normalised = {
-        e.identifier: identity.normalise(e.identifier, kinds)
-        for e in events
-        if e.customer_id is None and e.identifier
+        e.identifier: identity.normalise(e.identifier, kinds) for e in events if e.identifier
     }
-    owners = await store.resolve(sorted(set(normalised.values()))) if normalised else {}
+    wanted = {normalised[e.identifier] for e in events if e.customer_id is None and e.identifier}
+    owners = await store.resolve(sorted(wanted)) if wanted else {}
     resolved = []
     for e in events:
-        if e.customer_id is None and e.identifier:
+        if e.identifier:
             name = normalised[e.identifier]
-            e = msgspec.structs.replace(e, identifier=name, customer_id=owners.get(name) or name)
+            customer = e.customer_id or owners.get(name) or name
+            e = msgspec.structs.replace(e, identifier=name, customer_id=customer)
         resolved.append(e)
     return resolved

@@ -41,6 +41,24 @@ class Consent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=
         return self.marketing.get(channel, default)
 
 
+def linked_consent(anonymous: Consent, customer: Consent) -> Consent:
+    """The customer's consent once an anonymous identifier is linked to them.
+
+    What the customer stated holds; what they never stated is taken from the anonymous side. So
+    a withdrawal made before logging in stays withdrawn until the customer states otherwise.
+    """
+    times = [t for t in (anonymous.updated_at, customer.updated_at) if t is not None]
+    return Consent(
+        personalisation=(
+            anonymous.personalisation
+            if customer.personalisation is None
+            else customer.personalisation
+        ),
+        marketing={**anonymous.marketing, **customer.marketing},
+        updated_at=max(times) if times else None,
+    )
+
+
 class CustomerState(msgspec.Struct, frozen=True, kw_only=True):
     """Everything Redis holds for one customer, read in one round trip."""
 
@@ -48,6 +66,9 @@ class CustomerState(msgspec.Struct, frozen=True, kw_only=True):
     bought: frozenset[str] = frozenset()
     cart: dict[str, CartLine] = msgspec.field(default_factory=dict)
     consent: Consent = msgspec.field(default_factory=Consent)
+    # Erased (``DELETE /v1/customers/{id}``): what the model learnt of them is not used any more;
+    # whatever the service received since is a new customer's.
+    erased: bool = False
 
 
 cart_line_decoder = msgspec.msgpack.Decoder(CartLine)

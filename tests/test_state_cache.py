@@ -109,7 +109,22 @@ def test_every_change_by_another_client_is_seen_by_the_next_read(
         assert "x" in (await cached.customer_state("c1", recent=1)).cart
 
         await other.erase("c1")
-        assert await cached.customer_state("c1", recent=1) == CustomerState()
+        assert await cached.customer_state("c1", recent=1) == CustomerState(erased=True)
+
+    run(redis_url, key_prefix, use)
+
+
+def test_erasing_a_customer_with_nothing_in_redis_is_seen_by_the_next_read(
+    redis_url: str, key_prefix: str
+) -> None:
+    """A customer known only to the model has no keys to change; the suppression list does."""
+
+    async def use(cached: Store, other: Store, cache: StateCache) -> None:
+        assert (await cached.customer_state("u0", recent=1)).erased is False
+        assert (await cached.customer_state("u0", recent=1)).erased is False
+        assert cache.hits == 1
+        await other.erase("u0")
+        assert (await cached.customer_state("u0", recent=1)).erased is True
 
     run(redis_url, key_prefix, use)
 

@@ -21,6 +21,7 @@ from service.events import (
 )
 from service.state import CartLine, Consent, CustomerState, cart_line_decoder, consent_decoder
 from service.store.base import StoreBase, mapping, text, unavailable_on_redis_error
+from service.store.erasure import customer_hash
 from service.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,12 @@ IDEMPOTENCY_TTL_SECONDS = 7 * 86400
 
 # One script call records a whole batch: atomic, one round trip, and idempotent per event id
 # (a MULTI/EXEC cannot skip an event whose id was seen without a second round trip).
-# KEYS[1] = stream; ARGV = recent_max, ttl, seen_ttl, then 12 values per event: customer key
-# prefix, payload, seen key ("" = none), bought item, cart op, cart item, cart line, channel,
-# epoch seconds, order key ("" = not a purchase), value (spend; negative for returns), month.
+# KEYS[1] = stream; ARGV = recent_max, ttl, seen_ttl, the start of every customer key prefix
+# ("reco:{c:"), then 13 values per event: customer key prefix, payload, seen key ("" = none),
+# bought item, cart op, cart item, cart line, channel, epoch seconds, order key ("" = not a
+# purchase), value (spend; negative for returns), month, and the identifier key of an anonymous
+# customer ("" = none). An identifier linked since its event was resolved sends the event to
+# its customer: the link merged the anonymous state already, and would never see this event.
 _RECORD = """
 local function keep_min(h, field, v)
   local cur = tonumber(redis.call('HGET', h, field))
@@ -43,10 +47,14 @@ local function keep_max(h, field, v)
   if not cur or v > cur then redis.call('HSET', h, field, v) end
 end
 local out = {}
-local n = (#ARGV - 3) / 12
+local n = (#ARGV - 4) / 13
 for i = 0, n - 1 do
-  local b = 3 + i * 12
+  local b = 4 + i * 13
   local prefix, payload, seen = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  if ARGV[b + 13] ~= '' then
+    local owner = redis.call('GET', ARGV[b + 13])
+    if owner then prefix = ARGV[4] .. owner .. '}:' end
+  end
   local existing = false
   if seen ~= '' then existing = redis.call('GET', seen) end
   if existing then
@@ -93,18 +101,23 @@ return out
 """
 
 
-# A customer's state in one command: recent events (ARGV[1] = last index), purchases, cart and
-# consent (KEYS: ``state_keys``). One EVALSHA costs the client about half of what a pipeline of
-# the four reads does, and the recommendation route runs it on every request. All four keys share
-# the customer's hash tag. ``STATE_READS`` is the table's contents, for scripts that read more.
+# A customer's state in one command: recent events (ARGV[1] = last index), purchases, cart,
+# consent, and whether the customer was erased (KEYS: ``state_keys``; ARGV[2]: the id's hash in
+# the suppression list, which erasure writes and training honours). One EVALSHA costs the client
+# about half of what a pipeline of the reads does, and the recommendation route runs it on every
+# request. The first four keys share the customer's hash tag. ``STATE_READS`` is the table's
+# contents, for scripts that read more.
 STATE_READS = """
   redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1])), redis.call('SMEMBERS', KEYS[2]),
-  redis.call('HGETALL', KEYS[3]), redis.call('GET', KEYS[4])"""
+  redis.call('HGETALL', KEYS[3]), redis.call('GET', KEYS[4]),
+  redis.call('HEXISTS', KEYS[5], ARGV[2])"""
+# How many replies (and keys) ``STATE_READS`` has.
+STATE_PARTS = 5
 _READ_STATE = f"return {{{STATE_READS}}}"
-# The tablet's look-up: the state (ARGV[1] = -1, every recent event), lifetime stats (KEYS[5])
-# and linked identifiers (KEYS[6]).
+# The tablet's look-up: the state (ARGV[1] = -1, every recent event), lifetime stats (KEYS[6])
+# and linked identifiers (KEYS[7]).
 _READ_PROFILE = f"""
-return {{{STATE_READS}, redis.call('HGETALL', KEYS[5]), redis.call('SMEMBERS', KEYS[6])}}
+return {{{STATE_READS}, redis.call('HGETALL', KEYS[6]), redis.call('SMEMBERS', KEYS[7])}}
 """
 
 
@@ -146,6 +159,7 @@ class EventState(StoreBase):
             self.recent_max,
             self.recent_ttl_seconds,
             IDEMPOTENCY_TTL_SECONDS,
+            self.keys.customer_prefix("").removesuffix("}:"),
         ]
         for event in events:
             args.extend(self._script_args(event))
@@ -196,6 +210,7 @@ class EventState(StoreBase):
                 else 0.0
             ),
             when.strftime("%Y-%m"),
+            self.keys.identifier(event.customer_id) if _anonymous(event) else "",
         ]
 
     @unavailable_on_redis_error
@@ -237,7 +252,7 @@ class EventState(StoreBase):
         replies = await self.pipelined.evalsha(
             self._read_state,
             state_keys(self.keys, customer_id),
-            [reads - 1 if reads > 0 else -1],
+            state_args(customer_id, reads - 1 if reads > 0 else -1),
         )
         return state_from(script_replies(replies), oldest)
 
@@ -249,7 +264,7 @@ class EventState(StoreBase):
         k = self.keys
         keys = [*state_keys(k, customer_id), k.stats(customer_id), k.identifiers(customer_id)]
         *state_replies, stats_raw, ids_raw = await self.pipelined.evalsha(
-            self._read_profile, keys, [-1]
+            self._read_profile, keys, state_args(customer_id, -1)
         )
         stats = {text(k): float(v) for k, v in mapping(stats_raw).items()}
         return (
@@ -274,20 +289,26 @@ def state_keys(keys: Keys, customer_id: str) -> list[str]:
         keys.bought(customer_id),
         keys.cart(customer_id),
         keys.consent(customer_id),
+        keys.suppressed,
     ]
 
 
+def state_args(customer_id: str, last: int) -> list[int | str]:
+    """``STATE_READS``' arguments: the last recent event's index (-1: all), the id's hash."""
+    return [last, customer_hash(customer_id)]
+
+
 def script_replies(replies: Sequence[Any]) -> list[Any]:
-    """``STATE_READS``' four replies as ``state_from`` takes them: HGETALL inside a script
-    answers a flat [field, value, ...] list, not a mapping."""
-    recent_raw, bought, cart, consent = replies
-    return [recent_raw, bought, mapping(cart), consent]
+    """``STATE_READS``' replies as ``state_from`` takes them: HGETALL inside a script answers a
+    flat [field, value, ...] list, not a mapping."""
+    recent_raw, bought, cart, consent, erased = replies
+    return [recent_raw, bought, mapping(cart), consent, erased]
 
 
 def state_from(replies: Sequence[Any], oldest: datetime) -> CustomerState:
-    """The state from its four reads (recent events, purchases, cart as a mapping, consent);
+    """The state from its reads (recent events, purchases, cart as a mapping, consent, erased);
     events before ``oldest`` dropped."""
-    recent_raw, bought_raw, cart_raw, consent_raw = replies
+    recent_raw, bought_raw, cart_raw, consent_raw, erased = replies
     recent = [e for e in decode_events(recent_raw) if e.timestamp is None or e.timestamp >= oldest]
     cart = {}
     for item, raw in cart_raw.items():
@@ -300,7 +321,13 @@ def state_from(replies: Sequence[Any], oldest: datetime) -> CustomerState:
         bought=frozenset(text(b) for b in bought_raw),
         cart=cart,
         consent=consent_decoder.decode(consent_raw) if consent_raw else Consent(),
+        erased=bool(erased),
     )
+
+
+def _anonymous(event: Event) -> bool:
+    """Whether the event was resolved to the anonymous customer of its unlinked identifier."""
+    return event.identifier is not None and event.customer_id == event.identifier
 
 
 def _order_key(event: Event, when: datetime) -> str:

@@ -47,12 +47,10 @@ class Erasure(StoreBase):
             if owner is not None and text(owner) == customer_id
         ]
         names = {customer_id, *identifiers}
-        doomed = set(keys.customer_keys(customer_id))
-        doomed.update(k for i in identifiers for k in keys.customer_keys(i))
-        async for key in self.client.scan_iter(
-            match=_glob_escape(keys.customer_prefix(customer_id)) + "*"
-        ):
-            doomed.add(text(key))
+        # Exactly the keys of these customers, never a pattern: ids may hold "}" or glob
+        # characters, so "reco:{c:ann}:*" also matches customer "ann}:x"'s keys, and a customer
+        # "*" would match everyone's. ``customer_keys`` lists every kind the service writes.
+        doomed = {k for name in names for k in keys.customer_keys(name)}
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(*doomed)
         if owned:
@@ -68,7 +66,10 @@ class Erasure(StoreBase):
         )
 
     async def _delete_stream_events(self, names: set[str]) -> int:
-        """XDEL the customer's events not yet exported (their ids or identifiers)."""
+        """XDEL the customer's events not yet exported: those recorded for ``names`` (the
+        customer and their identifiers' anonymous customers). An event is recorded for its
+        resolved ``customer_id``; another customer's event that merely carries one of the
+        identifiers is that customer's, and stays."""
         deleted, start = 0, "-"
         while True:
             page = await self.client.xrange(self.keys.events, min=start, count=_STREAM_PAGE)
@@ -80,13 +81,8 @@ class Erasure(StoreBase):
                     event = event_msgpack_decoder.decode(fields[b"e"])
                 except (msgspec.DecodeError, KeyError):
                     continue
-                if event.customer_id in names or event.identifier in names:
+                if event.customer_id in names:
                     doomed.append(entry_id)
             if doomed:
                 deleted += await self.client.xdel(self.keys.events, *doomed)
             start = "(" + text(page[-1][0])
-
-
-def _glob_escape(text_: str) -> str:
-    """Escape glob specials so a customer id with ``*`` or ``[`` matches only itself."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text_)

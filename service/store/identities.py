@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import cached_property
 
 import msgspec
+from redis.commands.core import AsyncScript
 
-from service.errors import IdentifierConflict
-from service.events import msgpack_encoder
+from service.errors import IdentifierConflict, StoreUnavailable
+from service.events import event_msgpack_decoder, msgpack_encoder
+from service.state import Consent, consent_decoder, linked_consent
 from service.store.base import StoreBase, text, unavailable_on_redis_error
-from service.store.customers import decode_events
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Consent changed between the read and the merge this many times in a row: give up (a 503).
+_MERGE_TRIES = 5
 
 # Check every identifier first and link none if one belongs to someone else: never a silent
 # re-link, never half a link. KEYS = identifier keys; ARGV[1] = customer id, ARGV[2] = ids set key,
@@ -27,6 +31,67 @@ for i, key in ipairs(KEYS) do
   redis.call('SADD', ARGV[2], ARGV[i + 2])
 end
 return {}
+"""
+
+# Merge an anonymous customer's state into a customer's, atomically. KEYS[1..6] = the anonymous
+# side's recent, bought, cart, stats, orders, consent; KEYS[7..12] = the customer's. ARGV = recent
+# max, TTL, both consents as read ("" = none), the merged consent ("" = leave it), then per event
+# read: as stored, as the customer's, its time. Returns the anonymous events moved, or -1 when a
+# consent changed since it was read (nothing written).
+_MERGE = """
+if (redis.call('GET', KEYS[6]) or '') ~= ARGV[3] or (redis.call('GET', KEYS[12]) or '') ~= ARGV[4]
+then return -1 end
+local function keep(h, field, v, better)
+  local cur = tonumber(redis.call('HGET', h, field))
+  if not cur or better(v, cur) then redis.call('HSET', h, field, v) end
+end
+local function less(a, b) return a < b end
+local function more(a, b) return a > b end
+local given = {}
+for i = 6, #ARGV, 3 do given[ARGV[i]] = {ARGV[i + 1], tonumber(ARGV[i + 2])} end
+local anon = redis.call('LRANGE', KEYS[1], 0, -1)
+if #anon > 0 then
+  local events = {}
+  for _, list in ipairs({redis.call('LRANGE', KEYS[7], 0, -1), anon}) do
+    for _, raw in ipairs(list) do
+      local g = given[raw] or {raw, math.huge}  -- recorded after the read: the newest
+      events[#events + 1] = {g[1], g[2], #events}
+    end
+  end
+  table.sort(events, function(a, b)
+    if a[2] ~= b[2] then return a[2] > b[2] end
+    return a[3] < b[3]
+  end)
+  redis.call('DEL', KEYS[7])
+  for i = 1, math.min(#events, tonumber(ARGV[1])) do redis.call('RPUSH', KEYS[7], events[i][1]) end
+  redis.call('EXPIRE', KEYS[7], ARGV[2])
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('SUNIONSTORE', KEYS[8], KEYS[8], KEYS[2])
+  redis.call('EXPIRE', KEYS[8], ARGV[2])
+end
+local cart = redis.call('HGETALL', KEYS[3])
+if #cart > 0 then
+  redis.call('HSET', KEYS[9], unpack(cart))
+  redis.call('EXPIRE', KEYS[9], ARGV[2])
+end
+-- Lifetime stats (customers.py's _RECORD): times keep the earliest first_* and the latest
+-- last_*, counts and sums add up.
+local stats = redis.call('HGETALL', KEYS[4])
+for i = 1, #stats, 2 do
+  local field, v = stats[i], stats[i + 1]
+  if field:sub(1, 6) == 'first_' then keep(KEYS[10], field, tonumber(v), less)
+  elseif field:sub(1, 5) == 'last_' then keep(KEYS[10], field, tonumber(v), more)
+  elseif field:sub(1, 3) == 'ev:' or field:sub(1, 7) == 'orders:' then
+    redis.call('HINCRBY', KEYS[10], field, v)
+  else redis.call('HINCRBYFLOAT', KEYS[10], field, v) end
+end
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('SUNIONSTORE', KEYS[11], KEYS[11], KEYS[5])
+end
+if ARGV[5] ~= '' then redis.call('SET', KEYS[12], ARGV[5]) end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+return #anon
 """
 
 
@@ -85,34 +150,58 @@ class IdentityGraph(StoreBase):
         )
 
     async def _merge(self, anonymous: str, customer_id: str) -> int:
-        """Move the anonymous customer's state into ``customer_id``; returns the events moved."""
-        keys = self.keys
-        pipe = self.client.pipeline(transaction=False)
-        pipe.lrange(keys.recent(anonymous), 0, -1)
-        pipe.lrange(keys.recent(customer_id), 0, -1)
-        pipe.smembers(keys.bought(anonymous))
-        pipe.hgetall(keys.cart(anonymous))
-        anon_recent, own_recent, anon_bought, anon_cart = await pipe.execute()
-        if not (anon_recent or anon_bought or anon_cart):
-            return 0
-        events = decode_events(anon_recent) + decode_events(own_recent)
-        events.sort(key=lambda e: e.timestamp or _EPOCH, reverse=True)
-        # The merged events now belong to the customer.
-        merged = [
-            msgspec.structs.replace(e, customer_id=customer_id) for e in events[: self.recent_max]
-        ]
-        write = self.client.pipeline(transaction=True)
-        recent = keys.recent(customer_id)
-        write.delete(recent)
-        if merged:
-            write.rpush(recent, *[msgpack_encoder.encode(e) for e in merged])
-            write.expire(recent, self.recent_ttl_seconds)
-        if anon_bought:
-            write.sadd(keys.bought(customer_id), *anon_bought)
-            write.expire(keys.bought(customer_id), self.recent_ttl_seconds)
-        if anon_cart:
-            write.hset(keys.cart(customer_id), mapping=anon_cart)
-            write.expire(keys.cart(customer_id), self.recent_ttl_seconds)
-        write.delete(keys.recent(anonymous), keys.bought(anonymous), keys.cart(anonymous))
-        await write.execute()
-        return len(anon_recent)
+        """Move the anonymous customer's state into ``customer_id``; returns the events moved.
+
+        One script merges everything on the server, so an event recorded meanwhile (for the
+        customer, or for the identifier before the link) is in the lists it merges: none is lost.
+        Events are re-encoded and ordered by time here, as Lua cannot decode them; the script
+        puts any event it was not given (recorded after this read) first, as the newest.
+        Consent cannot be merged in Lua either: the script applies the merge only while both
+        consents are still the ones read, and this tries again when one changed meanwhile.
+        """
+        k = self.keys
+        parts = (k.recent, k.bought, k.cart, k.stats, k.orders, k.consent)  # _MERGE's order
+        keys = [part(c) for c in (anonymous, customer_id) for part in parts]
+        for _ in range(_MERGE_TRIES):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lrange(k.recent(anonymous), 0, -1)
+            pipe.lrange(k.recent(customer_id), 0, -1)
+            pipe.get(k.consent(anonymous))
+            pipe.get(k.consent(customer_id))
+            anon_recent, own_recent, anon_consent, own_consent = await pipe.execute()
+            args: list[bytes | str | int | float] = [
+                self.recent_max,
+                self.recent_ttl_seconds,
+                anon_consent or b"",
+                own_consent or b"",
+                _merged_consent(anon_consent, own_consent),
+            ]
+            for raw in [*own_recent, *anon_recent]:
+                args.extend(_placed(raw, customer_id))
+            moved = int(await self._merge_script(keys=keys, args=args))
+            if moved >= 0:
+                return moved
+        raise StoreUnavailable("the customer's consent kept changing during the link; try again")
+
+    @cached_property
+    def _merge_script(self) -> AsyncScript:
+        return self.client.register_script(_MERGE)
+
+
+def _placed(raw: bytes, customer_id: str) -> tuple[bytes, bytes, float]:
+    """A stored event as ``_MERGE`` takes it: as stored, as the customer's, and its time."""
+    try:
+        event = event_msgpack_decoder.decode(raw)
+    except msgspec.DecodeError:
+        return raw, raw, 0.0  # kept, last: it is not ours to drop
+    when = (event.timestamp or _EPOCH).timestamp()
+    owned = msgspec.structs.replace(event, customer_id=customer_id)
+    return raw, msgpack_encoder.encode(owned), when
+
+
+def _merged_consent(anonymous: bytes | None, customer: bytes | None) -> bytes:
+    """The customer's consent after the link, encoded; empty when the anonymous side has none."""
+    if anonymous is None:
+        return b""
+    own = consent_decoder.decode(customer) if customer else Consent()
+    return msgpack_encoder.encode(linked_consent(consent_decoder.decode(anonymous), own))

@@ -19,7 +19,11 @@ class Keys:
         self.experiments = f"{prefix}:experiments"
 
     def customer_prefix(self, customer_id: str) -> str:
-        """The start of every key of one customer (erasure scans for it)."""
+        """The start of every key of one customer.
+
+        Not unique to the customer: an id may hold ``}:``, so customer ``ann``'s prefix starts
+        customer ``ann}:x``'s keys too. A whole key is unambiguous (no key kind holds ``}``).
+        """
         return f"{self.prefix}:{{c:{customer_id}}}:"
 
     def _customer(self, customer_id: str, what: str) -> str:
@@ -62,7 +66,7 @@ class Keys:
         return self._customer(customer_id, "offers:redeemed")
 
     def customer_keys(self, customer_id: str) -> list[str]:
-        """Every key of one customer that the service writes."""
+        """Every key of one customer that the service writes (erasure deletes exactly these)."""
         return [
             self.recent(customer_id),
             self.bought(customer_id),

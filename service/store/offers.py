@@ -21,19 +21,26 @@ from service.offer_facts import Contact, OfferHistory
 from service.offers import DEFAULT_RULES, Offer, OfferRules
 from service.state import CustomerState
 from service.store.base import StoreBase, mapping, text, unavailable_on_redis_error
-from service.store.customers import STATE_READS, script_replies, state_from, state_keys
+from service.store.customers import (
+    STATE_PARTS,
+    STATE_READS,
+    script_replies,
+    state_args,
+    state_from,
+    state_keys,
+)
 
 log = logging.getLogger(__name__)
 
 _SEP = "\x1f"  # ids never hold control characters (events.Id), so this cannot clash
 
 # A customer's state (``STATE_READS``: ARGV[1] = -1, every recent event), then their contacts since
-# ARGV[2] and their redemptions (KEYS[5], KEYS[6]): one reply per customer, where six commands
+# ARGV[3] and their redemptions (KEYS[6], KEYS[7]): one reply per customer, where six commands
 # cost the client six replies to read, each with a timer of its own (an offers request spent a
 # third of its CPU in the client).
 _READ_OFFER_STATE = f"""
 return {{{STATE_READS},
-        redis.call('ZREVRANGEBYSCORE', KEYS[5], '+inf', ARGV[2]), redis.call('HGETALL', KEYS[6])}}
+        redis.call('ZREVRANGEBYSCORE', KEYS[6], '+inf', ARGV[3]), redis.call('HGETALL', KEYS[7])}}
 """
 # Contacts of one customer (KEYS[1]) at time ARGV[1], members ARGV[4..]; then the set trimmed to
 # the history window (ARGV[2]) and kept as long (ARGV[3] s). Answers how many were recorded.
@@ -131,15 +138,18 @@ class OfferStore(StoreBase):
         oldest = (now - timedelta(days=rules.contact_history_days)).timestamp()
         k = self.keys
         calls = [
-            ([*state_keys(k, c), k.offer_contacts(c), k.offer_redemptions(c)], [-1, oldest])
+            (
+                [*state_keys(k, c), k.offer_contacts(c), k.offer_redemptions(c)],
+                [*state_args(c, -1), oldest],
+            )
             for c in customer_ids
         ]
         replies = await self.pipelined.evalsha_many(self._read_offer_state, calls) if calls else []
         recent_oldest = now - timedelta(seconds=self.recent_ttl_seconds)
         return [
             (
-                state_from(script_replies(reply[:4]), recent_oldest),
-                _history(reply[4], mapping(reply[5])),
+                state_from(script_replies(reply[:STATE_PARTS]), recent_oldest),
+                _history(reply[STATE_PARTS], mapping(reply[STATE_PARTS + 1])),
             )
             for reply in replies
         ]

@@ -24,6 +24,8 @@ follows a change, on any worker, finds that customer's states gone and reads Red
 
 Only the keys a state is read from (``STATE_PARTS``) drop it: the offers' contact log and the
 lifetime stats change on every offer and event and would empty the cache for nothing.
+A state also says whether the customer was erased (the suppression list, which holds hashes,
+not ids): an erasure, rare, drops every state.
 """
 
 from __future__ import annotations
@@ -66,19 +68,20 @@ class _Kept(msgspec.Struct, frozen=True, gc=False):
     bought: tuple[str, ...]
     cart: dict[str, CartLine]
     consent: Consent
+    erased: bool
 
     @classmethod
     def of(cls, state: CustomerState, reads: int) -> _Kept:
         times = [e.timestamp.timestamp() for e in state.recent if e.timestamp is not None]
         return cls(
             reads, min(times) if times else None, tuple(state.recent), tuple(state.bought),
-            state.cart, state.consent,
+            state.cart, state.consent, state.erased,
         )  # fmt: skip
 
     def state(self) -> CustomerState:
         return CustomerState(
             recent=list(self.recent), bought=frozenset(self.bought), cart=self.cart,
-            consent=self.consent,
+            consent=self.consent, erased=self.erased,
         )  # fmt: skip
 
 
@@ -110,6 +113,9 @@ class StateCache:
         self.retry_seconds = retry_seconds
         # Every customer key starts with this; the customer id follows, up to "}:".
         self._prefix = keys.customer_prefix("").removesuffix("}:").encode()
+        # A state also says whether its customer was erased: an erasure adds them to this list,
+        # which names no customer (hashes), so a change to it drops every state. Erasures are rare.
+        self._suppressed = keys.suppressed.encode()
         # The connection's client name (no spaces allowed there).
         self._name = b"reco-state-cache:" + "_".join(keys.prefix.split()).encode()
         # By customer: one state, read with one number of events (a route reads one number).
@@ -198,7 +204,7 @@ class StateCache:
 
     def _announced(self, keys: list[bytes] | None) -> None:
         """Redis announced changes to ``keys`` (None: the database was flushed)."""
-        if keys is None:
+        if keys is None or self._suppressed in keys:
             self._drop_all()
             return
         prefix = self._prefix
@@ -251,7 +257,8 @@ class StateCache:
         endpoint = msgspec.structs.replace(
             Endpoint.from_url(self.url), connect_timeout=self.stale_seconds
         )
-        listener = _Listener(self._name, self._prefix, self._announced, endpoint)
+        prefixes = (self._prefix, self._suppressed)
+        listener = _Listener(self._name, prefixes, self._announced, endpoint)
         await endpoint.open(lambda: listener)
         return listener
 
@@ -270,12 +277,12 @@ class _Listener(asyncio.Protocol):
     def __init__(
         self,
         name: bytes,
-        prefix: bytes,
+        prefixes: tuple[bytes, ...],
         announced: Callable[[list[bytes] | None], None],
         endpoint: Endpoint,
     ) -> None:
         self._name = name
-        self._prefix = prefix
+        self._prefixes = prefixes
         self._announced = announced
         self._endpoint = endpoint
         self._reader = hiredis.Reader()
@@ -325,9 +332,10 @@ class _Listener(asyncio.Protocol):
                 raise ConnectionError(f"{expected}: {reply}")
             raise _Refused(f"{expected}: {reply}")
         if expected == "id":
+            prefixes = [part for p in self._prefixes for part in (b"PREFIX", p)]
             self._send(
                 b"CLIENT", b"TRACKING", b"on", b"REDIRECT", str(reply).encode(), b"BCAST",
-                b"PREFIX", self._prefix,
+                *prefixes,
             )  # fmt: skip
             self._send(b"SUBSCRIBE", CHANNEL)
             self._expected += ["tracking", "subscribe"]
