@@ -7,13 +7,19 @@ every event posted now is news to it.
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import pytest
 import redis
 from litestar.testing import TestClient
+from redis.asyncio import Redis
 
 from service import identity
+from service.events import CHANNELS
 from service.settings import Settings
+from service.state import Consent
+from service.store import Store
 from service.store.erasure import customer_hash
 from tests.conftest import ADMIN_KEY, client_for
 
@@ -234,6 +240,47 @@ def test_without_personalisation_consent_answers_are_not_personal(client: TestCl
     assert client.get("/v1/customers/u0/consent").json()["marketing"] == {"email": True}
     client.put("/v1/customers/u0/consent", json={"personalisation": True})
     assert recs(client, "u0")["fallback"] is False
+
+
+def test_patching_consent_changes_only_the_fields_given(client: TestClient) -> None:
+    url = "/v1/customers/u0/consent"
+    client.put(url, json={"personalisation": False, "marketing": {"email": True}})
+    patched = client.patch(url, json={"marketing": {"app": False}})
+    assert patched.status_code == 200, patched.text
+    whole = {"personalisation": False, "marketing": {"email": True, "app": False}}
+    assert {k: patched.json()[k] for k in whole} == whole
+    assert recs(client, "u0")["fallback_reason"] == "no consent to personalisation"
+    client.patch(url, json={"personalisation": True, "marketing": {"email": False}})
+    held = client.get(url).json()
+    assert held["personalisation"] is True
+    assert held["marketing"] == {"email": False, "app": False}
+    assert recs(client, "u0")["fallback"] is False
+    # PUT replaces the record: what it does not give is unstated again.
+    client.put(url, json={"marketing": {"app": True}})
+    assert "personalisation" not in client.get(url).json()
+    assert client.patch(url, json={"marketing": {"pigeon": True}}).status_code == 400
+
+
+def test_consent_changes_made_at_once_all_hold(redis_url: str, key_prefix: str) -> None:
+    """Seven PATCHes of different channels at the same moment: none overwrites another."""
+
+    async def main() -> Consent:
+        store = Store(Redis.from_url(redis_url), prefix=key_prefix)
+        try:
+            await asyncio.gather(
+                *(
+                    store.update_consent("u5", None, {channel: n % 2 == 0})
+                    for n, channel in enumerate(CHANNELS[:7])
+                ),
+                store.update_consent("u5", False, {}),
+            )
+            return (await store.customer_state("u5")).consent
+        finally:
+            await store.aclose()
+
+    consent = asyncio.run(main())
+    assert consent.personalisation is False
+    assert consent.marketing == {c: n % 2 == 0 for n, c in enumerate(CHANNELS[:7])}
 
 
 @pytest.mark.parametrize("channel", ["carrier_pigeon", ""])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from litestar import Controller, delete, get, post, put
+from litestar import Controller, delete, get, patch, post, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
@@ -55,7 +55,9 @@ class ConsentController(Controller):
         store: NamedDependency[Store],
         settings: NamedDependency[Settings],
     ) -> Consent:
-        """Record consent; it applies from the next request on every channel."""
+        """Record consent, replacing what was on record (a field not given is unstated again:
+        the default applies; ``PATCH`` changes only the fields given). It applies from the next
+        request on every channel."""
         resolved = await customer_for(store, settings.identifier_kinds_set, customer_id)
         consent = Consent(
             personalisation=data.personalisation,
@@ -64,6 +66,19 @@ class ConsentController(Controller):
         )
         await store.set_consent(resolved, consent)
         return consent
+
+    @patch("/", operation_id="updateConsent")
+    async def update_consent(
+        self,
+        customer_id: PathId,
+        data: JSONBody[ConsentRequest],
+        store: NamedDependency[Store],
+        settings: NamedDependency[Settings],
+    ) -> Consent:
+        """Change only the fields given (``{"marketing": {"sms": false}}`` leaves personalisation
+        and the other channels as they are) and answer the whole consent on record."""
+        resolved = await customer_for(store, settings.identifier_kinds_set, customer_id)
+        return await store.update_consent(resolved, data.personalisation, dict(data.marketing))
 
     @get("/", operation_id="getConsent")
     async def get_consent(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -12,6 +13,7 @@ from typing import Any
 import msgspec
 from redis.commands.core import AsyncScript
 
+from service.errors import StoreUnavailable
 from service.events import (
     CONSUMED_EVENT_TYPES,
     Event,
@@ -101,6 +103,18 @@ return out
 """
 
 
+# Compare and set: KEYS[1] takes ARGV[2] only if it still holds ARGV[1] ("": missing); 1 if set.
+_REPLACE_IF_UNCHANGED = """
+local held = redis.call('GET', KEYS[1]) or ''
+if held ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+# Reads and compare-and-sets of a consent update before it gives up (a 503 to retry): each
+# round one of the changes racing for a customer's record wins, so this many may race at once.
+_CONSENT_ATTEMPTS = 32
+
+
 # A customer's state in one command: recent events (ARGV[1] = last index), purchases, cart,
 # consent, and whether the customer was erased (KEYS: ``state_keys``; ARGV[2]: the id's hash in
 # the suppression list, which erasure writes and training honours). One EVALSHA costs the client
@@ -135,6 +149,10 @@ class EventState(StoreBase):
     @cached_property
     def _read_profile(self) -> AsyncScript:
         return self.client.register_script(_READ_PROFILE)
+
+    @cached_property
+    def _replace_if_unchanged(self) -> AsyncScript:
+        return self.client.register_script(_REPLACE_IF_UNCHANGED)
 
     @unavailable_on_redis_error
     async def record(
@@ -280,6 +298,31 @@ class EventState(StoreBase):
     async def set_consent(self, customer_id: str, consent: Consent) -> None:
         """Store the customer's consent (no expiry: it holds until changed or erased)."""
         await self.client.set(self.keys.consent(customer_id), msgpack_encoder.encode(consent))
+
+    @unavailable_on_redis_error
+    async def update_consent(
+        self, customer_id: str, personalisation: bool | None, marketing: dict[str, bool]
+    ) -> Consent:
+        """Change only what is given (``personalisation`` None: left as it is; the channels in
+        ``marketing``) and keep the rest of the consent on record. Written only if the record
+        is still the one read, else read again: two changes at once both hold."""
+        key = self.keys.consent(customer_id)
+        for _ in range(_CONSENT_ATTEMPTS):
+            raw = await self.client.get(key)
+            held = consent_decoder.decode(raw) if raw else Consent()
+            stated = held.personalisation if personalisation is None else personalisation
+            updated = Consent(
+                personalisation=stated,
+                marketing={**held.marketing, **marketing},
+                updated_at=datetime.now(UTC),
+            )
+            written = await self._replace_if_unchanged(
+                keys=[key], args=[raw or b"", msgpack_encoder.encode(updated)]
+            )
+            if written:
+                return updated
+            await asyncio.sleep(random.uniform(0, 0.001))  # let the race's winner be read
+        raise StoreUnavailable("the customer's consent kept changing; try again")
 
 
 def state_keys(keys: Keys, customer_id: str) -> list[str]:
