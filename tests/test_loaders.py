@@ -199,6 +199,11 @@ RULES = [
     ({"timestamp": "yesterday"}, "timestamp 'yesterday' is not ISO-8601"),
     ({"timestamp": "01/02/2020"}, "timestamp '01/02/2020' is not ISO-8601"),
     ({"timestamp": ""}, "timestamp is required"),
+    (
+        {"timestamp": "1969-12-31T23:59:59Z"},
+        "timestamp '1969-12-31T23:59:59Z' is before 1970-01-01",
+    ),
+    ({"timestamp": "2999-01-01"}, "timestamp '2999-01-01' is more than 24 hours after now"),
     ({"quantity": "-2"}, "quantity -2 must be >= 0"),
     ({"quantity": "two"}, "quantity 'two' is not a number"),
     ({"quantity": "nan"}, "quantity 'nan' is not a number"),

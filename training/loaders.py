@@ -14,6 +14,7 @@ import io
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -72,6 +73,11 @@ _ZONE = r"[T ].*(Z|[+-]\d{2}(:?\d{2})?)$"
 # Arrow parses at most microseconds; finer digits are dropped, as the output is in microseconds.
 _EXTRA_DIGITS = r"(\.\d{6})\d+"
 _EVENT_FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+# Event times outside these bounds are bad rows, as the service's events API refuses them: a time
+# further ahead than the clocks of tills and apps can drift is a broken clock or a typo, and one
+# before 1970 a default value. Either would stretch the data window that the holdout divides.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+FUTURE_TOLERANCE = timedelta(hours=24)
 
 
 class BadRow(msgspec.Struct, frozen=True):
@@ -444,6 +450,18 @@ def _timestamps(table: pa.Table, problems: _Problems) -> pa.ChunkedArray:
     else:
         raise _BadColumnError(f"column timestamp has type {column.type}, not a time")
     problems.add(pc.is_null(column), "timestamp is required")
+    now = datetime.now(UTC)
+    problems.add(
+        pc.less(stamps, pa.scalar(EARLIEST, _UTC)),
+        lambda row: f"timestamp {_show(column, row)} is before {EARLIEST:%Y-%m-%d}",
+    )
+    problems.add(
+        pc.greater(stamps, pa.scalar(now + FUTURE_TOLERANCE, _UTC)),
+        lambda row: (
+            f"timestamp {_show(column, row)} is more than "
+            f"{FUTURE_TOLERANCE.total_seconds() / 3600:g} hours after now ({now:%Y-%m-%dT%H:%MZ})"
+        ),
+    )
     return stamps
 
 
