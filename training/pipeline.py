@@ -20,7 +20,7 @@ from service.neighbours import dense_block
 from service.store.erasure import customer_hash
 from training import coldstart, evaluate, matrix
 from training.config import TrainConfig
-from training.experiment import SideInfo, capped, make_data, make_period, report
+from training.experiment import Period, SideInfo, capped, make_data, make_period, report
 from training.export import SUPPRESSIONS_FILE
 from training.loaders import OnBadRows, load_customers, load_events, load_items
 from training.selection import choose, fit_all, fit_named, guard, make_blend, shipped_ndcg
@@ -71,8 +71,13 @@ def run(
     customers = read_customers(inputs)
     side = SideInfo(items=catalogue, customers=customers)
     start, end = matrix.window(events)
+    # Checked before the evaluation, whose fits would fail on an empty matrix less clearly.
+    if not (matrix.event_weights(events, config.weights, end) > 0).any():
+        raise TrainingError("no event has a positive weight: nothing to learn from")
     algorithm, weights, metrics, folding = _evaluate(events, config, side)
-    if not force:
+    if config.evaluation.holdout_fraction == 0:
+        log.warning("evaluation is off (holdout_fraction = 0): LATEST is replaced unchecked")
+    elif not force:
         guard(model_dir, shipped_ndcg(metrics, algorithm), config.selection.margin)
     _stage(f"fit {algorithm} on all events", started)
     data = make_data(events, config, side, end=end)
@@ -237,6 +242,11 @@ def read_customers(inputs: Inputs) -> dict[str, dict[str, str]]:
     return {row.pop("customer_id"): row for row in customers.to_pylist()}
 
 
+# What ``auto`` ships when no validation period can choose: the one model that needs no
+# evidence to be sensible (every customer gets the best sellers).
+UNSELECTED = "popularity"
+
+
 def _can_evaluate(events: pa.Table, config: TrainConfig) -> bool:
     start, end = matrix.window(events)
     if config.evaluation.holdout_fraction <= 0:
@@ -247,6 +257,33 @@ def _can_evaluate(events: pa.Table, config: TrainConfig) -> bool:
     return True
 
 
+def _split(
+    events: pa.Table, fraction: float, what: str
+) -> tuple[pa.Table, pa.Table, datetime] | None:
+    """The two sides of a time split and its cutoff, or None (with a warning) when one side is
+    empty."""
+    try:
+        return evaluate.time_split(events, fraction)
+    except evaluate.SplitError as e:
+        log.warning("no %s: %s", what, e)
+        return None
+
+
+def _period(
+    past: pa.Table, future: pa.Table, config: TrainConfig, side: SideInfo, what: str
+) -> Period | None:
+    """The period to fit on ``past`` and score on ``future``, or None (with a warning) when the
+    past has nothing to learn from or the future no customer to evaluate."""
+    if not (matrix.event_weights(past, config.weights, matrix.window(past)[1]) > 0).any():
+        log.warning("no event before the %s has a positive weight: nothing to fit on", what)
+        return None
+    period = make_period(past, future, config, side)
+    if len(period.overall.customers) == 0:
+        log.warning("the %s has no customer to evaluate", what)
+        return None
+    return period
+
+
 def _evaluate(
     events: pa.Table, config: TrainConfig, side: SideInfo
 ) -> tuple[str, dict[str, float], dict[str, Any], artifact.FoldIn]:
@@ -254,34 +291,43 @@ def _evaluate(
 
     Returns:
         The algorithm to ship, its blend weights, the metrics for the manifest (one report per
-        model, overall and per channel; ``selected``; the ``validation`` scores; ``cold_start``)
-        and the fold-in parameters (regularization and alpha fitted on validation for ``auto``).
+        model, overall and per channel; ``selected``; the ``validation`` scores; ``cold_start``;
+        empty when the data allow no test) and the fold-in parameters (regularization and alpha
+        fitted on validation for ``auto``).
     """
     algorithm = config.algorithm
     selection = config.selection
     weights = dict(selection.blend_weights) or dict.fromkeys(selection.blend_parts, 1.0)
     folding = fold_in(config)
     k = config.evaluation.k
+    unselected = UNSELECTED if algorithm == "auto" else algorithm
     if not _can_evaluate(events, config):
-        return ("als" if algorithm == "auto" else algorithm), weights, {}, folding
+        return unselected, weights, {}, folding
     started = time.perf_counter()
-    train, test, cutoff = evaluate.time_split(events, config.evaluation.holdout_fraction)
+    split = _split(events, config.evaluation.holdout_fraction, "test period")
+    if split is None:
+        log.warning("metrics left out")
+        return unselected, weights, {}, folding
+    train, test, cutoff = split
     results: dict[str, Any] = {"cutoff": cutoff.isoformat(), "test_events": test.num_rows}
     if algorithm == "auto":
-        inner, validation, _ = evaluate.time_split(train, config.selection.validation_fraction)
-        validation_period = make_period(inner, validation, config, side)
+        inner = _split(train, config.selection.validation_fraction, "validation period")
+        found = inner and _period(inner[0], inner[1], config, side, "validation period")
+        if inner is None or found is None:
+            log.warning("nothing to select on: %s is shipped, metrics left out", UNSELECTED)
+            return UNSELECTED, weights, {}, folding
+        validation_period, validation = found, inner[1]
         choice = choose(validation_period, config)
         algorithm, weights = choice.algorithm, choice.blend_weights
         results["validation"] = choice.validation
         cases = coldstart.new_customers(validation_period.data.interactions, validation)
         folding, _ = coldstart.fit_fold_in(choice.fitted[algorithm], cases, folding, k)
         _stage(f"selected {algorithm} on validation", started)
-    period = capped(
-        make_period(train, test, config, side), config.evaluation.max_customers, config.seed
-    )
-    if len(period.overall.customers) == 0:
-        log.warning("the test period has no customer to evaluate: metrics left out")
+    test_period = _period(train, test, config, side, "test period")
+    if test_period is None:
+        log.warning("metrics left out")
         return algorithm, weights, {}, folding
+    period = capped(test_period, config.evaluation.max_customers, config.seed)
     names = [algorithm, "popularity"]
     if config.algorithm == "auto":
         names = list(dict.fromkeys([*config.selection.candidates, algorithm]))

@@ -189,12 +189,14 @@ def shipped_ndcg(metrics: Mapping[str, Any], algorithm: str) -> float | None:
 
 
 def guard(model_dir: str | Path, new_ndcg: float | None, margin: float) -> None:
-    """Refuse to replace LATEST with a model worse than it by more than ``margin`` (relative).
+    """Refuse to replace LATEST with a model worse than it by more than ``margin`` (relative), or
+    with a model without a test NDCG (its evaluation was left out) when LATEST recorded one.
 
     Raises:
-        WorseModelError: the new model's test NDCG is below ``(1 - margin)`` x LATEST's.
+        WorseModelError: the new model's test NDCG is below ``(1 - margin)`` x LATEST's, or
+            missing while LATEST's is not.
     """
-    if new_ndcg is None or artifact.latest_version(model_dir) is None:
+    if artifact.latest_version(model_dir) is None:
         return
     try:
         current = artifact.load(artifact.resolve(model_dir), verify_checksums=False).manifest
@@ -202,7 +204,16 @@ def guard(model_dir: str | Path, new_ndcg: float | None, margin: float) -> None:
         log.warning("LATEST is unreadable (%s): replacing it", e)
         return
     old = shipped_ndcg(current.metrics, current.algorithm)
-    if old is not None and new_ndcg < (1 - margin) * old:
+    if old is None:
+        return
+    if new_ndcg is None:
+        # Only good enough models replace LATEST: one that could not be tested is not known to be.
+        raise WorseModelError(
+            f"the new model has no test NDCG (its evaluation was left out: see the warnings "
+            f"above) while LATEST {current.model_version} recorded {old:.4f}; not replacing it "
+            "(--force to override)"
+        )
+    if new_ndcg < (1 - margin) * old:
         raise WorseModelError(
             f"the new model's test NDCG {new_ndcg:.4f} is more than {margin:.0%} below "
             f"LATEST {current.model_version} ({old:.4f}); not replacing it (--force to override)"

@@ -1,0 +1,153 @@
+"""The training job on awkward input: outliers in time, tiny or degenerate data, one item."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from service import artifact
+from tests.test_training import events_table
+from training import evaluate
+from training.config import TrainConfig
+from training.pipeline import Inputs, TrainingError, run
+from training.sample import SampleConfig, write_sample
+from training.selection import WorseModelError
+
+SMALL = SampleConfig(customers=300, items=120, categories=6, brands=10, days=60)
+AUTO = TrainConfig()  # auto selection: what `python -m training fit` does
+HEADER = "customer_id,item_id,event_type,channel,timestamp,quantity,price,store_id,session_id"
+
+
+@pytest.fixture(scope="module")
+def base_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small sample's events as plain CSV (7,868 rows over 60 days)."""
+    directory = tmp_path_factory.mktemp("edges")
+    events = write_sample(directory, SMALL)["events"]
+    path = directory / "base.csv"
+    path.write_bytes(gzip.decompress(events.read_bytes()))
+    return path
+
+
+def with_rows(base: Path, out: Path, *rows: str) -> Path:
+    out.write_text(base.read_text() + "".join(f"{r}\n" for r in rows))
+    return out
+
+
+def only(base: Path, out: Path, keep: object) -> Path:
+    lines = base.read_text().splitlines()
+    out.write_text("\n".join([lines[0], *filter(keep, lines[1:])]) + "\n")
+    return out
+
+
+def fit(path: Path, model_dir: Path, config: TrainConfig = AUTO, **options: bool) -> Path:
+    return run(Inputs(events=[str(path)]), model_dir, config, **options)
+
+
+def test_a_far_past_outlier_leaves_the_cutoff_where_the_data_put_it() -> None:
+    start = datetime(2026, 9, 1, tzinfo=UTC)
+    rows = [
+        {
+            "customer_id": f"c{n % 50}",
+            "item_id": f"i{n % 7}",
+            "timestamp": start + timedelta(hours=n),
+        }
+        for n in range(2000)
+    ]
+    _, _, clean = evaluate.time_split(events_table(rows), 0.1)
+    outlier = {"customer_id": "c1", "item_id": "i1", "timestamp": datetime(1970, 1, 1, tzinfo=UTC)}
+    past, future, cutoff = evaluate.time_split(events_table([outlier, *rows]), 0.1)
+    assert cutoff == clean  # not 1970 + 90% of 57 years, before every other event
+    assert past.num_rows == 1 + 1800 and future.num_rows == 200
+
+
+def test_a_split_with_an_empty_side_says_so() -> None:
+    table = events_table([{"customer_id": "c", "item_id": "i"}])
+    with pytest.raises(evaluate.SplitError, match="no event before the cutoff"):
+        evaluate.time_split(table, 0.5)
+    with pytest.raises(evaluate.SplitError, match="no events"):
+        evaluate.time_split(table.slice(0, 0), 0.5)
+
+
+@pytest.mark.parametrize("when", ["1970-01-01T00:00:00Z", "2000-01-01", "2025-06-01T00:00:00Z"])
+def test_one_far_past_row_does_not_wreck_the_evaluation(
+    base_csv: Path, tmp_path: Path, when: str
+) -> None:
+    path = with_rows(base_csv, tmp_path / "e.csv", f"c00001,i00003,view,web,{when},1,,,x")
+    metrics = artifact.load(fit(path, tmp_path / "m")).manifest.metrics
+    selected = metrics["selected"]
+    assert metrics[selected]["customers"] > 40
+    assert metrics[selected]["ndcg"] > metrics["popularity"]["ndcg"]
+
+
+def test_a_holdout_of_almost_everything_ships_popularity_and_says_why(
+    base_csv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = msgspec.structs.replace(
+        AUTO, evaluation=msgspec.structs.replace(AUTO.evaluation, holdout_fraction=0.99)
+    )
+    with caplog.at_level(logging.WARNING):
+        loaded = artifact.load(fit(base_csv, tmp_path, config))
+    assert loaded.manifest.algorithm == "popularity" and loaded.manifest.metrics == {}
+    assert "nothing to select on" in caplog.text
+
+
+def test_a_model_without_test_metrics_does_not_replace_one_with_them(
+    base_csv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two customers leave nothing to validate on: the model is popularity, without metrics, and
+    it replaces a measured LATEST only with --force."""
+    good = fit(base_csv, tmp_path)
+    few = only(base_csv, tmp_path / "few.csv", lambda line: int(line[1:6]) <= 2)
+    with caplog.at_level(logging.WARNING), pytest.raises(WorseModelError, match="no test NDCG"):
+        fit(few, tmp_path)
+    assert "nothing to select on" in caplog.text
+    assert artifact.latest_version(tmp_path) == good.name
+    forced = artifact.load(fit(few, tmp_path, force=True))
+    assert artifact.latest_version(tmp_path) == forced.path.name
+    assert forced.manifest.algorithm == "popularity" and forced.manifest.metrics == {}
+
+
+@pytest.mark.parametrize("customers", [1, 2, 3, 5])
+def test_a_handful_of_customers_gets_a_model(
+    base_csv: Path, tmp_path: Path, customers: int
+) -> None:
+    """Too few to validate on: popularity (1 or 2 here); a few more: what validation chose."""
+    few = only(base_csv, tmp_path / "few.csv", lambda line: int(line[1:6]) <= customers)
+    loaded = artifact.load(fit(few, tmp_path))
+    assert loaded.manifest.counts["customers"] == customers
+    assert (loaded.manifest.algorithm == "popularity") == (not loaded.manifest.metrics)
+
+
+@pytest.mark.parametrize("event_type", ["email_open", "return"])
+def test_events_that_all_weigh_nothing_say_so(
+    base_csv: Path, tmp_path: Path, event_type: str
+) -> None:
+    lines = base_csv.read_text().splitlines()
+    rows = [
+        ",".join([*line.split(",")[:2], event_type, *line.split(",")[3:]]) for line in lines[1:]
+    ]
+    path = tmp_path / "zero.csv"
+    path.write_text("\n".join([lines[0], *rows]) + "\n")
+    with pytest.raises(TrainingError, match="no event has a positive weight"):
+        fit(path, tmp_path / "m")
+    assert artifact.latest_version(tmp_path / "m") is None
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        ["c1,i1,view,web,2026-09-03T00:00:00Z,1,,,"],
+        [f"c{n},i1,purchase,web,2026-09-{1 + n:02d}T00:00:00Z,1,,," for n in range(20)],
+    ],
+)
+def test_a_catalogue_of_one_item_gives_a_model(tmp_path: Path, rows: list[str]) -> None:
+    path = tmp_path / "one.csv"
+    path.write_text("\n".join([HEADER, *rows]) + "\n")
+    loaded = artifact.load(fit(path, tmp_path / "m", force=True))
+    assert loaded.arrays["item_ids"].tolist() == [b"i1"]
+    assert loaded.arrays["similar_rows"].shape == (1, 0)
