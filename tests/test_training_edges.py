@@ -11,12 +11,13 @@ import msgspec
 import pytest
 
 from service import artifact
-from tests.test_training import events_table
+from tests.test_training import END, events_table
 from training import evaluate
 from training.config import TrainConfig
+from training.experiment import SideInfo, make_period
 from training.pipeline import Inputs, TrainingError, run
 from training.sample import SampleConfig, write_sample
-from training.selection import WorseModelError
+from training.selection import WorseModelError, choose, ranks_items
 
 SMALL = SampleConfig(customers=300, items=120, categories=6, brands=10, days=60)
 AUTO = TrainConfig()  # auto selection: what `python -m training fit` does
@@ -151,3 +152,39 @@ def test_a_catalogue_of_one_item_gives_a_model(tmp_path: Path, rows: list[str]) 
     loaded = artifact.load(fit(path, tmp_path / "m", force=True))
     assert loaded.arrays["item_ids"].tolist() == [b"i1"]
     assert loaded.arrays["similar_rows"].shape == (1, 0)
+
+
+def test_a_part_that_scores_every_item_alike_is_never_selected() -> None:
+    """Content affinity without catalogue features scores every item 0, so it ranks by catalogue
+    order. Here that order puts first the item customers take next, which popularity ranks last:
+    such a part would win validation by luck and ship the same items to everyone."""
+    past = [{"customer_id": "c0", "item_id": "z", "timestamp": END - timedelta(days=10)}]
+    past += [
+        {"customer_id": f"c{c}", "item_id": f"p{i}", "timestamp": END - timedelta(days=9)}
+        for i in range(12)
+        for c in range(1, 7)
+    ]
+    future = [
+        {"customer_id": f"c{c}", "item_id": "z", "event_type": "purchase", "timestamp": END}
+        for c in range(1, 7)
+    ]
+    parts = ["popularity", "attributes"]
+    config = msgspec.structs.replace(
+        AUTO,
+        selection=msgspec.structs.replace(
+            AUTO.selection, candidates=[*parts, "blend"], blend_parts=parts
+        ),
+    )
+    period = make_period(events_table(past), events_table(future), config, SideInfo())
+    choice = choose(period, config)
+    assert not ranks_items(choice.fitted["attributes"])
+    assert choice.algorithm in ("popularity", "blend")
+    assert "attributes" not in choice.validation
+    assert choice.blend_weights.get("attributes", 0.0) == 0.0
+
+
+def test_a_real_fit_without_catalogue_features_ships_no_flat_blend(
+    base_csv: Path, tmp_path: Path
+) -> None:
+    weights = artifact.load(fit(base_csv, tmp_path)).manifest.metrics["blend_weights"]
+    assert "attributes" not in weights and any(w > 0 for w in weights.values())

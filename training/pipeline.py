@@ -332,8 +332,10 @@ def _evaluate(
     if config.algorithm == "auto":
         names = list(dict.fromkeys([*config.selection.candidates, algorithm]))
     fitted = fit_all(names, period.data, config)  # the blend's parts too, fitted once
-    if "blend" in names:
+    if "blend" in names and any(w > 0 for w in weights.values()):
         fitted["blend"] = make_blend(fitted, {n: w for n, w in weights.items() if w != 0})
+    elif "blend" in names:
+        names.remove("blend")  # selection found no part to blend (all of them flat)
     for name in names:
         results[name] = report(fitted[name], period, config.evaluation.k)
     results["selected"] = algorithm
