@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -12,25 +11,20 @@ from typing import Any
 import msgspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from service import ann, artifact
 from service.foldin import LeastSquares
 from service.neighbours import dense_block
-from service.store.erasure import customer_hash
 from training import coldstart, evaluate, matrix
 from training.config import TrainConfig
+from training.errors import TrainingError
 from training.experiment import Period, SideInfo, capped, make_data, make_period, report
-from training.export import SUPPRESSIONS_FILE
 from training.loaders import OnBadRows, load_customers, load_events, load_items
 from training.selection import choose, fit_all, fit_named, guard, make_blend, shipped_ndcg
 from training.similar import co_interaction_table
+from training.suppression import drop_suppressed, read_hashes, suppression_files
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(Exception):
-    """The job cannot produce a model from this input (the message says why)."""
 
 
 class Inputs(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,8 +34,8 @@ class Inputs(msgspec.Struct, frozen=True, kw_only=True):
     items: str | None = None
     customers: str | None = None
     on_bad_rows: OnBadRows = "skip"
-    # Erased customers (SHA-256 of their ids) to drop; the exporter's _suppressions.json in an
-    # events folder is read too.
+    # Erased customers (SHA-256 of their ids) to drop; the exporter's _suppressions.json files
+    # that lie with the event files are read too (training/suppression.py).
     suppressions: str | None = None
 
 
@@ -188,29 +182,8 @@ def read_events(inputs: Inputs) -> tuple[pa.Table, int]:
 
 
 def suppressions(inputs: Inputs) -> set[str]:
-    files = [Path(p) / SUPPRESSIONS_FILE for p in inputs.events if Path(p).is_dir()]
-    if inputs.suppressions:
-        files.append(Path(inputs.suppressions))
-    hashes: set[str] = set()
-    for file in files:
-        if file.is_file():
-            hashes.update(json.loads(file.read_text())["sha256"])
-    return hashes
-
-
-def drop_suppressed(events: pa.Table, hashes: set[str]) -> pa.Table:
-    """``events`` without the events of erased customers (given as SHA-256 of their ids)."""
-    if not hashes:
-        return events
-    customers = pc.unique(events["customer_id"]).to_pylist()
-    erased = [c for c in customers if customer_hash(c) in hashes]
-    if not erased:
-        return events
-    kept = events.filter(pc.invert(pc.is_in(events["customer_id"], value_set=pa.array(erased))))
-    log.info(
-        "dropped %d events of %d erased customer(s)", events.num_rows - kept.num_rows, len(erased)
-    )
-    return kept
+    """The erased customers' hashes from the suppression files ``inputs`` lead to."""
+    return read_hashes(suppression_files(inputs.events, inputs.suppressions))
 
 
 def read_catalogue(inputs: Inputs) -> dict[str, dict[str, object]]:
