@@ -590,3 +590,29 @@ def test_the_hm_fixture_loads_whole() -> None:
     assert table.num_rows == report.rows_kept == 9_996
     assert set(table["channel"].to_pylist()) == {"web", "store"}
     assert table.schema == EVENTS_SCHEMA
+
+
+def test_parquet_float_ids_are_integers_and_their_nans_missing(tmp_path: Path) -> None:
+    """pandas writes integer ids with gaps as float64 with NaN: a NaN is no id (a bad row where
+    one is required), never the id "nan", and 87.0 is "87", as an int64 column gives."""
+    nan = float("nan")
+    rows = [
+        {"customer_id": 87.0, "item_id": 3.0, "store_id": nan},
+        {"customer_id": nan, "item_id": 4.0, "store_id": 2.0},
+        {"customer_id": 88.0, "item_id": nan, "store_id": 2.5},
+        {"customer_id": 89.0, "item_id": 10.0, "store_id": float("inf")},
+    ]
+    common = {"event_type": "purchase", "channel": "store", "timestamp": "2020-01-01"}
+    path = write_parquet(tmp_path / "e.parquet", [{**common, **r} for r in rows])
+
+    table, report = load_one(path)
+
+    assert table["customer_id"].to_pylist() == ["87", "89"]
+    assert table["item_id"].to_pylist() == ["3", "10"]
+    assert table["store_id"].to_pylist() == [None, None]
+    assert [(e.line, e.reason) for e in report.errors] == [
+        (2, "customer_id is required"),
+        (3, "item_id is required for event_type 'purchase'"),
+    ]
+    ints = write_parquet(tmp_path / "i.parquet", [{**common, "customer_id": 87, "item_id": 3}])
+    assert load_one(ints)[0]["customer_id"].to_pylist() == ["87"]

@@ -366,10 +366,32 @@ def _strings(table: pa.Table, name: str) -> pa.ChunkedArray:
         return pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
     if column.type == pa.string():
         return column
+    if pa.types.is_floating(column.type):
+        return _float_strings(column)
     try:
         return pc.cast(column, pa.string())
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
         raise _BadColumnError(f"column {name} has type {column.type}, not text") from exc
+
+
+# Whole floats up to here are exact, so they print as the integers they hold.
+_EXACT_FLOAT_INT = 2.0**53
+
+
+def _float_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A float column as text, the way pandas writes integer ids with gaps: NaN (and infinity)
+    is a missing value, not the id "nan", and a whole number is written as an integer ("87", as
+    an int64 column gives), not "87.0" or "1e+20"."""
+    numbers = pc.cast(column, pa.float64())
+    finite = pc.is_finite(numbers)
+    whole = pc.and_(
+        pc.and_(finite, pc.equal(pc.floor(numbers), numbers)),
+        pc.less(pc.abs(numbers), _EXACT_FLOAT_INT),
+    )
+    no_number = pa.scalar(None, pa.float64())
+    integers = pc.cast(pc.cast(pc.if_else(whole, numbers, no_number), pa.int64()), pa.string())
+    others = pc.cast(pc.if_else(finite, numbers, no_number), pa.string())
+    return pc.if_else(whole, integers, others)
 
 
 def _ids(table: pa.Table, name: str, problems: _Problems, *, required: bool) -> pa.ChunkedArray:
