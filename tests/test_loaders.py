@@ -616,3 +616,14 @@ def test_parquet_float_ids_are_integers_and_their_nans_missing(tmp_path: Path) -
     ]
     ints = write_parquet(tmp_path / "i.parquet", [{**common, "customer_id": 87, "item_id": 3}])
     assert load_one(ints)[0]["customer_id"].to_pylist() == ["87"]
+
+
+@pytest.mark.parametrize("mode", ["skip", "reject"])
+def test_an_unterminated_quote_refuses_the_file_naming_its_line(tmp_path: Path, mode: str) -> None:
+    """A stray quote swallows every line up to the next quote into one field: not one bad row
+    but the rest of the file, so the file is refused with the line the quote opens on."""
+    lines = csv_text([{**GOOD, "event_id": f"e{n}"} for n in range(10)]).splitlines()
+    lines[4] = lines[4].replace(",e3", ',"e3')  # data row 4 is line 5
+    path = write(tmp_path / "events.csv", "\n".join(lines) + "\n")
+    with pytest.raises(BadFileError, match=r"line 5: a quoted field runs over 7 lines, to line 11"):
+        load_one(path, on_bad_rows=mode)
