@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 from service import artifact
 from tests.test_training import END, events_table
 from training import evaluate
-from training.config import TrainConfig
+from training.__main__ import main
+from training.config import TrainConfig, load_config
 from training.experiment import SideInfo, make_period
 from training.pipeline import Inputs, TrainingError, run
 from training.sample import SampleConfig, write_sample
@@ -42,6 +44,17 @@ def with_rows(base: Path, out: Path, *rows: str) -> Path:
 def only(base: Path, out: Path, keep: object) -> Path:
     lines = base.read_text().splitlines()
     out.write_text("\n".join([lines[0], *filter(keep, lines[1:])]) + "\n")
+    return out
+
+
+def with_field(base: Path, out: Path, column: int, value: str) -> Path:
+    """``base`` with field ``column`` of every data row set to ``value``."""
+    lines = base.read_text().splitlines()
+    rows = [line.split(",") for line in lines[1:]]
+    out.write_text(
+        "\n".join([lines[0], *(",".join([*r[:column], value, *r[column + 1 :]]) for r in rows)])
+        + "\n"
+    )
     return out
 
 
@@ -128,12 +141,7 @@ def test_a_handful_of_customers_gets_a_model(
 def test_events_that_all_weigh_nothing_say_so(
     base_csv: Path, tmp_path: Path, event_type: str
 ) -> None:
-    lines = base_csv.read_text().splitlines()
-    rows = [
-        ",".join([*line.split(",")[:2], event_type, *line.split(",")[3:]]) for line in lines[1:]
-    ]
-    path = tmp_path / "zero.csv"
-    path.write_text("\n".join([lines[0], *rows]) + "\n")
+    path = with_field(base_csv, tmp_path / "zero.csv", 2, event_type)
     with pytest.raises(TrainingError, match="no event has a positive weight"):
         fit(path, tmp_path / "m")
     assert artifact.latest_version(tmp_path / "m") is None
@@ -188,3 +196,51 @@ def test_a_real_fit_without_catalogue_features_ships_no_flat_blend(
 ) -> None:
     weights = artifact.load(fit(base_csv, tmp_path)).manifest.metrics["blend_weights"]
     assert "attributes" not in weights and any(w > 0 for w in weights.values())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--trials", "0"], "argument --trials: '0' is not a whole number of at least 1"),
+        (["--weight-trials", "-1"], "argument --weight-trials: '-1' is not a whole number"),
+        (["--models", "nosuch"], "argument --models: 'nosuch' cannot be tuned; one of"),
+        (["--models", "blend"], "argument --models: 'blend' cannot be tuned"),
+    ],
+)
+def test_tune_refuses_bad_arguments_by_name(
+    base_csv: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    message: str,
+) -> None:
+    argv = ["tune", "--events", str(base_csv), "--out", str(tmp_path / "t.toml"), *options]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_tune_on_events_at_one_instant_says_there_is_nothing_to_tune_on(
+    base_csv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = with_field(base_csv, tmp_path / "instant.csv", 4, "2026-10-15T00:00:00Z")
+    out = tmp_path / "t.toml"
+    with caplog.at_level(logging.ERROR):
+        assert main(["tune", "--events", str(path), "--out", str(out)]) == 1
+    assert "TrainingError: nothing to tune on: no event before the cutoff" in caplog.text
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("customer_id,item_id\nc1,i1\n", "Expected '=' after a key"),
+        ("[selection]\ncandidates = []\n", "length >= 1 - at `$.selection.candidates`"),
+    ],
+)
+def test_a_config_file_that_is_not_one_is_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "config.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: ") + ".*" + re.escape(message)):
+        load_config(path)

@@ -18,7 +18,7 @@ from service.neighbours import dense_block
 from training import coldstart, evaluate, matrix
 from training.config import TrainConfig
 from training.errors import TrainingError
-from training.experiment import Period, SideInfo, capped, make_data, make_period, report
+from training.experiment import Period, SideInfo, capped, checked_period, make_data, report
 from training.loaders import OnBadRows, load_customers, load_events, load_items
 from training.selection import choose, fit_all, fit_named, guard, make_blend, shipped_ndcg
 from training.similar import co_interaction_table
@@ -247,14 +247,11 @@ def _period(
 ) -> Period | None:
     """The period to fit on ``past`` and score on ``future``, or None (with a warning) when the
     past has nothing to learn from or the future no customer to evaluate."""
-    if not (matrix.event_weights(past, config.weights, matrix.window(past)[1]) > 0).any():
-        log.warning("no event before the %s has a positive weight: nothing to fit on", what)
+    try:
+        return checked_period(past, future, config, side, what)
+    except evaluate.SplitError as e:
+        log.warning("%s", e)
         return None
-    period = make_period(past, future, config, side)
-    if len(period.overall.customers) == 0:
-        log.warning("the %s has no customer to evaluate", what)
-        return None
-    return period
 
 
 def _evaluate(
