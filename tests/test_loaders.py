@@ -430,6 +430,22 @@ def test_directories_expand_recursively_to_event_files(tmp_path: Path) -> None:
     assert table["customer_id"].to_pylist() == ["c0", "c1", "c2"]
 
 
+def test_a_file_given_twice_is_read_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    write(data / "a.csv", csv_text([GOOD]))
+    (tmp_path / "link.csv").symlink_to(data / "a.csv")
+    given = [
+        data,
+        data / "a.csv",
+        tmp_path / "data" / ".." / "data" / "a.csv",
+        tmp_path / "link.csv",
+    ]
+
+    assert event_files(given) == [data / "a.csv"]
+    assert load_events(given)[0].num_rows == 1
+
+
 def test_a_missing_path_names_itself(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nowhere\.csv"):
         event_files([tmp_path / "nowhere.csv"])

@@ -135,7 +135,15 @@ def event_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
             found.append(path)
         else:
             raise FileNotFoundError(errno.ENOENT, "No such event file or directory", str(path))
-    return list(dict.fromkeys(found))
+    # Compared as resolved paths: a file named both alone and through its folder (or through a
+    # link, or with "..") is read once, where it first came.
+    seen: set[Path] = set()
+    unique = []
+    for file in found:
+        if file.resolve() not in seen:
+            seen.add(file.resolve())
+            unique.append(file)
+    return unique
 
 
 def load_events(
