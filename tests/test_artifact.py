@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 import time
 from datetime import UTC, datetime
@@ -83,6 +85,24 @@ def test_a_new_version_replaces_latest_and_keeps_the_old_one(tmp_path: Path) -> 
     assert artifact.latest_version(tmp_path) == "v2"
     assert artifact.load(artifact.resolve(tmp_path, "v1")).version == "v1"
     assert not list(tmp_path.glob(".tmp-*")) and not list(tmp_path.glob(".LATEST-*"))
+
+
+@pytest.mark.parametrize(
+    ("umask", "folder", "file"), [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)]
+)
+def test_a_saved_version_has_the_modes_of_the_umask(
+    tmp_path: Path, umask: int, folder: int, file: int
+) -> None:
+    """The service runs as another user than training: what training writes is readable by it
+    as far as the umask allows, not owner-only as temporary folders and files are made."""
+    before = os.umask(umask)
+    try:
+        path = checkerboard_artifact(tmp_path / "models", version="v1")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(path.stat().st_mode) == folder
+    assert stat.S_IMODE((tmp_path / "models" / artifact.LATEST).stat().st_mode) == file
+    assert {stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()} == {file}
 
 
 def test_saving_an_existing_version_is_refused(tmp_path: Path) -> None:

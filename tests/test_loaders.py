@@ -199,6 +199,11 @@ RULES = [
     ({"timestamp": "yesterday"}, "timestamp 'yesterday' is not ISO-8601"),
     ({"timestamp": "01/02/2020"}, "timestamp '01/02/2020' is not ISO-8601"),
     ({"timestamp": ""}, "timestamp is required"),
+    (
+        {"timestamp": "1969-12-31T23:59:59Z"},
+        "timestamp '1969-12-31T23:59:59Z' is before 1970-01-01",
+    ),
+    ({"timestamp": "2999-01-01"}, "timestamp '2999-01-01' is more than 24 hours after now"),
     ({"quantity": "-2"}, "quantity -2 must be >= 0"),
     ({"quantity": "two"}, "quantity 'two' is not a number"),
     ({"quantity": "nan"}, "quantity 'nan' is not a number"),
@@ -425,6 +430,22 @@ def test_directories_expand_recursively_to_event_files(tmp_path: Path) -> None:
     assert table["customer_id"].to_pylist() == ["c0", "c1", "c2"]
 
 
+def test_a_file_given_twice_is_read_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    write(data / "a.csv", csv_text([GOOD]))
+    (tmp_path / "link.csv").symlink_to(data / "a.csv")
+    given = [
+        data,
+        data / "a.csv",
+        tmp_path / "data" / ".." / "data" / "a.csv",
+        tmp_path / "link.csv",
+    ]
+
+    assert event_files(given) == [data / "a.csv"]
+    assert load_events(given)[0].num_rows == 1
+
+
 def test_a_missing_path_names_itself(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nowhere\.csv"):
         event_files([tmp_path / "nowhere.csv"])
@@ -585,3 +606,40 @@ def test_the_hm_fixture_loads_whole() -> None:
     assert table.num_rows == report.rows_kept == 9_996
     assert set(table["channel"].to_pylist()) == {"web", "store"}
     assert table.schema == EVENTS_SCHEMA
+
+
+def test_parquet_float_ids_are_integers_and_their_nans_missing(tmp_path: Path) -> None:
+    """pandas writes integer ids with gaps as float64 with NaN: a NaN is no id (a bad row where
+    one is required), never the id "nan", and 87.0 is "87", as an int64 column gives."""
+    nan = float("nan")
+    rows = [
+        {"customer_id": 87.0, "item_id": 3.0, "store_id": nan},
+        {"customer_id": nan, "item_id": 4.0, "store_id": 2.0},
+        {"customer_id": 88.0, "item_id": nan, "store_id": 2.5},
+        {"customer_id": 89.0, "item_id": 10.0, "store_id": float("inf")},
+    ]
+    common = {"event_type": "purchase", "channel": "store", "timestamp": "2020-01-01"}
+    path = write_parquet(tmp_path / "e.parquet", [{**common, **r} for r in rows])
+
+    table, report = load_one(path)
+
+    assert table["customer_id"].to_pylist() == ["87", "89"]
+    assert table["item_id"].to_pylist() == ["3", "10"]
+    assert table["store_id"].to_pylist() == [None, None]
+    assert [(e.line, e.reason) for e in report.errors] == [
+        (2, "customer_id is required"),
+        (3, "item_id is required for event_type 'purchase'"),
+    ]
+    ints = write_parquet(tmp_path / "i.parquet", [{**common, "customer_id": 87, "item_id": 3}])
+    assert load_one(ints)[0]["customer_id"].to_pylist() == ["87"]
+
+
+@pytest.mark.parametrize("mode", ["skip", "reject"])
+def test_an_unterminated_quote_refuses_the_file_naming_its_line(tmp_path: Path, mode: str) -> None:
+    """A stray quote swallows every line up to the next quote into one field: not one bad row
+    but the rest of the file, so the file is refused with the line the quote opens on."""
+    lines = csv_text([{**GOOD, "event_id": f"e{n}"} for n in range(10)]).splitlines()
+    lines[4] = lines[4].replace(",e3", ',"e3')  # data row 4 is line 5
+    path = write(tmp_path / "events.csv", "\n".join(lines) + "\n")
+    with pytest.raises(BadFileError, match=r"line 5: a quoted field runs over 7 lines, to line 11"):
+        load_one(path, on_bad_rows=mode)

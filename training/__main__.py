@@ -55,6 +55,8 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from training.config import load_config
+    from training.errors import TrainingError
+    from training.evaluate import SplitError
     from training.experiment import SideInfo
     from training.pipeline import Inputs, read_catalogue, read_customers, read_events
     from training.tuning import to_toml, tune
@@ -65,17 +67,20 @@ def _tune(args: argparse.Namespace) -> int:
         customers=args.customers,
         on_bad_rows=args.on_bad_rows,
     )
-    events, _ = read_events(inputs)
     config = load_config(args.config)
+    events, _ = read_events(inputs)
     models = args.models or [m for m in config.selection.blend_parts if m != "blend"]
-    tuned, found = tune(
-        events,
-        config,
-        SideInfo(items=read_catalogue(inputs), customers=read_customers(inputs)),
-        models=models,
-        trials=args.trials,
-        weight_trials=args.weight_trials,
-    )
+    try:
+        tuned, found = tune(
+            events,
+            config,
+            SideInfo(items=read_catalogue(inputs), customers=read_customers(inputs)),
+            models=models,
+            trials=args.trials,
+            weight_trials=args.weight_trials,
+        )
+    except SplitError as e:
+        raise TrainingError(f"nothing to tune on: {e}") from e
     Path(args.out).write_text(to_toml(tuned))
     for name, result in found.items():
         log.info("tuned %s: %s", name, result)
@@ -140,6 +145,25 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _tunable(name: str) -> str:
+    from training.tuning import SCALAR_SPACES, SPACES  # only when --models is given: heavy
+
+    known = sorted({*SPACES, *SCALAR_SPACES})
+    if name not in known:
+        raise argparse.ArgumentTypeError(f"{name!r} cannot be tuned; one of {', '.join(known)}")
+    return name
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -196,14 +220,20 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--customers", metavar="PATH", help="customer attributes (for LightFM)")
     tune.add_argument("--config", metavar="FILE", help="starting TOML config")
     tune.add_argument("--out", required=True, metavar="FILE", help="where to write the config")
-    tune.add_argument("--models", nargs="+", metavar="NAME", help="default: the blend's parts")
+    tune.add_argument(
+        "--models",
+        nargs="+",
+        metavar="NAME",
+        type=_tunable,
+        help="default: the blend's parts (the blend's weights are tuned after them)",
+    )
     tune.add_argument(
         "--trials",
-        type=int,
+        type=_positive,
         default=6,
         help="random draws per model (EASE and recent popularity: a grid)",
     )
-    tune.add_argument("--weight-trials", type=int, default=6, help="draws of the weights")
+    tune.add_argument("--weight-trials", type=_positive, default=6, help="draws of the weights")
     tune.add_argument("--on-bad-rows", choices=["skip", "reject"], default="skip")
     tune.set_defaults(command=_tune)
 

@@ -102,7 +102,8 @@ class Selection(Base):
     rounds of coordinate refinement). Weights are 0 or more, but for ``SIGNED_PARTS``.
     """
 
-    candidates: list[str] = msgspec.field(
+    # At least one: selection picks the best of them.
+    candidates: Annotated[list[str], msgspec.Meta(min_length=1)] = msgspec.field(
         default_factory=lambda: [
             "popularity",
             "recent_popularity",
@@ -184,5 +185,5 @@ def load_config(path: str | Path | None) -> TrainConfig:
         return TrainConfig()
     try:
         return msgspec.toml.decode(Path(path).read_bytes(), type=TrainConfig)
-    except msgspec.ValidationError as e:
+    except msgspec.DecodeError as e:  # ValidationError too: not TOML, or a bad key or value
         raise ValueError(f"{path}: {e}") from e

@@ -145,6 +145,23 @@ def make_period(past: pa.Table, future: pa.Table, config: TrainConfig, side: Sid
     return Period(data=data, overall=overall, by_channel=by_channel, item_counts=counts)
 
 
+def checked_period(
+    past: pa.Table, future: pa.Table, config: TrainConfig, side: SideInfo, what: str
+) -> Period:
+    """``make_period``, refusing a ``past`` with nothing to learn from and a ``future`` (the
+    ``what``: "validation period"...) without a customer to evaluate.
+
+    Raises:
+        evaluate.SplitError: one of the two (the message says which).
+    """
+    if not (matrix.event_weights(past, config.weights, matrix.window(past)[1]) > 0).any():
+        raise evaluate.SplitError(f"no event before the {what} has a positive weight")
+    period = make_period(past, future, config, side)
+    if len(period.overall.customers) == 0:
+        raise evaluate.SplitError(f"the {what} has no customer to evaluate")
+    return period
+
+
 def score(
     fitted: Fitted, period: Period, k: int, *, targets: Targets | None = None, exact: bool = False
 ) -> evaluate.Metrics:

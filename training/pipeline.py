@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -12,25 +11,20 @@ from typing import Any
 import msgspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from service import ann, artifact
 from service.foldin import LeastSquares
 from service.neighbours import dense_block
-from service.store.erasure import customer_hash
 from training import coldstart, evaluate, matrix
 from training.config import TrainConfig
-from training.experiment import SideInfo, capped, make_data, make_period, report
-from training.export import SUPPRESSIONS_FILE
+from training.errors import TrainingError
+from training.experiment import Period, SideInfo, capped, checked_period, make_data, report
 from training.loaders import OnBadRows, load_customers, load_events, load_items
 from training.selection import choose, fit_all, fit_named, guard, make_blend, shipped_ndcg
 from training.similar import co_interaction_table
+from training.suppression import drop_suppressed, read_hashes, suppression_files
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(Exception):
-    """The job cannot produce a model from this input (the message says why)."""
 
 
 class Inputs(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,8 +34,8 @@ class Inputs(msgspec.Struct, frozen=True, kw_only=True):
     items: str | None = None
     customers: str | None = None
     on_bad_rows: OnBadRows = "skip"
-    # Erased customers (SHA-256 of their ids) to drop; the exporter's _suppressions.json in an
-    # events folder is read too.
+    # Erased customers (SHA-256 of their ids) to drop; the exporter's _suppressions.json files
+    # that lie with the event files are read too (training/suppression.py).
     suppressions: str | None = None
 
 
@@ -71,8 +65,13 @@ def run(
     customers = read_customers(inputs)
     side = SideInfo(items=catalogue, customers=customers)
     start, end = matrix.window(events)
+    # Checked before the evaluation, whose fits would fail on an empty matrix less clearly.
+    if not (matrix.event_weights(events, config.weights, end) > 0).any():
+        raise TrainingError("no event has a positive weight: nothing to learn from")
     algorithm, weights, metrics, folding = _evaluate(events, config, side)
-    if not force:
+    if config.evaluation.holdout_fraction == 0:
+        log.warning("evaluation is off (holdout_fraction = 0): LATEST is replaced unchecked")
+    elif not force:
         guard(model_dir, shipped_ndcg(metrics, algorithm), config.selection.margin)
     _stage(f"fit {algorithm} on all events", started)
     data = make_data(events, config, side, end=end)
@@ -183,29 +182,8 @@ def read_events(inputs: Inputs) -> tuple[pa.Table, int]:
 
 
 def suppressions(inputs: Inputs) -> set[str]:
-    files = [Path(p) / SUPPRESSIONS_FILE for p in inputs.events if Path(p).is_dir()]
-    if inputs.suppressions:
-        files.append(Path(inputs.suppressions))
-    hashes: set[str] = set()
-    for file in files:
-        if file.is_file():
-            hashes.update(json.loads(file.read_text())["sha256"])
-    return hashes
-
-
-def drop_suppressed(events: pa.Table, hashes: set[str]) -> pa.Table:
-    """``events`` without the events of erased customers (given as SHA-256 of their ids)."""
-    if not hashes:
-        return events
-    customers = pc.unique(events["customer_id"]).to_pylist()
-    erased = [c for c in customers if customer_hash(c) in hashes]
-    if not erased:
-        return events
-    kept = events.filter(pc.invert(pc.is_in(events["customer_id"], value_set=pa.array(erased))))
-    log.info(
-        "dropped %d events of %d erased customer(s)", events.num_rows - kept.num_rows, len(erased)
-    )
-    return kept
+    """The erased customers' hashes from the suppression files ``inputs`` lead to."""
+    return read_hashes(suppression_files(inputs.events, inputs.suppressions))
 
 
 def read_catalogue(inputs: Inputs) -> dict[str, dict[str, object]]:
@@ -237,6 +215,11 @@ def read_customers(inputs: Inputs) -> dict[str, dict[str, str]]:
     return {row.pop("customer_id"): row for row in customers.to_pylist()}
 
 
+# What ``auto`` ships when no validation period can choose: the one model that needs no
+# evidence to be sensible (every customer gets the best sellers).
+UNSELECTED = "popularity"
+
+
 def _can_evaluate(events: pa.Table, config: TrainConfig) -> bool:
     start, end = matrix.window(events)
     if config.evaluation.holdout_fraction <= 0:
@@ -247,6 +230,30 @@ def _can_evaluate(events: pa.Table, config: TrainConfig) -> bool:
     return True
 
 
+def _split(
+    events: pa.Table, fraction: float, what: str
+) -> tuple[pa.Table, pa.Table, datetime] | None:
+    """The two sides of a time split and its cutoff, or None (with a warning) when one side is
+    empty."""
+    try:
+        return evaluate.time_split(events, fraction)
+    except evaluate.SplitError as e:
+        log.warning("no %s: %s", what, e)
+        return None
+
+
+def _period(
+    past: pa.Table, future: pa.Table, config: TrainConfig, side: SideInfo, what: str
+) -> Period | None:
+    """The period to fit on ``past`` and score on ``future``, or None (with a warning) when the
+    past has nothing to learn from or the future no customer to evaluate."""
+    try:
+        return checked_period(past, future, config, side, what)
+    except evaluate.SplitError as e:
+        log.warning("%s", e)
+        return None
+
+
 def _evaluate(
     events: pa.Table, config: TrainConfig, side: SideInfo
 ) -> tuple[str, dict[str, float], dict[str, Any], artifact.FoldIn]:
@@ -254,40 +261,51 @@ def _evaluate(
 
     Returns:
         The algorithm to ship, its blend weights, the metrics for the manifest (one report per
-        model, overall and per channel; ``selected``; the ``validation`` scores; ``cold_start``)
-        and the fold-in parameters (regularization and alpha fitted on validation for ``auto``).
+        model, overall and per channel; ``selected``; the ``validation`` scores; ``cold_start``;
+        empty when the data allow no test) and the fold-in parameters (regularization and alpha
+        fitted on validation for ``auto``).
     """
     algorithm = config.algorithm
     selection = config.selection
     weights = dict(selection.blend_weights) or dict.fromkeys(selection.blend_parts, 1.0)
     folding = fold_in(config)
     k = config.evaluation.k
+    unselected = UNSELECTED if algorithm == "auto" else algorithm
     if not _can_evaluate(events, config):
-        return ("als" if algorithm == "auto" else algorithm), weights, {}, folding
+        return unselected, weights, {}, folding
     started = time.perf_counter()
-    train, test, cutoff = evaluate.time_split(events, config.evaluation.holdout_fraction)
+    split = _split(events, config.evaluation.holdout_fraction, "test period")
+    if split is None:
+        log.warning("metrics left out")
+        return unselected, weights, {}, folding
+    train, test, cutoff = split
     results: dict[str, Any] = {"cutoff": cutoff.isoformat(), "test_events": test.num_rows}
     if algorithm == "auto":
-        inner, validation, _ = evaluate.time_split(train, config.selection.validation_fraction)
-        validation_period = make_period(inner, validation, config, side)
+        inner = _split(train, config.selection.validation_fraction, "validation period")
+        found = inner and _period(inner[0], inner[1], config, side, "validation period")
+        if inner is None or found is None:
+            log.warning("nothing to select on: %s is shipped, metrics left out", UNSELECTED)
+            return UNSELECTED, weights, {}, folding
+        validation_period, validation = found, inner[1]
         choice = choose(validation_period, config)
         algorithm, weights = choice.algorithm, choice.blend_weights
         results["validation"] = choice.validation
         cases = coldstart.new_customers(validation_period.data.interactions, validation)
         folding, _ = coldstart.fit_fold_in(choice.fitted[algorithm], cases, folding, k)
         _stage(f"selected {algorithm} on validation", started)
-    period = capped(
-        make_period(train, test, config, side), config.evaluation.max_customers, config.seed
-    )
-    if len(period.overall.customers) == 0:
-        log.warning("the test period has no customer to evaluate: metrics left out")
+    test_period = _period(train, test, config, side, "test period")
+    if test_period is None:
+        log.warning("metrics left out")
         return algorithm, weights, {}, folding
+    period = capped(test_period, config.evaluation.max_customers, config.seed)
     names = [algorithm, "popularity"]
     if config.algorithm == "auto":
         names = list(dict.fromkeys([*config.selection.candidates, algorithm]))
     fitted = fit_all(names, period.data, config)  # the blend's parts too, fitted once
-    if "blend" in names:
+    if "blend" in names and any(w > 0 for w in weights.values()):
         fitted["blend"] = make_blend(fitted, {n: w for n, w in weights.items() if w != 0})
+    elif "blend" in names:
+        names.remove("blend")  # selection found no part to blend (all of them flat)
     for name in names:
         results[name] = report(fitted[name], period, config.evaluation.k)
     results["selected"] = algorithm

@@ -71,9 +71,11 @@ def tune_blend(
     fitted: Mapping[str, Fitted], period: Period, config: TrainConfig
 ) -> tuple[dict[str, float], float]:
     """Search the blend weights on ``period``'s (sampled) targets; best weights, NDCG."""
-    names = [n for n in config.selection.blend_parts if n in fitted]
+    names = [n for n in config.selection.blend_parts if n in fitted and ranks_items(fitted[n])]
     targets = subsample(period.overall, config.selection.max_customers, config.seed)
     k = config.evaluation.k
+    if not names or not len(targets.customers):
+        return {}, 0.0
     shortlist = Shortlist(
         {n: normalised(fitted[n]) for n in names}, targets.customers, period.data.bought
     )
@@ -149,23 +151,49 @@ def _neighbourhood(weight: float, *, signed: bool) -> list[float]:
     return values + [-v for v in values if v] if signed else values
 
 
+def ranks_items(part: Fitted) -> bool:
+    """Whether ``part`` scores the items of some customer differently.
+
+    A part that scores every item alike (content affinity without a catalogue's features: all
+    zeros) ranks by catalogue order, the ties' order, which can beat real models on a small
+    validation period by luck and then ship the same arbitrary items to every customer.
+    """
+    if part.neighbours is not None:
+        return bool(part.neighbours.similarity.nnz and part.neighbours.history.nnz)
+    items = part.item_factors.astype(np.float64)
+    spread = items.max(axis=0, initial=0.0) - items.min(axis=0, initial=0.0)
+    users = np.abs(part.user_factors).max(axis=0, initial=0.0)
+    return bool((spread * users > 0).any())
+
+
 def choose(period: Period, config: TrainConfig) -> Choice:
-    """Fit every candidate on the validation ``period`` and pick the best by NDCG@k."""
-    candidates = config.selection.candidates
-    fitted = fit_all(candidates, period.data, config)
+    """Fit every candidate on the validation ``period`` and pick the best by NDCG@k.
+
+    Candidates and blend parts that score every item alike (``ranks_items``) are left out; when
+    nothing else is left, popularity is chosen.
+    """
+    fitted = fit_all(config.selection.candidates, period.data, config)
+    if flat := sorted(n for n, part in fitted.items() if not ranks_items(part)):
+        log.warning("%s score every item alike: left out of the selection and the blend", flat)
+    candidates = [n for n in config.selection.candidates if n not in flat]
     targets = subsample(period.overall, config.selection.max_customers, config.seed)
     k = config.evaluation.k
     results: dict[str, dict[str, float]] = {}
-    weights = dict(config.selection.blend_weights)
+    weights = {n: w for n, w in config.selection.blend_weights.items() if n not in flat}
     if "blend" in candidates:
-        if not weights:
+        if not config.selection.blend_weights:
             weights, _ = tune_blend(fitted, period, config)
-        fitted["blend"] = make_blend(fitted, weights)
+        if any(w > 0 for w in weights.values()):
+            fitted["blend"] = make_blend(fitted, weights)
+        else:
+            candidates.remove("blend")  # every part it could use is flat
     for name in candidates:
         model = fitted[name]
         m = score(model, period, k, targets=targets)
         results[name] = {"ndcg": m.ndcg, "recall": m.recall, "map": m.map, "fit_s": model.fit_s}
-    best = max(results, key=lambda n: results[n]["ndcg"])
+    best = max(results, key=lambda n: results[n]["ndcg"], default="popularity")
+    if best not in fitted:
+        fitted.update(fit_all([best], period.data, config))
     log.info("validation: %s; selected %s", results, best)
     return Choice(algorithm=best, blend_weights=weights, validation=results, fitted=fitted)
 
@@ -189,12 +217,14 @@ def shipped_ndcg(metrics: Mapping[str, Any], algorithm: str) -> float | None:
 
 
 def guard(model_dir: str | Path, new_ndcg: float | None, margin: float) -> None:
-    """Refuse to replace LATEST with a model worse than it by more than ``margin`` (relative).
+    """Refuse to replace LATEST with a model worse than it by more than ``margin`` (relative), or
+    with a model without a test NDCG (its evaluation was left out) when LATEST recorded one.
 
     Raises:
-        WorseModelError: the new model's test NDCG is below ``(1 - margin)`` x LATEST's.
+        WorseModelError: the new model's test NDCG is below ``(1 - margin)`` x LATEST's, or
+            missing while LATEST's is not.
     """
-    if new_ndcg is None or artifact.latest_version(model_dir) is None:
+    if artifact.latest_version(model_dir) is None:
         return
     try:
         current = artifact.load(artifact.resolve(model_dir), verify_checksums=False).manifest
@@ -202,7 +232,16 @@ def guard(model_dir: str | Path, new_ndcg: float | None, margin: float) -> None:
         log.warning("LATEST is unreadable (%s): replacing it", e)
         return
     old = shipped_ndcg(current.metrics, current.algorithm)
-    if old is not None and new_ndcg < (1 - margin) * old:
+    if old is None:
+        return
+    if new_ndcg is None:
+        # Only good enough models replace LATEST: one that could not be tested is not known to be.
+        raise WorseModelError(
+            f"the new model has no test NDCG (its evaluation was left out: see the warnings "
+            f"above) while LATEST {current.model_version} recorded {old:.4f}; not replacing it "
+            "(--force to override)"
+        )
+    if new_ndcg < (1 - margin) * old:
         raise WorseModelError(
             f"the new model's test NDCG {new_ndcg:.4f} is more than {margin:.0%} below "
             f"LATEST {current.model_version} ({old:.4f}); not replacing it (--force to override)"

@@ -67,8 +67,10 @@ def co_interaction_table(
     width = max(0, min(kept, n - 1))
     rows = np.empty((n, width), dtype=np.int32)
     scores = np.zeros((n, width), dtype=np.float32)
+    if width == 0:  # a catalogue of one item: nothing is similar to it
+        return {"similar_rows": rows, "similar_scores": scores}
     similarity = sp.csr_matrix((n, n), dtype=np.float32)
-    if width and matrix.shape[1]:
+    if matrix.shape[1]:
         binary = matrix.astype(np.float32).tocsr()
         binary.data = (binary.data > 0).astype(np.float32)
         binary.eliminate_zeros()

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from training import evaluate
 from training.config import TrainConfig, Weights
-from training.experiment import Period, SideInfo, make_period, score, subsample
+from training.experiment import Period, SideInfo, checked_period, make_period, score, subsample
 from training.models import FITTERS, PRIORS
 from training.selection import tune_blend
 
@@ -111,7 +111,7 @@ def tune(
     replaces the default time-based split.
     """
     past, future = splits or validation_split(events, config)
-    period = make_period(past, future, config, side)
+    period = checked_period(past, future, config, side, "validation period")
     found: dict[str, Any] = {}
 
     def tune_models(names: list[str]) -> None:
