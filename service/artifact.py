@@ -204,7 +204,7 @@ def save(
         )
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
     try:
-        _chmod_as_created(tmp, 0o777)
+        chmod_as_created(tmp, 0o777)
         files = {}
         for name, array in arrays.items():
             file = tmp / f"{name}.npy"
@@ -231,7 +231,7 @@ def set_latest(model_dir: str | Path, version: str) -> None:
     if not (model_dir / version / MANIFEST).is_file():
         raise ArtifactError(f"no model version {version!r} in {model_dir}")
     fd, tmp = tempfile.mkstemp(prefix=".LATEST-", dir=model_dir)
-    _chmod_as_created(Path(tmp), 0o666)
+    chmod_as_created(Path(tmp), 0o666)
     with os.fdopen(fd, "w") as f:
         f.write(version + "\n")
         f.flush()
@@ -240,12 +240,12 @@ def set_latest(model_dir: str | Path, version: str) -> None:
     _fsync_dir(model_dir)
 
 
-def _chmod_as_created(path: Path, mode: int) -> None:
+def chmod_as_created(path: Path, mode: int) -> None:
     """Give ``path`` the mode ``open``/``mkdir`` would under the process umask.
 
     mkdtemp and mkstemp create owner-only folders and files; the service runs as another user
     (the Dockerfile's ``reco``) and every replica reads the same store, so they could not load
-    the model.
+    the model (the event export's files, read by the training job, likewise).
     """
     umask = os.umask(0)  # reading the umask means setting it: put it straight back
     os.umask(umask)

@@ -76,8 +76,8 @@ Rating = Annotated[float, msgspec.Meta(ge=-MAX_ABS_RATING, le=MAX_ABS_RATING)]
 
 # The times a live event may carry (POST /v1/events): none before the Unix epoch, and none later
 # than the receiving clock plus a day of skew between the producer's clock and ours. A time out
-# of this range would stay a customer's first or last activity for good. Batch files are history
-# and keep their own times; the training loader reads any time Arrow can hold (years 1 to 9999).
+# of this range would stay a customer's first or last activity for good. The training loader
+# holds event files to the same bounds (their rows outside them are bad rows).
 EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 CLOCK_SKEW = timedelta(hours=24)
 

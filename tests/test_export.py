@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections import Counter
 from pathlib import Path
@@ -81,6 +83,19 @@ def test_every_event_is_exported_once_into_date_partitions(
     # A second run finds nothing new, and the stream was trimmed of what was exported.
     assert exporter(redis_url, settings, out).run().exported == 0
     assert redis.Redis.from_url(redis_url).xlen(f"{settings.key_prefix}:events") <= 1
+
+
+def test_exported_files_are_readable_by_the_training_jobs_user(
+    client: TestClient, settings: Settings, redis_url: str, out: Path
+) -> None:
+    post_events(client, 10)
+    before = os.umask(0o022)
+    try:
+        exporter(redis_url, settings, out).run()
+    finally:
+        os.umask(before)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o644}
 
 
 @pytest.mark.parametrize("crash_after_files", [1, 2])

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
 
+from service.artifact import chmod_as_created
 from service.events import Event, event_msgpack_decoder, msgpack_encoder
 from service.state import consent_decoder
 from service.store.keys import Keys
@@ -234,6 +235,7 @@ def _atomic_write(path: Path, write: Callable[[Path], object] | bytes) -> None:
     fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
+    chmod_as_created(tmp, 0o666)  # readable by the training job's user, as a plain open makes it
     try:
         if isinstance(write, bytes):
             tmp.write_bytes(write)

@@ -14,7 +14,7 @@ import io
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -25,7 +25,15 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from service.events import CHANNELS, EVENT_TYPES, ITEMLESS_EVENT_TYPES, Id, NonNegative
+from service.events import (
+    CHANNELS,
+    CLOCK_SKEW,
+    EARLIEST_EVENT_TIME,
+    EVENT_TYPES,
+    ITEMLESS_EVENT_TYPES,
+    Id,
+    NonNegative,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +84,8 @@ _EVENT_FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 # Event times outside these bounds are bad rows, as the service's events API refuses them: a time
 # further ahead than the clocks of tills and apps can drift is a broken clock or a typo, and one
 # before 1970 a default value. Either would stretch the data window that the holdout divides.
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-FUTURE_TOLERANCE = timedelta(hours=24)
+EARLIEST = EARLIEST_EVENT_TIME
+FUTURE_TOLERANCE = CLOCK_SKEW
 
 
 class BadRow(msgspec.Struct, frozen=True):
