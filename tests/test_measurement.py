@@ -201,6 +201,30 @@ def test_experiment_results_per_variant_and_channel(client: TestClient) -> None:
     assert other["ctr_vs_control"]["statement"].startswith("not yet significant")
 
 
+def test_a_retried_event_counts_once_in_the_results_and_the_metrics(client: TestClient) -> None:
+    client.put("/v1/experiments/ab3", json=EXPERIMENT)
+    variant = client.get("/v1/customers/u0/recommendations?channel=web").json()["variant"]
+    now = datetime.now(UTC)
+    batch = [
+        event("impression", "u0", "i01", "web", now, event_id="imp-1"),
+        event("click", "u0", "i01", "web", now, event_id="clk-1"),
+        event("purchase", "u0", "i01", "store", now, price=20.0, event_id="buy-1"),
+    ]
+    post(client, *batch)
+    post(client, *batch)  # a retry of the whole batch
+    post(client, batch[2], batch[2])  # the purchase again, twice in one batch
+    [web] = [
+        c for c in client.get("/v1/experiments/ab3/results").json()["channels"]
+        if c["channel"] == "web"
+    ]  # fmt: skip
+    figures = {v["variant"]: v["figures"] for v in web["variants"]}[variant]
+    assert (figures["impressions"], figures["clicks"], figures["conversions"]) == (1, 1, 1)
+    assert figures["revenue"] == pytest.approx(20.0)
+    metrics = client.get("/metrics").text
+    assert 'reco_events_ingested_total{channel="store",event_type="purchase"} 1.0' in metrics
+    assert 'reco_events_ingested_total{channel="web",event_type="impression"} 1.0' in metrics
+
+
 def test_metrics_endpoint(client: TestClient) -> None:
     client.get("/v1/customers/u0/recommendations?channel=web")
     client.get("/v1/customers/stranger/recommendations?channel=app")

@@ -53,12 +53,31 @@ class EventController(Controller):
         _check_timestamps(events, now, batch=isinstance(data, list))
         stamped = [e if e.timestamp else msgspec.structs.replace(e, timestamp=now) for e in events]
         resolved = await resolve_events(store, settings.identifier_kinds_set, stamped)
+        # A retry is acknowledged again but counts nowhere again: not in the measurement's
+        # impressions, clicks and revenue, nor in /metrics.
+        fresh = _first_deliveries(resolved, await store.recorded_before(resolved))
         # Measurement (issue 7): counters and touches ride on the same transaction.
-        measure = await tracking.plan(resolved, rt.live_model.version)
+        measure = await tracking.plan(fresh, rt.live_model.version)
         ids = await store.record(resolved, also=measure)
-        await store.record_redemptions(resolved)  # offer_redeemed with an offer_id: caps, history
-        tracking.ingested(resolved)
+        await store.record_redemptions(fresh)  # offer_redeemed with an offer_id: caps, history
+        tracking.ingested(fresh)
         return EventsAccepted(accepted=len(ids), ids=ids)
+
+
+def _first_deliveries(events: list[Event], recorded: set[str]) -> list[Event]:
+    """``events`` less the retries: an ``event_id`` recorded before, or earlier in the batch.
+
+    Two deliveries of one event sent at the same instant may both pass (each read before the
+    other was recorded); the stream and the customer's state still get it once.
+    """
+    seen, first = set(recorded), []
+    for e in events:
+        if e.event_id:
+            if e.event_id in seen:
+                continue
+            seen.add(e.event_id)
+        first.append(e)
+    return first
 
 
 def _check_timestamps(events: list[Event], now: datetime, *, batch: bool) -> None:

@@ -193,6 +193,16 @@ class EventState(StoreBase):
             ids = (await pipe.execute())[0]
         return [text(i) for i in ids]
 
+    @unavailable_on_redis_error
+    async def recorded_before(self, events: Sequence[Event]) -> set[str]:
+        """The ``event_id``s among ``events`` already recorded (retries): one round trip on the
+        shared connection, none for a batch without event ids."""
+        ids = sorted({e.event_id for e in events if e.event_id})
+        if not ids:
+            return set()
+        found = await self.pipelined.command("MGET", *[self.keys.seen(i) for i in ids])
+        return {i for i, stream_id in zip(ids, found, strict=True) if stream_id is not None}
+
     def _script_args(self, event: Event) -> list[str | bytes]:
         assert event.customer_id is not None, "record() needs resolved customer ids"
         item = event.item_id or ""
