@@ -231,7 +231,9 @@ def test_metrics_endpoint(client: TestClient) -> None:
     post(client, event("impression", "u0", "i02", "web", datetime.now(UTC)))
     response = client.get("/metrics")
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
+    content_type = response.headers["content-type"]
+    assert content_type.startswith("text/plain; version=")
+    assert content_type.lower().count("charset=") == 1  # given twice, Prometheus refuses it
     text = response.text
     route = 'route="/v1/customers/{customer_id}/recommendations"'
     assert f'reco_request_duration_seconds_count{{channel="web",method="GET",{route}}}' in text

@@ -16,6 +16,13 @@ from service.settings import Settings
 from service.store import Store
 from service.tracking import Tracking
 
+# Prometheus' content type without its charset: Litestar appends "; charset=utf-8" to every
+# text/* type, and a charset given twice is a malformed header (Go's parser, so Prometheus 3,
+# refuses it).
+_EXPOSITION_TYPE = "; ".join(
+    p for p in CONTENT_TYPE_LATEST.split("; ") if not p.lower().startswith("charset=")
+)
+
 Days = Annotated[int, QueryParameter(ge=1, le=90, description="Days of history to chart")]
 
 
@@ -60,4 +67,4 @@ async def metrics(
 ) -> Response[bytes]:
     """Prometheus exposition: latency per route and channel, errors, fallbacks, Redis, events."""
     body = tracking.metrics.exposition(live_model.version)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    return Response(body, media_type=_EXPOSITION_TYPE)
