@@ -238,4 +238,5 @@ def _favourites(
 
 
 def _when(epoch: float | None) -> datetime | None:
-    return datetime.fromtimestamp(epoch, UTC) if epoch else None
+    # 0 is a time (1970-01-01, the earliest an event may carry), not a missing one.
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)

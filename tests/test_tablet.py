@@ -134,6 +134,15 @@ def test_the_profile_figures_match_the_history(tablet: TestClient) -> None:
     assert all("*" in i for i in p["identifiers"])
 
 
+def test_an_event_at_the_epoch_is_a_first_activity_not_a_missing_one(client: TestClient) -> None:
+    epoch = {**line("i04", 10.0, 1, "web", 0), "customer_id": "u9"}
+    epoch["timestamp"] = "1970-01-01T00:00:00Z"
+    assert client.post("/v1/events", json=epoch).status_code == 202
+    p = client.get("/v1/customers/u9/profile").json()
+    assert p["first_seen"].startswith("1970-01-01") and p["last_seen"].startswith("1970-01-01")
+    assert p["days_since_last_activity"] > 20_000
+
+
 def test_the_profile_recommends_what_this_store_has(tablet: TestClient) -> None:
     tablet.put(
         "/v1/inventory",
