@@ -16,6 +16,7 @@ from litestar.testing import TestClient
 from service import artifact
 from service.ranking import FactorModel
 from service.settings import Settings
+from training.__main__ import main
 from training.config import AlsParams, Evaluation, TrainConfig
 from training.export import SUPPRESSIONS_FILE, Exporter
 from training.loaders import load_events
@@ -175,6 +176,42 @@ def test_erased_and_non_consenting_customers_are_not_exported_nor_trained_on(
     hashes = suppressions(Inputs(events=[str(second)]))
     assert (second / SUPPRESSIONS_FILE).is_file()
     assert drop_suppressed(events, hashes).num_rows == 0
+
+
+@pytest.mark.parametrize(
+    ("environ", "flag", "exported"),
+    [
+        ({}, None, {"silent", "agrees"}),
+        ({"RECO_DEFAULT_PERSONALISATION": "false"}, None, {"agrees"}),
+        ({"DEFAULT_PERSONALISATION": "0"}, None, {"agrees"}),
+        ({"RECO_DEFAULT_PERSONALISATION": "false"}, "true", {"silent", "agrees"}),
+    ],
+)
+def test_the_export_command_follows_the_services_default_consent(
+    client: TestClient,
+    settings: Settings,
+    redis_url: str,
+    out: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    environ: dict[str, str],
+    flag: str | None,
+    exported: set[str],
+) -> None:
+    """A customer who stated no consent is exported only where the service's default allows
+    personalisation, as the service then personalises for them."""
+    post_events(client, 3, customer="silent")
+    post_events(client, 3, customer="agrees")
+    client.put("/v1/customers/agrees/consent", json={"personalisation": True})
+    for var in ("RECO_DEFAULT_PERSONALISATION", "DEFAULT_PERSONALISATION"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in environ.items():
+        monkeypatch.setenv(var, value)
+    args = ["export-events", "--redis-url", redis_url, "--out", str(out)]
+    args += ["--prefix", settings.key_prefix]
+    args += [] if flag is None else ["--default-personalisation", flag]
+    assert main(args) == 0
+    events, _ = load_events([out])
+    assert set(events["customer_id"].to_pylist()) == exported
 
 
 def test_training_on_the_export_leaves_erased_customers_out(

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
+
 from service import artifact
 
 log = logging.getLogger("training")
@@ -136,6 +138,7 @@ def _export(args: argparse.Namespace) -> int:
         consumer=args.consumer,
         batch=args.batch,
         claim_idle_seconds=args.claim_idle_seconds,
+        default_personalisation=_default_personalisation(args.default_personalisation),
     )
     report = exporter.run()
     print(
@@ -143,6 +146,30 @@ def _export(args: argparse.Namespace) -> int:
         f"recovered {report.recovered_batches} interrupted batch(es)"
     )
     return 0
+
+
+def _default_personalisation(given: str | None) -> bool:
+    if given is not None:
+        return given == "true"
+    from_env = _env_flag("DEFAULT_PERSONALISATION")
+    return True if from_env is None else from_env
+
+
+def _env_flag(name: str) -> bool | None:
+    """The service's boolean setting ``name`` from the environment, read as the service reads
+    it (``RECO_<name>`` wins; ``true``/``false``/``1``/``0``); None when neither is set.
+
+    Raises:
+        SystemExit: the value is not a boolean (the message names the variable).
+    """
+    for var in (f"RECO_{name}", name):
+        value = os.environ.get(var, "")
+        if value:
+            try:
+                return msgspec.convert(value, bool, strict=False)
+            except msgspec.ValidationError:
+                raise SystemExit(f"{var}={value!r} is not true or false") from None
+    return None
 
 
 def _positive(text: str) -> int:
@@ -260,6 +287,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--prefix", default=os.environ.get("RECO_KEY_PREFIX", "reco"), help="Redis key prefix"
+    )
+    export.add_argument(
+        "--default-personalisation",
+        choices=("true", "false"),
+        help="consent of customers who stated none, as the service's setting (default: "
+        "$RECO_DEFAULT_PERSONALISATION or $DEFAULT_PERSONALISATION, else true): with false, "
+        "their events are not exported",
     )
     export.add_argument("--group", default="exporter", help="consumer group name")
     export.add_argument("--consumer", help="this exporter's name (default: host-pid)")

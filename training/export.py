@@ -33,7 +33,7 @@ import redis
 
 from service.artifact import chmod_as_created
 from service.events import Event, event_msgpack_decoder, msgpack_encoder
-from service.state import consent_decoder
+from service.state import Consent, consent_decoder
 from service.store.keys import Keys
 from training.loaders import EVENTS_SCHEMA
 
@@ -174,11 +174,13 @@ class Exporter:
         if not customers:
             return set()
         raw = self.client.mget([self.keys.consent(c) for c in customers])
+        # A customer with no consent on record has the default's: refused when it is false.
         return {
             c
             for c, r in zip(customers, raw, strict=True)
-            if r is not None
-            and not consent_decoder.decode(r).allows_personalisation(self.default_personalisation)
+            if not (consent_decoder.decode(r) if r else Consent()).allows_personalisation(
+                self.default_personalisation
+            )
         }
 
     def _recover(self) -> int:
