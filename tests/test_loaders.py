@@ -635,6 +635,19 @@ def test_parquet_float_ids_are_integers_and_their_nans_missing(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("mode", ["skip", "reject"])
+def test_an_unterminated_quote_that_leaves_too_few_fields_refuses_the_file(
+    tmp_path: Path, mode: str
+) -> None:
+    """A quote opened early in a row, never closed: the rest of the file is one field of a row
+    with too few fields (a malformed row), still not one bad row but the file refused."""
+    lines = csv_text([{**GOOD, "event_id": f"e{n}"} for n in range(10)]).splitlines()
+    lines[4] = lines[4].replace("c1,i1,", 'c1,"i1,', 1)  # data row 4 is line 5
+    path = write(tmp_path / "events.csv", "\n".join(lines) + "\n")
+    with pytest.raises(BadFileError, match=r"line 5: a row runs over 7 lines"):
+        load_one(path, on_bad_rows=mode)
+
+
+@pytest.mark.parametrize("mode", ["skip", "reject"])
 def test_an_unterminated_quote_refuses_the_file_naming_its_line(tmp_path: Path, mode: str) -> None:
     """A stray quote swallows every line up to the next quote into one field: not one bad row
     but the rest of the file, so the file is refused with the line the quote opens on."""

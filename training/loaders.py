@@ -12,6 +12,7 @@ import csv
 import errno
 import io
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -231,12 +232,20 @@ class _MalformedRows:
         # unknown (0) when it reads in threads. Used only when _scan_csv_lines cannot run.
         self.first: list[tuple[int, str]] = []
         self._keep = keep
+        # The first malformed row whose text holds MAX_FIELD_LINES line breaks or more (an
+        # unterminated quote that swallowed rows and left the wrong number of fields): its
+        # ordinal among the malformed rows and how many lines it runs over.
+        self.runaway: tuple[int, int] | None = None
 
     def __call__(self, row: pacsv.InvalidRow) -> str:
         self.count += 1
         if len(self.first) < self._keep:
             reason = _field_count(row.expected_columns, row.actual_columns)
             self.first.append((row.number or 0, reason))
+        if self.runaway is None and row.text:
+            breaks = len(re.findall(_LINE_BREAK, row.text.rstrip("\r\n")))
+            if breaks >= MAX_FIELD_LINES:
+                self.runaway = (self.count - 1, breaks + 1)
         return "skip"
 
 
@@ -684,6 +693,16 @@ _LINE_BREAK = r"\r\n|\r|\n"
 
 def _refuse_runaway_quotes(source: _Source) -> None:
     """Raises BadFileError naming the first field that runs over more than MAX_FIELD_LINES."""
+    if source.malformed.runaway is not None:
+        ordinal, lines = source.malformed.runaway
+        _, first = _locate(source, np.empty(0, np.int64), ordinal + 1)
+        line = first[ordinal][0] if len(first) > ordinal else 0
+        where = f"line {line}: a" if line else "A"
+        raise _unusable(
+            source.path,
+            f"{where} row runs over {lines} lines with the wrong number of fields "
+            "(an unterminated quote?): refused rather than lose the rows inside it",
+        )
     breaks = np.zeros(source.table.num_rows, dtype=np.int64)
     for column in source.table.columns:
         if _is_text(column.type) and _has_line_break(column):
