@@ -271,7 +271,7 @@ def _matrix_data(matrix: sp.csr_matrix) -> Data:
             customer_ids=np.array([f"u{i}" for i in range(n_users)], dtype=object),
             item_ids=np.array([f"i{j}" for j in range(n_items)], dtype=object),
         ),
-        bought=(matrix > 0).astype(np.float32).tocsr(),
+        excluded=(matrix > 0).astype(np.float32).tocsr(),
         end=datetime(2026, 1, 1, tzinfo=UTC),
         weights=Weights(),
     )

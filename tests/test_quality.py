@@ -116,7 +116,7 @@ def test_the_blend_search_subtracts_all_time_popularity_when_what_is_rising_sell
     ]
     period = SimpleNamespace(
         overall=Targets(np.arange(n_users), relevant),
-        data=SimpleNamespace(bought=sp.csr_matrix((n_users, n_items), dtype=np.float32)),
+        data=SimpleNamespace(excluded=sp.csr_matrix((n_users, n_items), dtype=np.float32)),
     )
     config = TrainConfig(
         selection=Selection(blend_parts=["popularity", "recent_popularity"], blend_trials=5)
@@ -456,7 +456,7 @@ def test_a_new_customer_is_folded_in_from_a_few_events(complements_file: Path) -
         event_types=["purchase"],
         channels=["store"],
         ages=[0.0],
-        bought={s1},
+        excluded={s1},
         relevant={w1},
     )
     fitted = FITTERS["als"](data, SMALL.params("als"))

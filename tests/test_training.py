@@ -18,9 +18,10 @@ from service.foldin import confidences, gramian, recalculate_user
 from service.ranking import FactorModel
 from service.settings import Settings
 from tests.conftest import ADMIN_KEY, client_for, replace
-from training import evaluate, matrix
+from training import coldstart, evaluate, matrix
 from training.__main__ import main
 from training.config import AlsParams, TrainConfig, Weights, load_config
+from training.experiment import SideInfo, make_data
 from training.loaders import EVENTS_SCHEMA
 from training.pipeline import Inputs, run
 from training.sample import SampleConfig, write_sample
@@ -152,6 +153,78 @@ def test_adoptions_count_settled_customers_first_purchases_decayed() -> None:
     assert adoptions(0) == {"x": 0.0, "y": 2.0, "z": 0.0}
     # a's adoption 20 days ago weighs 0.5 ** (20 / 10), b's of today 1.
     assert adoptions(10) == {"x": 0.0, "y": 1.25, "z": 0.0}
+
+
+def test_the_cart_at_the_end_is_what_the_service_would_hold() -> None:
+    def at(days: float) -> datetime:
+        return END - timedelta(days=days)
+
+    table = events_table(
+        [
+            {"customer_id": "a", "item_id": "x", "event_type": "add_to_cart", "timestamp": at(5)},
+            {"customer_id": "a", "item_id": "y", "event_type": "add_to_cart", "timestamp": at(4)},
+            {"customer_id": "a", "item_id": "y", "event_type": "purchase", "timestamp": at(3)},
+            {"customer_id": "a", "item_id": "z", "timestamp": at(1)},  # a view: not carted
+            # b's cart went stale: nothing added for longer than the cart lives.
+            {"customer_id": "b", "item_id": "x", "event_type": "add_to_cart", "timestamp": at(200)},
+            {"customer_id": "c", "item_id": "z", "event_type": "add_to_cart", "timestamp": at(2)},
+            {"customer_id": "c", "item_id": "z", "event_type": "remove_from_cart"},
+            {"customer_id": "c", "item_id": "x", "event_type": "add_to_cart"},
+            # Bought at the very moment it was added: out of the cart.
+            {"customer_id": "c", "item_id": "y", "event_type": "add_to_cart"},
+            {"customer_id": "c", "item_id": "y", "event_type": "purchase"},
+        ]
+    )
+    built = matrix.build(table, NO_DECAY, end=END)
+    rows, cols = matrix.carted(table, built, end=END).nonzero()
+    carts = {(built.customer_ids[r], built.item_ids[c]) for r, c in zip(rows, cols, strict=True)}
+    assert carts == {("a", "x"), ("c", "x")}
+
+
+def test_evaluation_leaves_out_what_the_cart_holds_as_production_does() -> None:
+    """An item in the cart at the cutoff is never recommended by the service: it is neither
+    ranked nor a target, as an item bought before the cutoff."""
+    train = events_table(
+        [
+            {"customer_id": "a", "item_id": "x", "event_type": "purchase"},
+            {"customer_id": "a", "item_id": "y", "event_type": "add_to_cart"},
+            {"customer_id": "b", "item_id": "z", "event_type": "purchase"},
+        ]
+    )
+    data = make_data(train, TrainConfig(), SideInfo())
+    test = events_table(
+        [
+            {"customer_id": "a", "item_id": i, "event_type": "purchase", "timestamp": END}
+            for i in ("x", "y", "z")
+        ]
+    )
+    customers, targets = evaluate.test_targets(data.interactions, data.excluded, test)
+    assert [data.interactions.customer_ids[c] for c in customers] == ["a"]
+    assert [{data.interactions.item_ids[i] for i in t} for t in targets] == [{"z"}]
+    assert list(data.interactions.item_ids) == ["x", "y", "z"]
+    scores = np.array([[3.0, 2.0, 1.0]])  # x and y score highest, and are left out
+    [ranked] = evaluate.rank(lambda rows: scores, customers, data.excluded, 1)
+    assert [data.interactions.item_ids[i] for i in ranked] == ["z"]
+
+
+def test_a_new_customers_carted_item_is_no_target_of_the_fold_in() -> None:
+    """The service never recommends what a new customer has in the cart, so the cold-start
+    evaluation neither ranks it nor counts its purchase as a hit."""
+    known = events_table([{"customer_id": "a", "item_id": i} for i in ("x", "y", "z")])
+    built = matrix.build(known, NO_DECAY, end=END)
+    later = [
+        ("x", "view"), ("x", "add_to_cart"), ("y", "view"), ("x", "purchase"), ("z", "purchase")
+    ]  # fmt: skip
+    future = events_table(
+        [
+            {"customer_id": "n", "item_id": i, "event_type": t, "timestamp": END + timedelta(n)}
+            for n, (i, t) in enumerate(later)
+        ]
+    )
+    [case] = coldstart.new_customers(built, future, context=3)
+    items = list(built.item_ids)
+    assert {items[i] for i in case.excluded} == {"x"}
+    assert {items[i] for i in case.relevant} == {"z"}
 
 
 def test_bought_and_popularity_per_channel() -> None:

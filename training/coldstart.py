@@ -46,7 +46,7 @@ class NewCustomer:
     event_types: list[str]
     channels: list[str]
     ages: list[float]
-    bought: set[int]
+    excluded: set[int]  # bought or in the cart within the context: never shown
     relevant: set[int]
 
 
@@ -84,13 +84,11 @@ def _case(
     if len(rows) <= context:
         return None
     now = times[context - 1]
-    bought = {
-        r for r, t in zip(rows[:context], types[:context], strict=True) if t in CONSUMED_EVENT_TYPES
-    }
+    excluded = _left_out(rows[:context], types[:context])
     later = {
         r for r, t in zip(rows[context:], types[context:], strict=True) if t in CONSUMED_EVENT_TYPES
     }
-    relevant = later - bought
+    relevant = later - excluded
     if not relevant:
         return None
     return NewCustomer(
@@ -98,9 +96,22 @@ def _case(
         event_types=types[:context],
         channels=channels[:context],
         ages=[age_in_days(t, now) for t in times[:context]],
-        bought=bought,
+        excluded=excluded,
         relevant=relevant,
     )
+
+
+def _left_out(rows: list[int], types: list[str]) -> set[int]:
+    """What the service leaves out after these events: items bought, and items whose last
+    cart event is an add (a purchase or a removal takes an item out of the cart)."""
+    bought = {r for r, t in zip(rows, types, strict=True) if t in CONSUMED_EVENT_TYPES}
+    in_cart: set[int] = set()
+    for r, t in zip(rows, types, strict=True):
+        if t == "add_to_cart":
+            in_cart.add(r)
+        elif t in ("remove_from_cart", "purchase"):
+            in_cart.discard(r)
+    return bought | in_cart
 
 
 def fold_in_vectors(
@@ -138,7 +149,7 @@ def score_cold(
                 for t, c, a in zip(case.event_types, case.channels, case.ages, strict=True)
             ]
             scores += component.dense(*confidences(params, case.rows, weights))
-        scores[list(case.bought)] = -np.inf
+        scores[list(case.excluded)] = -np.inf
         rankings.append(np.argsort(-scores, kind="stable")[:k].tolist())
     return evaluate.summarise(
         rankings, [c.relevant for c in cases], k, fitted.item_factors.shape[0]
@@ -152,7 +163,7 @@ def score_cold_popularity(
     rankings = []
     for case in cases:
         scores = np.array(popularity, dtype=np.float32)
-        scores[list(case.bought)] = -np.inf
+        scores[list(case.excluded)] = -np.inf
         rankings.append(np.argsort(-scores, kind="stable")[:k].tolist())
     return evaluate.summarise(rankings, [c.relevant for c in cases], k, len(popularity))
 
@@ -302,7 +313,7 @@ def cold_items_report(
     ranked = [np.argsort(-s, kind="stable")[:k].tolist() for s in among]
     shuffled = [rng.permutation(len(held_cols))[:k].tolist() for _ in rows]
     full = np.hstack([fitted.scores(rows), fitted.user_factors[rows] @ vectors.T])
-    bought = data.bought[rows]
+    bought = data.excluded[rows]
     r, c = bought.nonzero()
     full[r, c] = -np.inf
     n_known = data.shape[1]

@@ -1,7 +1,8 @@
 """Offline evaluation: a time-based split, ranking metrics as pure functions, and model scoring.
 
-The test ranks exactly as production does: items a customer already bought in the training period
-are excluded before the top k is taken, and an item bought again in the test period is not a hit.
+The test ranks exactly as production does: items a customer already bought in the training period,
+or has in the cart at its end, are excluded before the top k is taken, and are no hit when bought
+in the test period.
 """
 
 from __future__ import annotations
@@ -166,15 +167,16 @@ def robust_window(table: pa.Table) -> tuple[datetime, datetime]:
 
 def test_targets(
     train: Interactions,
-    bought: sp.csr_matrix,
+    excluded: sp.csr_matrix,
     test: pa.Table,
     channel: str | None = None,  # noqa: PT028 (not a test function)
 ) -> tuple[NDArray[np.int64], list[set[int]]]:
     """Customers to evaluate and, for each, the items they newly bought in the test period.
 
     Purchases (or ratings) are the targets; a data set without them uses every event with an item.
-    Only customers and items the training data knows count, and re-purchases of items already
-    bought in training are dropped, since production never recommends those. With ``channel``,
+    Only customers and items the training data knows count, and items ``excluded`` at the
+    cutoff (bought in training, in the cart) are dropped, since production never recommends
+    those. With ``channel``,
     only targets bought (or seen) on that channel count: the per-channel report.
     """
     consumed = pc.is_in(test["event_type"], value_set=pa.array(sorted(CONSUMED_EVENT_TYPES)))
@@ -190,7 +192,8 @@ def test_targets(
         relevant.setdefault(c, set()).add(i)
     rows, sets = [], []
     for c, items_of_c in sorted(relevant.items()):
-        fresh = items_of_c - set(bought.indices[bought.indptr[c] : bought.indptr[c + 1]].tolist())
+        shown_never = excluded.indices[excluded.indptr[c] : excluded.indptr[c + 1]]
+        fresh = items_of_c - set(shown_never.tolist())
         if fresh:
             rows.append(c)
             sets.append(fresh)
@@ -198,14 +201,15 @@ def test_targets(
 
 
 def rank(
-    scorer: Ranker, customers: NDArray[np.int64], bought: sp.csr_matrix, k: int, batch: int = 512
+    scorer: Ranker, customers: NDArray[np.int64], excluded: sp.csr_matrix, k: int, batch: int = 512
 ) -> list[list[int]]:
-    """Top ``k`` item columns per customer, already-bought items excluded (as production does)."""
+    """Top ``k`` item columns per customer, ``excluded`` items (bought, carted) left out, as
+    production leaves them out."""
     out: list[list[int]] = []
     for start in range(0, len(customers), batch):
         rows = customers[start : start + batch]
         scores = np.array(scorer(rows), dtype=np.float32)
-        seen = bought[rows]
+        seen = excluded[rows]
         r, c = seen.nonzero()
         scores[r, c] = -np.inf
         out.extend(best_per_row(scores, min(k, scores.shape[1])).tolist())

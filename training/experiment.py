@@ -62,6 +62,8 @@ def make_data(
     bought = sp.csr_matrix(
         (np.ones(len(items), np.float32), items, indptr), shape=interactions.shape
     )
+    # What production leaves out of an answer at the period's end: the cart as well.
+    excluded = ((bought + matrix.carted(events, interactions, end=end)) > 0).astype(np.float32)
     ids = interactions.item_ids.tolist()
     meta = [side.items.get(i, {}) for i in ids]
     described = _described(meta)
@@ -75,7 +77,7 @@ def make_data(
     return Data(
         events=events,
         interactions=interactions,
-        bought=bought,
+        excluded=excluded.tocsr(),
         end=end,
         weights=config.weights,
         item_features=item_feature_matrix(attributes),
@@ -135,10 +137,10 @@ def customer_attributes(
 def make_period(past: pa.Table, future: pa.Table, config: TrainConfig, side: SideInfo) -> Period:
     """Fit data of ``past`` and the targets of ``future``, overall and per channel."""
     data = make_data(past, config, side)
-    overall = Targets(*evaluate.test_targets(data.interactions, data.bought, future))
+    overall = Targets(*evaluate.test_targets(data.interactions, data.excluded, future))
     by_channel = {}
     for channel in sorted(set(pc.unique(future["channel"]).to_pylist())):
-        found = Targets(*evaluate.test_targets(data.interactions, data.bought, future, channel))
+        found = Targets(*evaluate.test_targets(data.interactions, data.excluded, future, channel))
         if len(found.customers):
             by_channel[channel] = found
     counts = np.asarray((data.interactions.matrix > 0).sum(axis=0), dtype=np.float64).ravel()
@@ -172,7 +174,7 @@ def score(
     """
     t = targets or period.overall
     scorer = fitted.exact if exact and fitted.exact is not None else fitted.scores
-    rankings = evaluate.rank(scorer, t.customers, period.data.bought, k)
+    rankings = evaluate.rank(scorer, t.customers, period.data.excluded, k)
     return evaluate.summarise(
         rankings, t.relevant, k, period.data.shape[1], item_counts=period.item_counts
     )

@@ -7,7 +7,7 @@ so building the matrix stays linear in the number of events and takes seconds fo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -101,6 +101,42 @@ def bought(
     m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
     m.sum_duplicates()
     return m.indptr.astype(np.int64), m.indices.astype(np.int32)
+
+
+# How long a cart lasts without a new item in it: the service's cart expires with the customer's
+# recent events (``RECO_RECENT_EVENTS_TTL_DAYS``, default 90).
+CART_DAYS = 90.0
+_CART_EVENTS = pa.array(["add_to_cart", "remove_from_cart", "purchase"])
+
+
+def carted(table: pa.Table, interactions: Interactions, *, end: datetime) -> sp.csr_matrix:
+    """Customers x items, 1 for the items in a customer's cart at ``end``, as the service keeps
+    it: an item's last cart event is an add (a purchase or a removal takes it out), and the
+    customer added something within ``CART_DAYS`` before ``end`` (else the cart expired)."""
+    shape = interactions.shape
+    events = table.filter(pc.is_in(table["event_type"], value_set=_CART_EVENTS))
+    rows = positions(events["customer_id"], interactions.customer_ids)
+    cols = positions(events["item_id"], interactions.item_ids)
+    ok = (rows >= 0) & (cols >= 0)
+    if not ok.any():
+        return sp.csr_matrix(shape, dtype=np.float32)
+    added = pc.equal(events["event_type"], "add_to_cart").to_numpy(zero_copy_only=False)[ok]
+    rows, cols, ts = rows[ok], cols[ok], _micros(events["timestamp"])[ok]
+    # The cart lives while its customer keeps adding to it.
+    last_add = np.full(shape[0], np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(last_add, rows[added], ts[added])
+    end_micros = int((end - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1e6)
+    alive = last_add >= end_micros - int(CART_DAYS * 86_400e6)
+    # Each (customer, item) pair's last cart event; at equal times a purchase outranks an add.
+    pair = rows * shape[1] + cols
+    order = np.lexsort((~added, ts, pair))
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = pair[order][1:] != pair[order][:-1]
+    rows, cols, added = rows[order][last], cols[order][last], added[order][last]
+    keep = added & alive[rows]
+    return sp.csr_matrix(
+        (np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])), shape=shape
+    )
 
 
 def adoptions(

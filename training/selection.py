@@ -77,7 +77,7 @@ def tune_blend(
     if not names or not len(targets.customers):
         return {}, 0.0
     shortlist = Shortlist(
-        {n: normalised(fitted[n]) for n in names}, targets.customers, period.data.bought
+        {n: normalised(fitted[n]) for n in names}, targets.customers, period.data.excluded
     )
 
     def ndcg(weights: dict[str, float]) -> float:

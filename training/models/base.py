@@ -29,7 +29,8 @@ class Data:
     Attributes:
         events: the period's events (loaders' normalised schema).
         interactions: customers x items confidences built from ``events`` with ``weights``.
-        bought: customers x items, 1 where the customer bought (or rated) the item.
+        excluded: customers x items, 1 where production would not show the item at the period's
+            end: the customer bought (or rated) it, or has it in the cart.
         end: the end of the period; time decay is measured back from here.
         item_features: items x features (identity, category, brand, price band), or None.
         user_features: customers x features (identity, channel mix), or None.
@@ -39,7 +40,7 @@ class Data:
 
     events: pa.Table
     interactions: Interactions
-    bought: sp.csr_matrix
+    excluded: sp.csr_matrix
     end: datetime
     weights: Weights
     item_features: sp.csr_matrix | None = None
