@@ -261,6 +261,27 @@ def latest_version(model_dir: str | Path) -> str | None:
     return text or None
 
 
+class _Created(msgspec.Struct):
+    """The part of a manifest that orders versions."""
+
+    created_at: datetime
+
+
+def versions_newest_first(model_dir: str | Path) -> list[str]:
+    """The versions in ``model_dir`` whose manifest reads, newest first (by ``created_at``);
+    what a worker may fall back to when ``LATEST`` does not load."""
+    found: list[tuple[datetime, str]] = []
+    for path in Path(model_dir).iterdir():
+        if not _VERSION_PATTERN.match(path.name) or path.name == LATEST:
+            continue
+        try:
+            created = msgspec.json.decode((path / MANIFEST).read_bytes(), type=_Created)
+        except (OSError, msgspec.DecodeError):
+            continue
+        found.append((created.created_at, path.name))
+    return [name for _, name in sorted(found, reverse=True)]
+
+
 def resolve(model_dir: str | Path, version: str = LATEST) -> Path:
     """The folder of ``version`` (``LATEST`` follows the pointer).
 

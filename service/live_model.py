@@ -48,6 +48,12 @@ class LiveModel:
         """The version served now (None before a model loads)."""
         return self.current.version if self.current else None
 
+    def served_files_gone(self) -> bool:
+        """Whether the served version's folder was removed: this worker still serves it from
+        memory, but a worker started now could not load it."""
+        version = self.version
+        return version is not None and not (self.model_dir / version / artifact.MANIFEST).is_file()
+
     def get(self) -> FactorModel:
         """The model to answer with.
 
@@ -85,14 +91,35 @@ class LiveModel:
             except Exception as e:  # any unreadable artifact: keep serving the old one
                 reason = str(e) if isinstance(e, ArtifactError) else f"{type(e).__name__}: {e}"
                 self._failed, self.error = (version, files), f"model {version}: {reason}"
-                log.error("model %s not loaded, still serving %s: %s", version, served, e)
-                return False
+                if served is not None:
+                    log.error("model %s not loaded, still serving %s: %s", version, served, e)
+                    return False
+                # A worker starting (or replacing one that died) has no old one to keep: it
+                # serves what its siblings still serve, the newest version that loads.
+                log.error("model %s not loaded: %s", version, e)
+                return await self._fall_back(skip=version)
             self.current, self.error, self._failed = model, None, None
             log.info("serving model %s (%d items)", model.version, model.n_items)
             if served is not None:
                 # The replaced model's own arrays, freed once no request holds it any more.
                 await asyncio.to_thread(release_free_memory)
             return True
+
+    async def _fall_back(self, skip: str) -> bool:
+        """Load the newest version other than ``skip`` that loads; True if one did."""
+        for version in await asyncio.to_thread(artifact.versions_newest_first, self.model_dir):
+            if version == skip:
+                continue
+            try:
+                model = await asyncio.to_thread(self._load, version)
+            except Exception as e:
+                log.error("model %s not loaded either: %s", version, e)
+                continue
+            self.current = model
+            self.error = f"{self.error}; serving {version}, the newest version that loads"
+            log.warning("serving model %s (%d items) instead", version, model.n_items)
+            return True
+        return False
 
     async def watch(self, interval_seconds: float) -> None:
         """Poll ``LATEST`` forever (run as a background task; cancelled on shutdown)."""

@@ -387,6 +387,38 @@ def test_polling_loads_a_failed_version_again_only_once_its_files_change(
     assert live.version == "v2-broken" and live.error is None and live.loads == 3
 
 
+def test_a_worker_started_while_latest_is_broken_serves_the_newest_version_that_loads(
+    settings: Settings, model_dir: Path
+) -> None:
+    """A worker replacing one that died (or a new replica) has no old model to keep serving:
+    it serves what its siblings serve, not 503s."""
+    checkerboard_artifact(
+        model_dir, version="v0-older", created_at=datetime(2025, 6, 1, tzinfo=UTC)
+    )
+    newest = datetime(2026, 6, 1, tzinfo=UTC)
+    broken = checkerboard_artifact(model_dir, version="v2-broken", created_at=newest)
+    (broken / "item_factors.npy").write_bytes(b"garbage")  # LATEST names it now
+    with client_for(settings) as fresh:
+        fresh.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        answer = fresh.get("/v1/customers/u0/recommendations")
+        assert answer.status_code == 200
+        assert answer.json()["model_version"] == "v1-checkerboard"
+        ready = fresh.get("/health/ready").json()
+        assert ready["status"] == "ok" and ready["model_version"] == "v1-checkerboard"
+        assert "v2-broken" in ready["checks"]["model_refresh"]
+        assert "serving v1-checkerboard" in ready["checks"]["model_refresh"]
+
+
+def test_readiness_warns_when_the_served_versions_folder_is_gone(
+    client: TestClient, model_dir: Path
+) -> None:
+    assert "model_files" not in client.get("/health/ready").json()["checks"]
+    shutil.rmtree(model_dir / "v1-checkerboard")
+    ready = client.get("/health/ready").json()
+    assert ready["status"] == "ok" and "is gone" in ready["checks"]["model_files"]
+    assert client.get("/v1/customers/u0/recommendations").status_code == 200  # from memory
+
+
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
 def test_without_a_usable_model_the_service_runs_but_is_not_ready(
     settings: Settings, tmp_path: Path, damage: str

@@ -53,6 +53,11 @@ async def _readiness(live_model: LiveModel, store: Store) -> Health:
     }
     if model_ok and live_model.error:
         checks["model_refresh"] = live_model.error  # serving the old one; the new one failed
+    if model_ok and live_model.served_files_gone():
+        checks["model_files"] = (
+            f"the folder of model {live_model.version} is gone: served from memory, "
+            "but a worker started now could not load it"
+        )
     return Health(
         status="ok" if model_ok and redis_ok else "unavailable",
         model_version=live_model.version,
