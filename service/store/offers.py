@@ -18,7 +18,7 @@ from redis.commands.core import AsyncScript
 
 from service.events import Event
 from service.offer_facts import Contact, OfferHistory
-from service.offers import DEFAULT_RULES, Offer, OfferRules
+from service.offers import DEFAULT_RULES, MAX_DAYS, Offer, OfferRules
 from service.state import CustomerState
 from service.store.base import StoreBase, mapping, text, unavailable_on_redis_error
 from service.store.customers import (
@@ -52,6 +52,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return #ARGV - 3
 """
+_REDEMPTIONS_TTL = int((MAX_DAYS + 1) * 86400)
 _offer_decoder = msgspec.json.Decoder(Offer)
 _rules_decoder = msgspec.json.Decoder(OfferRules)
 _encoder = msgspec.json.Encoder()
@@ -110,7 +111,7 @@ class OfferStore(StoreBase):
                     offers.append(_offer_decoder.decode(body))
                 except msgspec.DecodeError:
                     log.warning("undecodable offer %r skipped", text(offer_id))
-            decoded = _rules_decoder.decode(rules) if rules else DEFAULT_RULES
+            decoded = _stored_rules(rules)
             kept = self._kept_catalogue = (version, offers, decoded)
         return kept[0], list(kept[1]), kept[2]
 
@@ -182,8 +183,8 @@ class OfferStore(StoreBase):
     async def record_redemptions(self, events: Sequence[Event]) -> int:
         """Remember ``offer_redeemed`` events that name an offer (``offer_id``); returns how many.
 
-        Events must carry their resolved ``customer_id``. Kept for a year at most, longer than
-        any sensible ``redeemed_block_days``.
+        Events must carry their resolved ``customer_id``. Kept as long as the longest
+        ``redeemed_block_days`` the rules allow.
         """
         redeemed = [
             e for e in events if e.event_type == "offer_redeemed" and e.offer_id and e.customer_id
@@ -195,9 +196,21 @@ class OfferStore(StoreBase):
             key = self.keys.offer_redemptions(e.customer_id)  # type: ignore[arg-type]
             at = e.timestamp or datetime.now(UTC)
             pipe.hset(key, e.offer_id, at.isoformat())  # type: ignore[arg-type]
-            pipe.expire(key, 366 * 86400)
+            pipe.expire(key, _REDEMPTIONS_TTL)
         await pipe.execute()
         return len(redeemed)
+
+
+def _stored_rules(raw: bytes | None) -> OfferRules:
+    """The stored rules; the defaults when none are stored, or when the stored ones break the
+    contract (written before a bound existed): every request would fail on them otherwise."""
+    if not raw:
+        return DEFAULT_RULES
+    try:
+        return _rules_decoder.decode(raw)
+    except msgspec.DecodeError as e:
+        log.error("stored offer rules are invalid (%s); the defaults apply until replaced", e)
+        return DEFAULT_RULES
 
 
 def _history(contacts_raw: list[bytes], redeemed_raw: dict[bytes, bytes]) -> OfferHistory:
