@@ -52,6 +52,29 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return #ARGV - 3
 """
+# Lua: keep in hash ``h`` the latest redemption time of ``offer``: a late event about an older
+# redemption must not shorten the block. Times are ``redemption_time``'s UTC ISO strings (older
+# ones may lack the microseconds: '+' sorts before '.'), compared byte by byte because Lua's
+# string < follows the server's collation locale.
+KEEP_LATEST_REDEMPTION = """
+local function later(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+local function keep_latest_redemption(h, offer, at)
+  local cur = redis.call('HGET', h, offer)
+  if not cur or later(at, cur) then redis.call('HSET', h, offer, at) end
+end
+"""
+# Redemptions of one customer (KEYS[1]): ARGV[1] = TTL (s), then offer id and time pairs.
+_RECORD_REDEMPTIONS = f"""{KEEP_LATEST_REDEMPTION}
+for i = 2, #ARGV, 2 do keep_latest_redemption(KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return (#ARGV - 1) / 2
+"""
 _REDEMPTIONS_TTL = int((MAX_DAYS + 1) * 86400)
 _offer_decoder = msgspec.json.Decoder(Offer)
 _rules_decoder = msgspec.json.Decoder(OfferRules)
@@ -131,6 +154,10 @@ class OfferStore(StoreBase):
     def _record_contacts(self) -> AsyncScript:
         return self.client.register_script(_RECORD_CONTACTS)
 
+    @cached_property
+    def _record_redemptions(self) -> AsyncScript:
+        return self.client.register_script(_RECORD_REDEMPTIONS)
+
     @unavailable_on_redis_error
     async def offer_states(
         self, customer_ids: Sequence[str], rules: OfferRules, now: datetime
@@ -191,14 +218,21 @@ class OfferStore(StoreBase):
         ]
         if not redeemed:
             return 0
-        pipe = self.client.pipeline(transaction=False)
+        pairs: dict[str, list[str]] = {}
         for e in redeemed:
-            key = self.keys.offer_redemptions(e.customer_id)  # type: ignore[arg-type]
-            at = e.timestamp or datetime.now(UTC)
-            pipe.hset(key, e.offer_id, at.isoformat())  # type: ignore[arg-type]
-            pipe.expire(key, _REDEMPTIONS_TTL)
-        await pipe.execute()
+            at = redemption_time(e.timestamp or datetime.now(UTC))
+            pairs.setdefault(e.customer_id, []).extend((e.offer_id, at))  # type: ignore[arg-type]
+        calls = [
+            ([self.keys.offer_redemptions(c)], [_REDEMPTIONS_TTL, *added])
+            for c, added in pairs.items()
+        ]
+        await self.pipelined.evalsha_many(self._record_redemptions, calls)
         return len(redeemed)
+
+
+def redemption_time(at: datetime) -> str:
+    """``at`` as stored for a redemption: UTC, to the microsecond, so that strings sort as times."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _stored_rules(raw: bytes | None) -> OfferRules:
