@@ -142,10 +142,36 @@ async def choose(
                 chosen.append(_full(chooser, p, offers, row))
             await pace.tick()
     if chooser.record:
-        presented = [(c.customer_id, o.offer_id) for c in chosen for o in c.offers]
-        await chooser.store.record_contacts(presented, chooser.channel, now, rules)
+        chosen = await _record(chooser, chosen, now)
     done = iter(chosen)
     return [p if isinstance(p, Choice) else next(done) for p in prepared]
+
+
+async def _record(chooser: Chooser, chosen: list[Choice], now: datetime) -> list[Choice]:
+    """Record the offers presented, each checked again against its caps as it is written.
+
+    An offer that a concurrent request for the same customer presented first, reaching its cap
+    (or on another channel, within ``suppress_elsewhere_hours``), is not recorded and so not
+    presented: dropped from the answer, not replaced (the race is rare; the answer may then hold
+    fewer offers than asked for).
+    """
+    caps = {o.offer_id: o.caps for o in chooser.catalogue.offers}
+    presented = [
+        (c.customer_id, o.offer_id, caps.get(o.offer_id, [])) for c in chosen for o in c.offers
+    ]
+    if not presented:
+        return chosen
+    recorded = await chooser.store.record_within_caps(
+        presented, chooser.channel, now, chooser.catalogue.rules
+    )
+    if len(recorded) == len(presented):
+        return chosen
+    return [
+        msgspec.structs.replace(
+            c, offers=[o for o in c.offers if (c.customer_id, o.offer_id) in recorded]
+        )
+        for c in chosen
+    ]
 
 
 class _Prepared(msgspec.Struct, frozen=True, kw_only=True):
