@@ -161,17 +161,13 @@ async def _record(chooser: Chooser, chosen: list[Choice], now: datetime) -> list
     ]
     if not presented:
         return chosen
-    recorded = await chooser.store.record_within_caps(
-        presented, chooser.channel, now, chooser.catalogue.rules
-    )
-    if len(recorded) == len(presented):
-        return chosen
-    return [
-        msgspec.structs.replace(
-            c, offers=[o for o in c.offers if (c.customer_id, o.offer_id) in recorded]
+    recorded = iter(
+        await chooser.store.record_within_caps(
+            presented, chooser.channel, now, chooser.catalogue.rules
         )
-        for c in chosen
-    ]
+    )
+    kept = [(c, [o for o in c.offers if next(recorded)]) for c in chosen]
+    return [c if len(o) == len(c.offers) else msgspec.structs.replace(c, offers=o) for c, o in kept]
 
 
 class _Prepared(msgspec.Struct, frozen=True, kw_only=True):
@@ -311,11 +307,13 @@ async def export(
     """Yield the choice of every customer of the audience who may be contacted on the channel.
 
     The audience is ``customer_ids`` (ids or identifiers) or every customer of the model's
-    training data, restricted to ``chooser.segment`` when it names one. Customers are read and
-    scored ``CHUNK`` at a time; the loop yields between slices so online requests go on.
+    training data, restricted to ``chooser.segment`` when it names one. A customer named more
+    than once (the same id twice, or two of their identifiers) gets one line. Customers are read
+    and scored ``CHUNK`` at a time; the loop yields between slices so online requests go on.
     """
     size = _audience_size(chooser.model, customer_ids)
-    pending = asyncio.ensure_future(_read(chooser, customer_ids, 0, now)) if size else None
+    seen: set[str] = set()  # chunks are read one after the other, so this is never raced
+    pending = asyncio.ensure_future(_read(chooser, customer_ids, 0, now, seen)) if size else None
     try:
         for lo in range(0, size, CHUNK):
             assert pending is not None
@@ -323,7 +321,7 @@ async def export(
             # Read the next chunk from Redis while this one is scored.
             nxt = lo + CHUNK
             pending = (
-                asyncio.ensure_future(_read(chooser, customer_ids, nxt, now))
+                asyncio.ensure_future(_read(chooser, customer_ids, nxt, now, seen))
                 if nxt < size
                 else None
             )
@@ -337,11 +335,12 @@ async def export(
 
 
 async def _read(
-    chooser: Chooser, customer_ids: Sequence[str] | None, lo: int, now: datetime
+    chooser: Chooser, customer_ids: Sequence[str] | None, lo: int, now: datetime, seen: set[str]
 ) -> tuple[list[str], list[tuple[CustomerState, OfferHistory]]]:
     if customer_ids is not None:
         kinds = chooser.settings.identifier_kinds_set
-        ids = await resolve(chooser.store, kinds, customer_ids[lo : lo + CHUNK])
+        resolved = await resolve(chooser.store, kinds, customer_ids[lo : lo + CHUNK])
+        ids = _unseen(resolved, seen)
     else:
         ids = _model_customers(chooser.model, lo, lo + CHUNK)
     pairs = await chooser.store.offer_states(ids, chooser.catalogue.rules, now)
@@ -350,6 +349,17 @@ async def _read(
         kept = [(i, p) for i, p in zip(ids, pairs, strict=True) if not p[0].erased]
         return [i for i, _ in kept], [p for _, p in kept]
     return ids, pairs
+
+
+def _unseen(ids: Sequence[str], seen: set[str]) -> list[str]:
+    """``ids`` not in ``seen`` (which they join), each once, in order: a customer listed twice
+    would otherwise get two lines and two contacts, past their caps."""
+    out = []
+    for customer_id in ids:
+        if customer_id not in seen:
+            seen.add(customer_id)
+            out.append(customer_id)
+    return out
 
 
 def _audience_size(model: FactorModel, customer_ids: Sequence[str] | None) -> int:

@@ -19,7 +19,7 @@ from service.settings import Settings
 from service.store import Store
 from service.store.keys import Keys
 from tests.conftest import ADMIN_KEY
-from tests.test_offers import consent, offer, offer_ids, offers, put_offer
+from tests.test_offers import consent, export, offer, offer_ids, offers, put_offer
 from tests.test_omnichannel import event, post
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -134,7 +134,7 @@ def test_each_cap_is_checked_over_its_own_period_at_the_write(
     now, rules = datetime.now(UTC), OfferRules()
     caps = [ContactCap(max=1, period_days=7), ContactCap(max=2, period_days=30)]
 
-    async def use() -> list[set[tuple[str, str]]]:
+    async def use() -> list[list[bool]]:
         store = Store(redis.asyncio.Redis.from_url(redis_url), prefix=key_prefix)
         try:
             await store.record_contacts([("c1", "o")], "email", now - timedelta(days=10), rules)
@@ -152,6 +152,27 @@ def test_each_cap_is_checked_over_its_own_period_at_the_write(
             await store.aclose()
 
     first, second = asyncio.run(use())
-    assert first == {("c1", "o"), ("c1", "free")}
-    assert second == {("c2", "o")}
+    assert first == [True, True]
+    assert second == [False, True, False]
     assert contacts(redis_url, key_prefix, "c2") == 1
+
+
+def test_a_customer_listed_twice_gets_one_export_line(
+    client: TestClient, redis_url: str, key_prefix: str
+) -> None:
+    """Twice by id, once more by an identifier of theirs, and again past the first chunk of
+    256: one line, one contact, the cap kept."""
+    for c in ("u0", "u1"):
+        consent(client, c, email=True)
+    put_offer(client, "cap1", target={}, kind="free_delivery", amount=None, cost=0,
+              caps=[{"max": 1, "period_days": 7}])  # fmt: skip
+    link = {"customer_id": "u0", "identifiers": ["email:ann@example.com"]}
+    assert client.post("/v1/identities/link", json=link).status_code == 200
+    fillers = [f"nobody{i}" for i in range(300)]
+    audience = ["u0", "u0", "email:Ann@Example.com", "u1", *fillers, "u0", "u1"]
+    lines = export(client, audience={"customer_ids": audience}, items=0)
+    assert [(line["customer_id"], offer_ids(line)) for line in lines] == [
+        ("u0", ["cap1"]),
+        ("u1", ["cap1"]),
+    ]
+    assert contacts(redis_url, key_prefix, "u0") == 1

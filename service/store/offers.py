@@ -230,22 +230,19 @@ class OfferStore(StoreBase):
         """Record each (customer, offer) presented on ``channel`` at ``now``, unchecked (staff
         presented it); returns how many."""
         unchecked = [(c, o, ()) for c, o in presented]
-        return sum(
-            ok for _, _, ok in await self._record_presented(unchecked, channel, now, rules, False)
-        )
+        return sum(await self._record_presented(unchecked, channel, now, rules, False))
 
     async def record_within_caps(
         self,
-        presented: Iterable[tuple[str, str, Sequence[ContactCap]]],
+        presented: Sequence[tuple[str, str, Sequence[ContactCap]]],
         channel: str,
         now: datetime,
         rules: OfferRules,
-    ) -> set[tuple[str, str]]:
+    ) -> list[bool]:
         """Record each (customer, offer, its caps) on ``channel`` at ``now`` that is still under
-        its caps and not shown on another channel, checked at the write (in one script per
-        customer, all in one round trip); returns the (customer, offer) pairs recorded."""
-        recorded = await self._record_presented(presented, channel, now, rules, True)
-        return {(c, o) for c, o, ok in recorded if ok}
+        its caps and not shown on another channel, checked as it is written (one script per
+        customer, all in one round trip); whether each was recorded, in order."""
+        return await self._record_presented(presented, channel, now, rules, True)
 
     @unavailable_on_redis_error
     async def _record_presented(
@@ -255,17 +252,16 @@ class OfferStore(StoreBase):
         now: datetime,
         rules: OfferRules,
         check: bool,
-    ) -> list[tuple[str, str, bool]]:
-        """Each (customer, offer) presented, and whether it was recorded."""
+    ) -> list[bool]:
         ttl = int(rules.contact_history_days * 86400) + 1
         horizon = (now - timedelta(days=rules.contact_history_days)).timestamp()
         at = now.timestamp()
         elsewhere = (now - timedelta(hours=rules.suppress_elsewhere_hours)).timestamp()
-        offers: dict[str, list[str]] = {}
+        places: dict[str, list[int]] = {}  # per customer, the positions of their offers
         args: dict[str, list[str | float | int]] = {}
-        for customer_id, offer_id, caps in presented:
+        for n, (customer_id, offer_id, caps) in enumerate(presented):
             member = _SEP.join((offer_id, channel, repr(at), uuid.uuid4().hex[:8]))
-            offers.setdefault(customer_id, []).append(offer_id)
+            places.setdefault(customer_id, []).append(n)
             head = [at, horizon, ttl, channel, elsewhere if check else ""]
             added = args.setdefault(customer_id, head)
             added += [member, offer_id, len(caps)]
@@ -273,11 +269,11 @@ class OfferStore(StoreBase):
                 added += [cap.max, (now - timedelta(days=cap.period_days)).timestamp()]
         calls = [([self.keys.offer_contacts(c)], added) for c, added in args.items()]
         replies = await self.pipelined.evalsha_many(self._record_contacts, calls) if calls else []
-        return [
-            (c, offer_id, bool(flag))
-            for c, flags in zip(args, replies, strict=True)
-            for offer_id, flag in zip(offers[c], flags, strict=True)
-        ]
+        recorded = [False] * sum(len(p) for p in places.values())
+        for c, flags in zip(args, replies, strict=True):
+            for n, flag in zip(places[c], flags, strict=True):
+                recorded[n] = bool(flag)
+        return recorded
 
     @unavailable_on_redis_error
     async def record_redemptions(self, events: Sequence[Event]) -> int:
