@@ -180,7 +180,8 @@ class OfferRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     contact_history_days: PositiveDays = 90.0
     # Affinity used when the model cannot place the customer (unknown, no personalisation).
     default_affinity: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1
-    # Offers whose expected value is not above this are not made (triggered offers excepted).
+    # Offers whose expected value is not above this are not made (excepted: win-back offers,
+    # and abandoned-cart offers on the cart trigger's channels).
     min_expected_value: Annotated[float, msgspec.Meta(ge=-MAX_MONEY, le=MAX_MONEY)] = 0.0
 
 
