@@ -272,7 +272,8 @@ def rank(
 
     Order: on the cart trigger's channels a matching abandoned-cart offer comes first; then
     expected value, then priority, then id. Offers whose expected value is not above
-    ``rules.min_expected_value`` are dropped unless a trigger made them. ``affinity`` comes from
+    ``rules.min_expected_value`` are dropped, except a win-back offer, and an abandoned-cart
+    offer on the cart trigger's channels. ``affinity`` comes from
     ``Plan.affinities``; ``personal`` says whether it is the customer's own (for the reason).
     """
     out = []
@@ -294,7 +295,9 @@ def rank(
             trig = offer.eligibility.trigger
             ev = float(affinity[i, j]) * offer.value - offer.cost
             top = trig == "abandoned_cart" and cand.channel in rules.abandoned_cart.channels
-            if ev <= rules.min_expected_value and trig is None:
+            # A trigger overrides the expected value only where it acts: a cart offer on the
+            # cart trigger's channels, a win-back offer (it names no channel) on any.
+            if ev <= rules.min_expected_value and not (top or trig == "win_back"):
                 continue
             key = (not top, -ev, -offer.priority, offer.offer_id)
             picked.append((key, offer, ev, float(affinity[i, j]), trig))

@@ -142,10 +142,32 @@ async def choose(
                 chosen.append(_full(chooser, p, offers, row))
             await pace.tick()
     if chooser.record:
-        presented = [(c.customer_id, o.offer_id) for c in chosen for o in c.offers]
-        await chooser.store.record_contacts(presented, chooser.channel, now, rules)
+        chosen = await _record(chooser, chosen, now)
     done = iter(chosen)
     return [p if isinstance(p, Choice) else next(done) for p in prepared]
+
+
+async def _record(chooser: Chooser, chosen: list[Choice], now: datetime) -> list[Choice]:
+    """Record the offers presented, each checked again against its caps as it is written.
+
+    An offer that a concurrent request for the same customer presented first, reaching its cap
+    (or on another channel, within ``suppress_elsewhere_hours``), is not recorded and so not
+    presented: dropped from the answer, not replaced (the race is rare; the answer may then hold
+    fewer offers than asked for).
+    """
+    caps = {o.offer_id: o.caps for o in chooser.catalogue.offers}
+    presented = [
+        (c.customer_id, o.offer_id, caps.get(o.offer_id, [])) for c in chosen for o in c.offers
+    ]
+    if not presented:
+        return chosen
+    recorded = iter(
+        await chooser.store.record_within_caps(
+            presented, chooser.channel, now, chooser.catalogue.rules
+        )
+    )
+    kept = [(c, [o for o in c.offers if next(recorded)]) for c in chosen]
+    return [c if len(o) == len(c.offers) else msgspec.structs.replace(c, offers=o) for c, o in kept]
 
 
 class _Prepared(msgspec.Struct, frozen=True, kw_only=True):
@@ -285,11 +307,13 @@ async def export(
     """Yield the choice of every customer of the audience who may be contacted on the channel.
 
     The audience is ``customer_ids`` (ids or identifiers) or every customer of the model's
-    training data, restricted to ``chooser.segment`` when it names one. Customers are read and
-    scored ``CHUNK`` at a time; the loop yields between slices so online requests go on.
+    training data, restricted to ``chooser.segment`` when it names one. A customer named more
+    than once (the same id twice, or two of their identifiers) gets one line. Customers are read
+    and scored ``CHUNK`` at a time; the loop yields between slices so online requests go on.
     """
     size = _audience_size(chooser.model, customer_ids)
-    pending = asyncio.ensure_future(_read(chooser, customer_ids, 0, now)) if size else None
+    seen: set[str] = set()  # chunks are read one after the other, so this is never raced
+    pending = asyncio.ensure_future(_read(chooser, customer_ids, 0, now, seen)) if size else None
     try:
         for lo in range(0, size, CHUNK):
             assert pending is not None
@@ -297,7 +321,7 @@ async def export(
             # Read the next chunk from Redis while this one is scored.
             nxt = lo + CHUNK
             pending = (
-                asyncio.ensure_future(_read(chooser, customer_ids, nxt, now))
+                asyncio.ensure_future(_read(chooser, customer_ids, nxt, now, seen))
                 if nxt < size
                 else None
             )
@@ -311,11 +335,12 @@ async def export(
 
 
 async def _read(
-    chooser: Chooser, customer_ids: Sequence[str] | None, lo: int, now: datetime
+    chooser: Chooser, customer_ids: Sequence[str] | None, lo: int, now: datetime, seen: set[str]
 ) -> tuple[list[str], list[tuple[CustomerState, OfferHistory]]]:
     if customer_ids is not None:
         kinds = chooser.settings.identifier_kinds_set
-        ids = await resolve(chooser.store, kinds, customer_ids[lo : lo + CHUNK])
+        resolved = await resolve(chooser.store, kinds, customer_ids[lo : lo + CHUNK])
+        ids = _unseen(resolved, seen)
     else:
         ids = _model_customers(chooser.model, lo, lo + CHUNK)
     pairs = await chooser.store.offer_states(ids, chooser.catalogue.rules, now)
@@ -324,6 +349,17 @@ async def _read(
         kept = [(i, p) for i, p in zip(ids, pairs, strict=True) if not p[0].erased]
         return [i for i, _ in kept], [p for _, p in kept]
     return ids, pairs
+
+
+def _unseen(ids: Sequence[str], seen: set[str]) -> list[str]:
+    """``ids`` not in ``seen`` (which they join), each once, in order: a customer listed twice
+    would otherwise get two lines and two contacts, past their caps."""
+    out = []
+    for customer_id in ids:
+        if customer_id not in seen:
+            seen.add(customer_id)
+            out.append(customer_id)
+    return out
 
 
 def _audience_size(model: FactorModel, customer_ids: Sequence[str] | None) -> int:

@@ -14,13 +14,29 @@ from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
-from service.events import Channel, Id, NonNegative, UtcTimestamp
+from service.events import Channel, Id, UtcTimestamp
 
 OfferKind = Literal["percent_off", "amount_off", "free_delivery", "bundle", "loyalty_points"]
 Trigger = Literal["abandoned_cart", "win_back"]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-Days = Annotated[float, msgspec.Meta(ge=0)]
 T = TypeVar("T")
+
+# Upper bounds of every duration and figure of offers and rules: far past any campaign, and far
+# inside what date arithmetic holds. Unbounded, a duration taken from now (740,000 days) made
+# every offers request of a customer a 500 and cut the export stream.
+MAX_DAYS = 3650.0  # ten years
+MAX_HOURS = MAX_DAYS * 24
+MAX_MINUTES = MAX_HOURS * 60
+MAX_MONEY = 1e9  # value, cost, amounts, band minimums, |min_expected_value|
+MAX_PRIORITY = 1_000_000
+MAX_CONTACTS = 1_000_000  # a cap's max
+MAX_CAPS = 10  # caps per offer
+MAX_WIN_BACK_FACTOR = 100.0
+Days = Annotated[float, msgspec.Meta(ge=0, le=MAX_DAYS)]
+PositiveDays = Annotated[float, msgspec.Meta(gt=0, le=MAX_DAYS)]
+Hours = Annotated[float, msgspec.Meta(ge=0, le=MAX_HOURS)]
+Minutes = Annotated[float, msgspec.Meta(ge=0, le=MAX_MINUTES)]
+Money = Annotated[float, msgspec.Meta(ge=0, le=MAX_MONEY)]
 
 
 class InvalidOffer(ValueError):
@@ -55,8 +71,8 @@ class Eligibility(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 class ContactCap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """At most ``max`` presentations per customer within ``period_days``, over all channels."""
 
-    max: Annotated[int, msgspec.Meta(ge=1)]
-    period_days: Annotated[float, msgspec.Meta(gt=0)]
+    max: Annotated[int, msgspec.Meta(ge=1, le=MAX_CONTACTS)]
+    period_days: PositiveDays
 
 
 class Offer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -70,16 +86,18 @@ class Offer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     offer_id: Id
     title: Name
     kind: OfferKind
-    amount: NonNegative | None = None
+    amount: Money | None = None
     target: Target = msgspec.field(default_factory=Target)
     valid_from: UtcTimestamp | None = None
     valid_until: UtcTimestamp | None = None
     channels: list[Channel]
     eligibility: Eligibility = msgspec.field(default_factory=Eligibility)
-    value: NonNegative
-    cost: NonNegative = 0.0
-    priority: int = 0
-    caps: list[ContactCap] = msgspec.field(default_factory=list)
+    value: Money
+    cost: Money = 0.0
+    priority: Annotated[int, msgspec.Meta(ge=-MAX_PRIORITY, le=MAX_PRIORITY)] = 0
+    caps: Annotated[list[ContactCap], msgspec.Meta(max_length=MAX_CAPS)] = msgspec.field(
+        default_factory=list
+    )
 
     def valid_at(self, now: datetime) -> bool:
         """True when ``now`` is inside the validity window."""
@@ -92,7 +110,7 @@ class LtvBand(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     """A lifetime value band: customers whose value is at least ``min_value`` (highest wins)."""
 
     name: Name
-    min_value: NonNegative
+    min_value: Money
 
 
 class SegmentRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -114,7 +132,7 @@ class CartTrigger(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     On ``channels`` a matching ``abandoned_cart`` offer becomes the top candidate.
     """
 
-    after_minutes: Days = 60.0
+    after_minutes: Minutes = 60.0
     channels: list[Channel] = msgspec.field(default_factory=lambda: ["email", "app"])
 
 
@@ -125,8 +143,8 @@ class WinBackTrigger(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     known purchase days it is ``default_interval_days``; it is never below ``min_interval_days``.
     """
 
-    factor: Annotated[float, msgspec.Meta(gt=0)] = 1.0
-    default_interval_days: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    factor: Annotated[float, msgspec.Meta(gt=0, le=MAX_WIN_BACK_FACTOR)] = 1.0
+    default_interval_days: PositiveDays = 30.0
     min_interval_days: Days = 7.0
 
 
@@ -155,15 +173,16 @@ class OfferRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     abandoned_cart: CartTrigger = msgspec.field(default_factory=CartTrigger)
     win_back: WinBackTrigger = msgspec.field(default_factory=WinBackTrigger)
     # An offer presented on another channel this recently is not presented again elsewhere.
-    suppress_elsewhere_hours: Days = 24.0
+    suppress_elsewhere_hours: Hours = 24.0
     # A redeemed offer is not offered again to the same customer for this long.
     redeemed_block_days: Days = 365.0
     # Contacts older than this are forgotten (no cap may look further back).
-    contact_history_days: Annotated[float, msgspec.Meta(gt=0)] = 90.0
+    contact_history_days: PositiveDays = 90.0
     # Affinity used when the model cannot place the customer (unknown, no personalisation).
     default_affinity: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1
-    # Offers whose expected value is not above this are not made (triggered offers excepted).
-    min_expected_value: float = 0.0
+    # Offers whose expected value is not above this are not made (excepted: win-back offers,
+    # and abandoned-cart offers on the cart trigger's channels).
+    min_expected_value: Annotated[float, msgspec.Meta(ge=-MAX_MONEY, le=MAX_MONEY)] = 0.0
 
 
 DEFAULT_RULES = OfferRules()

@@ -220,3 +220,39 @@ def test_an_event_resolved_before_the_link_and_recorded_after_it_goes_to_the_cus
     asyncio.run(main())
     assert raw.llen(keys.recent("latecust")) == 1
     assert not raw.exists(*keys.customer_keys("cookie:late"))
+
+
+def test_a_link_merges_the_offers_presented_and_redeemed(
+    client: TestClient, raw: redis.Redis, key_prefix: str
+) -> None:
+    """An offer capped at one, made to the cookie, is not made again to the customer it is
+    linked to; the cookie's later redemption blocks for the customer, the latest one kept."""
+    keys, now = Keys(key_prefix), datetime.now(UTC)
+    capped = {"title": "t", "kind": "free_delivery", "channels": ["web"], "value": 10,
+              "caps": [{"max": 1, "period_days": 7}]}  # fmt: skip
+    assert client.put("/v1/offers/lc1", json=capped).status_code == 201
+    assert client.put("/v1/offers/rd1", json={**capped, "caps": []}).status_code == 201
+    for who in ("cookie:lc1", "lcust1"):
+        body = {"marketing": {"web": True}}
+        assert client.put(f"/v1/customers/{who}/consent", json=body).status_code == 200
+    shown = client.get("/v1/customers/cookie:lc1/offers", params={"channel": "web", "k": 1})
+    assert [o["offer_id"] for o in shown.json()["offers"]] == ["lc1"]
+
+    def redeem(who: str, days_ago: float) -> None:
+        at = (now - timedelta(days=days_ago)).isoformat()
+        post(client, {**event(None, None, "offer_redeemed", "store", offer_id="rd1",
+                              timestamp=at), "identifier": who})  # fmt: skip
+
+    redeem("cookie:lc1", 10)  # within redeemed_block_days (365)
+    post(client, event("lcust1", None, "offer_redeemed", "store", offer_id="rd1",
+                       timestamp=(now - timedelta(days=400)).isoformat()))  # fmt: skip
+    ttl_before = raw.pttl(keys.offer_contacts("cookie:lc1"))
+    link(client, "lcust1", "cookie:lc1")
+    offered = client.get("/v1/customers/lcust1/offers", params={"channel": "web"}).json()
+    assert offered["offers"] == []  # lc1 capped, rd1 redeemed ten days ago
+    assert raw.zcard(keys.offer_contacts("lcust1")) == 1
+    assert 0 < raw.pttl(keys.offer_contacts("lcust1")) <= ttl_before
+    assert not raw.exists(keys.offer_contacts("cookie:lc1"), keys.offer_redemptions("cookie:lc1"))
+    when = raw.hget(keys.offer_redemptions("lcust1"), "rd1")
+    assert when is not None
+    assert datetime.fromisoformat(when.decode()) > now - timedelta(days=11)

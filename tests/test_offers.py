@@ -267,6 +267,18 @@ def test_the_abandoned_cart_becomes_the_email_offer_until_it_is_bought(
     assert offer_ids(offers(client, "u3", "email", record="false")) == ["odd"]
 
 
+def test_a_cart_offer_below_the_minimum_value_is_made_only_on_the_cart_channels(
+    client: TestClient,
+) -> None:
+    """The trigger lifts the expected value's floor only where it puts the offer first."""
+    consent(client, "u3")
+    put_offer(client, "cart", target={"items": ["i07"]}, value=0.0, cost=1.0,
+              eligibility={"trigger": "abandoned_cart"})  # fmt: skip
+    post(client, event("u3", "i07", "add_to_cart", "web", timestamp=ago(hours=3)))
+    assert offer_ids(offers(client, "u3", "email", record="false")) == ["cart"]
+    assert offer_ids(offers(client, "u3", "web", record="false")) == []
+
+
 def test_a_cart_item_added_moments_ago_is_not_abandoned(client: TestClient) -> None:
     consent(client, "u3")
     put_offer(client, "cart", target={"items": ["i07"]}, eligibility={"trigger": "abandoned_cart"})

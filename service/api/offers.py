@@ -12,7 +12,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException, TooManyRequestsException, ValidationException
+from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import JSONBody, QueryParameter
 from litestar.response import Stream
 
@@ -21,6 +21,7 @@ from service.api.params import ChannelParam, PathId, new_request_id
 from service.availability import Availability
 from service.errors import InvalidRequest
 from service.events import Channel, Id
+from service.export_slots import ExportSlots, SlotStream
 from service.live_model import LiveModel
 from service.offer_scoring import ScoredOffer
 from service.offers import InvalidOffer, Offer, OfferRules, decode_offer, decode_rules
@@ -195,6 +196,8 @@ class CustomerOffersController(Controller):
         Customers without marketing consent on the channel (or outside the segment) get no
         line. The export works in chunks and yields between them, so online requests go on.
         """
+        slots = _slots(state)
+        slots.refuse_when_full()  # before reading a million identifiers for nothing
         model = live_model.get()
         catalogue = await offer_service.load_catalogue(store, model)
         segment = data.audience.segment
@@ -222,23 +225,24 @@ class CustomerOffersController(Controller):
             share=EXPORT_SHARE,
             others_waiting=_others_waiting(state, settings),
         )
-        slots = _slots(state)
-        if slots.locked():
-            raise TooManyRequestsException(detail=f"{EXPORT_SLOTS} exports already running")
-        return Stream(
-            _lines(slots, chooser, data.audience.customer_ids), media_type="application/x-ndjson"
-        )
+        # Taken here, where a third export is refused, not when the stream starts (then more
+        # than two ran at once, the others waiting unseen); given back when the response is
+        # over, however it ends.
+        release = slots.take()
+        lines = _lines(release, chooser, data.audience.customer_ids)
+        return SlotStream(lines, release=release, media_type="application/x-ndjson")
 
 
 async def _lines(
-    slots: asyncio.Semaphore, chooser: offer_service.Chooser, ids: list[str] | None
+    release: Callable[[], None], chooser: offer_service.Chooser, ids: list[str] | None
 ) -> AsyncIterator[bytes]:
     count = 0
-    # Acquired here, not in the handler: a stream that never starts must not hold a slot.
-    async with slots:
+    try:
         async for choice in offer_service.export(chooser, datetime.now(UTC), customer_ids=ids):
             count += 1
             yield _ndjson.encode(choice) + b"\n"
+    finally:
+        release()  # at once, not after the response: the next export may start
     log.info("offer export on %s: %d customers", chooser.channel, count)
 
 
@@ -251,10 +255,10 @@ def _others_waiting(state: State, settings: Settings) -> Callable[[], bool] | No
     return lambda: metrics.in_flight > 1
 
 
-def _slots(state: State) -> asyncio.Semaphore:
+def _slots(state: State) -> ExportSlots:
     slots = state.get("offer_export_slots")
     if slots is None:
-        slots = state["offer_export_slots"] = asyncio.Semaphore(EXPORT_SLOTS)
+        slots = state["offer_export_slots"] = ExportSlots(EXPORT_SLOTS)
     return slots  # type: ignore[no-any-return]
 
 

@@ -13,6 +13,7 @@ from service.errors import IdentifierConflict, StoreUnavailable
 from service.events import event_msgpack_decoder, msgpack_encoder
 from service.state import Consent, consent_decoder, linked_consent
 from service.store.base import StoreBase, text, unavailable_on_redis_error
+from service.store.offers import KEEP_LATEST_REDEMPTION
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Consent changed between the read and the merge this many times in a row: give up (a 503).
@@ -34,11 +35,14 @@ return {}
 """
 
 # Merge an anonymous customer's state into a customer's, atomically. KEYS[1..6] = the anonymous
-# side's recent, bought, cart, stats, orders, consent; KEYS[7..12] = the customer's. ARGV = recent
-# max, TTL, both consents as read ("" = none), the merged consent ("" = leave it), then per event
-# read: as stored, as the customer's, its time. Returns the anonymous events moved, or -1 when a
-# consent changed since it was read (nothing written).
-_MERGE = """
+# side's recent, bought, cart, stats, orders, consent; KEYS[7..12] = the customer's; KEYS[13..14]
+# = the anonymous side's offer contacts and redemptions, KEYS[15..16] = the customer's. ARGV =
+# recent max, TTL, both consents as read ("" = none), the merged consent ("" = leave it), then per
+# event read: as stored, as the customer's, its time. Returns the anonymous events moved, or -1
+# when a consent changed since it was read (nothing written).
+_MERGE = (
+    KEEP_LATEST_REDEMPTION
+    + """
 if (redis.call('GET', KEYS[6]) or '') ~= ARGV[3] or (redis.call('GET', KEYS[12]) or '') ~= ARGV[4]
 then return -1 end
 local function keep(h, field, v, better)
@@ -90,9 +94,26 @@ if redis.call('EXISTS', KEYS[5]) == 1 then
   redis.call('SUNIONSTORE', KEYS[11], KEYS[11], KEYS[5])
 end
 if ARGV[5] ~= '' then redis.call('SET', KEYS[12], ARGV[5]) end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+-- Offers presented to the identifier count against the customer's caps, and its redemptions
+-- block as theirs (the latest per offer); each kept as long as the longer-lived side.
+local function longer_ttl(a, b)
+  return math.max(redis.call('PTTL', a), redis.call('PTTL', b))
+end
+if redis.call('EXISTS', KEYS[13]) == 1 then
+  local ttl = longer_ttl(KEYS[13], KEYS[15])
+  redis.call('ZUNIONSTORE', KEYS[15], 2, KEYS[15], KEYS[13], 'AGGREGATE', 'MAX')
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[15], ttl) end
+end
+local redeemed = redis.call('HGETALL', KEYS[14])
+if #redeemed > 0 then
+  local ttl = longer_ttl(KEYS[14], KEYS[16])
+  for i = 1, #redeemed, 2 do keep_latest_redemption(KEYS[16], redeemed[i], redeemed[i + 1]) end
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[16], ttl) end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[13], KEYS[14])
 return #anon
 """
+)
 
 
 class LinkResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -150,7 +171,8 @@ class IdentityGraph(StoreBase):
         )
 
     async def _merge(self, anonymous: str, customer_id: str) -> int:
-        """Move the anonymous customer's state into ``customer_id``; returns the events moved.
+        """Move the anonymous customer's state (and offer history) into ``customer_id``; returns
+        the events moved.
 
         One script merges everything on the server, so an event recorded meanwhile (for the
         customer, or for the identifier before the link) is in the lists it merges: none is lost.
@@ -161,7 +183,10 @@ class IdentityGraph(StoreBase):
         """
         k = self.keys
         parts = (k.recent, k.bought, k.cart, k.stats, k.orders, k.consent)  # _MERGE's order
-        keys = [part(c) for c in (anonymous, customer_id) for part in parts]
+        offers = (k.offer_contacts, k.offer_redemptions)
+        keys = [
+            part(c) for group in (parts, offers) for c in (anonymous, customer_id) for part in group
+        ]
         for _ in range(_MERGE_TRIES):
             pipe = self.client.pipeline(transaction=False)
             pipe.lrange(k.recent(anonymous), 0, -1)

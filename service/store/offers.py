@@ -2,7 +2,8 @@
 
 Contacts live under the customer's hash tag (erasure removes them with the rest): a sorted set of
 ``offer id, channel, time`` scored by time, trimmed to the rules' history window. Redemptions are
-a hash offer id -> time. Caps and suppression read both in the same round trip as the state.
+a hash offer id -> time. Caps and suppression read both in the same round trip as the state,
+and are checked again, atomically, as the contacts are written.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from redis.commands.core import AsyncScript
 
 from service.events import Event
 from service.offer_facts import Contact, OfferHistory
-from service.offers import DEFAULT_RULES, Offer, OfferRules
+from service.offers import DEFAULT_RULES, MAX_DAYS, ContactCap, Offer, OfferRules
 from service.state import CustomerState
 from service.store.base import StoreBase, mapping, text, unavailable_on_redis_error
 from service.store.customers import (
@@ -42,16 +43,77 @@ _READ_OFFER_STATE = f"""
 return {{{STATE_READS},
         redis.call('ZREVRANGEBYSCORE', KEYS[6], '+inf', ARGV[3]), redis.call('HGETALL', KEYS[7])}}
 """
-# Contacts of one customer (KEYS[1]) at time ARGV[1], members ARGV[4..]; then the set trimmed to
-# the history window (ARGV[2]) and kept as long (ARGV[3] s). Answers how many were recorded.
+# Record the offers presented to one customer (KEYS[1], the contacts) at time ARGV[1], checking
+# each again at the write, so that concurrent requests cannot all present an offer under a cap
+# that each read as not reached. ARGV[2] = the history window's start (older contacts are
+# trimmed), ARGV[3] = the TTL (s), ARGV[4] = the channel, ARGV[5] = "shown elsewhere" since
+# ('' = record without checking: staff presented it); then per offer: its member, its id, its
+# number of caps n and n pairs (max, since). Answers 1 (recorded) or 0 (not) per offer.
 _RECORD_CONTACTS = """
-for i = 4, #ARGV do
-  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
-end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local check, channel, at = ARGV[5] ~= '', ARGV[4], tonumber(ARGV[1])
+local shown = {}
+if check then
+  local raw = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '+inf', 'WITHSCORES')
+  local sep = string.char(31)  -- _SEP
+  local member = '^([^' .. sep .. ']*)' .. sep .. '([^' .. sep .. ']*)' .. sep
+  for i = 1, #raw, 2 do
+    local offer, where = raw[i]:match(member)
+    shown[#shown + 1] = {offer, where, tonumber(raw[i + 1])}
+  end
+end
+local function allowed(offer, caps_at)
+  local elsewhere = tonumber(ARGV[5])
+  for _, s in ipairs(shown) do
+    if s[1] == offer and s[2] ~= channel and s[3] > elsewhere then return false end
+  end
+  for c = 0, tonumber(ARGV[caps_at]) - 1 do
+    local max, since = tonumber(ARGV[caps_at + 1 + 2 * c]), tonumber(ARGV[caps_at + 2 + 2 * c])
+    local count = 0
+    for _, s in ipairs(shown) do
+      if s[1] == offer and s[3] > since then count = count + 1 end
+    end
+    if count >= max then return false end
+  end
+  return true
+end
+local out, i = {}, 6
+while i <= #ARGV do
+  local ok = not check or allowed(ARGV[i + 1], i + 2)
+  if ok then
+    redis.call('ZADD', KEYS[1], at, ARGV[i])
+    shown[#shown + 1] = {ARGV[i + 1], channel, at}
+  end
+  out[#out + 1] = ok and 1 or 0
+  i = i + 3 + 2 * tonumber(ARGV[i + 2])
+end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return #ARGV - 3
+return out
 """
+# Lua: keep in hash ``h`` the latest redemption time of ``offer``: a late event about an older
+# redemption must not shorten the block. Times are ``redemption_time``'s UTC ISO strings (older
+# ones may lack the microseconds: '+' sorts before '.'), compared byte by byte because Lua's
+# string < follows the server's collation locale.
+KEEP_LATEST_REDEMPTION = """
+local function later(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+local function keep_latest_redemption(h, offer, at)
+  local cur = redis.call('HGET', h, offer)
+  if not cur or later(at, cur) then redis.call('HSET', h, offer, at) end
+end
+"""
+# Redemptions of one customer (KEYS[1]): ARGV[1] = TTL (s), then offer id and time pairs.
+_RECORD_REDEMPTIONS = f"""{KEEP_LATEST_REDEMPTION}
+for i = 2, #ARGV, 2 do keep_latest_redemption(KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return (#ARGV - 1) / 2
+"""
+_REDEMPTIONS_TTL = int((MAX_DAYS + 1) * 86400)
 _offer_decoder = msgspec.json.Decoder(Offer)
 _rules_decoder = msgspec.json.Decoder(OfferRules)
 _encoder = msgspec.json.Encoder()
@@ -110,7 +172,7 @@ class OfferStore(StoreBase):
                     offers.append(_offer_decoder.decode(body))
                 except msgspec.DecodeError:
                     log.warning("undecodable offer %r skipped", text(offer_id))
-            decoded = _rules_decoder.decode(rules) if rules else DEFAULT_RULES
+            decoded = _stored_rules(rules)
             kept = self._kept_catalogue = (version, offers, decoded)
         return kept[0], list(kept[1]), kept[2]
 
@@ -129,6 +191,10 @@ class OfferStore(StoreBase):
     @cached_property
     def _record_contacts(self) -> AsyncScript:
         return self.client.register_script(_RECORD_CONTACTS)
+
+    @cached_property
+    def _record_redemptions(self) -> AsyncScript:
+        return self.client.register_script(_RECORD_REDEMPTIONS)
 
     @unavailable_on_redis_error
     async def offer_states(
@@ -154,7 +220,6 @@ class OfferStore(StoreBase):
             for reply in replies
         ]
 
-    @unavailable_on_redis_error
     async def record_contacts(
         self,
         presented: Iterable[tuple[str, str]],
@@ -162,42 +227,93 @@ class OfferStore(StoreBase):
         now: datetime,
         rules: OfferRules,
     ) -> int:
-        """Record each (customer, offer) presented on ``channel`` at ``now``; returns how many."""
+        """Record each (customer, offer) presented on ``channel`` at ``now``, unchecked (staff
+        presented it); returns how many."""
+        unchecked = [(c, o, ()) for c, o in presented]
+        return sum(await self._record_presented(unchecked, channel, now, rules, False))
+
+    async def record_within_caps(
+        self,
+        presented: Sequence[tuple[str, str, Sequence[ContactCap]]],
+        channel: str,
+        now: datetime,
+        rules: OfferRules,
+    ) -> list[bool]:
+        """Record each (customer, offer, its caps) on ``channel`` at ``now`` that is still under
+        its caps and not shown on another channel, checked as it is written (one script per
+        customer, all in one round trip); whether each was recorded, in order."""
+        return await self._record_presented(presented, channel, now, rules, True)
+
+    @unavailable_on_redis_error
+    async def _record_presented(
+        self,
+        presented: Iterable[tuple[str, str, Sequence[ContactCap]]],
+        channel: str,
+        now: datetime,
+        rules: OfferRules,
+        check: bool,
+    ) -> list[bool]:
         ttl = int(rules.contact_history_days * 86400) + 1
         horizon = (now - timedelta(days=rules.contact_history_days)).timestamp()
         at = now.timestamp()
-        members: dict[str, list[str]] = {}
-        for customer_id, offer_id in presented:
+        elsewhere = (now - timedelta(hours=rules.suppress_elsewhere_hours)).timestamp()
+        places: dict[str, list[int]] = {}  # per customer, the positions of their offers
+        args: dict[str, list[str | float | int]] = {}
+        for n, (customer_id, offer_id, caps) in enumerate(presented):
             member = _SEP.join((offer_id, channel, repr(at), uuid.uuid4().hex[:8]))
-            members.setdefault(customer_id, []).append(member)
-        calls = [
-            ([self.keys.offer_contacts(c)], [at, horizon, ttl, *added])
-            for c, added in members.items()
-        ]
-        if not calls:
-            return 0
-        return sum(await self.pipelined.evalsha_many(self._record_contacts, calls))
+            places.setdefault(customer_id, []).append(n)
+            head = [at, horizon, ttl, channel, elsewhere if check else ""]
+            added = args.setdefault(customer_id, head)
+            added += [member, offer_id, len(caps)]
+            for cap in caps:
+                added += [cap.max, (now - timedelta(days=cap.period_days)).timestamp()]
+        calls = [([self.keys.offer_contacts(c)], added) for c, added in args.items()]
+        replies = await self.pipelined.evalsha_many(self._record_contacts, calls) if calls else []
+        recorded = [False] * sum(len(p) for p in places.values())
+        for c, flags in zip(args, replies, strict=True):
+            for n, flag in zip(places[c], flags, strict=True):
+                recorded[n] = bool(flag)
+        return recorded
 
     @unavailable_on_redis_error
     async def record_redemptions(self, events: Sequence[Event]) -> int:
         """Remember ``offer_redeemed`` events that name an offer (``offer_id``); returns how many.
 
-        Events must carry their resolved ``customer_id``. Kept for a year at most, longer than
-        any sensible ``redeemed_block_days``.
+        Events must carry their resolved ``customer_id``. Kept as long as the longest
+        ``redeemed_block_days`` the rules allow.
         """
         redeemed = [
             e for e in events if e.event_type == "offer_redeemed" and e.offer_id and e.customer_id
         ]
         if not redeemed:
             return 0
-        pipe = self.client.pipeline(transaction=False)
+        pairs: dict[str, list[str]] = {}
         for e in redeemed:
-            key = self.keys.offer_redemptions(e.customer_id)  # type: ignore[arg-type]
-            at = e.timestamp or datetime.now(UTC)
-            pipe.hset(key, e.offer_id, at.isoformat())  # type: ignore[arg-type]
-            pipe.expire(key, 366 * 86400)
-        await pipe.execute()
+            at = redemption_time(e.timestamp or datetime.now(UTC))
+            pairs.setdefault(e.customer_id, []).extend((e.offer_id, at))  # type: ignore[arg-type]
+        calls = [
+            ([self.keys.offer_redemptions(c)], [_REDEMPTIONS_TTL, *added])
+            for c, added in pairs.items()
+        ]
+        await self.pipelined.evalsha_many(self._record_redemptions, calls)
         return len(redeemed)
+
+
+def redemption_time(at: datetime) -> str:
+    """``at`` as stored for a redemption: UTC, to the microsecond, so that strings sort as times."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _stored_rules(raw: bytes | None) -> OfferRules:
+    """The stored rules; the defaults when none are stored, or when the stored ones break the
+    contract (written before a bound existed): every request would fail on them otherwise."""
+    if not raw:
+        return DEFAULT_RULES
+    try:
+        return _rules_decoder.decode(raw)
+    except msgspec.DecodeError as e:
+        log.error("stored offer rules are invalid (%s); the defaults apply until replaced", e)
+        return DEFAULT_RULES
 
 
 def _history(contacts_raw: list[bytes], redeemed_raw: dict[bytes, bytes]) -> OfferHistory:
