@@ -18,8 +18,9 @@ from typing import IO
 import msgspec
 from redis.asyncio import Redis
 
-from service import offer_service
+from service import identity, offer_service
 from service.availability import Availability
+from service.identity import InvalidIdentifier
 from service.live_model import LiveModel
 from service.offers import InvalidOffer, Offer, decode_offer, decode_rules
 from service.settings import Settings
@@ -83,6 +84,13 @@ async def export_audience(
     if args.customers is not None:
         ids = [line.strip() for line in Path(args.customers).read_text().splitlines()]
         ids = [i for i in ids if i]
+        # Before the first line, as the endpoint: a run cut off at a bad identifier would have
+        # recorded the contacts of the lines written, counted twice by the next run.
+        try:
+            identity.check_all(ids, settings.identifier_kinds_set)
+        except InvalidIdentifier as e:
+            print(f"{args.customers}: {e}; nothing exported", file=sys.stderr)
+            return 2
     chooser = offer_service.Chooser(
         model=model,
         store=store,

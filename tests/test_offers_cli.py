@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import redis
 from litestar.testing import TestClient
 
 from service import offers_cli
@@ -69,6 +70,28 @@ def test_the_batch_export_writes_what_the_endpoint_answers(
     for line in lines:
         assert line["offers"] == expected[line["customer_id"]]["offers"]
         assert line["items"] == expected[line["customer_id"]]["items"]
+
+
+def test_an_invalid_identifier_stops_the_export_before_any_line_or_contact(
+    client: TestClient, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    consent(client, "u0", email=True)
+    client.put("/v1/offers/even", json=offer())
+    ids = tmp_path / "ids.txt"
+    ids.write_text("u0\n" + "".join(f"x{n}\n" for n in range(300)) + "email:\n")
+    out = tmp_path / "out.ndjson"
+    assert run(settings, "export", "--customers", str(ids), "--out", str(out)) == 2
+    assert "'email:'" in capsys.readouterr().err
+    assert out.read_text() == ""
+    raw = redis.Redis.from_url(settings.redis_url)  # type: ignore[arg-type]
+    assert raw.zcard(f"{settings.key_prefix}:{{c:u0}}:offers:contacts") == 0
+    raw.close()
+    # Without the bad line the same run records u0's contact: the key above is the right one.
+    ids.write_text("u0\n")
+    assert run(settings, "export", "--customers", str(ids), "--out", str(out)) == 0
+    raw = redis.Redis.from_url(settings.redis_url)  # type: ignore[arg-type]
+    assert raw.zcard(f"{settings.key_prefix}:{{c:u0}}:offers:contacts") == 1
+    raw.close()
 
 
 def test_a_line_that_is_not_json_is_reported(
