@@ -13,7 +13,9 @@ import pytest
 import redis.exceptions
 from redis.asyncio import Redis
 
+from service.errors import StoreUnavailable
 from service.settings import Settings
+from service.store import Store
 from service.store.breaker import CircuitOpen
 from service.store.connection import SharedConnection
 from service.store.wire import Endpoint
@@ -63,6 +65,36 @@ def test_after_a_timeout_commands_fail_at_once_until_a_probe_finds_redis_back(
     assert refused < 0.05  # not another 0.3 s
     assert back < 0.8  # a probe every 0.3 s (min(1 s, the timeout))
     assert replies == [None]
+
+
+def test_a_read_that_joins_a_hung_connection_fails_with_it(server: RedisServer) -> None:
+    """The stock read of a request is sent on the connection the other requests' reads wait on:
+    it fails when they do, not a whole timeout of its own later."""
+
+    async def main() -> tuple[float, float]:
+        client = Redis.from_url(f"redis://127.0.0.1:{server.port}/0", socket_timeout=0.5)
+        store = Store(client, prefix="breaker")
+        loop = asyncio.get_running_loop()
+        try:
+            await store.stock_version()
+            server.pause()
+            state = asyncio.ensure_future(store.customer_state("c1"))
+            await asyncio.sleep(0.3)
+            began = loop.time()
+            with pytest.raises(StoreUnavailable):
+                await store.stock_version()
+            joined, began = loop.time() - began, loop.time()
+            with pytest.raises(StoreUnavailable):
+                await state
+            with pytest.raises(StoreUnavailable):  # redis-py's client too: the breaker is open
+                await store.model_reloads()
+            return joined, loop.time() - began
+        finally:
+            await store.aclose()
+
+    joined, after = asyncio.run(main())
+    assert joined < 0.4  # about 0.2 s: the rest of the state read's timeout
+    assert after < 0.05
 
 
 def test_a_hung_redis_costs_a_request_one_timeout_then_none_until_it_is_back(
