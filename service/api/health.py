@@ -27,7 +27,11 @@ async def health_live_head() -> None:
 async def health_ready(
     live_model: NamedDependency[LiveModel], store: NamedDependency[Store]
 ) -> Response[Health]:
-    """200 when a model is loaded and Redis answers, else 503 with the reason per check."""
+    """200 when a model is loaded and Redis answers, else 503 with the reason per check.
+
+    Answers at once while Redis is known to be unavailable (the store's breaker is open): a
+    checker asks again within a second, and finds it ready once the store uses Redis again.
+    """
     body = await _readiness(live_model, store)
     return Response(body, status_code=_status(body))
 
@@ -51,6 +55,8 @@ async def _readiness(live_model: LiveModel, store: Store) -> Health:
         "model": "ok" if model_ok else (live_model.error or "not loaded"),
         "redis": "ok" if redis_ok else "unreachable",
     }
+    if (reason := store.unavailable) is not None:
+        checks["redis_breaker"] = f"open: {reason}"  # the store fails at once until Redis answers
     if model_ok and live_model.error:
         checks["model_refresh"] = live_model.error  # serving the old one; the new one failed
     if model_ok and live_model.served_files_gone():

@@ -6,12 +6,13 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis.exceptions
 from redis.asyncio import Redis
 
 from service.errors import StoreUnavailable
+from service.store.breaker import CircuitOpen
 from service.store.keys import Keys
 from service.store.pipelined import Pipelined
 from service.store.state_cache import StateCache
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+S = TypeVar("S", bound="StoreBase")
 
 
 class StoreBase:
@@ -39,16 +41,25 @@ class StoreBase:
         self.client = client
         self.state_cache = state_cache
         self.pipelined = Pipelined(client)
+        self.breaker = self.pipelined.breaker
         self.keys = Keys(prefix)
         self.recent_max = recent_max
         self.recent_ttl_seconds = recent_ttl_days * 86400
 
+    @property
+    def unavailable(self) -> str | None:
+        """Why the store fails at once now (Redis failed a moment ago), or None."""
+        return self.breaker.reason
+
     async def ping(self) -> bool:
-        """True when Redis answers."""
+        """True when Redis answers; False at once while the breaker is open."""
+        if self.breaker.reason is not None:
+            return False
         try:
-            return bool(await self.client.ping())
+            await self.pipelined.command("PING")
         except (redis.exceptions.RedisError, OSError):
             return False
+        return True
 
     async def aclose(self) -> None:
         """Close the client's connections (and the state cache's)."""
@@ -92,20 +103,32 @@ def refusal(error: redis.exceptions.ResponseError) -> str | None:
     return found.group(1) if found else None
 
 
-def unavailable_on_redis_error(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def unavailable_on_redis_error(
+    fn: Callable[Concatenate[S, P], Awaitable[T]],
+) -> Callable[Concatenate[S, P], Awaitable[T]]:
     """Turn Redis connection problems, timeouts and refusals (out of memory, a read-only replica:
     ``REFUSALS``) into ``StoreUnavailable`` (a 503).
 
-    Other Redis errors (a wrong key type, say) are bugs, not outages, and propagate. A refused
-    script has changed nothing: Redis refuses a script's first write, and once a script has
-    written it lets it finish.
+    While the store's breaker is open (Redis timed out or refused a connection a moment ago,
+    store/breaker.py), it raises at once, for calls on redis-py's client as well as on the shared
+    connection; a timeout on either opens it. Other Redis errors (a wrong key type, say) are
+    bugs, not outages, and propagate. A refused script has changed nothing: Redis refuses a
+    script's first write, and once a script has written it lets it finish.
     """
 
     @wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+    async def wrapper(store: S, *args: P.args, **kwargs: P.kwargs) -> T:
+        breaker = store.breaker
         try:
-            return await fn(*args, **kwargs)
+            if breaker.reason is not None:
+                breaker.refuse()
+            return await fn(store, *args, **kwargs)
+        except CircuitOpen as e:
+            # Logged once, when it opened: not once per request of the outage.
+            raise StoreUnavailable(f"customer state store unavailable: {e}") from e
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as e:
+            if isinstance(e, redis.exceptions.TimeoutError):
+                breaker.trip(e)
             log.warning("redis unavailable in %s: %s", fn.__name__, e)
             raise StoreUnavailable(f"customer state store unavailable: {type(e).__name__}") from e
         except redis.exceptions.ResponseError as e:

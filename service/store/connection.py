@@ -20,6 +20,11 @@ Failures:
   (an event batch's script, say) is not retried behind the caller's back, as redis-py's retries
   would. A connection found closed before anything is written to it is replaced first.
 - A caller that gives up (a cancelled request) leaves its replies to be read and dropped.
+- A timeout, or a connection that cannot be opened, opens the circuit breaker (store/breaker.py):
+  until a PING in the background gets an answer, commands raise ``CircuitOpen`` (a redis-py
+  ``ConnectionError``) at once instead of each waiting for the timeout again. A lost connection
+  (``CLIENT KILL``, Redis restarting) does not by itself: the next command opens a new one, and
+  only a failure to open it opens the breaker.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 import hiredis
 import redis.exceptions
 
+from service.store.breaker import Breaker
 from service.store.wire import Endpoint, pack, reply_error
 
 Command = tuple[Any, ...]
@@ -41,26 +47,55 @@ class SharedConnection:
     """Commands of any number of callers on one connection (per event loop), opened on first
     use and again after a failure."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
-        """Connect to ``endpoint`` when first used."""
+    def __init__(self, endpoint: Endpoint, breaker: Breaker | None = None) -> None:
+        """Connect to ``endpoint`` when first used. ``breaker``: one shared with other
+        connections to the same Redis; by default one of its own, probing on this connection."""
         self.endpoint = endpoint
         self._line: _Line | None = None
         # The connection being opened, shared by the callers that arrive meanwhile.
         self._opening: asyncio.Task[_Line] | None = None
+        # Probes at most every second, sooner with a shorter timeout: Redis back after an outage
+        # is used again within that.
+        retry = min(1.0, endpoint.timeout or 1.0)
+        self.breaker = breaker or Breaker(self.ping, retry_seconds=retry)
 
     async def execute(self, commands: list[Command]) -> list[Any]:
         """The replies to ``commands``, in order; a command's error reply is its reply (a
         redis-py ``ResponseError``). Raises redis-py's ``ConnectionError`` or ``TimeoutError``
-        when the connection fails, for every command still waiting on it."""
+        when the connection fails, for every command still waiting on it, and ``CircuitOpen``
+        (a ``ConnectionError``) without sending anything while the breaker is open."""
         if not commands:  # no reply would ever come for them
             return []
+        breaker = self.breaker
+        if breaker.reason is not None:
+            breaker.refuse()
+        line = self._line
+        if line is None or not line.usable(asyncio.get_running_loop()):
+            try:
+                line = await self._open()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+                breaker.trip(e)
+                raise
+        try:
+            return await line.send([pack(c) for c in commands])
+        except redis.exceptions.TimeoutError as e:
+            breaker.trip(e)
+            raise
+
+    async def ping(self) -> None:
+        """PING, past the breaker (its probe), on a new connection if need be. Raises what
+        ``execute`` raises, or PING's error reply (``LOADING``...)."""
         line = self._line
         if line is None or not line.usable(asyncio.get_running_loop()):
             line = await self._open()
-        return await line.send([pack(c) for c in commands])
+        (reply,) = await line.send([pack(("PING",))])
+        if isinstance(reply, Exception):
+            raise reply
 
     async def aclose(self) -> None:
-        """Close the connection (and stop opening one); commands still waiting fail."""
+        """Close the connection (and stop opening one, and probing); commands still waiting
+        fail."""
+        await self.breaker.aclose()
         opening, self._opening = self._opening, None
         if (
             opening is not None

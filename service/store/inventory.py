@@ -43,21 +43,29 @@ class Inventory(StoreBase):
         results = await pipe.execute()
         return int(results[-1])
 
+    # The reads below serve requests (service/availability.py): on the shared connection, with
+    # the request's other reads, so that a request on a hung Redis waits one timeout in all, not
+    # one for its customer's state and another for the stock (store/connection.py).
+
     @unavailable_on_redis_error
     async def stock_version(self) -> int:
         """The counter every inventory change bumps (0 before any)."""
-        return int(await self.client.get(self.keys.stock_version) or 0)
+        return int(await self.pipelined.command("GET", self.keys.stock_version) or 0)
 
     @unavailable_on_redis_error
     async def unavailable_online(self) -> set[str]:
         """Items marked unavailable online."""
-        return {text(i) for i in await self.client.smembers(self.keys.unavailable_online)}
+        return {
+            text(i) for i in await self.pipelined.command("SMEMBERS", self.keys.unavailable_online)
+        }
 
     @unavailable_on_redis_error
     async def available_in_store(self, store_id: str) -> set[str] | None:
         """Items in stock in ``store_id``; None when the store never sent inventory."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.sismember(self.keys.stock_stores, store_id)
-        pipe.smembers(self.keys.available_in_store(store_id))
-        known, items = await pipe.execute()
+        known, items = await self.pipelined.commands(
+            [
+                ("SISMEMBER", self.keys.stock_stores, store_id),
+                ("SMEMBERS", self.keys.available_in_store(store_id)),
+            ]
+        )
         return {text(i) for i in items} if known else None

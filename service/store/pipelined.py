@@ -38,7 +38,9 @@ class Pipelined:
         """Connect where ``client`` does, with its settings (timeout, database, credentials)."""
         endpoint = Endpoint.of(client)
         self.connection = SharedConnection(endpoint)
-        self.bulk = SharedConnection(endpoint)
+        # Open when Redis just failed: the store's calls fail at once (store/breaker.py).
+        self.breaker = self.connection.breaker
+        self.bulk = SharedConnection(endpoint, self.breaker)
         # Callers waiting on Redis now.
         self._waiting = 0
 
