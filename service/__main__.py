@@ -57,6 +57,7 @@ def main() -> int:
         except (EmbeddedRedisError, OSError) as exc:
             print(f"omnireco: the embedded Redis did not start: {exc}", file=sys.stderr)
             return 1
+        embedded.keep_running()
     if settings.worker_count > 1:
         # A scrape reaches one worker: each shares its figures through this folder.
         folder = settings.metrics_dir or str(folder_of(settings.data_dir))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,8 +19,9 @@ from pathlib import Path
 import redis
 
 from service.embedded_redis import EmbeddedRedis
-from tests.browser import free_port, service_env
-from tests.conftest import API_KEYS
+from tests.browser import call, free_port, running_service, service_env
+from tests.conftest import ADMIN_KEY, API_KEYS
+from tests.test_embedded_redis import server_pid
 
 EVENT = {"customer_id": "u1", "item_id": "i02", "event_type": "view", "channel": "web"}
 
@@ -91,6 +93,24 @@ def test_a_worker_that_cannot_start_stops_the_service_with_status_3(
     )
     assert done.returncode == 3
     assert b"this worker cannot start" in done.stderr
+
+
+def test_a_killed_embedded_redis_is_restarted_with_what_was_acknowledged(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    with running_service(_embedded_env(model_dir), tmp_path) as base:
+        acknowledged = call(base, "POST", "/v1/events", ADMIN_KEY, [EVENT] * 20)["ids"]
+        os.kill(server_pid(tmp_path), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while True:  # 503 until the service has restarted its server
+            try:
+                acknowledged += call(base, "POST", "/v1/events", ADMIN_KEY, EVENT)["ids"]
+                break
+            except urllib.error.HTTPError as exc:
+                refused = exc.code
+            assert refused == 503 and time.monotonic() < deadline, "never restarted"
+            time.sleep(0.2)
+        assert _stream_ids(tmp_path) == acknowledged
 
 
 @contextlib.contextmanager
