@@ -21,7 +21,7 @@ import redis
 from service.embedded_redis import EmbeddedRedis
 from tests.browser import call, free_port, running_service, service_env
 from tests.conftest import ADMIN_KEY, API_KEYS
-from tests.test_embedded_redis import server_pid
+from tests.test_embedded_redis import server_pid, wait_until_gone
 
 EVENT = {"customer_id": "u1", "item_id": "i02", "event_type": "view", "channel": "web"}
 
@@ -111,6 +111,33 @@ def test_a_killed_embedded_redis_is_restarted_with_what_was_acknowledged(
             assert refused == 503 and time.monotonic() < deadline, "never restarted"
             time.sleep(0.2)
         assert _stream_ids(tmp_path) == acknowledged
+
+
+def test_workers_end_with_a_killed_parent_and_the_next_service_keeps_the_data(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    env, port = _embedded_env(model_dir), free_port()
+    workers: list[int] = []
+    try:
+        with _service(env, tmp_path, port) as first:
+            acknowledged = call(_base(port), "POST", "/v1/events", ADMIN_KEY, [EVENT] * 5)["ids"]
+            workers = _children(first.pid, "--multiprocessing-fork")
+            assert len(workers) == 2
+            first.kill()
+            first.wait()
+        for pid in workers:  # they stopped serving, rather than holding the port
+            wait_until_gone(pid, "a worker outlived its killed parent", seconds=10)
+        with _service(env, tmp_path, port):  # the same port: it is free again
+            # The embedded server outlived the killed service; this one joined it.
+            acknowledged += call(_base(port), "POST", "/v1/events", ADMIN_KEY, EVENT)["ids"]
+            assert _stream_ids(tmp_path) == acknowledged
+            redis_pid = server_pid(tmp_path)
+        wait_until_gone(redis_pid, "the last service to stop left its embedded server running")
+    finally:  # whatever a failure left behind
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _stream_ids(tmp_path)  # joins, then stops, the embedded server if it still runs
 
 
 @contextlib.contextmanager
