@@ -6,8 +6,10 @@ Each test runs the real command in a subprocess, as an orchestrator or a shell w
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -138,6 +140,37 @@ def test_workers_end_with_a_killed_parent_and_the_next_service_keeps_the_data(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         _stream_ids(tmp_path)  # joins, then stops, the embedded server if it still runs
+
+
+def test_a_stopping_service_refuses_new_connections_and_answers_those_begun(
+    tmp_path: Path, model_dir: Path, redis_url: str, key_prefix: str
+) -> None:
+    # uvicorn's parent kept listening until it exited, after its workers: connections made
+    # meanwhile were accepted by the kernel, never answered, then reset.
+    env, port = service_env(redis_url, key_prefix, model_dir, workers=2), free_port()
+    with _service(env, tmp_path, port) as process:
+        body = json.dumps(EVENT).encode()
+        begun = socket.create_connection(("127.0.0.1", port))
+        begun.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"X-API-Key: {ADMIN_KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )
+        time.sleep(0.5)  # a worker has the request and waits for the rest of its body
+        process.terminate()
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except ConnectionRefusedError:
+                break
+            assert time.monotonic() < deadline, "still accepting connections while stopping"
+            time.sleep(0.1)
+        begun.sendall(body[10:])
+        begun.settimeout(10)
+        assert begun.recv(4096).startswith(b"HTTP/1.1 202")
+        begun.close()
+        assert process.wait(timeout=15) == 0
 
 
 @contextlib.contextmanager
