@@ -1,7 +1,11 @@
 """``python -m service``: serve the API with uvicorn, on the embedded Redis unless REDIS_URL is set.
 
 The embedded Redis is started here, once, and shared by every worker process through REDIS_URL,
-so several workers never race to start servers of their own.
+so several workers never race to start servers of their own; this process restarts it if it dies.
+
+Exit status: 0 stopped (SIGTERM, SIGINT); 2 a setting is refused (one line on stderr names the
+variable; nothing was started); 3 the server or a worker failed to start; 1 anything else (the
+port is taken, the embedded Redis cannot start).
 """
 
 from __future__ import annotations
@@ -20,24 +24,40 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import uvicorn  # noqa: E402
 
-from service import artifact  # noqa: E402
+from service import artifact, logs  # noqa: E402
 from service.auth import dev_key  # noqa: E402
-from service.embedded_redis import EmbeddedRedis  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from service.embedded_redis import EmbeddedRedis, EmbeddedRedisError  # noqa: E402
+from service.settings import Settings, SettingsError  # noqa: E402
+from service.startup_checks import check  # noqa: E402
+from service.supervisor import serve  # noqa: E402
 from service.worker_metrics import clear, folder_of  # noqa: E402
+
+SETTINGS_REFUSED = 2
+STARTUP_FAILURE = 3  # uvicorn's own
 
 
 def main() -> int:
-    """Start the server in the foreground; returns when it stops."""
-    settings = Settings.from_env()
+    """Start the server in the foreground; returns the exit status when it stops."""
+    try:
+        settings = Settings.from_env()
+        check(settings)
+    except SettingsError as exc:
+        print(f"omnireco: {exc}", file=sys.stderr)
+        return SETTINGS_REFUSED
+    # uvicorn stops on SIGTERM (a container's or systemd's stop), then raises that signal again;
+    # by default it would end the process there, before ``finally`` stops the embedded Redis.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    logs.configure(settings.log_level)  # the embedded Redis's watcher logs from this process
     embedded = None
     if settings.redis_url is None:
         embedded = EmbeddedRedis(settings.data_dir)
-        # Workers read their settings from the environment: hand them the running server.
-        os.environ["RECO_REDIS_URL"] = embedded.start()
-        # uvicorn stops on SIGTERM (a container's or systemd's stop), then raises that signal
-        # again; by default it would end the process there, before ``finally`` stops the server.
-        signal.signal(signal.SIGTERM, _exit_cleanly)
+        try:
+            # Workers read their settings from the environment: hand them the running server.
+            os.environ["RECO_REDIS_URL"] = embedded.start()
+        except (EmbeddedRedisError, OSError) as exc:
+            print(f"omnireco: the embedded Redis did not start: {exc}", file=sys.stderr)
+            return 1
+        embedded.keep_running()
     if settings.worker_count > 1:
         # A scrape reaches one worker: each shares its figures through this folder.
         folder = settings.metrics_dir or str(folder_of(settings.data_dir))
@@ -45,8 +65,9 @@ def main() -> int:
         clear(Path(folder))  # the last run's workers' figures
     try:
         _announce(settings, embedded)
-        uvicorn.run(
-            "service.app:create_app",
+        config = uvicorn.Config(
+            # service.app's factory, in workers that end with this process (service/worker.py).
+            "service.worker:create_app",
             factory=True,
             host=settings.host,
             port=settings.port,
@@ -59,10 +80,11 @@ def main() -> int:
             access_log=False,
             timeout_keep_alive=settings.keep_alive_seconds,
         )
+        started = serve(config)
     finally:
         if embedded is not None:
             embedded.stop()
-    return 0
+    return 0 if started else STARTUP_FAILURE
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

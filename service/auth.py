@@ -30,25 +30,26 @@ class ApiKeys:
 
     @classmethod
     def parse(cls, spec: str) -> ApiKeys:
-        """Parse ``"key=scope+scope,key2=scope"``.
+        """Parse ``"key=scope+scope,key2=scope"`` (the API_KEYS setting).
 
         Raises:
-            ValueError: an entry is malformed or names an unknown scope (the message says which).
+            ValueError: an entry is malformed or names an unknown scope (the message says which,
+                showing no more than a key's first three characters).
         """
         keys: dict[str, frozenset[str]] = {}
         for entry in filter(None, (part.strip() for part in spec.split(","))):
             key, sep, scope_text = entry.partition("=")
             scopes = frozenset(s.strip() for s in scope_text.split("+") if s.strip())
             if not sep or not key.strip() or not scopes:
-                raise ValueError(f"API_KEYS entry {_mask(entry)!r} must look like key=scope+scope")
+                raise ValueError(f"entry {_mask(entry)!r} must look like key=scope+scope")
             if unknown := scopes - set(SCOPES):
                 raise ValueError(
-                    f"API_KEYS entry for key {_mask(key)!r}: unknown scope(s) {sorted(unknown)}; "
+                    f"entry for key {_mask(key)!r}: unknown scope(s) {sorted(unknown)}; "
                     f"known: {', '.join(SCOPES)}"
                 )
             keys[key.strip()] = scopes
         if not keys:
-            raise ValueError("API_KEYS is set but holds no key")
+            raise ValueError("set but holds no key")
         return cls(keys)
 
     def scopes_for(self, key: str) -> frozenset[str] | None:

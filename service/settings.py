@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,6 +16,9 @@ from service import identity
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+# Each worker holds its own memory (67-111 MiB beyond the shared model, README): a number past
+# this is a typo, not a machine.
+MAX_WORKERS = 256
 
 # The operator's variables (DESIGN.md section 6) are read by their plain names; every setting can
 # also be given as RECO_<NAME>, which wins, so tunables never collide with other software's names.
@@ -34,7 +38,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     api_keys: str | None = None
     log_level: LogLevel = "INFO"
     # uvicorn worker processes; auto: one per CPU this process may use (``usable_cpus``).
-    workers: Positive | Literal["auto"] = "auto"
+    workers: Annotated[int, msgspec.Meta(ge=1, le=MAX_WORKERS)] | Literal["auto"] = "auto"
     # How long an idle keep-alive connection stays open. Longer than the idle timeout of the
     # proxy or load balancer in front (AWS's 60 s by default; nginx keeps 75 s): uvicorn's own 5 s
     # closes connections the proxy still means to reuse, and it answers those requests with 502.
@@ -95,20 +99,80 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from environment variables; bad values raise ``msgspec.ValidationError``.
+        """Build settings from environment variables.
 
         Args:
             environ: the variables to read, ``os.environ`` when None (tests pass a dict).
+
+        Raises:
+            SettingsError: a value of the wrong type or out of range; the message names the
+                variable as it was set (``PORT`` or ``RECO_PORT``) and what it expects.
         """
         environ = os.environ if environ is None else environ
         raw: dict[str, str] = {}
         for name in cls.__struct_fields__:
-            for var in (f"RECO_{name.upper()}", name.upper() if name in _PLAIN_NAMES else None):
-                if var and environ.get(var, "") != "":
-                    raw[name] = environ[var]
-                    break
-        # strict=False turns "8000" into 8000 and "true" into True, with typed errors otherwise.
-        return msgspec.convert(raw, cls, strict=False)
+            if (var := variable(name, environ)) in environ:
+                raw[name] = environ[var]
+        given = dict(raw)
+        if "log_level" in raw:
+            raw["log_level"] = raw["log_level"].upper()
+        try:
+            # strict=False turns "8000" into 8000 and "true" into True, typed errors otherwise.
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            field = _FIELD_IN_ERROR.search(str(exc))
+            if field is None or field["name"] not in raw:
+                raise
+            name = field["name"]
+            var = variable(name, environ)
+            raise SettingsError(f"{var}={given[name]!r}: expected {_expected(name)}") from None
+
+
+class SettingsError(ValueError):
+    """A setting the service cannot run with; the message names the variable the operator set."""
+
+
+def variable(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """The environment variable that sets ``name``: the one set in ``environ`` (``RECO_PORT``
+    wins over ``PORT``), else the name the README documents."""
+    environ = os.environ if environ is None else environ
+    reco = f"RECO_{name.upper()}"
+    names = (reco, name.upper()) if name in _PLAIN_NAMES else (reco,)
+    for var in names:
+        if environ.get(var, "") != "":  # set but empty: the default
+            return var
+    return names[-1]
+
+
+_FIELD_IN_ERROR = re.compile(r"at `\$\.(?P<name>\w+)`$")
+
+
+def _expected(name: str) -> str:
+    """What field ``name`` takes, in words: "an integer from 0 to 65535", "one of on, off"."""
+    field = next(f for f in msgspec.inspect.type_info(Settings).fields if f.name == name)
+    kinds = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else [field.type]
+    return " or ".join(_describe(kind) for kind in kinds if _describe(kind))
+
+
+def _describe(kind: msgspec.inspect.Type) -> str:
+    if isinstance(kind, msgspec.inspect.LiteralType):
+        values = ", ".join(str(v) for v in kind.values)
+        return values if len(kind.values) == 1 else f"one of {values}"
+    if isinstance(kind, msgspec.inspect.BoolType):
+        return "true or false"
+    if isinstance(kind, msgspec.inspect.IntType | msgspec.inspect.FloatType):
+        words = "an integer" if isinstance(kind, msgspec.inspect.IntType) else "a number"
+        if kind.ge is not None and kind.le is not None:
+            return f"{words} from {kind.ge} to {kind.le}"
+        bounds = [
+            f"{sign} {bound}"
+            for sign, bound in ((">=", kind.ge), (">", kind.gt), ("<=", kind.le), ("<", kind.lt))
+            if bound is not None
+        ]
+        return " ".join([words, *bounds]) if len(bounds) < 2 else f"{words} {' and '.join(bounds)}"
+    if isinstance(kind, msgspec.inspect.NoneType):
+        return ""
+    return "text"
 
 
 def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:

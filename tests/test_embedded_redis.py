@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -66,6 +68,57 @@ def test_a_second_user_of_the_same_folder_joins_the_running_server(tmp_path: Pat
         assert redis.Redis.from_url(url).ping()
     finally:
         first.stop()
+
+
+def test_services_starting_together_on_one_folder_share_one_server(tmp_path: Path) -> None:
+    # Processes, as two services are, released at once: each could find no server and start
+    # one of its own on the same append-only file.
+    spawn = multiprocessing.get_context("spawn")
+    racers = 3
+    barrier, results, done = spawn.Barrier(racers), spawn.Queue(), spawn.Event()
+    processes = [
+        spawn.Process(target=_start_and_write, args=(tmp_path, n, barrier, results, done))
+        for n in range(racers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        urls = {results.get(timeout=30) for _ in processes}
+        assert len(urls) == 1
+        assert len(_servers_on(tmp_path / "redis")) == 1
+        # Each racer's write is seen by every other one: there is one server.
+        client = redis.Redis.from_url(urls.pop())
+        assert sorted(client.lrange("racers", 0, -1)) == [b"0", b"1", b"2"]
+        client.close()
+    finally:
+        done.set()
+        for process in processes:
+            process.join(timeout=30)
+    assert _servers_on(tmp_path / "redis") == []  # the last to stop stopped it
+
+
+def _start_and_write(folder: Path, n: int, barrier: Any, results: Any, done: Any) -> None:
+    barrier.wait()
+    with EmbeddedRedis(folder) as url:
+        redis.Redis.from_url(url).rpush("racers", str(n))
+        results.put(url)
+        done.wait(30)
+
+
+def _servers_on(folder: Path) -> list[int]:
+    """The redis-server processes running in ``folder``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if (
+                proc.name.isdigit()
+                and (proc / "exe").resolve().name == "redis-server"
+                and (proc / "cwd").resolve() == folder
+            ):
+                found.append(int(proc.name))
+        except OSError:
+            pass
+    return found
 
 
 def test_without_redis_url_the_service_runs_on_the_embedded_server(
