@@ -5,6 +5,7 @@ Each test runs the real command in a subprocess, as an orchestrator or a shell w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import redis
 
+from service.app import _cancelled
 from service.embedded_redis import EmbeddedRedis
 from tests.browser import call, free_port, running_service, service_env
 from tests.conftest import ADMIN_KEY, API_KEYS
@@ -230,3 +232,24 @@ def _stream_ids(data_dir: Path) -> list[str]:
             return [i.decode() for i, _ in client.xrange("reco:events")]
     finally:
         joined.stop()
+
+
+def test_shutdown_ends_a_background_task_that_swallowed_its_cancellation() -> None:
+    """A cancellation landing as a Redis command completes can be swallowed; shutdown cancels
+    again rather than wait for the task forever (a worker that never finished stopping)."""
+
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # swallowed, as it was
+            await asyncio.sleep(30)
+        while True:
+            await asyncio.sleep(0.05)
+
+    async def main() -> float:
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+        started = time.monotonic()
+        await asyncio.wait_for(_cancelled(task), timeout=5)
+        assert task.cancelled()
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < 2
