@@ -89,24 +89,31 @@ def running_service(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"service did not start: {(data_dir / 'service.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.2)
+        wait_until_ready(base, process, data_dir / "service.log")
         yield base
     finally:
         process.terminate()
         process.wait(timeout=15)
         log.close()
+
+
+def wait_until_ready(base: str, process: subprocess.Popen, log: Path, seconds: float = 30) -> None:  # type: ignore[type-arg]
+    """Wait for ``/health/ready`` at ``base`` to answer 200.
+
+    Raises:
+        RuntimeError: ``process`` ended or ``seconds`` passed first (with the end of ``log``).
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"service did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.2)
 
 
 def call(base: str, method: str, path: str, key: str, body: Any = None) -> Any:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -122,17 +124,7 @@ def test_uvicorn_serves_pipelined_and_streamed_answers_through_it() -> None:
     body of 400 kB intact, and a HEAD without a body."""
 
     async def main() -> tuple[bytes, bytes, bytes]:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            _app, http=GatheringHttpToolsProtocol, log_level="warning", lifespan="off"
-        )
-        server = uvicorn.Server(config)
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            await asyncio.sleep(0.01)
-        try:
+        async with _serving() as port:
             pipelined = await _exchange(
                 port, b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n"
                 b"connection: close\r\n\r\n",
@@ -143,9 +135,6 @@ def test_uvicorn_serves_pipelined_and_streamed_answers_through_it() -> None:
             head = await _exchange(
                 port, b"HEAD /c HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
             )
-        finally:
-            server.should_exit = True
-            await serving
         return pipelined, streamed, head
 
     pipelined, streamed, head = asyncio.run(main())
@@ -159,24 +148,11 @@ def test_uvicorn_serves_pipelined_and_streamed_answers_through_it() -> None:
 
 def test_a_request_the_parser_refuses_gets_problem_details() -> None:
     async def main() -> list[bytes]:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            _app, http=GatheringHttpToolsProtocol, log_level="critical", lifespan="off"
-        )
-        server = uvicorn.Server(config)
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            await asyncio.sleep(0.01)
-        try:
+        async with _serving() as port:
             return [
                 await _exchange(port, b"FOO /a HTTP/1.1\r\nhost: x\r\n\r\n"),
                 await _exchange(port, b"GET /a HTTP/1.1\r\nbad header line\r\n\r\n"),
             ]
-        finally:
-            server.should_exit = True
-            await serving
 
     for answer in asyncio.run(main()):
         head, body = answer.split(b"\r\n\r\n", 1)
@@ -186,6 +162,26 @@ def test_a_request_the_parser_refuses_gets_problem_details() -> None:
         problem = json.loads(body)
         assert problem["type"] == "urn:omnireco:problem:invalid-request"
         assert problem["status"] == 400 and problem["detail"].startswith("malformed HTTP request")
+
+
+@contextlib.asynccontextmanager
+async def _serving() -> AsyncIterator[int]:
+    """Real uvicorn with the protocol, serving ``_app`` on a free port (yielded) until the block
+    ends."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        _app, http=GatheringHttpToolsProtocol, log_level="critical", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await serving
 
 
 async def _exchange(port: int, request: bytes) -> bytes:

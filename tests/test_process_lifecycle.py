@@ -23,7 +23,7 @@ import redis
 
 from service.app import _cancelled
 from service.embedded_redis import EmbeddedRedis
-from tests.browser import call, free_port, running_service, service_env
+from tests.browser import call, free_port, running_service, service_env, wait_until_ready
 from tests.conftest import ADMIN_KEY, API_KEYS
 from tests.test_embedded_redis import server_pid, wait_until_gone
 
@@ -186,17 +186,7 @@ def _service(env: dict[str, str | None], data_dir: Path, port: int) -> Iterator[
         stderr=log,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{_base(port)}/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"service did not start: {Path(log.name).read_text()[-2000:]}")
-            time.sleep(0.2)
+        wait_until_ready(_base(port), process, Path(log.name))
         yield process
     finally:
         if process.poll() is None:

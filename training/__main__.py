@@ -156,8 +156,9 @@ def _default_personalisation(given: str | None) -> bool:
 
 
 def _env_flag(name: str) -> bool | None:
-    """The service's boolean setting ``name`` from the environment, read as the service reads
-    it (``RECO_<name>`` wins; ``true``/``false``/``1``/``0``); None when neither is set.
+    """A boolean setting ``name`` from the environment: ``RECO_<name>``, as the service reads
+    it (``true``/``false``/``1``/``0``), else the plain ``<name>``, which only this command
+    reads; None when neither is set.
 
     Raises:
         SystemExit: the value is not a boolean (the message names the variable).

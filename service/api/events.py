@@ -54,8 +54,10 @@ class EventController(Controller):
         stamped = [e if e.timestamp else msgspec.structs.replace(e, timestamp=now) for e in events]
         resolved = await resolve_events(store, settings.identifier_kinds_set, stamped)
         # A retry is acknowledged again but counts nowhere again: not in the measurement's
-        # impressions, clicks and revenue, nor in /metrics.
-        fresh = _first_deliveries(resolved, await store.recorded_before(resolved))
+        # impressions, clicks and revenue, nor in /metrics (with tracking off, neither exists:
+        # no look-up).
+        recorded = await store.recorded_before(resolved) if tracking.enabled else set()
+        fresh = _first_deliveries(resolved, recorded)
         # Measurement (issue 7): counters and touches ride on the same transaction.
         measure = await tracking.plan(fresh, rt.live_model.version)
         ids = await store.record(resolved, also=measure)
