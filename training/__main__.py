@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 
 from service import artifact
+from training.retention import DEFAULT_KEEP, PruneReport, prune
 
 log = logging.getLogger("training")
 
@@ -51,8 +52,30 @@ def _fit(args: argparse.Namespace) -> int:
     metrics = artifact.load(path, verify_checksums=False).manifest.metrics
     if metrics:
         print(format_table(metrics))
+    if args.keep_versions:
+        _log_prune(prune(args.model_dir, args.keep_versions))
     print(path)
     return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    report = prune(args.model_dir, args.keep, dry_run=args.dry_run)
+    _log_prune(report, dry_run=args.dry_run)
+    print(msgspec.json.encode(report).decode())
+    return 0
+
+
+def _log_prune(report: PruneReport, *, dry_run: bool = False) -> None:
+    verb = "would remove" if dry_run else "removed"
+    for name in [*report.removed, *report.leftovers_removed]:
+        log.info("%s %s", verb, name)
+    log.info(
+        "kept %d model version(s), %s %d (%.1f MB)",
+        len(report.kept),
+        verb,
+        len(report.removed) + len(report.leftovers_removed),
+        report.bytes_freed / 1e6,
+    )
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -183,6 +206,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 0")
+    return value
+
+
 def _tunable(name: str) -> str:
     from training.tuning import SCALAR_SPACES, SPACES  # only when --models is given: heavy
 
@@ -229,6 +262,14 @@ def _parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="replace LATEST even when the new model tests worse than it by more than the margin",
+    )
+    fit.add_argument(
+        "--keep-versions",
+        type=_non_negative,
+        default=DEFAULT_KEEP,
+        metavar="N",
+        help=f"then remove all but the N newest versions and LATEST's (default {DEFAULT_KEEP}; "
+        "0: keep every version)",
     )
     fit.add_argument(
         "--progress",
@@ -306,6 +347,20 @@ def _parser() -> argparse.ArgumentParser:
         help="take over batches of an exporter silent this long (it crashed)",
     )
     export.set_defaults(command=_export)
+
+    pr = sub.add_parser(
+        "prune", help="remove all but the newest model versions and LATEST's from a model folder"
+    )
+    pr.add_argument("--model-dir", required=True, metavar="DIR")
+    pr.add_argument(
+        "--keep",
+        type=_positive,
+        default=DEFAULT_KEEP,
+        metavar="N",
+        help=f"versions to keep besides LATEST's (default {DEFAULT_KEEP})",
+    )
+    pr.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
+    pr.set_defaults(command=_prune)
 
     boot = sub.add_parser("bootstrap", help="sample data and a first model, only where missing")
     boot.add_argument("--data-dir", required=True, metavar="DIR")
