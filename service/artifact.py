@@ -137,6 +137,10 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     params: dict[str, Any] = {}
     data_window: DataWindow | None = None
+    # The time of the erasure list training honoured (the exporter's snapshot of it): customers
+    # erased before it are in the data only with their later events; those erased since may be in
+    # it with earlier ones, so the service treats them as strangers. None: no list was read.
+    erasures_as_of: datetime | None = None
     counts: dict[str, int] = {}
     # Row 0 of item_popularity is "all"; the others are these channels in order.
     popularity_channels: list[str] = msgspec.field(default_factory=lambda: ["all"])

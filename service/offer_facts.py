@@ -57,7 +57,7 @@ def customer_facts(
 ) -> Facts:
     """Purchases, value, recency, silence, categories, segments and abandoned cart items."""
     # An erased customer's training-data purchases are theirs no more (recommend._known).
-    user_row = None if state.erased else model.user_row(customer_id)
+    user_row = None if state.stranger_to(model.erasures_as_of) else model.user_row(customer_id)
     # Whole arrays, not a loop per purchase: a grocery customer has hundreds (completejourney),
     # and a price or category looked up one at a time cost about 2 µs each.
     trained = model.bought_rows(user_row) if user_row is not None else np.empty(0, np.int64)

@@ -210,7 +210,8 @@ def _prepare(
     if chooser.segment is not None and chooser.segment not in facts.segments:
         return Choice(customer_id=customer_id, offers=[], skipped="not in the segment")
     personal = state.consent.allows_personalisation(settings.default_personalisation)
-    known = None if state.erased else customer_id  # erased: the model's row is not theirs
+    # Erased since the model's erasure list: the model's row is not theirs (recommend._known).
+    known = None if state.stranger_to(model.erasures_as_of) else customer_id
     vector = customer_vector(model, known, state.recent, now).vector if personal else None
     cand = Candidate(
         customer_id=customer_id,
@@ -345,8 +346,9 @@ async def _read(
         ids = _model_customers(chooser.model, lo, lo + CHUNK)
     pairs = await chooser.store.offer_states(ids, chooser.catalogue.rules, now)
     if customer_ids is None:
-        # The model's audience: customers erased since it was trained are not in it any more.
-        kept = [(i, p) for i, p in zip(ids, pairs, strict=True) if not p[0].erased]
+        # The model's audience: customers erased since its erasure list are not in it any more.
+        as_of = chooser.model.erasures_as_of
+        kept = [(i, p) for i, p in zip(ids, pairs, strict=True) if not p[0].stranger_to(as_of)]
         return [i for i, _ in kept], [p for _, p in kept]
     return ids, pairs
 

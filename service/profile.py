@@ -230,7 +230,7 @@ def _favourites(
     event_weights = np.array([_INTEREST.get(e.event_type, 0.0) for e in state.recent])
     known = event_rows >= 0
     # An erased customer's training-data purchases are theirs no more (recommend._known).
-    user_row = None if state.erased else model.user_row(customer_id)
+    user_row = None if state.stranger_to(model.erasures_as_of) else model.user_row(customer_id)
     bought = model.bought_rows(user_row) if user_row is not None else np.empty(0, np.int64)
     rows = np.concatenate([event_rows[known], bought])
     weights = np.concatenate([event_weights[known], np.full(len(bought), _INTEREST["purchase"])])

@@ -102,6 +102,9 @@ class FactorModel:
         window = artifact.manifest.data_window
         # Events after this are news to the model and get folded into the customer's vector.
         self.trained_until = window.end if window else artifact.manifest.created_at
+        # Customers erased at or after this are strangers to the model (CustomerState.stranger_to).
+        as_of = artifact.manifest.erasures_as_of
+        self.erasures_as_of = as_of.timestamp() if as_of is not None else None
         # For fold-in, computed here (the loader runs off the event loop), not by the first request
         # that folds events in: at a million items that took 1.6-1.9 s on the loop of each of four
         # workers under load (the serving benchmark's p99 was over a second).

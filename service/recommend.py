@@ -85,7 +85,7 @@ def for_customer(model: FactorModel, customer_id: str | None, query: Query, ctx:
     """
     allowed = _allowed(model, query, ctx.available)
     events = [*ctx.session, *ctx.state.recent]
-    customer_id = _known(customer_id, ctx.state)
+    customer_id = _known(model, customer_id, ctx.state)
     user_row = model.user_row(customer_id) if customer_id else None
     explicit, bought, exclude, event_rows = _left_out(model, user_row, query, ctx, events)
     if not ctx.personalise:
@@ -113,7 +113,7 @@ def popular_items(
     personalised answer's cost. Without consent to personalisation, as ``for_customer``, only
     the items the query names are left out: the customer's history is not used."""
     allowed = _allowed(model, query, ctx.available)
-    customer_id = _known(customer_id, ctx.state)
+    customer_id = _known(model, customer_id, ctx.state)
     user_row = model.user_row(customer_id) if customer_id else None
     explicit, _, exclude, _ = _left_out(model, user_row, query, ctx, [])
     if not ctx.personalise:
@@ -122,10 +122,11 @@ def popular_items(
     return _items(model, rows, scores, "popular", _popular_reason(query))
 
 
-def _known(customer_id: str | None, state: CustomerState) -> str | None:
+def _known(model: FactorModel, customer_id: str | None, state: CustomerState) -> str | None:
     """The id to look the customer up in the model by: None once they were erased, so their
-    training-data row and purchases go unused until a model trained without them is served."""
-    return None if state.erased else customer_id
+    training-data row and purchases go unused until a model whose training knew of the erasure
+    (and so kept only their later events) is served."""
+    return None if state.stranger_to(model.erasures_as_of) else customer_id
 
 
 def _left_out(

@@ -66,9 +66,19 @@ class CustomerState(msgspec.Struct, frozen=True, kw_only=True):
     bought: frozenset[str] = frozenset()
     cart: dict[str, CartLine] = msgspec.field(default_factory=dict)
     consent: Consent = msgspec.field(default_factory=Consent)
-    # Erased (``DELETE /v1/customers/{id}``): what the model learnt of them is not used any more;
-    # whatever the service received since is a new customer's.
-    erased: bool = False
+    # When the customer was last erased (``DELETE /v1/customers/{id}``), an epoch second on
+    # Redis's clock; None: never. Whatever the service received since is a new customer's.
+    erased_at: float | None = None
+
+    def stranger_to(self, erasures_as_of: float | None) -> bool:
+        """Whether a model is to treat the customer as a stranger: they were erased at or after
+        ``erasures_as_of``, the time of the erasure list its training honoured (None: none), so
+        its data may hold their events from before the erasure. A model trained with the list
+        that holds the erasure kept only their later events: it knows the customer who came back.
+        """
+        if self.erased_at is None:
+            return False
+        return erasures_as_of is None or self.erased_at >= erasures_as_of
 
 
 cart_line_decoder = msgspec.msgpack.Decoder(CartLine)

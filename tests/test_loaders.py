@@ -26,7 +26,8 @@ from training.loaders import (
     load_items,
 )
 
-COLUMNS = list(EVENTS_SCHEMA.names)
+# The columns of an events file: recorded_at is the loaders' reading of the exporter's stream_id.
+COLUMNS = [name for name in EVENTS_SCHEMA.names if name != "recorded_at"]
 GOOD = {
     "customer_id": "c1",
     "item_id": "i1",
@@ -59,6 +60,7 @@ FIRST = {
     "request_id": None,
     "rating": None,
     "event_id": "e1",
+    "recorded_at": None,
 }
 EXPECTED = [
     FIRST,
@@ -157,8 +159,24 @@ def test_extra_columns_are_ignored(tmp_path: Path) -> None:
     rows = [{"basket_id": "b1", **GOOD, "week": "oops"}]
     table, report = load_one(write(tmp_path / "e.csv", csv_text(rows)))
 
-    assert table.column_names == COLUMNS
+    assert table.column_names == EVENTS_SCHEMA.names
     assert report.bad_rows == 0
+
+
+def test_the_exporters_stream_id_is_read_as_the_time_the_event_was_recorded(
+    tmp_path: Path,
+) -> None:
+    """Redis's milliseconds; not a stream id, or none: unknown (null), not a bad row."""
+    ids = ["1767225600123-7", "x-1", ""]
+    rows = [{**row, "stream_id": i} for row, i in zip(SAMPLE, ids, strict=True)]
+    table, report = load_one(write_parquet(tmp_path / "part.parquet", rows))
+
+    assert report.bad_rows == 0
+    assert table["recorded_at"].to_pylist() == [
+        datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC),
+        None,
+        None,
+    ]
 
 
 def test_header_only_file_loads_no_rows(tmp_path: Path) -> None:

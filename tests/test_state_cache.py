@@ -108,8 +108,10 @@ def test_every_change_by_another_client_is_seen_by_the_next_read(
         await other.client.hset(key, "x", msgspec.msgpack.encode(line))
         assert "x" in (await cached.customer_state("c1", recent=1)).cart
 
-        await other.erase("c1")
-        assert await cached.customer_state("c1", recent=1) == CustomerState(erased=True)
+        erased = (await other.erase("c1")).erased_at.timestamp()
+        state = await cached.customer_state("c1", recent=1)
+        assert state == CustomerState(erased_at=state.erased_at)
+        assert state.erased_at == pytest.approx(erased, abs=1e-5)
 
     run(redis_url, key_prefix, use)
 
@@ -117,14 +119,23 @@ def test_every_change_by_another_client_is_seen_by_the_next_read(
 def test_erasing_a_customer_with_nothing_in_redis_is_seen_by_the_next_read(
     redis_url: str, key_prefix: str
 ) -> None:
-    """A customer known only to the model has no keys to change; the suppression list does."""
+    """A customer known only to the model has no keys to change; the suppression list does, and
+    so does an erasure again, which moves the time."""
 
     async def use(cached: Store, other: Store, cache: StateCache) -> None:
-        assert (await cached.customer_state("u0", recent=1)).erased is False
-        assert (await cached.customer_state("u0", recent=1)).erased is False
+        assert (await cached.customer_state("u0", recent=1)).erased_at is None
+        assert (await cached.customer_state("u0", recent=1)).erased_at is None
         assert cache.hits == 1
-        await other.erase("u0")
-        assert (await cached.customer_state("u0", recent=1)).erased is True
+        first = (await other.erase("u0")).erased_at.timestamp()
+        assert (await cached.customer_state("u0", recent=1)).erased_at == pytest.approx(
+            first, abs=1e-5
+        )
+        await asyncio.sleep(0.002)
+        again = (await other.erase("u0")).erased_at.timestamp()
+        assert again > first
+        assert (await cached.customer_state("u0", recent=1)).erased_at == pytest.approx(
+            again, abs=1e-5
+        )
 
     run(redis_url, key_prefix, use)
 

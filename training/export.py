@@ -11,19 +11,22 @@ concurrently (each process is its own consumer of one consumer group) and across
 After a crash, a marker whose files all exist is finished (acknowledged); a marker with missing
 files has its files removed and the entries are exported again; entries pending on a consumer
 idle for longer than ``claim_idle_seconds`` are claimed. Events of erased customers, and of
-customers without consent to personalisation, are dropped; the erasure list is written next to
-the data (``_suppressions.json``) for the training job.
+customers without consent to personalisation, are dropped; the erasure list, each erased
+customer's hash with the time of their latest erasure, is written next to the data
+(``_suppressions.json``) for the training job, which drops their events up to that time.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -34,13 +37,17 @@ import redis
 from service.artifact import chmod_as_created
 from service.events import Event, event_msgpack_decoder, msgpack_encoder
 from service.state import Consent, consent_decoder
+from service.store.erasure import erasure_time
 from service.store.keys import Keys
 from training.loaders import EVENTS_SCHEMA
 
 log = logging.getLogger(__name__)
 
 SUPPRESSIONS_FILE = "_suppressions.json"
-EXPORT_SCHEMA = EVENTS_SCHEMA.append(pa.field("stream_id", pa.string(), nullable=False))
+# The events' columns, then the stream entry id: the loaders read it back as ``recorded_at``.
+EXPORT_SCHEMA = pa.schema([f for f in EVENTS_SCHEMA if f.name != "recorded_at"]).append(
+    pa.field("stream_id", pa.string(), nullable=False)
+)
 
 
 class Marker(msgspec.Struct, frozen=True, kw_only=True):
@@ -207,8 +214,24 @@ class Exporter:
         return recovered
 
     def _write_suppressions(self) -> None:
-        hashes = sorted(_text(h) for h in self.client.hkeys(self.keys.suppressed))
-        _atomic_write(self.out / SUPPRESSIONS_FILE, json.dumps({"sha256": hashes}).encode())
+        """The erasure list as of now: each hash with its latest erasure time, and the time of
+        the snapshot (``as_of``), read together so that an erasure is either in the list or at
+        or after ``as_of`` (the model trained on it treats such customers as strangers)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.time()
+        pipe.hgetall(self.keys.suppressed)
+        (seconds, micros), entries = pipe.execute()
+        erased_at, timeless = {}, []
+        for hashed, raw in sorted(entries.items()):
+            when = erasure_time(raw)
+            if math.isinf(when):
+                timeless.append(_text(hashed))  # unreadable: every event of theirs is dropped
+            else:
+                erased_at[_text(hashed)] = _iso(when)
+        content = {"as_of": _iso(seconds + micros / 1e6), "erased_at": erased_at}
+        if timeless:
+            content["sha256"] = timeless
+        _atomic_write(self.out / SUPPRESSIONS_FILE, json.dumps(content).encode())
 
     def _trim(self) -> None:
         """Drop exported entries from the stream (only when this group is its only reader)."""
@@ -248,6 +271,10 @@ def _atomic_write(path: Path, write: Callable[[Path], object] | bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")
 
 
 def _text(value: bytes | str) -> str:

@@ -55,8 +55,17 @@ EVENTS_SCHEMA = pa.schema(
         pa.field("request_id", pa.string()),
         pa.field("rating", pa.float64()),
         pa.field("event_id", pa.string()),
+        # When the service recorded the event, on Redis's clock: the time of the exporter's
+        # stream entry id (``stream_id``); null for events from elsewhere. Erasure needs it
+        # (training/suppression.py): a client's timestamp cannot tell an event sent after an
+        # erasure from one sent before it.
+        pa.field("recorded_at", _UTC),
     ]
 )
+# The columns read from an events file: the exporter's stream id stands for ``recorded_at``.
+_EVENT_FILE_COLUMNS = (*(n for n in EVENTS_SCHEMA.names if n != "recorded_at"), "stream_id")
+# A stream entry id: milliseconds on Redis's clock, then a sequence number.
+_STREAM_ID = r"^\d{1,15}-\d+$"
 ITEMS_SCHEMA = pa.schema(
     [
         pa.field("item_id", pa.string(), nullable=False),
@@ -512,6 +521,16 @@ def _timestamps(table: pa.Table, problems: _Problems) -> pa.ChunkedArray:
     return stamps
 
 
+def _recorded(table: pa.Table) -> pa.ChunkedArray:
+    """``recorded_at`` from the exporter's ``stream_id`` (null where absent or not a stream id:
+    such an event counts as recorded whenever its timestamp allows, the safe reading)."""
+    ids = _strings(table, "stream_id")
+    valid = pc.fill_null(pc.match_substring_regex(ids, _STREAM_ID), False)
+    ids = pc.if_else(valid, ids, pa.scalar(None, pa.string()))
+    millis = pc.cast(pc.list_element(pc.split_pattern(ids, "-", max_splits=1), 0), pa.int64())
+    return pc.cast(pc.multiply(millis, 1000), _UTC)
+
+
 def _typed_to_utc(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """Parquet dates and timestamps to microseconds in UTC; naive ones are taken as UTC."""
     if pa.types.is_date(column.type):
@@ -612,6 +631,7 @@ def _normalise_events(table: pa.Table, problems: _Problems) -> pa.Table:
         "request_id": _ids(table, "request_id", problems, required=False),
         "rating": _numbers(table, "rating", problems, non_negative=False),
         "event_id": _ids(table, "event_id", problems, required=False),
+        "recorded_at": _recorded(table),
     }
     return pa.Table.from_arrays([columns[f.name] for f in EVENTS_SCHEMA], schema=EVENTS_SCHEMA)
 
@@ -644,7 +664,7 @@ class _Kind:
 
 
 _EVENTS = _Kind(
-    columns=tuple(EVENTS_SCHEMA.names),
+    columns=_EVENT_FILE_COLUMNS,
     required=("customer_id", "item_id", "event_type", "channel", "timestamp"),
     normalise=_normalise_events,
     single_line=True,

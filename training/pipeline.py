@@ -22,7 +22,7 @@ from training.experiment import Period, SideInfo, capped, checked_period, make_d
 from training.loaders import OnBadRows, load_customers, load_events, load_items
 from training.selection import choose, fit_all, fit_named, guard, make_blend, shipped_ndcg
 from training.similar import co_interaction_table
-from training.suppression import drop_suppressed, read_hashes, suppression_files
+from training.suppression import Erased, drop_suppressed, read_suppressions, suppression_files
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ class Inputs(msgspec.Struct, frozen=True, kw_only=True):
     items: str | None = None
     customers: str | None = None
     on_bad_rows: OnBadRows = "skip"
-    # Erased customers (SHA-256 of their ids) to drop; the exporter's _suppressions.json files
-    # that lie with the event files are read too (training/suppression.py).
+    # Erased customers (SHA-256 of their ids) whose events up to their erasure are dropped; the
+    # exporter's _suppressions.json files that lie with the event files are read too
+    # (training/suppression.py).
     suppressions: str | None = None
 
 
@@ -60,7 +61,8 @@ def run(
         training.loaders.BadFileError: an input file is unusable, or has bad rows in reject mode.
     """
     started = time.perf_counter()
-    events, bad_rows = read_events(inputs)
+    erased = suppressions(inputs)
+    events, bad_rows = read_events(inputs, erased)
     catalogue = read_catalogue(inputs)
     customers = read_customers(inputs)
     side = SideInfo(items=catalogue, customers=customers)
@@ -148,6 +150,7 @@ def run(
         created_at=datetime.now(UTC),
         params=msgspec.to_builtins(fitted.params),
         data_window=artifact.DataWindow(start=start, end=end),
+        erasures_as_of=erased.as_of,
         counts={
             "events": events.num_rows,
             "bad_rows_skipped": bad_rows,
@@ -169,21 +172,24 @@ def run(
     return path
 
 
-def read_events(inputs: Inputs) -> tuple[pa.Table, int]:
+def read_events(inputs: Inputs, erased: Erased | None = None) -> tuple[pa.Table, int]:
+    """The events ``inputs`` name, without erased customers' events from before their erasure
+    (``erased``: read from the suppression files ``inputs`` lead to when not given), and how
+    many bad rows were skipped."""
     events, reports = load_events(inputs.events, on_bad_rows=inputs.on_bad_rows)
     bad = sum(r.bad_rows for r in reports)
     log.info(
         "read %d events from %d file(s), %d bad rows skipped", events.num_rows, len(reports), bad
     )
-    events = drop_suppressed(events, suppressions(inputs))
+    events = drop_suppressed(events, suppressions(inputs) if erased is None else erased)
     if events.num_rows == 0:
         raise TrainingError(f"no valid events in {', '.join(inputs.events)}")
     return events, bad
 
 
-def suppressions(inputs: Inputs) -> set[str]:
-    """The erased customers' hashes from the suppression files ``inputs`` lead to."""
-    return read_hashes(suppression_files(inputs.events, inputs.suppressions))
+def suppressions(inputs: Inputs) -> Erased:
+    """The erased customers from the suppression files ``inputs`` lead to."""
+    return read_suppressions(suppression_files(inputs.events, inputs.suppressions))
 
 
 def read_catalogue(inputs: Inputs) -> dict[str, dict[str, object]]:

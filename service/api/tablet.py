@@ -110,7 +110,11 @@ class TabletController(Controller):
         model = live_model.current
         # A customer of the training data is known before any event reaches the service.
         known = stats or identifiers or state.recent
-        if not known and (model is None or state.erased or model.user_row(resolved) is None):
+        if not known and (
+            model is None
+            or state.stranger_to(model.erasures_as_of)
+            or model.user_row(resolved) is None
+        ):
             raise UnknownCustomer(f"no customer {customer_id!r} is known to the service")
         now = datetime.now(UTC)
         view = profile.build(resolved, state, stats, identifiers, model, now)

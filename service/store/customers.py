@@ -23,7 +23,7 @@ from service.events import (
 )
 from service.state import CartLine, Consent, CustomerState, cart_line_decoder, consent_decoder
 from service.store.base import StoreBase, mapping, text, unavailable_on_redis_error
-from service.store.erasure import customer_hash
+from service.store.erasure import customer_hash, erasure_time
 from service.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -116,15 +116,16 @@ _CONSENT_ATTEMPTS = 32
 
 
 # A customer's state in one command: recent events (ARGV[1] = last index), purchases, cart,
-# consent, and whether the customer was erased (KEYS: ``state_keys``; ARGV[2]: the id's hash in
-# the suppression list, which erasure writes and training honours). One EVALSHA costs the client
-# about half of what a pipeline of the reads does, and the recommendation route runs it on every
-# request. The first four keys share the customer's hash tag. ``STATE_READS`` is the table's
-# contents, for scripts that read more.
+# consent, and when the customer was erased, if ever (KEYS: ``state_keys``; ARGV[2]: the id's
+# hash in the suppression list, which erasure writes and training honours; the served model
+# decides whether that erasure makes them a stranger, ``CustomerState.stranger_to``). One EVALSHA
+# costs the client about half of what a pipeline of the reads does, and the recommendation route
+# runs it on every request. The first four keys share the customer's hash tag. ``STATE_READS`` is
+# the table's contents, for scripts that read more.
 STATE_READS = """
   redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1])), redis.call('SMEMBERS', KEYS[2]),
   redis.call('HGETALL', KEYS[3]), redis.call('GET', KEYS[4]),
-  redis.call('HEXISTS', KEYS[5], ARGV[2])"""
+  redis.call('HGET', KEYS[5], ARGV[2])"""
 # How many replies (and keys) ``STATE_READS`` has.
 STATE_PARTS = 5
 _READ_STATE = f"return {{{STATE_READS}}}"
@@ -354,14 +355,14 @@ def state_args(customer_id: str, last: int) -> list[int | str]:
 def script_replies(replies: Sequence[Any]) -> list[Any]:
     """``STATE_READS``' replies as ``state_from`` takes them: HGETALL inside a script answers a
     flat [field, value, ...] list, not a mapping."""
-    recent_raw, bought, cart, consent, erased = replies
-    return [recent_raw, bought, mapping(cart), consent, erased]
+    recent_raw, bought, cart, consent, erased_at = replies
+    return [recent_raw, bought, mapping(cart), consent, erased_at]
 
 
 def state_from(replies: Sequence[Any], oldest: datetime) -> CustomerState:
-    """The state from its reads (recent events, purchases, cart as a mapping, consent, erased);
-    events before ``oldest`` dropped."""
-    recent_raw, bought_raw, cart_raw, consent_raw, erased = replies
+    """The state from its reads (recent events, purchases, cart as a mapping, consent, erasure
+    time or None); events before ``oldest`` dropped."""
+    recent_raw, bought_raw, cart_raw, consent_raw, erased_at = replies
     recent = [e for e in decode_events(recent_raw) if e.timestamp is None or e.timestamp >= oldest]
     cart = {}
     for item, raw in cart_raw.items():
@@ -374,7 +375,8 @@ def state_from(replies: Sequence[Any], oldest: datetime) -> CustomerState:
         bought=frozenset(text(b) for b in bought_raw),
         cart=cart,
         consent=consent_decoder.decode(consent_raw) if consent_raw else Consent(),
-        erased=bool(erased),
+        # A reply (Lua's false) only for the few erased customers: parsed for them alone.
+        erased_at=erasure_time(erased_at) if erased_at else None,
     )
 
 

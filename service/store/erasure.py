@@ -1,8 +1,18 @@
-"""Erasure: remove a customer's state, identifiers and unexported events; record a suppression."""
+"""Erasure: remove a customer's state, identifiers and unexported events; record a suppression.
+
+The suppression list (``keys.suppressed``) maps the SHA-256 of each erased id to the time of its
+latest erasure, in epoch seconds on Redis's clock: the clock of the stream entry ids that say when
+each event was recorded. Erasure removes the past, not the future: training drops a suppressed
+customer's events up to that time and keeps later ones (training/suppression.py), and the service
+treats the customer as a stranger only to a model whose training did not know of the erasure
+(``CustomerState.stranger_to``). Entries written before the times were epoch seconds hold ISO
+times; ``erasure_time`` reads both.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import UTC, datetime
 
 import msgspec
@@ -12,10 +22,40 @@ from service.store.base import StoreBase, text, unavailable_on_redis_error
 
 _STREAM_PAGE = 1000
 
+# Record the erasure of ARGV[1] (the id's hash) at Redis's time, keeping the latest: a second
+# erasure moves the time forward, so the events between the two are dropped too. An entry that is
+# not a finite number (an ISO time of an older version) is replaced. Returns the time kept.
+_SUPPRESS = """
+local t = redis.call('TIME')
+local now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+local kept = tonumber(held or '')
+if kept and kept >= tonumber(now) and kept < math.huge then return held end
+redis.call('HSET', KEYS[1], ARGV[1], now)
+return now
+"""
+
 
 def customer_hash(customer_id: str) -> str:
     """How a suppressed customer is recorded: the id's SHA-256, so the list holds no id."""
     return hashlib.sha256(customer_id.encode("utf-8")).hexdigest()
+
+
+def erasure_time(raw: bytes | str) -> float:
+    """The epoch second of a suppression entry's erasure: a number, or an older ISO time;
+    ``inf`` (erased for good, the safe reading) for an entry that is neither."""
+    value = text(raw)
+    try:
+        number = float(value)
+    except ValueError:
+        pass
+    else:
+        return math.inf if math.isnan(number) else number
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return math.inf
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 class ErasureReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -25,6 +65,8 @@ class ErasureReport(msgspec.Struct, frozen=True, kw_only=True):
     keys_deleted: int
     identifiers_removed: int
     stream_events_deleted: int
+    # The erasure's time on record (Redis's clock): this one's, or a later one's.
+    erased_at: datetime
 
 
 class Erasure(StoreBase):
@@ -55,14 +97,16 @@ class Erasure(StoreBase):
         pipe.delete(*doomed)
         if owned:
             pipe.delete(*[keys.identifier(i) for i in owned])
-        pipe.hsetnx(keys.suppressed, customer_hash(customer_id), datetime.now(UTC).isoformat())
-        deleted = (await pipe.execute())[0]
+        pipe.eval(_SUPPRESS, 1, keys.suppressed, customer_hash(customer_id))
+        replies = await pipe.execute()
+        deleted = replies[0]
         events = await self._delete_stream_events(names)
         return ErasureReport(
             customer_id=customer_id,
             keys_deleted=int(deleted),
             identifiers_removed=len(owned),
             stream_events_deleted=events,
+            erased_at=datetime.fromtimestamp(erasure_time(replies[-1]), UTC),
         )
 
     async def _delete_stream_events(self, names: set[str]) -> int:

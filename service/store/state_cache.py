@@ -24,7 +24,7 @@ follows a change, on any worker, finds that customer's states gone and reads Red
 
 Only the keys a state is read from (``STATE_PARTS``) drop it: the offers' contact log and the
 lifetime stats change on every offer and event and would empty the cache for nothing.
-A state also says whether the customer was erased (the suppression list, which holds hashes,
+A state also says when the customer was erased (the suppression list, which holds hashes,
 not ids): an erasure, rare, drops every state.
 """
 
@@ -68,20 +68,20 @@ class _Kept(msgspec.Struct, frozen=True, gc=False):
     bought: tuple[str, ...]
     cart: dict[str, CartLine]
     consent: Consent
-    erased: bool
+    erased_at: float | None
 
     @classmethod
     def of(cls, state: CustomerState, reads: int) -> _Kept:
         times = [e.timestamp.timestamp() for e in state.recent if e.timestamp is not None]
         return cls(
             reads, min(times) if times else None, tuple(state.recent), tuple(state.bought),
-            state.cart, state.consent, state.erased,
+            state.cart, state.consent, state.erased_at,
         )  # fmt: skip
 
     def state(self) -> CustomerState:
         return CustomerState(
             recent=list(self.recent), bought=frozenset(self.bought), cart=self.cart,
-            consent=self.consent, erased=self.erased,
+            consent=self.consent, erased_at=self.erased_at,
         )  # fmt: skip
 
 
@@ -113,7 +113,7 @@ class StateCache:
         self.retry_seconds = retry_seconds
         # Every customer key starts with this; the customer id follows, up to "}:".
         self._prefix = keys.customer_prefix("").removesuffix("}:").encode()
-        # A state also says whether its customer was erased: an erasure adds them to this list,
+        # A state also says when its customer was erased: an erasure writes this list,
         # which names no customer (hashes), so a change to it drops every state. Erasures are rare.
         self._suppressed = keys.suppressed.encode()
         # The connection's client name (no spaces allowed there).
