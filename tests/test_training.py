@@ -146,7 +146,12 @@ def test_adoptions_count_settled_customers_first_purchases_decayed() -> None:
 
     def adoptions(half_life_days: float) -> dict[str, float]:
         found = matrix.adoptions(
-            table, built, end=END, half_life_days=half_life_days, settle_days=7
+            table,
+            built,
+            end=END,
+            half_life_days=half_life_days,
+            settle_days=7,
+            min_rating=NO_DECAY.relevant_rating,
         )
         return {i: round(float(found[col[i]]), 6) for i in col}
 
