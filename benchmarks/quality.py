@@ -191,7 +191,11 @@ def bench_dataset(folder: Path, quick: bool) -> list[dict[str, Any]]:
         classic = msgspec.structs.replace(
             config,
             weights=msgspec.structs.replace(
-                config.weights, half_life_days=0.0, transform="none", rating_scale=1.0
+                config.weights,
+                half_life_days=0.0,
+                transform="none",
+                rating_scale=1.0,
+                min_relevant_rating=0.0,
             ),
         )
         train, test = per_user_split(events, 0.25, config.seed)

@@ -48,7 +48,7 @@ def bench_dataset(folder: Path, config: TrainConfig) -> dict[str, object]:
     users, items = fit_als(inter.matrix, config.als, seed=config.seed)
     indptr, bought_items = matrix.bought(train, inter)
     bought = sp.csr_matrix((np.ones(len(bought_items)), bought_items, indptr), shape=inter.shape)
-    customers, relevant = evaluate.test_targets(inter, bought, test)
+    customers, relevant = evaluate.test_targets(inter, bought, test, config.weights.relevant_rating)
     k = config.evaluation.k
     pop = matrix.popularity(train, inter, config.weights)["all"]
     for name, scorer in (

@@ -464,7 +464,7 @@ def test_a_new_customer_is_folded_in_from_a_few_events(complements_file: Path) -
     assert score_cold(fitted, [case], params, 3).hit_rate == 1.0
     # Only customers the model lacks count, with their first events as context.
     later = events.slice(events.num_rows - 1)  # probe's purchase: a known customer
-    assert new_customers(data.interactions, later) == []
+    assert new_customers(data.interactions, later, SMALL.weights.relevant_rating) == []
 
 
 def test_customer_attributes_become_one_hot_features() -> None:

@@ -146,7 +146,12 @@ def test_adoptions_count_settled_customers_first_purchases_decayed() -> None:
 
     def adoptions(half_life_days: float) -> dict[str, float]:
         found = matrix.adoptions(
-            table, built, end=END, half_life_days=half_life_days, settle_days=7
+            table,
+            built,
+            end=END,
+            half_life_days=half_life_days,
+            settle_days=7,
+            min_rating=NO_DECAY.relevant_rating,
         )
         return {i: round(float(found[col[i]]), 6) for i in col}
 
@@ -198,7 +203,9 @@ def test_evaluation_leaves_out_what_the_cart_holds_as_production_does() -> None:
             for i in ("x", "y", "z")
         ]
     )
-    customers, targets = evaluate.test_targets(data.interactions, data.excluded, test)
+    customers, targets = evaluate.test_targets(
+        data.interactions, data.excluded, test, TrainConfig().weights.relevant_rating
+    )
     assert [data.interactions.customer_ids[c] for c in customers] == ["a"]
     assert [{data.interactions.item_ids[i] for i in t} for t in targets] == [{"z"}]
     assert list(data.interactions.item_ids) == ["x", "y", "z"]
@@ -221,7 +228,7 @@ def test_a_new_customers_carted_item_is_no_target_of_the_fold_in() -> None:
             for n, (i, t) in enumerate(later)
         ]
     )
-    [case] = coldstart.new_customers(built, future, context=3)
+    [case] = coldstart.new_customers(built, future, NO_DECAY.relevant_rating, context=3)
     items = list(built.item_ids)
     assert {items[i] for i in case.excluded} == {"x"}
     assert {items[i] for i in case.relevant} == {"z"}
@@ -313,7 +320,7 @@ def test_the_split_is_by_time_and_targets_skip_repurchases() -> None:
     import scipy.sparse as sp
 
     bought = sp.csr_matrix((np.ones(len(items)), items, indptr), shape=built.shape)
-    customers, relevant = evaluate.test_targets(built, bought, test)
+    customers, relevant = evaluate.test_targets(built, bought, test, NO_DECAY.relevant_rating)
     assert [built.customer_ids[c] for c in customers] == ["a"]
     assert [{built.item_ids[i] for i in s} for s in relevant] == [{"y"}]
 

@@ -51,9 +51,10 @@ class NewCustomer:
 
 
 def new_customers(
-    interactions: Interactions, future: pa.Table, context: int = 3
+    interactions: Interactions, future: pa.Table, min_rating: float, context: int = 3
 ) -> list[NewCustomer]:
-    """Customers of ``future`` that ``interactions`` lacks, with ``context`` events and a target."""
+    """Customers of ``future`` that ``interactions`` lacks, with ``context`` events and a target
+    (a purchase or a rating of ``min_rating`` or more after them, as ``evaluate.test_targets``)."""
     known = positions(future["customer_id"], interactions.customer_ids) >= 0
     items = positions(future["item_id"], interactions.item_ids)
     table = future.filter(pa.array(~known & (items >= 0))).sort_by(
@@ -64,13 +65,19 @@ def new_customers(
     types = table["event_type"].to_pylist()
     channels = table["channel"].to_pylist()
     times = table["timestamp"].to_pylist()
+    wanted = (~matrix.rated_low(table, min_rating)).tolist()
     found: list[NewCustomer] = []
     start = 0
     for end in range(1, len(customers) + 1):
         if end < len(customers) and customers[end] == customers[start]:
             continue
         case = _case(
-            rows[start:end], types[start:end], channels[start:end], times[start:end], context
+            rows[start:end],
+            types[start:end],
+            channels[start:end],
+            times[start:end],
+            wanted[start:end],
+            context,
         )
         if case is not None:
             found.append(case)
@@ -79,14 +86,21 @@ def new_customers(
 
 
 def _case(
-    rows: list[int], types: list[str], channels: list[str], times: list[datetime], context: int
+    rows: list[int],
+    types: list[str],
+    channels: list[str],
+    times: list[datetime],
+    wanted: list[bool],
+    context: int,
 ) -> NewCustomer | None:
     if len(rows) <= context:
         return None
     now = times[context - 1]
     excluded = _left_out(rows[:context], types[:context])
     later = {
-        r for r, t in zip(rows[context:], types[context:], strict=True) if t in CONSUMED_EVENT_TYPES
+        r
+        for r, t, w in zip(rows[context:], types[context:], wanted[context:], strict=True)
+        if t in CONSUMED_EVENT_TYPES and w
     }
     relevant = later - excluded
     if not relevant:

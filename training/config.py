@@ -18,6 +18,11 @@ NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Fraction = Annotated[float, msgspec.Meta(ge=0, lt=1)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
+# The default relevance threshold, as a share of the rating scale: 3.5 of 5 stars keeps the 4s
+# and 5s, as the published implicit-feedback protocols on MovieLens do ("ratings >= 4"), and
+# works the same on a 10-point scale (7).
+DEFAULT_RELEVANT_SHARE = 0.7
+
 
 class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Shared options: frozen, keyword-only, and unknown fields are errors (typos fail early)."""
@@ -29,6 +34,11 @@ class Weights(Base):
     The weight of one event is ``event_types[type] * channels[channel] * decay(age)`` (times
     ``rating / rating_scale`` for ratings); a customer-item cell sums its events' weights and then
     ``transform`` is applied.
+
+    A rating below ``min_relevant_rating`` (default ``DEFAULT_RELEVANT_SHARE`` of the scale: 3.5
+    of 5) says the customer does not want the item: it weighs 0 (no positive evidence, in the
+    matrix, popularity or adoption), is no evaluation target, but still marks the item as rated,
+    so it is never recommended back to that customer.
     """
 
     event_types: dict[str, NonNegative] = msgspec.field(
@@ -40,9 +50,23 @@ class Weights(Base):
     # Half-life of an event's weight, in days before the end of the data; 0 means no decay.
     half_life_days: NonNegative = 120.0
     rating_scale: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    # None: DEFAULT_RELEVANT_SHARE x rating_scale; 0: every rating of 0 or more is relevant.
+    min_relevant_rating: NonNegative | None = None
     transform: Literal["log1p", "none"] = "log1p"
 
+    @property
+    def relevant_rating(self) -> float:
+        """The lowest rating that is positive evidence and an evaluation target."""
+        if self.min_relevant_rating is None:
+            return DEFAULT_RELEVANT_SHARE * self.rating_scale
+        return self.min_relevant_rating
+
     def __post_init__(self) -> None:
+        if self.relevant_rating > self.rating_scale:
+            raise ValueError(
+                f"weights.min_relevant_rating: {self.relevant_rating:g} is above rating_scale "
+                f"{self.rating_scale:g} (no full-marks rating would count)"
+            )
         for name, known, kind in (
             ("event_types", EVENT_TYPES, "event type"),
             ("channels", CHANNELS, "channel"),

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from service.events import CONSUMED_EVENT_TYPES
 from service.topk import largest
-from training.matrix import Interactions, positions, window
+from training.matrix import Interactions, positions, rated_low, window
 
 Ranker = Callable[[NDArray[np.int64]], NDArray[np.float32]]  # customer rows -> scores [n, items]
 
@@ -169,18 +169,22 @@ def test_targets(
     train: Interactions,
     excluded: sp.csr_matrix,
     test: pa.Table,
+    min_rating: float,
     channel: str | None = None,  # noqa: PT028 (not a test function)
 ) -> tuple[NDArray[np.int64], list[set[int]]]:
     """Customers to evaluate and, for each, the items they newly bought in the test period.
 
-    Purchases (or ratings) are the targets; a data set without them uses every event with an item.
-    Only customers and items the training data knows count, and items ``excluded`` at the
-    cutoff (bought in training, in the cart) are dropped, since production never recommends
-    those. With ``channel``,
-    only targets bought (or seen) on that channel count: the per-channel report.
+    Purchases and ratings of ``min_rating`` or more are the targets (a customer who rated an item
+    lower does not want it, so a model should not show it); a data set without purchases or
+    ratings uses every event with an item. Only customers and items the training data knows
+    count, and items ``excluded`` at the cutoff (bought or rated in training, in the cart) are
+    dropped, since production never recommends those. A customer left without a target is not
+    evaluated. With ``channel``, only targets bought (or seen) on that channel count: the
+    per-channel report.
     """
     consumed = pc.is_in(test["event_type"], value_set=pa.array(sorted(CONSUMED_EVENT_TYPES)))
     targets = test.filter(consumed) if pc.any(consumed).as_py() else test
+    targets = targets.filter(pa.array(~rated_low(targets, min_rating)))
     targets = targets.filter(pc.is_valid(targets["item_id"]))
     if channel is not None:
         targets = targets.filter(pc.equal(targets["channel"], channel))

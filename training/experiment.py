@@ -68,7 +68,10 @@ def make_data(
     meta = [side.items.get(i, {}) for i in ids]
     described = _described(meta)
     attributes = attribute_matrix(*described)
-    known = set(ids)
+    # An item its customers only ever rated low is left out of the matrix, but it is no launch
+    # to score from its features either: it is known, and was not wanted.
+    low = events.filter(pa.array(matrix.rated_low(events, config.weights.relevant_rating)))
+    known = set(ids) | set(pc.unique(low["item_id"]).to_pylist())
     cold_ids = tuple(sorted(i for i in side.items if i not in known))
     cold = attribute_matrix(*_described([side.items[i] for i in cold_ids]), like=described)
     # Only items the features describe can be scored from them.
@@ -137,10 +140,13 @@ def customer_attributes(
 def make_period(past: pa.Table, future: pa.Table, config: TrainConfig, side: SideInfo) -> Period:
     """Fit data of ``past`` and the targets of ``future``, overall and per channel."""
     data = make_data(past, config, side)
-    overall = Targets(*evaluate.test_targets(data.interactions, data.excluded, future))
+    min_rating = config.weights.relevant_rating
+    overall = Targets(*evaluate.test_targets(data.interactions, data.excluded, future, min_rating))
     by_channel = {}
     for channel in sorted(set(pc.unique(future["channel"]).to_pylist())):
-        found = Targets(*evaluate.test_targets(data.interactions, data.excluded, future, channel))
+        found = Targets(
+            *evaluate.test_targets(data.interactions, data.excluded, future, min_rating, channel)
+        )
         if len(found.customers):
             by_channel[channel] = found
     counts = np.asarray((data.interactions.matrix > 0).sum(axis=0), dtype=np.float64).ravel()

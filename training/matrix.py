@@ -50,12 +50,23 @@ def event_weights(table: pa.Table, weights: Weights, end: datetime) -> NDArray[n
         ts = _micros(table["timestamp"])
         age_days = (np.int64(end.timestamp() * 1_000_000) - ts) / _US_PER_DAY
         w *= np.power(0.5, np.maximum(age_days, 0) / weights.half_life_days)
-    rating = table["rating"].to_numpy(zero_copy_only=False)
-    is_rating = ~np.isnan(rating.astype(np.float64))
+    rating = table["rating"].to_numpy(zero_copy_only=False).astype(np.float64)
+    is_rating = ~np.isnan(rating)
     w[is_rating] *= rating[is_rating] / weights.rating_scale
+    # A low rating is no evidence that the customer wants the item (a 1-star 0.2 would be).
+    w[rated_low(table, weights.relevant_rating)] = 0.0
     # Rows without an item (email opens) never enter the matrix.
     w[table["item_id"].is_null().to_numpy(zero_copy_only=False)] = 0.0
     return w
+
+
+def rated_low(table: pa.Table, min_rating: float) -> NDArray[np.bool_]:
+    """Events carrying a rating below ``min_rating``: the customer does not want the item.
+
+    Events without a rating (purchases, a rating event without its value) are never low.
+    """
+    rating = table["rating"].to_numpy(zero_copy_only=False).astype(np.float64)
+    return rating < min_rating  # NaN (no rating) compares False
 
 
 # Events whose weight is below this share of the largest are left out of the matrix. A short
@@ -95,8 +106,10 @@ def build(table: pa.Table, weights: Weights, *, end: datetime | None = None) -> 
 def bought(
     table: pa.Table, interactions: Interactions
 ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
-    """CSR rows (customers of ``interactions``) of the items each customer bought (or rated)."""
-    rows, cols, _ = _purchases(table, interactions)
+    """CSR rows (customers of ``interactions``) of the items each customer bought (or rated, low
+    ratings too: production never shows a customer what they rated, liked or not)."""
+    rows, cols, _, _ = _purchases(table, interactions)
+    rows, cols = rows[cols >= 0], cols[cols >= 0]
     shape = interactions.shape
     m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
     m.sum_duplicates()
@@ -146,16 +159,22 @@ def adoptions(
     end: datetime,
     half_life_days: float,
     settle_days: float,
+    min_rating: float,
 ) -> NDArray[np.float64]:
     """Per item: customers who bought it for the first time, each decayed by that first purchase's
-    age (``half_life_days``; 0: no decay).
+    age (``half_life_days``; 0: no decay). A rating below ``min_rating`` is no adoption.
 
     Only a settled customer's first purchase counts: one made at least ``settle_days`` after the
     customer's own first purchase. A customer's first baskets (and any customer at the start of
     the data's window, where every purchase looks like a first one) are arrival, not adoption.
     """
-    rows, cols, ts = _purchases(table, interactions)
+    rows, cols, ts, low = _purchases(table, interactions, min_rating)
     n_customers, n_items = interactions.shape
+    # A customer arrives with their first purchase or rating, a low one too.
+    arrived = np.full(n_customers, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(arrived, rows, ts)
+    adopted = ~low & (cols >= 0)
+    rows, cols, ts = rows[adopted], cols[adopted], ts[adopted]
     if not len(rows):
         return np.zeros(n_items, dtype=np.float64)
     # Each (customer, item) pair's earliest purchase: sort by pair, then time; keep the first.
@@ -164,8 +183,6 @@ def adoptions(
     first = np.ones(len(order), dtype=bool)
     first[1:] = pair[order][1:] != pair[order][:-1]
     rows, cols, ts = rows[order][first], cols[order][first], ts[order][first]
-    arrived = np.full(n_customers, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(arrived, rows, ts)
     settled = ts - arrived[rows] >= np.int64(settle_days * _US_PER_DAY)
     w = np.ones(int(settled.sum()), dtype=np.float64)
     if half_life_days > 0:
@@ -195,16 +212,18 @@ def popularity(
 
 
 def _purchases(
-    table: pa.Table, interactions: Interactions
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
-    """Customer row, item column and time (µs) of every purchase (or rating) of a customer and an
-    item ``interactions`` has."""
+    table: pa.Table, interactions: Interactions, min_rating: float = -np.inf
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]:
+    """Customer row, item column (-1 for an item ``interactions`` lacks: one only rated low), time
+    (µs) and whether it is ``rated_low`` (below ``min_rating``) of every purchase (or rating) of a
+    customer ``interactions`` has."""
     consumed = pa.array(sorted(CONSUMED_EVENT_TYPES))
     purchases = table.filter(pc.is_in(table["event_type"], value_set=consumed))
     rows = positions(purchases["customer_id"], interactions.customer_ids)
     cols = positions(purchases["item_id"], interactions.item_ids)
-    ok = (rows >= 0) & (cols >= 0)
-    return rows[ok], cols[ok], _micros(purchases["timestamp"])[ok]
+    ok = rows >= 0
+    low = rated_low(purchases, min_rating)
+    return rows[ok], cols[ok], _micros(purchases["timestamp"])[ok], low[ok]
 
 
 def _lookup(

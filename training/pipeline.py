@@ -296,7 +296,9 @@ def _evaluate(
         choice = choose(validation_period, config)
         algorithm, weights = choice.algorithm, choice.blend_weights
         results["validation"] = choice.validation
-        cases = coldstart.new_customers(validation_period.data.interactions, validation)
+        cases = coldstart.new_customers(
+            validation_period.data.interactions, validation, config.weights.relevant_rating
+        )
         folding, _ = coldstart.fit_fold_in(choice.fitted[algorithm], cases, folding, k)
         _stage(f"selected {algorithm} on validation", started)
     test_period = _period(train, test, config, side, "test period")
@@ -317,7 +319,8 @@ def _evaluate(
     results["selected"] = algorithm
     results["blend_weights"] = weights
     cases = coldstart.sampled(
-        coldstart.new_customers(period.data.interactions, test), config.evaluation.max_customers
+        coldstart.new_customers(period.data.interactions, test, config.weights.relevant_rating),
+        config.evaluation.max_customers,
     )
     if cases:
         results["cold_start"] = coldstart.cold_report(

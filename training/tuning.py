@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from training import evaluate
-from training.config import TrainConfig, Weights
+from training.config import TrainConfig
 from training.experiment import Period, SideInfo, checked_period, make_period, score, subsample
 from training.models import FITTERS, PRIORS
 from training.selection import tune_blend
@@ -272,11 +272,12 @@ def _random_weights(
     channel_weights = dict(w.channels)
     if len(channels) > 1:
         channel_weights.update({c: _log_uniform(rng, 0.2, 5.0) for c in channels})
-    weights = Weights(
+    # The rating scale and relevance threshold stay: they define the targets being scored.
+    weights = msgspec.structs.replace(
+        w,
         event_types=event_types,
         channels=channel_weights,
         half_life_days=_pick(rng, [0.0, _log_uniform(rng, 7.0, 365.0)]),
-        rating_scale=w.rating_scale,
         transform=_pick(rng, ["log1p", "none"]),
     )
     return msgspec.structs.replace(config, weights=weights)
@@ -290,7 +291,9 @@ def to_toml(config: TrainConfig) -> str:
 
 
 def _write_table(table: dict[str, Any], path: list[str], lines: list[str]) -> None:
-    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    # TOML has no null: a None (``min_relevant_rating``'s default) is written as an absent key,
+    # which reads back as that default.
+    scalars = {k: v for k, v in table.items() if v is not None and not isinstance(v, dict)}
     if path and (scalars or not table):
         lines.append(f"\n[{'.'.join(_key(p) for p in path)}]")
     lines.extend(f"{_key(k)} = {_value(v)}" for k, v in scalars.items())

@@ -33,6 +33,7 @@ def adoption_scores(data: Data, half_life_days: float, settle_days: float) -> np
         end=data.end,
         half_life_days=float(half_life_days),
         settle_days=float(settle_days),
+        min_rating=data.weights.relevant_rating,
     )
     return np.log1p(found).astype(np.float32)
 
