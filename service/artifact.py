@@ -126,6 +126,11 @@ class FoldIn(msgspec.Struct, frozen=True, kw_only=True):
     channel_weights: dict[str, float] = msgspec.field(default_factory=dict)
     half_life_days: float = 0.0
     transform: str = "log1p"
+    # An event's rating scales its weight by ``rating / rating_scale``, and one below
+    # ``min_relevant_rating`` weighs nothing (the customer does not want the item), as training
+    # weighted it. None (manifests before ratings were weighted so): a rating changes nothing.
+    rating_scale: float | None = None
+    min_relevant_rating: float = 0.0
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):

@@ -30,9 +30,16 @@ def gramian(item_factors: NDArray[np.float32], block: int = 65_536) -> NDArray[n
     return gram
 
 
-def event_weight(params: FoldIn, event_type: str, channel: str, age_days: float) -> float:
-    """One event's weight, as training computed it: type x channel x half-life decay."""
+def event_weight(
+    params: FoldIn, event_type: str, channel: str, age_days: float, rating: float | None = None
+) -> float:
+    """One event's weight, as training computed it: type x channel x half-life decay (x its
+    ``rating`` over the scale; 0 for a rating below the relevant one)."""
     w = params.event_weights.get(event_type, 0.0) * params.channel_weights.get(channel, 1.0)
+    if rating is not None and params.rating_scale is not None:
+        if rating < params.min_relevant_rating:
+            return 0.0
+        w *= rating / params.rating_scale
     if params.half_life_days > 0:
         w *= 0.5 ** (max(age_days, 0.0) / params.half_life_days)
     return w

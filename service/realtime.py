@@ -82,7 +82,7 @@ def new_event_weights(
     for e, row in zip(events, event_rows.tolist(), strict=True):
         if row >= 0 and _is_new(model, e):
             age = age_in_days(e.timestamp or now, now)
-            weight = event_weight(model.fold_in, e.event_type, e.channel, age)
+            weight = event_weight(model.fold_in, e.event_type, e.channel, age, e.rating)
             if weight > 0:
                 rows.append(row)
                 weights.append(weight)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -42,6 +43,30 @@ def test_event_weight_matches_training(
     event_type: str, channel: str, age: float, expected: float
 ) -> None:
     assert event_weight(PARAMS, event_type, channel, age) == pytest.approx(expected)
+
+
+RATED = msgspec.structs.replace(
+    PARAMS, event_weights={"rating": 1.0}, rating_scale=5.0, min_relevant_rating=3.5
+)
+
+
+@pytest.mark.parametrize(
+    ("params", "rating", "expected"),
+    [
+        (RATED, 5.0, 1.0),
+        (RATED, 4.0, 0.8),  # training's rating / rating_scale
+        (RATED, 3.5, 0.7),
+        (RATED, 3.0, 0.0),  # below the relevant rating: no evidence the customer wants it
+        (RATED, 1.0, 0.0),
+        (RATED, None, 1.0),  # a rating event without its value: its type's weight
+        # A manifest from before ratings were weighted: a rating changes nothing.
+        (msgspec.structs.replace(RATED, rating_scale=None), 1.0, 1.0),
+    ],
+)
+def test_a_live_rating_weighs_as_training_weighed_it(
+    params: FoldIn, rating: float | None, expected: float
+) -> None:
+    assert event_weight(params, "rating", "web", 0, rating) == pytest.approx(expected)
 
 
 def test_confidences_sum_per_item_and_transform() -> None:

@@ -456,6 +456,7 @@ def test_a_new_customer_is_folded_in_from_a_few_events(complements_file: Path) -
         event_types=["purchase"],
         channels=["store"],
         ages=[0.0],
+        ratings=[None],
         excluded={s1},
         relevant={w1},
     )
@@ -478,7 +479,7 @@ def test_customer_attributes_become_one_hot_features() -> None:
 
 
 def test_new_customer_cases_are_sampled_to_the_limit_in_their_order() -> None:
-    cases = [NewCustomer([i], ["view"], ["web"], [0.0], set(), {i}) for i in range(100)]
+    cases = [NewCustomer([i], ["view"], ["web"], [0.0], [None], set(), {i}) for i in range(100)]
     assert sampled(cases, 200) is cases
     picked = sampled(cases, 10, seed=3)
     assert len(picked) == 10 and len({c.rows[0] for c in picked}) == 10

@@ -212,6 +212,10 @@ def test_an_item_rated_low_is_never_recommended_back(tmp_path: Path, settings: S
     )
     version = run(Inputs(events=[str(events)], items=str(items)), tmp_path / "models", config)
     assert b"flop" not in artifact.load(version).arrays["item_ids"].tolist()
+    # The service weighs live ratings as this training did.
+    fold_in = artifact.load(version).manifest.fold_in
+    assert fold_in is not None
+    assert (fold_in.rating_scale, fold_in.min_relevant_rating) == (5.0, 3.5)
     with client_for(replace(settings, model_dir=str(tmp_path / "models"))) as client:
         client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
 

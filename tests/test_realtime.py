@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -108,3 +109,30 @@ def test_no_request_computes_the_gram_matrix(
     monkeypatch.setattr("service.foldin.gramian", refuse)
     assert customer_vector(model, "u0", [view("i03")], NOW).new_events == 1
     assert customer_vector(model, "stranger", [view("i03")], NOW).vector is not None
+
+
+def test_a_live_low_rating_does_not_move_the_customer_towards_the_item(
+    model: FactorModel,
+) -> None:
+    """As training weighed it (its manifest's ``FoldIn``): a 1-star rating is no evidence the
+    customer wants the item; a 5-star one is."""
+    model.fold_in = msgspec.structs.replace(
+        model.fold_in,
+        event_weights={**model.fold_in.event_weights, "rating": 1.0},
+        rating_scale=5.0,
+        min_relevant_rating=3.5,
+    )
+
+    def rated(stars: float) -> Event:
+        return Event(
+            customer_id="u0", item_id="i03", event_type="rating", channel="web", timestamp=NOW,
+            rating=stars,
+        )  # fmt: skip
+
+    fitted = model.user_vector(model.user_row("u0"))  # type: ignore[arg-type]
+    low = customer_vector(model, "u0", [rated(1.0)], NOW)
+    assert low.new_events == 0
+    assert np.array_equal(low.vector, fitted)  # type: ignore[arg-type]
+    high = customer_vector(model, "u0", [rated(5.0)], NOW)
+    assert high.new_events == 1
+    assert high.vector[1] > fitted[1]  # type: ignore[index]

@@ -46,6 +46,7 @@ class NewCustomer:
     event_types: list[str]
     channels: list[str]
     ages: list[float]
+    ratings: list[float | None]  # None: the event carries no rating
     excluded: set[int]  # bought or in the cart within the context: never shown
     relevant: set[int]
 
@@ -65,6 +66,7 @@ def new_customers(
     types = table["event_type"].to_pylist()
     channels = table["channel"].to_pylist()
     times = table["timestamp"].to_pylist()
+    ratings = [None if r != r else r for r in table["rating"].to_pylist()]  # NaN: none
     wanted = (~matrix.rated_low(table, min_rating)).tolist()
     found: list[NewCustomer] = []
     start = 0
@@ -76,6 +78,7 @@ def new_customers(
             types[start:end],
             channels[start:end],
             times[start:end],
+            ratings[start:end],
             wanted[start:end],
             context,
         )
@@ -90,6 +93,7 @@ def _case(
     types: list[str],
     channels: list[str],
     times: list[datetime],
+    ratings: list[float | None],
     wanted: list[bool],
     context: int,
 ) -> NewCustomer | None:
@@ -110,6 +114,7 @@ def _case(
         event_types=types[:context],
         channels=channels[:context],
         ages=[age_in_days(t, now) for t in times[:context]],
+        ratings=ratings[:context],
         excluded=excluded,
         relevant=relevant,
     )
@@ -136,8 +141,10 @@ def fold_in_vectors(
     vectors = np.zeros((len(cases), fitted.item_factors.shape[1]), dtype=np.float32)
     for n, case in enumerate(cases):
         weights = [
-            event_weight(params, t, c, a)
-            for t, c, a in zip(case.event_types, case.channels, case.ages, strict=True)
+            event_weight(params, t, c, a, r)
+            for t, c, a, r in zip(
+                case.event_types, case.channels, case.ages, case.ratings, strict=True
+            )
         ]
         rows, values = confidences(params, case.rows, weights)
         vectors[n] = least_squares.solve(rows, values)
@@ -159,8 +166,10 @@ def score_cold(
         scores = fitted.item_factors @ vectors[n]
         if component is not None:
             weights = [
-                event_weight(params, t, c, a)
-                for t, c, a in zip(case.event_types, case.channels, case.ages, strict=True)
+                event_weight(params, t, c, a, r)
+                for t, c, a, r in zip(
+                    case.event_types, case.channels, case.ages, case.ratings, strict=True
+                )
             ]
             scores += component.dense(*confidences(params, case.rows, weights))
         scores[list(case.excluded)] = -np.inf

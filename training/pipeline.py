@@ -210,6 +210,8 @@ def fold_in(config: TrainConfig) -> artifact.FoldIn:
         channel_weights=dict(w.channels),
         half_life_days=w.half_life_days,
         transform=w.transform,
+        rating_scale=w.rating_scale,
+        min_relevant_rating=w.relevant_rating,
     )
 
 
