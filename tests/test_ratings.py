@@ -161,7 +161,7 @@ def test_data_without_ratings_is_weighted_and_evaluated_alike_whatever_the_thres
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("min_relevant_rating = 6", "min_relevant_rating: 6 is above rating_scale 5"),
+        ("rating_scale = 5\nmin_relevant_rating = 6", "6 is above rating_scale 5"),
         ("rating_scale = 1\nmin_relevant_rating = 3.5", "3.5 is above rating_scale 1"),
         ("min_relevant_rating = -1", "Expected `float` >= 0.0"),
         ("min_relevant_rating = nan", "Expected `float` >= 0.0"),
@@ -238,3 +238,57 @@ def test_the_default_threshold_follows_the_scale() -> None:
     assert Weights().relevant_rating == 3.5
     assert Weights(rating_scale=10).relevant_rating == 7.0
     assert msgspec.structs.replace(Weights(), rating_scale=1.0).relevant_rating == 0.7
+
+
+def scale_of(stars: list[float], weights: Weights | None = None) -> Weights:
+    rows = [rating(f"c{n}", f"i{n % 3}", s) for n, s in enumerate(stars)]
+    return matrix.with_data_scale(weights or Weights(), events_table(rows))
+
+
+@pytest.mark.parametrize(
+    ("stars", "scale", "low"),
+    [
+        ([1.0, 1.0, 1.0], 1.0, []),  # likes: every one relevant (a fixed scale of 5 dropped all)
+        ([-1.0, 1.0, 1.0], 1.0, [-1.0]),  # thumbs down and up
+        ([0.0, 1.0], 1.0, [0.0]),
+        ([1.0, 5.0, 4.0, 2.0], 5.0, [1.0, 2.0]),
+        ([0.5, 5.0, 3.5], 5.0, [0.5]),
+        ([2.0, 10.0, 7.0, 6.0], 10.0, [2.0, 6.0]),
+        ([5.0] * 3000 + [100.0], 5.0, []),  # one stray outlier in 3,000 ratings sets no scale
+    ],
+)
+def test_the_rating_scale_is_the_datas_own(
+    stars: list[float], scale: float, low: list[float]
+) -> None:
+    weights = scale_of(stars)
+    assert weights.rating_scale == scale
+    assert sorted({s for s in stars if s < weights.relevant_rating}) == low
+
+
+def test_a_configured_scale_or_data_without_ratings_keep_theirs() -> None:
+    assert scale_of([1.0], Weights(rating_scale=5)).rating_scale == 5
+    plain = events_table([{**rating("c0", "i0", 1.0), "event_type": "purchase", "rating": None}])
+    assert matrix.with_data_scale(Weights(), plain) == Weights()
+    assert Weights().scale == 5.0
+    with pytest.raises(ValueError, match="6 is above rating_scale 5"):
+        scale_of([5.0, 4.0], Weights(min_relevant_rating=6))
+
+
+def test_data_of_likes_trains_and_the_manifest_keeps_its_scale(tmp_path: Path) -> None:
+    """Likes (rating 1) are positive evidence: the model learns them and its fold-in, and the
+    recorded config, keep the data's scale."""
+    events = tmp_path / "likes.csv"
+    events.write_text(
+        "customer_id,item_id,event_type,channel,timestamp,rating\n"
+        + "".join(
+            f"c{n},i{(n + j) % 7},rating,app,{(END - timedelta(days=j + 1)).isoformat()},1\n"
+            for n in range(20)
+            for j in range(3)
+        )
+    )
+    config = TrainConfig(algorithm="als", evaluation=Evaluation(holdout_fraction=0))
+    manifest = artifact.load(run(Inputs(events=[str(events)]), tmp_path / "m", config)).manifest
+    assert manifest.counts["interactions"] == 60
+    assert manifest.fold_in.rating_scale == 1.0
+    assert manifest.fold_in.min_relevant_rating == pytest.approx(0.7)
+    assert manifest.config["weights"]["rating_scale"] == 1.0

@@ -83,7 +83,13 @@ def _tune(args: argparse.Namespace) -> int:
     from training.errors import TrainingError
     from training.evaluate import SplitError
     from training.experiment import SideInfo
-    from training.pipeline import Inputs, read_catalogue, read_customers, read_events
+    from training.pipeline import (
+        Inputs,
+        read_catalogue,
+        read_customers,
+        read_events,
+        with_data_scale,
+    )
     from training.tuning import to_toml, tune
 
     inputs = Inputs(
@@ -92,8 +98,8 @@ def _tune(args: argparse.Namespace) -> int:
         customers=args.customers,
         on_bad_rows=args.on_bad_rows,
     )
-    config = load_config(args.config)
     events, _ = read_events(inputs)
+    config = with_data_scale(load_config(args.config), events)
     models = args.models or [m for m in config.selection.blend_parts if m != "blend"]
     try:
         tuned, found = tune(

@@ -22,6 +22,8 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 # and 5s, as the published implicit-feedback protocols on MovieLens do ("ratings >= 4"), and
 # works the same on a 10-point scale (7).
 DEFAULT_RELEVANT_SHARE = 0.7
+# The rating scale of data without positive ratings, when the config sets none.
+DEFAULT_RATING_SCALE = 5.0
 
 
 class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -49,20 +51,30 @@ class Weights(Base):
     )
     # Half-life of an event's weight, in days before the end of the data; 0 means no decay.
     half_life_days: NonNegative = 120.0
-    rating_scale: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    # None: the data's highest rating (its 99.9th percentile, so a stray outlier cannot set it),
+    # filled in by ``matrix.with_data_scale`` when training reads the events: 5 for 1-5 stars, 1
+    # for likes (1) or thumbs (-1 / 1), 10 for a 10-point scale. A fixed 5 made every like a
+    # "low rating" (1 < 3.5) and left such data nothing to learn from.
+    rating_scale: Annotated[float, msgspec.Meta(gt=0)] | None = None
     # None: DEFAULT_RELEVANT_SHARE x rating_scale; 0: every rating of 0 or more is relevant.
     min_relevant_rating: NonNegative | None = None
     transform: Literal["log1p", "none"] = "log1p"
 
     @property
+    def scale(self) -> float:
+        """The rating scale: the configured one, the data's (``matrix.with_data_scale``), or
+        ``DEFAULT_RATING_SCALE``."""
+        return self.rating_scale or DEFAULT_RATING_SCALE
+
+    @property
     def relevant_rating(self) -> float:
         """The lowest rating that is positive evidence and an evaluation target."""
         if self.min_relevant_rating is None:
-            return DEFAULT_RELEVANT_SHARE * self.rating_scale
+            return DEFAULT_RELEVANT_SHARE * self.scale
         return self.min_relevant_rating
 
     def __post_init__(self) -> None:
-        if self.relevant_rating > self.rating_scale:
+        if self.rating_scale is not None and self.relevant_rating > self.rating_scale:
             raise ValueError(
                 f"weights.min_relevant_rating: {self.relevant_rating:g} is above rating_scale "
                 f"{self.rating_scale:g} (no full-marks rating would count)"

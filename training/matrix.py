@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,6 +42,27 @@ def window(table: pa.Table) -> tuple[datetime, datetime]:
     return bounds["min"].as_py(), bounds["max"].as_py()
 
 
+def with_data_scale(weights: Weights, table: pa.Table) -> Weights:
+    """``weights`` with the rating scale of ``table``'s ratings when the config sets none: their
+    99.9th percentile (the highest rating, unless a stray few lie above it); unchanged when the
+    events hold no positive rating.
+
+    Raises:
+        ValueError: the configured ``min_relevant_rating`` is above the data's highest rating.
+    """
+    if weights.rating_scale is not None:
+        return weights
+    rating = pc.drop_null(table["rating"].cast(pa.float64()))
+    rating = rating.filter(pc.invert(pc.is_nan(rating)))
+    if not len(rating):
+        return weights
+    highest = pc.quantile(rating, q=0.999, interpolation="higher")[0].as_py()
+    if not highest > 0:
+        return weights
+    # Raises (``Weights.__post_init__``) when the configured threshold is above it.
+    return msgspec.structs.replace(weights, rating_scale=float(highest))
+
+
 def event_weights(table: pa.Table, weights: Weights, end: datetime) -> NDArray[np.float64]:
     """The weight of every event row: type x channel x decay (x rating for ratings)."""
     type_weight = _lookup(table["event_type"], EVENT_TYPES, weights.event_types)
@@ -52,7 +74,7 @@ def event_weights(table: pa.Table, weights: Weights, end: datetime) -> NDArray[n
         w *= np.power(0.5, np.maximum(age_days, 0) / weights.half_life_days)
     rating = table["rating"].to_numpy(zero_copy_only=False).astype(np.float64)
     is_rating = ~np.isnan(rating)
-    w[is_rating] *= rating[is_rating] / weights.rating_scale
+    w[is_rating] *= rating[is_rating] / weights.scale
     # A low rating is no evidence that the customer wants the item (a 1-star 0.2 would be).
     w[rated_low(table, weights.relevant_rating)] = 0.0
     # Rows without an item (email opens) never enter the matrix.

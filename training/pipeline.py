@@ -63,6 +63,7 @@ def run(
     started = time.perf_counter()
     erased = suppressions(inputs)
     events, bad_rows = read_events(inputs, erased)
+    config = with_data_scale(config, events)
     catalogue = read_catalogue(inputs)
     customers = read_customers(inputs)
     side = SideInfo(items=catalogue, customers=customers)
@@ -172,6 +173,16 @@ def run(
     return path
 
 
+def with_data_scale(config: TrainConfig, events: pa.Table) -> TrainConfig:
+    """``config`` with the events' rating scale where it sets none (``matrix.with_data_scale``);
+    the manifest records the scale used."""
+    weights = matrix.with_data_scale(config.weights, events)
+    if weights.rating_scale != config.weights.rating_scale:
+        log.info("ratings on a scale of %g (weights.rating_scale: the data's highest)",
+                 weights.scale)  # fmt: skip
+    return msgspec.structs.replace(config, weights=weights)
+
+
 def read_events(inputs: Inputs, erased: Erased | None = None) -> tuple[pa.Table, int]:
     """The events ``inputs`` name, without erased customers' events from before their erasure
     (``erased``: read from the suppression files ``inputs`` lead to when not given), and how
@@ -210,7 +221,7 @@ def fold_in(config: TrainConfig) -> artifact.FoldIn:
         channel_weights=dict(w.channels),
         half_life_days=w.half_life_days,
         transform=w.transform,
-        rating_scale=w.rating_scale,
+        rating_scale=w.scale,
         min_relevant_rating=w.relevant_rating,
     )
 
