@@ -139,6 +139,9 @@ def test_a_capped_offer_taken_meanwhile_gives_way_to_the_next(
     presented = Counter(o for a in answers for o in offer_ids(a))
     assert presented == {"a": 1, "b": 49}
     assert recorded(redis_url, key_prefix, "c14") == presented
+    # The offer swapped in is scored as it would be at the top: same value, reason and fields.
+    [b] = offers(client, "c14", k=2, record="false")["offers"]
+    assert all(a["offers"] == [b] for a in answers if offer_ids(a) == ["b"])
 
 
 def test_an_export_line_gets_the_next_offer_when_the_best_was_taken_meanwhile(
