@@ -260,6 +260,36 @@ def _stack(vectors: Sequence[NDArray[np.float32] | None], known: list[int]) -> N
     return np.stack([vectors[i] for i in known]).astype(np.float32)  # type: ignore[misc]
 
 
+# An eligible offer as ranked: the offer, its expected value, its affinity and its trigger.
+Pick = tuple[Offer, float, float, str | None]
+
+
+class Ranked(msgspec.Struct, frozen=True, kw_only=True):
+    """One candidate's eligible offers, best first (``picks``), the first ``k`` of them scored
+    with their reasons (``offers``).
+
+    The others stand by for the write, which may find some of the first taken by a concurrent
+    request meanwhile (``Store.present_within_caps``): they are scored only then, so the
+    answer holds ``k`` offers while eligible ones remain and costs no reasons it does not show.
+    """
+
+    cand: Candidate
+    picks: list[Pick]
+    offers: list[ScoredOffer]
+    personal: bool
+    done: list[tuple[Event, str | None]]
+
+    def take(self, model: FactorModel, positions: Sequence[int]) -> list[ScoredOffer]:
+        """The offers at ``positions`` of ``picks``, scored."""
+        k = len(self.offers)
+        return [
+            self.offers[n]
+            if n < k
+            else _scored(model, *self.picks[n], self.cand, self.personal, self.done)
+            for n in positions
+        ]
+
+
 def rank(
     plan: Plan,
     cands: Sequence[Candidate],
@@ -267,8 +297,8 @@ def rank(
     personal: Sequence[bool],
     rules: OfferRules,
     k: int,
-) -> list[list[ScoredOffer]]:
-    """The ``k`` best eligible offers for each candidate.
+) -> list[Ranked]:
+    """Every eligible offer for each candidate, best first; the first ``k`` scored.
 
     Order: on the cart trigger's channels a matching abandoned-cart offer comes first; then
     expected value, then priority, then id. Offers whose expected value is not above
@@ -299,16 +329,16 @@ def rank(
             # cart trigger's channels, a win-back offer (it names no channel) on any.
             if ev <= rules.min_expected_value and not (top or trig == "win_back"):
                 continue
-            key = (not top, -ev, -offer.priority, offer.offer_id)
-            picked.append((key, offer, ev, float(affinity[i, j]), trig))
+            order = (not top, -ev, -offer.priority, offer.offer_id)
+            picked.append((order, (offer, ev, float(affinity[i, j]), trig)))
         picked.sort(key=lambda p: p[0])
-        done = _recent_done(plan.model, cand) if personal[i] and picked else []
-        out.append(
-            [
-                _scored(plan.model, o, cand, ev, aff, trig, personal[i], done)
-                for _, o, ev, aff, trig in picked[:k]
-            ]
-        )
+        picks = [p for _, p in picked]
+        done = _recent_done(plan.model, cand) if personal[i] and picks else []
+        scored = [
+            _scored(plan.model, o, ev, aff, trig, cand, personal[i], done)
+            for o, ev, aff, trig in picks[:k]
+        ]
+        out.append(Ranked(cand=cand, picks=picks, offers=scored, personal=personal[i], done=done))
     return out
 
 
@@ -327,10 +357,10 @@ def _recent_done(model: FactorModel, cand: Candidate) -> list[tuple[Event, str |
 def _scored(
     model: FactorModel,
     offer: Offer,
-    cand: Candidate,
     ev: float,
     affinity: float,
     trig: str | None,
+    cand: Candidate,
     personal: bool,
     done: Sequence[tuple[Event, str | None]],
 ) -> ScoredOffer:

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from service import identity, recommend
 from service.neighbours import History
 from service.offer_facts import OfferHistory, customer_facts
-from service.offer_scoring import Candidate, Plan, ScoredOffer, rank
+from service.offer_scoring import Candidate, Plan, Ranked, ScoredOffer, rank
 from service.offers import Offer, OfferRules
 from service.ranking import FactorModel, Mask, Rows, Scores
 from service.realtime import customer_vector
@@ -124,6 +124,7 @@ async def choose(
         affinity, scores = _products(*products)
     personal = [v is not None for v in vectors]
     chosen: list[Choice] = []
+    rankings: list[Ranked] = []
     for lo in range(0, len(live), SLICE):
         part = live[lo : lo + SLICE]
         ranked = rank(
@@ -137,37 +138,45 @@ async def choose(
         for n, (p, offers) in enumerate(zip(part, ranked, strict=True)):
             row = scores[lo + n] if scores is not None else None
             if heavy:
-                chosen.append(await asyncio.to_thread(_full, chooser, p, offers, row))
+                chosen.append(await asyncio.to_thread(_full, chooser, p, offers.offers, row))
             else:
-                chosen.append(_full(chooser, p, offers, row))
+                chosen.append(_full(chooser, p, offers.offers, row))
+            rankings.append(offers)
             await pace.tick()
     if chooser.record:
-        chosen = await _record(chooser, chosen, now)
+        chosen = await _record(chooser, chosen, rankings, now)
     done = iter(chosen)
     return [p if isinstance(p, Choice) else next(done) for p in prepared]
 
 
-async def _record(chooser: Chooser, chosen: list[Choice], now: datetime) -> list[Choice]:
-    """Record the offers presented, each checked again against its caps as it is written.
+async def _record(
+    chooser: Chooser, chosen: list[Choice], rankings: list[Ranked], now: datetime
+) -> list[Choice]:
+    """Present the offers, each checked again against its caps and the suppression across
+    channels as it is written.
 
-    An offer that a concurrent request for the same customer presented first, reaching its cap
-    (or on another channel, within ``suppress_elsewhere_hours``), is not recorded and so not
-    presented: dropped from the answer, not replaced (the race is rare; the answer may then hold
-    fewer offers than asked for).
+    The write gets every eligible offer of each customer, best first, and presents the first
+    ``k_offers`` still allowed: an offer that a concurrent request for the same customer
+    presented first, reaching its cap (or on another channel, within
+    ``suppress_elsewhere_hours``), gives way to the next one, so an answer holds fewer offers
+    than asked for only when no more are eligible (an email campaign sends no empty slot).
     """
-    caps = {o.offer_id: o.caps for o in chooser.catalogue.offers}
-    presented = [
-        (c.customer_id, o.offer_id, caps.get(o.offer_id, [])) for c in chosen for o in c.offers
+    candidates = [
+        (c.customer_id, [(o.offer_id, o.caps) for o, _, _, _ in r.picks])
+        for c, r in zip(chosen, rankings, strict=True)
     ]
-    if not presented:
+    if not any(offers for _, offers in candidates):
         return chosen
-    recorded = iter(
-        await chooser.store.record_within_caps(
-            presented, chooser.channel, now, chooser.catalogue.rules
-        )
+    presented = await chooser.store.present_within_caps(
+        candidates, chooser.k_offers, chooser.channel, now, chooser.catalogue.rules
     )
-    kept = [(c, [o for o in c.offers if next(recorded)]) for c in chosen]
-    return [c if len(o) == len(c.offers) else msgspec.structs.replace(c, offers=o) for c, o in kept]
+    out = []
+    for c, r, positions in zip(chosen, rankings, presented, strict=True):
+        if positions == list(range(len(c.offers))):  # as ranked: the usual case
+            out.append(c)
+        else:
+            out.append(msgspec.structs.replace(c, offers=r.take(chooser.model, positions)))
+    return out
 
 
 class _Prepared(msgspec.Struct, frozen=True, kw_only=True):

@@ -6,6 +6,8 @@ Over HTTP against a real Redis and the checkerboard model (see tests/test_offers
 from __future__ import annotations
 
 import asyncio
+import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
@@ -53,16 +55,23 @@ def test_a_late_older_redemption_does_not_shorten_the_block(client: TestClient) 
 
 
 def contacts(redis_url: str, key_prefix: str, customer: str) -> int:
+    return sum(recorded(redis_url, key_prefix, customer).values())
+
+
+def recorded(redis_url: str, key_prefix: str, customer: str) -> Counter[str]:
+    """The customer's recorded contacts, counted per offer."""
     r = redis.Redis.from_url(redis_url)
     try:
-        return int(r.zcard(Keys(key_prefix).offer_contacts(customer)))
+        members = r.zrange(Keys(key_prefix).offer_contacts(customer), 0, -1)
     finally:
         r.close()
+    return Counter(m.split(b"\x1f")[0].decode() for m in members)
 
 
 def concurrently(settings: Settings, *requests: tuple[str, str, dict[str, object]]) -> list[dict]:  # type: ignore[type-arg]
     """Send ``requests`` (method, path, params or body) to one app all at once, on its event
-    loop (the test clients' transport answers one request at a time); their JSON answers."""
+    loop (the test clients' transport answers one request at a time); their JSON answers (an
+    export's: ``{"lines": [...]}``)."""
 
     async def main() -> list[dict]:  # type: ignore[type-arg]
         app = create_app(settings)
@@ -78,7 +87,9 @@ def concurrently(settings: Settings, *requests: tuple[str, str, dict[str, object
                 else:
                     response = await http.post(path, json=data, headers=HEADERS)
                 assert response.status_code == 200, response.text
-                return response.json() if method == "GET" else {}  # type: ignore[no-any-return]
+                if method == "GET":
+                    return response.json()  # type: ignore[no-any-return]
+                return {"lines": [json.loads(line) for line in response.text.splitlines()]}
 
             return await asyncio.gather(*(one(*r) for r in requests))
 
@@ -113,19 +124,59 @@ def test_a_cap_holds_between_an_export_and_the_endpoint(
     assert contacts(redis_url, key_prefix, "c12") == 1
 
 
+def test_a_capped_offer_taken_meanwhile_gives_way_to_the_next(
+    client: TestClient, settings: Settings, redis_url: str, key_prefix: str
+) -> None:
+    """50 requests for one offer at once, the best (a) under a cap of one: the one that presents
+    a takes its last contact; every other answer holds the next offer (b), not an empty slot,
+    and the contacts recorded are exactly the offers answered."""
+    consent(client, "c14", email=True)
+    put_offer(client, "a", value=20.0, cost=0, caps=[{"max": 1, "period_days": 7}])
+    put_offer(client, "b", value=10.0, cost=0, caps=[{"max": 100, "period_days": 7}])
+    path = "/v1/customers/c14/offers"
+    answers = concurrently(settings, *[("GET", path, {"channel": "email", "k": 1})] * 50)
+    assert [len(a["offers"]) for a in answers] == [1] * 50
+    presented = Counter(o for a in answers for o in offer_ids(a))
+    assert presented == {"a": 1, "b": 49}
+    assert recorded(redis_url, key_prefix, "c14") == presented
+    # The offer swapped in is scored as it would be at the top: same value, reason and fields.
+    [b] = offers(client, "c14", k=2, record="false")["offers"]
+    assert all(a["offers"] == [b] for a in answers if offer_ids(a) == ["b"])
+
+
+def test_an_export_line_gets_the_next_offer_when_the_best_was_taken_meanwhile(
+    client: TestClient, settings: Settings, redis_url: str, key_prefix: str
+) -> None:
+    """The export records through the same script: a line whose best offer a concurrent
+    request took holds the next one."""
+    consent(client, "c15", email=True)
+    put_offer(client, "a", value=20.0, cost=0, caps=[{"max": 1, "period_days": 7}])
+    put_offer(client, "b", value=10.0, cost=0)
+    export = ("POST", "/v1/exports/offers", {"audience": {"customer_ids": ["c15"]}, "items": 0})
+    one = ("GET", "/v1/customers/c15/offers", {"channel": "email", "k": 1})
+    answers = concurrently(settings, export, *[one] * 4, export, *[one] * 4)  # two export slots
+    lists = [offer_ids(a) for a in answers if "offers" in a]
+    lists += [offer_ids(line) for a in answers for line in a.get("lines", [])]
+    assert sorted(lists) == [["a"]] + [["b"]] * 9
+    assert recorded(redis_url, key_prefix, "c15") == {"a": 1, "b": 9}
+
+
 def test_an_offer_shown_on_another_channel_meanwhile_is_not_presented(
     client: TestClient, settings: Settings, redis_url: str, key_prefix: str
 ) -> None:
     """Suppression across channels is checked at the write too: web and app at the same
     instant present the offer once."""
     consent(client, "c13")
-    client.put("/v1/offers/o1", json=offer())
+    client.put("/v1/offers/o1", json=offer(cost=0))
+    client.put("/v1/offers/o2", json=offer(value=5.0, cost=0))  # ranked below o1
     path = "/v1/customers/c13/offers"
     answers = concurrently(
-        settings, *[("GET", path, {"channel": ch}) for ch in ("web", "app") * 10]
+        settings, *[("GET", path, {"channel": ch, "k": 1}) for ch in ("web", "app") * 10]
     )
-    presented = {a["channel"] for a in answers if a["offers"]}
+    presented = {a["channel"] for a in answers if offer_ids(a) == ["o1"]}
     assert len(presented) == 1
+    # The other channel's answers hold the next offer instead of an empty slot.
+    assert [len(a["offers"]) for a in answers] == [1] * 20
 
 
 def test_each_cap_is_checked_over_its_own_period_at_the_write(
@@ -134,27 +185,37 @@ def test_each_cap_is_checked_over_its_own_period_at_the_write(
     now, rules = datetime.now(UTC), OfferRules()
     caps = [ContactCap(max=1, period_days=7), ContactCap(max=2, period_days=30)]
 
-    async def use() -> list[list[bool]]:
+    async def use() -> list[list[list[int]]]:
         store = Store(redis.asyncio.Redis.from_url(redis_url), prefix=key_prefix)
         try:
             await store.record_contacts([("c1", "o")], "email", now - timedelta(days=10), rules)
             return [
-                # One in 30 days, none in 7: recorded; with the uncapped offer beside it.
-                await store.record_within_caps(
-                    [("c1", "o", caps), ("c1", "free", [])], "email", now, rules
+                # One in 30 days, none in 7: presented; with the uncapped offer after it.
+                await store.present_within_caps(
+                    [("c1", [("o", caps), ("free", [])])], 2, "email", now, rules
                 ),
-                # One in 7 days now: refused; the same offer twice in one call: once.
-                await store.record_within_caps(
-                    [("c1", "o", caps), ("c2", "o", caps), ("c2", "o", caps)], "email", now, rules
+                # One in 7 days now: refused, the next candidate presented in its place (k=1);
+                # a customer twice in one call: the second call finds the cap reached.
+                await store.present_within_caps(
+                    [
+                        ("c1", [("o", caps), ("free", []), ("more", [])]),
+                        ("c2", [("o", caps), ("free", [])]),
+                        ("c2", [("o", caps)]),
+                    ],
+                    1,
+                    "email",
+                    now,
+                    rules,
                 ),
             ]
         finally:
             await store.aclose()
 
     first, second = asyncio.run(use())
-    assert first == [True, True]
-    assert second == [False, True, False]
-    assert contacts(redis_url, key_prefix, "c2") == 1
+    assert first == [[0, 1]]
+    assert second == [[1], [0], []]
+    assert recorded(redis_url, key_prefix, "c1") == {"o": 2, "free": 2}
+    assert recorded(redis_url, key_prefix, "c2") == {"o": 1}
 
 
 def test_a_customer_listed_twice_gets_one_export_line(

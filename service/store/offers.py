@@ -3,7 +3,9 @@
 Contacts live under the customer's hash tag (erasure removes them with the rest): a sorted set of
 ``offer id, channel, time`` scored by time, trimmed to the rules' history window. Redemptions are
 a hash offer id -> time. Caps and suppression read both in the same round trip as the state,
-and are checked again, atomically, as the contacts are written.
+and are checked again, atomically, as the contacts are written: the script gets every eligible
+offer, best first, and presents the first ones still allowed, so an offer a concurrent request
+took gives way to the next one.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from service.store.customers import (
 log = logging.getLogger(__name__)
 
 _SEP = "\x1f"  # ids never hold control characters (events.Id), so this cannot clash
+_NEXT = "\x1e"  # between candidates in _PRESENT's argument, likewise
 
 # A customer's state (``STATE_READS``: ARGV[1] = -1, every recent event), then their contacts since
 # ARGV[3] and their redemptions (KEYS[6], KEYS[7]): one reply per customer, where six commands
@@ -43,49 +46,55 @@ _READ_OFFER_STATE = f"""
 return {{{STATE_READS},
         redis.call('ZREVRANGEBYSCORE', KEYS[6], '+inf', ARGV[3]), redis.call('HGETALL', KEYS[7])}}
 """
-# Record the offers presented to one customer (KEYS[1], the contacts) at time ARGV[1], checking
-# each again at the write, so that concurrent requests cannot all present an offer under a cap
-# that each read as not reached. ARGV[2] = the history window's start (older contacts are
-# trimmed), ARGV[3] = the TTL (s), ARGV[4] = the channel, ARGV[5] = "shown elsewhere" since
-# ('' = record without checking: staff presented it); then per offer: its member, its id, its
-# number of caps n and n pairs (max, since). Answers 1 (recorded) or 0 (not) per offer.
-_RECORD_CONTACTS = """
+# Present offers to one customer (KEYS[1], the contacts) at time ARGV[1]: of the candidates, best
+# first, the first ARGV[6] that pass the checks at the write are recorded, so that concurrent
+# requests cannot all present an offer under a cap that each read as not reached, and an offer
+# one of them took gives way to the next candidate instead of leaving its slot empty. ARGV[2] =
+# the history window's start (older contacts are trimmed), ARGV[3] = the TTL (s), ARGV[4] = the
+# channel, ARGV[5] = "shown elsewhere" since ('' = record without checking: staff presented it),
+# ARGV[7] = a nonce for the members, ARGV[8] = the candidates, each its offer id followed for each
+# of its caps by _SEP max _SEP period (s), joined by _NEXT: one argument, not one per candidate,
+# which the client would encode each. Answers the positions (from 1) of those recorded.
+_PRESENT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-local check, channel, at = ARGV[5] ~= '', ARGV[4], tonumber(ARGV[1])
+local check, channel, at, want = ARGV[5] ~= '', ARGV[4], tonumber(ARGV[1]), tonumber(ARGV[6])
+local sep = string.char(31)  -- _SEP
+local field = sep .. '([^' .. sep .. ']*)'
 local shown = {}
 if check then
   local raw = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '+inf', 'WITHSCORES')
-  local sep = string.char(31)  -- _SEP
-  local member = '^([^' .. sep .. ']*)' .. sep .. '([^' .. sep .. ']*)' .. sep
+  local member = '^([^' .. sep .. ']*)' .. field .. sep
   for i = 1, #raw, 2 do
     local offer, where = raw[i]:match(member)
     shown[#shown + 1] = {offer, where, tonumber(raw[i + 1])}
   end
 end
-local function allowed(offer, caps_at)
+local function allowed(offer, caps)
   local elsewhere = tonumber(ARGV[5])
   for _, s in ipairs(shown) do
     if s[1] == offer and s[2] ~= channel and s[3] > elsewhere then return false end
   end
-  for c = 0, tonumber(ARGV[caps_at]) - 1 do
-    local max, since = tonumber(ARGV[caps_at + 1 + 2 * c]), tonumber(ARGV[caps_at + 2 + 2 * c])
-    local count = 0
+  for max, period in caps:gmatch(field .. field) do
+    local since, count = at - tonumber(period), 0
     for _, s in ipairs(shown) do
       if s[1] == offer and s[3] > since then count = count + 1 end
     end
-    if count >= max then return false end
+    if count >= tonumber(max) then return false end
   end
   return true
 end
-local out, i = {}, 6
-while i <= #ARGV do
-  local ok = not check or allowed(ARGV[i + 1], i + 2)
-  if ok then
-    redis.call('ZADD', KEYS[1], at, ARGV[i])
-    shown[#shown + 1] = {ARGV[i + 1], channel, at}
+local out, n = {}, 0
+local nxt = string.char(30)  -- _NEXT
+local candidate = '([^' .. sep .. nxt .. ']*)([^' .. nxt .. ']*)' .. nxt
+for offer, caps in (ARGV[8] .. nxt):gmatch(candidate) do
+  if #out >= want then break end
+  n = n + 1
+  if not check or allowed(offer, caps) then
+    local member = table.concat({offer, channel, ARGV[1], ARGV[7] .. '.' .. n}, sep)
+    redis.call('ZADD', KEYS[1], ARGV[1], member)
+    shown[#shown + 1] = {offer, channel, at}
+    out[#out + 1] = n
   end
-  out[#out + 1] = ok and 1 or 0
-  i = i + 3 + 2 * tonumber(ARGV[i + 2])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return out
@@ -113,6 +122,7 @@ for i = 2, #ARGV, 2 do keep_latest_redemption(KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return (#ARGV - 1) / 2
 """
+_MAX_SPECS = 10_000
 _REDEMPTIONS_TTL = int((MAX_DAYS + 1) * 86400)
 _offer_decoder = msgspec.json.Decoder(Offer)
 _rules_decoder = msgspec.json.Decoder(OfferRules)
@@ -189,8 +199,8 @@ class OfferStore(StoreBase):
         return self.client.register_script(_READ_OFFER_STATE)
 
     @cached_property
-    def _record_contacts(self) -> AsyncScript:
-        return self.client.register_script(_RECORD_CONTACTS)
+    def _present_script(self) -> AsyncScript:
+        return self.client.register_script(_PRESENT)
 
     @cached_property
     def _record_redemptions(self) -> AsyncScript:
@@ -229,51 +239,73 @@ class OfferStore(StoreBase):
     ) -> int:
         """Record each (customer, offer) presented on ``channel`` at ``now``, unchecked (staff
         presented it); returns how many."""
-        unchecked = [(c, o, ()) for c, o in presented]
-        return sum(await self._record_presented(unchecked, channel, now, rules, False))
+        per_customer: dict[str, list[str]] = {}
+        for customer_id, offer_id in presented:
+            per_customer.setdefault(customer_id, []).append(offer_id)
+        calls = [(c, ids, len(ids)) for c, ids in per_customer.items()]
+        return sum(map(len, await self._present(calls, channel, now, rules, False)))
 
-    async def record_within_caps(
+    async def present_within_caps(
         self,
-        presented: Sequence[tuple[str, str, Sequence[ContactCap]]],
+        candidates: Sequence[tuple[str, Sequence[tuple[str, Sequence[ContactCap]]]]],
+        k: int,
         channel: str,
         now: datetime,
         rules: OfferRules,
-    ) -> list[bool]:
-        """Record each (customer, offer, its caps) on ``channel`` at ``now`` that is still under
-        its caps and not shown on another channel, checked as it is written (one script per
-        customer, all in one round trip); whether each was recorded, in order."""
-        return await self._record_presented(presented, channel, now, rules, True)
+    ) -> list[list[int]]:
+        """Present to each customer the first ``k`` of their candidates (offer id, its caps; best
+        first) still under their caps and not shown on another channel, checked as they are
+        written (one script per customer, all in one round trip); the positions of those
+        recorded, per customer, in order.
+
+        A candidate a concurrent request took meanwhile gives way to the next: pass more than
+        ``k`` (every eligible offer) and the answer holds ``k`` while any remain.
+        """
+        specs = self._specs
+        if len(specs) > _MAX_SPECS:
+            specs.clear()  # offers replaced many times over; never grow without bound
+        calls = []
+        for customer_id, offers in candidates:
+            encoded = []
+            for offer_id, caps in offers:
+                kept = specs.get(offer_id)
+                if kept is None or kept[0] is not caps:
+                    kept = specs[offer_id] = (caps, contact_spec(offer_id, caps))
+                encoded.append(kept[1])
+            calls.append((customer_id, encoded, k))
+        return await self._present(calls, channel, now, rules, True)
+
+    @cached_property
+    def _specs(self) -> dict[str, tuple[Sequence[ContactCap], str]]:
+        """Each offer's ``contact_spec``, with the caps it was made from: the catalogue's offers
+        stay the same objects while it is unchanged, so each request looks its offers up instead
+        of encoding them again (a microsecond each, for every eligible offer)."""
+        return {}
 
     @unavailable_on_redis_error
-    async def _record_presented(
+    async def _present(
         self,
-        presented: Iterable[tuple[str, str, Sequence[ContactCap]]],
+        calls: Sequence[tuple[str, Sequence[str], int]],
         channel: str,
         now: datetime,
         rules: OfferRules,
         check: bool,
-    ) -> list[bool]:
+    ) -> list[list[int]]:
         ttl = int(rules.contact_history_days * 86400) + 1
         horizon = (now - timedelta(days=rules.contact_history_days)).timestamp()
-        at = now.timestamp()
         elsewhere = (now - timedelta(hours=rules.suppress_elsewhere_hours)).timestamp()
-        places: dict[str, list[int]] = {}  # per customer, the positions of their offers
-        args: dict[str, list[str | float | int]] = {}
-        for n, (customer_id, offer_id, caps) in enumerate(presented):
-            member = _SEP.join((offer_id, channel, repr(at), uuid.uuid4().hex[:8]))
-            places.setdefault(customer_id, []).append(n)
-            head = [at, horizon, ttl, channel, elsewhere if check else ""]
-            added = args.setdefault(customer_id, head)
-            added += [member, offer_id, len(caps)]
-            for cap in caps:
-                added += [cap.max, (now - timedelta(days=cap.period_days)).timestamp()]
-        calls = [([self.keys.offer_contacts(c)], added) for c, added in args.items()]
-        replies = await self.pipelined.evalsha_many(self._record_contacts, calls) if calls else []
-        recorded = [False] * sum(len(p) for p in places.values())
-        for c, flags in zip(args, replies, strict=True):
-            for n, flag in zip(places[c], flags, strict=True):
-                recorded[n] = bool(flag)
-        return recorded
+        head = [now.timestamp(), horizon, ttl, channel, elsewhere if check else ""]
+        scripts = [
+            ([self.keys.offer_contacts(c)], [*head, want, uuid.uuid4().hex[:8], _NEXT.join(specs)])
+            for c, specs, want in calls
+            if specs and want > 0
+        ]
+        replies = iter(
+            await self.pipelined.evalsha_many(self._present_script, scripts) if scripts else []
+        )
+        return [
+            [n - 1 for n in next(replies)] if specs and want > 0 else [] for _, specs, want in calls
+        ]
 
     @unavailable_on_redis_error
     async def record_redemptions(self, events: Sequence[Event]) -> int:
@@ -297,6 +329,14 @@ class OfferStore(StoreBase):
         ]
         await self.pipelined.evalsha_many(self._record_redemptions, calls)
         return len(redeemed)
+
+
+def contact_spec(offer_id: str, caps: Sequence[ContactCap]) -> str:
+    """A candidate as ``_PRESENT`` reads it: the offer id, then each cap's max and period (s);
+    the script takes each cap's start from the request's time."""
+    if not caps:
+        return offer_id
+    return offer_id + "".join(f"{_SEP}{c.max}{_SEP}{c.period_days * 86400!r}" for c in caps)
 
 
 def redemption_time(at: datetime) -> str:
