@@ -131,6 +131,10 @@ class FoldIn(msgspec.Struct, frozen=True, kw_only=True):
     # weighted it. None (manifests before ratings were weighted so): a rating changes nothing.
     rating_scale: float | None = None
     min_relevant_rating: float = 0.0
+    # A customer the model does not know, with at most this many events, gets the channel's
+    # popular items instead of a folded-in vector: training found popularity ranked such new
+    # customers' next purchases better (``training/coldstart.py``, ``new_customer_policy``).
+    popular_until_events: int = 0
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):

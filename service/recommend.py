@@ -44,6 +44,7 @@ _WHERE = {
     "social": " on social media",
 }
 _MAX_REASONS = 30
+_NEW_CUSTOMER = "new customer: popular items rank better with this few events (training found)"
 
 
 class Query(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,10 +94,14 @@ def for_customer(model: FactorModel, customer_id: str | None, query: Query, ctx:
         items = _items(model, rows, scores, "popular", _popular_reason(query))
         return Ranked(items=items, fallback=True, fallback_reason="no consent to personalisation")
     found = customer_vector(model, customer_id, events, ctx.now, event_rows)
-    if found.vector is None:
+    if found.vector is None or (
+        user_row is None and found.new_events <= model.fold_in.popular_until_events
+    ):
+        # Unknown, or new with as few events as training found popularity serves better.
         rows, scores = model.popular(query.channel, query.k, exclude=exclude, allowed=allowed)
         items = _items(model, rows, scores, "popular", _popular_reason(query))
-        return Ranked(items=items, fallback=True, fallback_reason="customer unknown to the model")
+        reason = "customer unknown to the model" if found.vector is None else _NEW_CUSTOMER
+        return Ranked(items=items, fallback=True, fallback_reason=reason)
     history = customer_history(model, customer_id, events, ctx.now, event_rows, found.row)
     rows, scores = model.recommend(
         found.vector, query.k, exclude=exclude, allowed=allowed, history=history

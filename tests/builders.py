@@ -45,6 +45,7 @@ def checkerboard_artifact(
     version: str = "v1-checkerboard",
     metrics: dict[str, object] | None = None,
     created_at: datetime | None = None,
+    fold_in: artifact.FoldIn | None = None,
 ) -> Path:
     """Even customers like even items, odd customers odd items.
 
@@ -89,6 +90,7 @@ def checkerboard_artifact(
         popularity_channels=channels,
         counts={"users": N_USERS, "items": N_ITEMS},
         metrics=metrics or {},
+        **({"fold_in": fold_in} if fold_in is not None else {}),
     )
     return artifact.save(model_dir, manifest, arrays)
 

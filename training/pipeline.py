@@ -313,6 +313,25 @@ def _evaluate(
             validation_period.data.interactions, validation, config.weights.relevant_rating
         )
         folding, _ = coldstart.fit_fold_in(choice.fitted[algorithm], cases, folding, k)
+        if "popularity" not in choice.fitted:
+            choice.fitted.update(fit_all(["popularity"], validation_period.data, config))
+        folding, compared = coldstart.new_customer_policy(
+            choice.fitted[algorithm],
+            choice.fitted["popularity"].item_factors[:, 0],
+            validation_period.data.interactions,
+            validation,
+            folding,
+            config.weights.relevant_rating,
+            k,
+        )
+        results["new_customer_policy"] = compared
+        if folding.popular_until_events:
+            log.info(
+                "new customers with up to %d events get popular items: they ranked them better "
+                "than the folded-in model on validation (%s)",
+                folding.popular_until_events,
+                compared,
+            )
         _stage(f"selected {algorithm} on validation", started)
     test_period = _period(train, test, config, side, "test period")
     if test_period is None:
