@@ -65,6 +65,10 @@ def test_the_reco_prefix_wins_and_tunables_need_it() -> None:
             {"RECO_REDIS_TIMEOUT_SECONDS": "-1"},
             "RECO_REDIS_TIMEOUT_SECONDS='-1': expected a number > 0",
         ),
+        (
+            {"RECO_REQUEST_READ_TIMEOUT_SECONDS": "0"},
+            "RECO_REQUEST_READ_TIMEOUT_SECONDS='0': expected a number > 0",
+        ),
         ({"RECO_TRACKING": "maybe"}, "RECO_TRACKING='maybe': expected true or false"),
     ],
 )
