@@ -114,7 +114,7 @@ _echoed: list[bytes | str] = []
 
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Answers ``/small`` in one body and ``/stream`` in chunks, like the service's routes;
-    ``/echo`` the length of the body it read, ``/slow`` after a second."""
+    ``/echo`` the length of the body it read, ``/slow`` after 1.5 s."""
     if scope["type"] != "http":
         return
     if scope["path"] == "/echo":  # reads the whole body, then answers its length
@@ -129,7 +129,7 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         _echoed.append(body)
         scope["path"] = f"/{len(body)}"
     if scope["path"] == "/slow":
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.5)
     if scope["path"] == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for i in range(40):
@@ -221,7 +221,7 @@ async def _exchange(port: int, request: bytes) -> bytes:
 
 
 class _QuickProtocol(GatheringHttpToolsProtocol):
-    read_timeout = 0.5
+    read_timeout = 1.0  # with room for a loaded test machine's delays in the steady client
 
 
 HEAD = b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n"
@@ -264,18 +264,18 @@ def _problem(answer: bytes) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("parts", "detail"),
     [
-        ([(0, b"GET /a HTTP/1.1\r\nhost: x\r\n")], "head did not arrive within 0.5 s"),
+        ([(0, b"GET /a HTTP/1.1\r\nhost: x\r\n")], "head did not arrive within 1 s"),
         # Slowloris: a byte at a time keeps coming, the head never ends.
-        ([(0.1, bytes([c])) for c in b"GET /a HTTP/1.1\r\n"], "head did not arrive within 0.5 s"),
-        ([(0, HEAD + b"x" * 10)], "body paused for more than 0.5 s"),
-        ([(0, HEAD), *[(0.1, b"x")] * 5], "body paused for more than 0.5 s"),
+        ([(0.1, bytes([c])) for c in b"GET /a HTTP/1.1\r\n"], "head did not arrive within 1 s"),
+        ([(0, HEAD + b"x" * 10)], "body paused for more than 1 s"),
+        ([(0, HEAD), *[(0.1, b"x")] * 5], "body paused for more than 1 s"),
     ],
     ids=["head stalls", "head dribbles", "body stalls", "body stalls after a while"],
 )
 def test_a_stalled_request_gets_a_408_and_its_connection_closes(
     parts: list[tuple[float, bytes]], detail: str
 ) -> None:
-    """A head not complete 0.5 s after its first byte, or a body with no byte for 0.5 s, is
+    """A head not complete 1 s after its first byte, or a body with no byte for 1 s, is
     answered 408 and the connection closed; the application reading the body is told the client
     left. Before, uvicorn held such connections for as long as the client wanted."""
 
@@ -287,7 +287,7 @@ def test_a_stalled_request_gets_a_408_and_its_connection_closes(
     answer, took = asyncio.run(main())
     problem = _problem(answer)
     assert problem["detail"] == "the request's " + detail
-    assert 0.5 <= took < 2.5
+    assert 0.9 <= took < 3.0
     read_by_the_app = ["disconnect"] if parts[0][1].startswith(HEAD) else []
     assert _echoed == read_by_the_app
 
@@ -299,12 +299,12 @@ def test_a_connection_that_sends_nothing_is_closed_without_an_answer() -> None:
 
     answer, took = asyncio.run(main())
     assert answer == b""
-    assert 0.5 <= took < 2.5
+    assert 0.9 <= took < 3.0
 
 
 def test_slow_clients_that_keep_sending_and_idle_keep_alive_connections_are_not_cut() -> None:
     """A head that arrives in pieces within the limit, and a body that takes 2 s but never pauses
-    0.5 s, are answered; so is a request after the connection idled 1.2 s (keep-alive: 5 s), one
+    1 s, are answered; so is a request after the connection idled 1.5 s (keep-alive: 5 s), one
     whose answer took the application longer than the limit, and a request pipelined behind it."""
 
     async def main() -> tuple[bytes, bytes, bytes]:
@@ -318,7 +318,7 @@ def test_slow_clients_that_keep_sending_and_idle_keep_alive_connections_are_not_
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
             first = await asyncio.wait_for(reader.read(4096), 5)
-            await asyncio.sleep(1.2)
+            await asyncio.sleep(1.5)
             writer.write(
                 b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n"
                 b"GET /b HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
@@ -357,7 +357,7 @@ def test_python_m_service_times_slow_clients_out_as_configured(
             took = time.monotonic() - started
         with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
             metrics = response.read().decode()
-    assert 1 <= took < 4
+    assert 0.9 <= took < 4
     assert _problem(answer)["detail"] == "the request's body paused for more than 1 s"
     assert 'reco_responses_total{route="/v1/events",status="408"} 1.0' in metrics
     assert 'route="/v1/events",status="500"' not in metrics
