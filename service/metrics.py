@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from functools import wraps
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -144,6 +145,11 @@ class Metrics:
             self.in_flight += 1
             try:
                 await app(scope, receive, send_wrapper)
+            except HTTPException as e:
+                # Raised before any handler answered (the API key check, a middleware), it is
+                # answered outside this middleware, with its own status: a 401 is not a 500.
+                status = e.status_code
+                raise
             finally:
                 self.in_flight -= 1
                 self._observe(scope, status, time.perf_counter() - started)

@@ -11,7 +11,7 @@ import pytest
 from litestar.testing import TestClient
 
 from service import logs
-from tests.conftest import client_for, replace
+from tests.conftest import EVENTS_KEY, client_for, replace
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=10)  # +8 days stays in the past
 
@@ -244,6 +244,25 @@ def test_metrics_endpoint(client: TestClient) -> None:
     assert "reco_request_errors_total" in text
     assert "reco_requests_in_flight 1.0" in text  # the scrape itself; the others are done
     assert "u0" not in text and "stranger" not in text
+
+
+def test_refused_keys_count_as_401_and_403_not_as_server_errors(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The key check answers before any handler: its refusals are counted with their status."""
+    path = "/v1/customers/u0/recommendations"
+    with caplog.at_level(logging.WARNING, logger="service.metrics"):
+        assert client.get(path, headers={"Authorization": ""}).status_code == 401
+        assert client.get(path, headers={"Authorization": "Bearer nope"}).status_code == 401
+        wrong_scope = {"Authorization": f"Bearer {EVENTS_KEY}"}
+        assert client.get(path, headers=wrong_scope).status_code == 403
+    text = client.get("/metrics").text
+    route = 'route="/v1/customers/{customer_id}/recommendations"'
+    assert f'reco_responses_total{{{route},status="401"}} 2.0' in text
+    assert f'reco_responses_total{{{route},status="403"}} 1.0' in text
+    assert f'reco_responses_total{{{route},status="500"}}' not in text
+    assert f"reco_request_errors_total{{{route}}}" not in text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_coverage_counts_items_recommended_today(client: TestClient) -> None:
