@@ -226,7 +226,25 @@ def _is_event_file(path: Path) -> bool:
 
 
 def _is_parquet(path: Path) -> bool:
-    return path.name.lower().endswith(".parquet")
+    """Parquet by its magic bytes, whatever the name (an export named ``.csv``), or by name (a
+    broken file named ``.parquet`` is refused as Parquet, not read as text)."""
+    return _magic(path) == _PARQUET_MAGIC or path.name.lower().endswith(".parquet")
+
+
+def _compression(path: Path) -> str | None:
+    """The compression of a text file by its magic bytes, not its name: warehouses and shell
+    scripts leave ``.gz`` off a gzipped export, or on a plain one, as often as not."""
+    head = _magic(path)
+    return next((name for magic, name in _COMPRESSIONS if head.startswith(magic)), None)
+
+
+def _magic(path: Path) -> bytes:
+    with path.open("rb") as file:
+        return file.read(4)
+
+
+_PARQUET_MAGIC = b"PAR1"
+_COMPRESSIONS = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\x28\xb5\x2f\xfd", "zstd"))
 
 
 # --- Reading -------------------------------------------------------------------------------
@@ -274,17 +292,60 @@ def _read(path: Path, kind: _Kind, max_errors: int) -> _Source:
     malformed = _MalformedRows(max_errors)
     try:
         header = _parquet_header(path) if _is_parquet(path) else _csv_header(path)
-        missing = [name for name in kind.required if name not in header]
+        names = _column_names(path, header, kind)
+        missing = [name for name in kind.required if name not in names.values()]
         if missing:
-            raise _unusable(path, f"missing required column(s): {', '.join(missing)}")
-        wanted = header if kind.columns is None else [c for c in kind.columns if c in header]
+            raise _unusable(
+                path, f"missing required column(s): {', '.join(missing)}{_separator_hint(header)}"
+            )
+        wanted = list(names)
         if _is_parquet(path):
-            table = _read_parquet(path, wanted)
+            table = _read_parquet(path, wanted, kind.null_values)
         else:
-            table = _read_csv(path, wanted, malformed)
+            table = _read_csv(path, wanted, malformed, kind.null_values)
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        raise _unusable(path, f"is not UTF-8 text (byte {byte:#04x}): save it as UTF-8") from exc
     except (pa.ArrowException, OSError, ValueError, csv.Error) as exc:
         raise _unusable(path, f"cannot be read: {exc}") from exc
-    return _Source(path, table, malformed)
+    return _Source(path, table.rename_columns([names[c] for c in table.column_names]), malformed)
+
+
+def _column_names(path: Path, header: list[str], kind: _Kind) -> dict[str, str]:
+    """The columns to read: header name -> contract name.
+
+    A header matches a contract column whatever its case, surrounding spaces, and spaces or
+    hyphens for underscores (``Customer_ID``, `` item id``): that is how warehouses and
+    spreadsheets rename them, and reading them as unknown columns refused the whole file.
+    Two headers naming one column refuse the file: which one holds the data is a guess.
+    """
+    known = kind.columns if kind.columns is not None else kind.required
+    names: dict[str, str] = {}
+    for raw in header:
+        name = re.sub(r"[\s-]+", "_", raw.strip()).lower()
+        if name not in known:
+            if kind.columns is None:  # Customers: every other column is an attribute.
+                names[raw] = raw
+            continue
+        same = [other for other, known_as in names.items() if known_as == name]
+        if same:
+            raise _unusable(path, f"columns {same[0]!r} and {raw!r} both name {name}")
+        names[raw] = name
+    return names
+
+
+def _separator_hint(header: list[str]) -> str:
+    """Why a header lacks the columns, when it is one field holding another separator."""
+    if len(header) != 1:
+        return ""
+    found = [(header[0].count(sep), name) for sep, name in _OTHER_SEPARATORS]
+    count, name = max(found)
+    if not count:
+        return ""
+    return f" (its header is one field: separated by {name}? Files must be comma-separated)"
+
+
+_OTHER_SEPARATORS = ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes"))
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -298,35 +359,38 @@ def _csv_header(path: Path) -> list[str]:
 
 
 def _text(path: Path) -> io.TextIOWrapper:
-    """The file as text, decompressed as pyarrow would (by extension), BOM dropped."""
-    stream = pa.input_stream(str(path), compression="detect")
+    """The file as text, decompressed (by its magic bytes), BOM dropped."""
+    stream = pa.input_stream(str(path), compression=_compression(path))
     return io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
 
 
-def _read_csv(path: Path, columns: list[str], malformed: _MalformedRows) -> pa.Table:
+def _read_csv(
+    path: Path, columns: list[str], malformed: _MalformedRows, null_values: tuple[str, ...]
+) -> pa.Table:
     # All strings: a stray "abc" in a number column must fail one row, not the whole file.
     convert = pacsv.ConvertOptions(
         column_types={name: pa.string() for name in columns},
         include_columns=columns,
-        null_values=[""],
+        null_values=list(null_values),
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
     )
     parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=malformed)
-    return pacsv.read_csv(str(path), parse_options=parse, convert_options=convert)
+    stream = pa.input_stream(str(path), compression=_compression(path))
+    return pacsv.read_csv(stream, parse_options=parse, convert_options=convert)
 
 
 def _parquet_header(path: Path) -> list[str]:
     return pq.read_schema(path).names
 
 
-def _read_parquet(path: Path, columns: list[str]) -> pa.Table:
+def _read_parquet(path: Path, columns: list[str], null_values: tuple[str, ...]) -> pa.Table:
     table = pq.read_table(path, columns=columns)
-    # An empty string in Parquet means "no value", as an empty CSV field does.
+    # An empty string (or a null spelt out) in Parquet means "no value", as in a CSV field.
     for index, field in enumerate(table.schema):
         if _is_text(field.type):
             column = pc.cast(table.column(index), pa.string())
-            empty = pc.equal(column, "")
+            empty = pc.is_in(column, pa.array(null_values, pa.string()))
             table = table.set_column(
                 index, field.name, pc.if_else(empty, pa.scalar(None, pa.string()), column)
             )
@@ -661,6 +725,10 @@ class _Kind:
     normalise: Callable[[pa.Table, _Problems], pa.Table]
     # No value holds a line break (see MAX_FIELD_LINES); titles and attributes may.
     single_line: bool = False
+    # Values read as missing. Events also take the nulls databases and Python spell out: a
+    # guest checkout exported as customer_id "NULL" was one customer who bought everything.
+    # Catalogue and customer attributes keep them ("None" is a household's number of kids).
+    null_values: tuple[str, ...] = ("",)
 
 
 _EVENTS = _Kind(
@@ -668,6 +736,7 @@ _EVENTS = _Kind(
     required=("customer_id", "item_id", "event_type", "channel", "timestamp"),
     normalise=_normalise_events,
     single_line=True,
+    null_values=("", "NULL", "null", "\\N", "None"),
 )
 _ITEMS = _Kind(columns=tuple(ITEMS_SCHEMA.names), required=("item_id",), normalise=_normalise_items)
 _CUSTOMERS = _Kind(columns=None, required=("customer_id",), normalise=_normalise_customers)

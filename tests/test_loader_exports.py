@@ -1,0 +1,128 @@
+"""Event files as retailers' warehouses and scripts really export them: header spellings, files
+whose compression or format their name does not say, other separators, nulls spelt out."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.test_loaders import COLUMNS, EXPECTED, GOOD, SAMPLE, csv_text, load_one, write
+from training.loaders import BadFileError, load_customers, load_items
+
+
+@pytest.mark.parametrize(
+    "rename",
+    [str.upper, str.title, lambda name: f" {name} ", lambda name: name.replace("_", " ")],
+    ids=["upper", "title", "spaces", "words"],
+)
+def test_headers_match_whatever_their_case_and_spacing(tmp_path: Path, rename: object) -> None:
+    text = csv_text(SAMPLE)
+    header, rest = text.split("\n", 1)
+    header = ",".join(rename(name) for name in header.split(","))  # type: ignore[operator]
+
+    table, report = load_one(write(tmp_path / "e.csv", f"{header}\n{rest}"))
+
+    assert table.to_pylist() == EXPECTED
+    assert report.bad_rows == 0
+
+
+def test_parquet_headers_match_whatever_their_case(tmp_path: Path) -> None:
+    rows = [{name.upper(): value for name, value in row.items()} for row in SAMPLE]
+    path = tmp_path / "e.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+    table, _ = load_one(path)
+
+    assert table.to_pylist() == EXPECTED
+
+
+def test_two_headers_naming_one_column_refuse_the_file(tmp_path: Path) -> None:
+    text = csv_text([{**GOOD, "Customer_ID": "c2"}], [*COLUMNS, "Customer_ID"])
+
+    with pytest.raises(BadFileError, match="columns 'customer_id' and 'Customer_ID' both name"):
+        load_one(write(tmp_path / "e.csv", text))
+
+
+def test_items_and_customers_headers_match_too(tmp_path: Path) -> None:
+    items, _ = load_items(write(tmp_path / "items.csv", "\ufeffItem_ID,Title\ni1,Mug\n"))
+    customers, _ = load_customers(write(tmp_path / "c.csv", "Customer ID,Loyalty Tier\nc1,gold\n"))
+
+    assert items.select(["item_id", "title"]).to_pylist() == [{"item_id": "i1", "title": "Mug"}]
+    # Attributes keep the retailer's own names.
+    assert customers.to_pylist() == [{"customer_id": "c1", "Loyalty Tier": "gold"}]
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("gzipped-without-suffix.csv", lambda text: gzip.compress(text.encode())),
+        ("plain-with-suffix.csv.gz", lambda text: text.encode()),
+    ],
+)
+def test_compression_is_read_from_the_bytes_not_the_name(
+    tmp_path: Path, name: str, make: object
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(make(csv_text(SAMPLE)))  # type: ignore[operator]
+
+    table, report = load_one(path)
+
+    assert table.to_pylist() == EXPECTED
+    assert report.bad_rows == 0
+
+
+def test_a_parquet_file_named_csv_is_read_as_parquet(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    pq.write_table(pa.Table.from_pylist(SAMPLE), path)
+
+    table, report = load_one(path)
+
+    assert table.to_pylist() == EXPECTED
+    assert report.rows_read == 3
+
+
+@pytest.mark.parametrize(("sep", "name"), [(";", "semicolons"), ("\t", "tabs"), ("|", "pipes")])
+def test_another_separator_is_refused_saying_so(tmp_path: Path, sep: str, name: str) -> None:
+    text = csv_text(SAMPLE).replace(",", sep)
+
+    with pytest.raises(BadFileError, match=f"e.csv: missing required.*separated by {name}\\?"):
+        load_one(write(tmp_path / "e.csv", text))
+
+
+def test_a_file_that_is_not_utf8_is_refused_saying_so(tmp_path: Path) -> None:
+    path = tmp_path / "e.csv"
+    path.write_bytes(csv_text([{**GOOD, "item_id": "café"}]).encode("latin-1"))
+
+    with pytest.raises(BadFileError, match=r"e.csv: is not UTF-8 text \(byte 0xe9\)"):
+        load_one(path)
+
+
+@pytest.mark.parametrize("null", ["NULL", "null", "\\N", "None"])
+def test_nulls_spelt_out_are_missing_values(tmp_path: Path, null: str) -> None:
+    rows = [{**GOOD, "customer_id": null}, {**GOOD, "price": null, "store_id": null}]
+
+    table, report = load_one(write(tmp_path / "e.csv", csv_text(rows)))
+
+    # A guest checkout is a bad row, not one customer called "NULL" who bought everything.
+    assert (report.bad_rows, report.errors[0].reason) == (1, "customer_id is required")
+    assert table.select(["price", "store_id"]).to_pylist() == [{"price": None, "store_id": None}]
+
+
+def test_parquet_nulls_spelt_out_are_missing_values(tmp_path: Path) -> None:
+    path = tmp_path / "e.parquet"
+    pq.write_table(pa.Table.from_pylist([{**GOOD, "customer_id": "None"}, GOOD]), path)
+
+    table, report = load_one(path)
+
+    assert report.bad_rows == 1
+    assert table["customer_id"].to_pylist() == ["c1"]
+
+
+def test_customer_attributes_keep_values_that_look_like_nulls(tmp_path: Path) -> None:
+    customers, _ = load_customers(write(tmp_path / "c.csv", "customer_id,kids\nc1,None\n"))
+
+    assert customers.to_pylist() == [{"customer_id": "c1", "kids": "None"}]
