@@ -126,3 +126,15 @@ def test_customer_attributes_keep_values_that_look_like_nulls(tmp_path: Path) ->
     customers, _ = load_customers(write(tmp_path / "c.csv", "customer_id,kids\nc1,None\n"))
 
     assert customers.to_pylist() == [{"customer_id": "c1", "kids": "None"}]
+
+
+def test_event_types_and_channels_are_read_whatever_their_case(tmp_path: Path) -> None:
+    rows = [{**GOOD, "event_type": "Purchase", "channel": " STORE "}, {**GOOD, "channel": "POS"}]
+
+    table, report = load_one(write(tmp_path / "e.csv", csv_text(rows)))
+
+    assert table.select(["event_type", "channel"]).to_pylist() == [
+        {"event_type": "purchase", "channel": "store"}
+    ]
+    # A channel the contract does not know stays a bad row, named as the file wrote it.
+    assert report.errors[0].reason.startswith("channel 'POS' is not one of")

@@ -512,11 +512,14 @@ def _ids(table: pa.Table, name: str, problems: _Problems, *, required: bool) -> 
 def _one_of(
     table: pa.Table, name: str, allowed: tuple[str, ...], problems: _Problems
 ) -> pa.ChunkedArray:
-    values = _strings(table, name)
+    """The column in the vocabulary's spelling: case and surrounding spaces are an export's
+    (``Purchase``, ``WEB``), not another value; a value it does not know is a bad row."""
+    written = _strings(table, name)
+    values = pc.utf8_lower(pc.utf8_trim_whitespace(written))
     problems.add(pc.is_null(values), f"{name} is required")
     unknown = pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, pa.array(allowed))))
     problems.add(
-        unknown, lambda row: f"{name} {_show(values, row)} is not one of {', '.join(allowed)}"
+        unknown, lambda row: f"{name} {_show(written, row)} is not one of {', '.join(allowed)}"
     )
     return values
 
