@@ -4,6 +4,7 @@ whose compression or format their name does not say, other separators, nulls spe
 from __future__ import annotations
 
 import gzip
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -138,3 +139,88 @@ def test_event_types_and_channels_are_read_whatever_their_case(tmp_path: Path) -
     ]
     # A channel the contract does not know stays a bad row, named as the file wrote it.
     assert report.errors[0].reason.startswith("channel 'POS' is not one of")
+
+
+# --- Times as warehouses write them ----------------------------------------------------------
+
+TEN_UTC = datetime(2020, 1, 1, 10, tzinfo=UTC)
+TEN_UNIX = 1577872800
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2020-01-01 10:00:00 UTC", TEN_UTC),  # BigQuery
+        ("2020-01-01 10:00:00.000 +0000", TEN_UTC),  # Snowflake
+        ("2020-01-01 12:00:00 +02:00", TEN_UTC),
+        ("2020-01-01T10:00:00 GMT", TEN_UTC),
+        (str(TEN_UNIX), TEN_UTC),
+        (f"{TEN_UNIX}.25", TEN_UTC + timedelta(milliseconds=250)),
+        (f"{TEN_UNIX}123", TEN_UTC + timedelta(milliseconds=123)),
+        (f"{TEN_UNIX}123456", TEN_UTC + timedelta(microseconds=123456)),
+        (f"{TEN_UNIX}123456789", TEN_UTC + timedelta(microseconds=123456)),
+        ("883612800", datetime(1998, 1, 1, tzinfo=UTC)),  # 9 digits: MovieLens' 1990s
+    ],
+)
+def test_warehouse_times_are_read(tmp_path: Path, text: str, expected: datetime) -> None:
+    table, report = load_one(write(tmp_path / "e.csv", csv_text([{**GOOD, "timestamp": text}])))
+
+    assert report.bad_rows == 0
+    assert table["timestamp"].to_pylist() == [expected]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "20200101",  # a date written as a number, not a time in 1970
+        "15778728000",  # 11 digits: seconds in 2470 or milliseconds in 1970
+        "99999999999999999999",  # beyond int64
+    ],
+)
+def test_numbers_that_are_no_unix_time_are_bad_rows(tmp_path: Path, text: str) -> None:
+    rows = [{**GOOD, "timestamp": text}, {**GOOD, "timestamp": str(TEN_UNIX)}]
+
+    table, report = load_one(write(tmp_path / "e.csv", csv_text(rows)))
+
+    assert table["timestamp"].to_pylist() == [TEN_UTC]
+    assert report.errors[0].reason == (
+        f"timestamp {text!r} is not a Unix time in seconds, milliseconds, microseconds or "
+        "nanoseconds (9-10, 12-13, 15-16 or 18-19 digits)"
+    )
+
+
+def test_iso_and_unix_times_mix_in_one_file(tmp_path: Path) -> None:
+    rows = [
+        {**GOOD, "timestamp": "2020-01-01T12:00:00+02:00"},
+        {**GOOD, "timestamp": f"{TEN_UNIX}000"},
+        {**GOOD, "timestamp": "yesterday"},
+    ]
+
+    table, report = load_one(write(tmp_path / "e.csv", csv_text(rows)))
+
+    assert table["timestamp"].to_pylist() == [TEN_UTC, TEN_UTC]
+    assert report.errors[0].reason == "timestamp 'yesterday' is not ISO-8601"
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pa.array([TEN_UNIX, TEN_UNIX * 1000, None, 20200101], pa.int64()),
+        pa.array([TEN_UNIX, TEN_UNIX, None, -TEN_UNIX], pa.int32()),
+        pa.array([TEN_UNIX * 1000.0, float(TEN_UNIX), float("nan"), 1e30], pa.float64()),
+    ],
+    ids=["int64", "int32", "float64"],
+)
+def test_parquet_number_columns_are_unix_times(tmp_path: Path, column: pa.Array) -> None:
+    rows = pa.Table.from_pylist([GOOD] * 4).drop_columns(["timestamp"])
+    path = tmp_path / "e.parquet"
+    pq.write_table(rows.append_column("timestamp", column), path)
+
+    table, report = load_one(path)
+
+    assert table["timestamp"].to_pylist() == [TEN_UTC, TEN_UTC]
+    assert [error.reason for error in report.errors] == [
+        "timestamp is required",
+        f"timestamp {column[3].as_py()} is not a Unix time in seconds, milliseconds, "
+        "microseconds or nanoseconds (9-10, 12-13, 15-16 or 18-19 digits)",
+    ]

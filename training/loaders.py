@@ -35,6 +35,7 @@ from service.events import (
     Id,
     NonNegative,
 )
+from training import unix_time
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ _ISO_8601 = (
     r"([T ]([01]\d|2[0-3])(:[0-5]\d(:[0-5]\d(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$"
 )
 _ZONE = r"[T ].*(Z|[+-]\d{2}(:?\d{2})?)$"
+# A zone after a space, as warehouses write it: normalised to ISO-8601 before the shape test.
+_SPACED_ZONE = r" (UTC|GMT|Z|[+-]\d{2}(:?\d{2})?)$"
 # Arrow parses at most microseconds; finer digits are dropped, as the output is in microseconds.
 _EXTRA_DIGITS = r"(\.\d{6})\d+"
 _EVENT_FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
@@ -567,12 +570,14 @@ def _timestamps(table: pa.Table, problems: _Problems) -> pa.ChunkedArray:
     column = table.column("timestamp")
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
         stamps = _typed_to_utc(column)
+    elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        stamps, no_time = unix_time.from_numbers(column)
+        problems.add(no_time, lambda row: f"timestamp {_show(column, row)} {unix_time.REASON}")
     elif _is_text(column.type):
-        stamps, malformed = _iso_to_utc(_strings(table, "timestamp"))
-        problems.add(malformed, lambda row: f"timestamp {_show(column, row)} is not ISO-8601")
+        stamps = _text_to_utc(_strings(table, "timestamp"), column, problems)
     else:
         raise _BadColumnError(f"column timestamp has type {column.type}, not a time")
-    problems.add(pc.is_null(column), "timestamp is required")
+    problems.add(pc.is_null(column, nan_is_null=True), "timestamp is required")
     now = datetime.now(UTC)
     problems.add(
         pc.less(stamps, pa.scalar(EARLIEST, _UTC)),
@@ -598,6 +603,24 @@ def _recorded(table: pa.Table) -> pa.ChunkedArray:
     return pc.cast(pc.multiply(millis, 1000), _UTC)
 
 
+def _text_to_utc(
+    strings: pa.ChunkedArray, column: pa.ChunkedArray, problems: _Problems
+) -> pa.ChunkedArray:
+    """ISO-8601 text and Unix times written as numbers (``training.unix_time``) to UTC."""
+    numeric = pc.match_substring_regex(strings, unix_time.SHAPE)
+    if not pc.any(numeric).as_py():
+        stamps, malformed = _iso_to_utc(strings)
+        problems.add(malformed, lambda row: f"timestamp {_show(column, row)} is not ISO-8601")
+        return stamps
+    no_string = pa.scalar(None, pa.string())
+    numbers = pc.if_else(numeric, strings, no_string).combine_chunks()
+    unix, no_time = unix_time.from_text(numbers)
+    iso, malformed = _iso_to_utc(pc.if_else(numeric, no_string, strings))
+    problems.add(no_time, lambda row: f"timestamp {_show(column, row)} {unix_time.REASON}")
+    problems.add(malformed, lambda row: f"timestamp {_show(column, row)} is not ISO-8601")
+    return pa.chunked_array([pc.if_else(pa.array(_flags(numeric)), unix, iso.combine_chunks())])
+
+
 def _typed_to_utc(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """Parquet dates and timestamps to microseconds in UTC; naive ones are taken as UTC."""
     if pa.types.is_date(column.type):
@@ -613,6 +636,10 @@ def _iso_to_utc(values: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray]:
 
     Returns the times (null where unusable) and a mask of the values that are not ISO-8601.
     """
+    if pc.any(pc.match_substring_regex(values, _SPACED_ZONE)).as_py():
+        # BigQuery's "2020-01-01 10:00:00 UTC", Snowflake's "... 10:00:00.000 +0000".
+        values = pc.replace_substring_regex(values, r" (UTC|GMT)$", "Z")
+        values = pc.replace_substring_regex(values, _SPACED_ZONE, r"\1")
     strings, malformed = _shaped(values, _ISO_8601)
     if pc.any(pc.match_substring_regex(strings, _EXTRA_DIGITS)).as_py():
         strings = pc.replace_substring_regex(strings, _EXTRA_DIGITS, r"\1")
