@@ -224,3 +224,40 @@ def test_parquet_number_columns_are_unix_times(tmp_path: Path, column: pa.Array)
         f"timestamp {column[3].as_py()} is not a Unix time in seconds, milliseconds, "
         "microseconds or nanoseconds (9-10, 12-13, 15-16 or 18-19 digits)",
     ]
+
+
+# --- Returns ------------------------------------------------------------------------------------
+
+
+def test_a_purchase_with_a_negative_quantity_is_a_return(tmp_path: Path) -> None:
+    rows = [
+        {**GOOD, "quantity": "-2", "price": "9.5"},  # a till's return line
+        {**GOOD, "quantity": "-1", "price": "-9.5"},  # the refund negated too
+        {**GOOD, "event_type": "return", "quantity": "-3", "price": "-1"},  # signed return
+        {**GOOD, "quantity": "0"},
+    ]
+
+    table, report = load_one(write(tmp_path / "e.csv", csv_text(rows)))
+
+    assert report.bad_rows == 0
+    assert table.select(["event_type", "quantity", "price"]).to_pylist() == [
+        {"event_type": "return", "quantity": 2.0, "price": 9.5},
+        {"event_type": "return", "quantity": 1.0, "price": 9.5},
+        {"event_type": "return", "quantity": 3.0, "price": 1.0},
+        {"event_type": "purchase", "quantity": 0.0, "price": 9.5},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"event_type": "add_to_cart", "quantity": "-1"}, "quantity -1 must be >= 0"),
+        ({"price": "-2"}, "price -2 must be >= 0"),  # a sale at a negative price
+    ],
+)
+def test_other_negative_amounts_stay_bad_rows(
+    tmp_path: Path, change: dict[str, str], reason: str
+) -> None:
+    _, report = load_one(write(tmp_path / "e.csv", csv_text([GOOD, {**GOOD, **change}])))
+
+    assert [(error.line, error.reason) for error in report.errors] == [(3, reason)]

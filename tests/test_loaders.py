@@ -222,7 +222,7 @@ RULES = [
         "timestamp '1969-12-31T23:59:59Z' is before 1970-01-01",
     ),
     ({"timestamp": "2999-01-01"}, "timestamp '2999-01-01' is more than 24 hours after now"),
-    ({"quantity": "-2"}, "quantity -2 must be >= 0"),
+    ({"quantity": "-2", "event_type": "view"}, "quantity -2 must be >= 0"),
     ({"quantity": "two"}, "quantity 'two' is not a number"),
     ({"quantity": "nan"}, "quantity 'nan' is not a number"),
     ({"price": "-1.5"}, "price -1.5 must be >= 0"),
@@ -250,7 +250,7 @@ def test_each_rule_reports_the_line_and_reason(
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"quantity": -2}, "quantity -2 must be >= 0"),
+        ({"quantity": -2, "event_type": "add_to_cart"}, "quantity -2 must be >= 0"),
         ({"price": -0.5}, "price -0.5 must be >= 0"),
         ({"price": float("nan")}, "price nan is not a number"),
         ({"customer_id": ""}, "customer_id is required"),
@@ -281,7 +281,7 @@ def test_itemless_events_need_no_item(tmp_path: Path) -> None:
 
 
 def test_every_problem_of_a_row_is_named(tmp_path: Path) -> None:
-    bad = {**GOOD, "quantity": "-1", "price": "x", "channel": "fax"}
+    bad = {**GOOD, "event_type": "view", "quantity": "-1", "price": "x", "channel": "fax"}
 
     _, report = load_one(write(tmp_path / "e.csv", csv_text([bad])))
 
@@ -297,7 +297,7 @@ def mixed_file(tmp_path: Path) -> Path:
     rows = [
         GOOD,
         {**GOOD, "event_type": "vieww"},
-        {**GOOD, "quantity": "-3"},
+        {**GOOD, "event_type": "view", "quantity": "-3"},
         GOOD,
         {**GOOD, "timestamp": "soon"},
     ]
