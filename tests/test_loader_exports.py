@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.test_loaders import COLUMNS, EXPECTED, GOOD, SAMPLE, csv_text, load_one, write
-from training.loaders import BadFileError, load_customers, load_items
+from training.loaders import BadFileError, load_customers, load_events, load_items
 
 
 @pytest.mark.parametrize(
@@ -261,3 +261,49 @@ def test_other_negative_amounts_stay_bad_rows(
     _, report = load_one(write(tmp_path / "e.csv", csv_text([GOOD, {**GOOD, **change}])))
 
     assert [(error.line, error.reason) for error in report.errors] == [(3, reason)]
+
+
+# --- Ids ------------------------------------------------------------------------------------
+
+
+def test_csv_ids_written_as_floats_read_as_integers(tmp_path: Path) -> None:
+    rows = [{**GOOD, "customer_id": "17850.0", "item_id": "00123"}, {**GOOD, "customer_id": "7.0"}]
+
+    table, _ = load_one(write(tmp_path / "e.csv", csv_text(rows)))
+
+    assert table["customer_id"].to_pylist() == ["17850", "7"]
+    # Leading zeros are the id's own: only a column of floats loses its ".0".
+    assert table["item_id"].to_pylist() == ["00123", "i1"]
+
+
+def test_an_id_that_merely_ends_in_dot_zero_keeps_it(tmp_path: Path) -> None:
+    rows = [{**GOOD, "item_id": "sku-2.0"}, {**GOOD, "item_id": "3.0"}]
+
+    table, _ = load_one(write(tmp_path / "e.csv", csv_text(rows)))
+
+    assert table["item_id"].to_pylist() == ["sku-2.0", "3.0"]
+
+
+def test_an_event_id_is_loaded_once_across_files(tmp_path: Path) -> None:
+    first = [{**GOOD, "event_id": "e1"}, {**GOOD, "event_id": "e2"}, {**GOOD, "event_id": "e1"}]
+    again = [{**GOOD, "event_id": "e2"}, {**GOOD, "event_id": "e3"}, GOOD, GOOD]
+    paths = [write(tmp_path / "a.csv", csv_text(first)), write(tmp_path / "b.csv", csv_text(again))]
+
+    table, reports = load_events(paths)
+
+    # Rows without an event_id are distinct events, as repeated till lines are.
+    assert table["event_id"].to_pylist() == ["e1", "e2", "e3", None, None]
+    assert [(r.rows_kept, r.bad_rows) for r in reports] == [(2, 1), (3, 1)]
+    assert [(e.line, e.reason) for r in reports for e in r.errors] == [
+        (4, "duplicate event_id 'e1': the first is kept"),
+        (2, "duplicate event_id 'e2': the first is kept"),
+    ]
+
+
+def test_a_bad_row_does_not_claim_its_event_id(tmp_path: Path) -> None:
+    rows = [{**GOOD, "event_id": "e1", "channel": "fax"}, {**GOOD, "event_id": "e1"}]
+
+    table, report = load_one(write(tmp_path / "e.csv", csv_text(rows)))
+
+    assert table["event_id"].to_pylist() == ["e1"]
+    assert [e.line for e in report.errors] == [2]

@@ -40,7 +40,8 @@ GOOD = {
     "session_id": "",
     "request_id": "",
     "rating": "",
-    "event_id": "e1",
+    # No event_id: rows built from GOOD are distinct events (an event_id is loaded once).
+    "event_id": "",
 }
 SAMPLE = [
     GOOD,
@@ -59,7 +60,7 @@ FIRST = {
     "session_id": None,
     "request_id": None,
     "rating": None,
-    "event_id": "e1",
+    "event_id": None,
     "recorded_at": None,
 }
 EXPECTED = [

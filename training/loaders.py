@@ -14,8 +14,9 @@ import io
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -195,8 +196,11 @@ def load_events(
             reject mode.
     """
     tables, reports = [], []
+    # The event ids kept so far: an id seen again, in this file or a later one, is a repeat.
+    kept_ids: list[pa.Array] = []
+    events = replace(_EVENTS, normalise=partial(_normalise_events, kept_ids=kept_ids))
     for path in event_files(paths):
-        table, report = _load(path, _EVENTS, on_bad_rows, max_errors)
+        table, report = _load(path, events, on_bad_rows, max_errors)
         tables.append(table)
         reports.append(report)
     return (pa.concat_tables(tables) if tables else EVENTS_SCHEMA.empty_table()), reports
@@ -496,7 +500,7 @@ def _float_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _ids(table: pa.Table, name: str, problems: _Problems, *, required: bool) -> pa.ChunkedArray:
-    values = _strings(table, name)
+    values = _whole_numbers(_strings(table, name))
     if required:
         problems.add(pc.is_null(values), f"{name} is required")
     longest = _ID_RULES.max_length
@@ -510,6 +514,20 @@ def _ids(table: pa.Table, name: str, problems: _Problems, *, required: bool) -> 
         lambda row: f"{name} {_show(values, row)} contains a control character",
     )
     return values
+
+
+def _whole_numbers(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """An id column written as floats (``17850.0``: pandas writes integer ids with gaps so, to
+    CSV too) reads as the integers it holds, as Parquet float ids do (``_float_strings``); only
+    when every value is one, so an id that merely ends in ``.0`` (a version) keeps it."""
+    if not pc.any(pc.ends_with(values, ".0")).as_py():
+        return values
+    if not pc.all(pc.match_substring_regex(values, _FLOAT_INTEGER)).as_py():
+        return values
+    return pc.replace_substring_regex(values, r"\.0+$", "")
+
+
+_FLOAT_INTEGER = r"^-?\d+\.0+$"
 
 
 def _one_of(
@@ -707,7 +725,9 @@ def _first_only(ids: pa.ChunkedArray, name: str, problems: _Problems) -> None:
     problems.add(flags, lambda row: f"duplicate {name} {_show(ids, row)}: the first is kept")
 
 
-def _normalise_events(table: pa.Table, problems: _Problems) -> pa.Table:
+def _normalise_events(
+    table: pa.Table, problems: _Problems, kept_ids: list[pa.Array] | None = None
+) -> pa.Table:
     item_id = _ids(table, "item_id", problems, required=False)
     event_type = _one_of(table, "event_type", EVENT_TYPES, problems)
     _require_items(item_id, event_type, problems)
@@ -733,7 +753,31 @@ def _normalise_events(table: pa.Table, problems: _Problems) -> pa.Table:
         "event_id": _ids(table, "event_id", problems, required=False),
         "recorded_at": _recorded(table),
     }
+    # Last: only otherwise good rows count as an id's first.
+    _once_per_event_id(columns["event_id"], problems, [] if kept_ids is None else kept_ids)
     return pa.Table.from_arrays([columns[f.name] for f in EVENTS_SCHEMA], schema=EVENTS_SCHEMA)
+
+
+def _once_per_event_id(
+    event_id: pa.ChunkedArray, problems: _Problems, kept_ids: list[pa.Array]
+) -> None:
+    """Flags each good row repeating the event_id of an earlier one, in this file or one loaded
+    before it (``kept_ids``, to which this file's are added), as the events API records an
+    event_id once: an export run twice, or a file given under two names, is not learnt twice."""
+    good = np.flatnonzero(~problems.bad() & _flags(pc.is_valid(event_id)))
+    if not len(good):
+        return
+    ids = event_id.take(good).combine_chunks()
+    codes = pc.dictionary_encode(ids).indices.to_numpy(zero_copy_only=False)
+    _, first = np.unique(codes, return_index=True)
+    repeat = np.ones(len(good), dtype=bool)
+    repeat[first] = False
+    if kept_ids:
+        repeat |= _flags(pc.is_in(ids, value_set=pa.concat_arrays(kept_ids)))
+    flags = np.zeros(problems.rows, dtype=bool)
+    flags[good[repeat]] = True
+    problems.add(flags, lambda row: f"duplicate event_id {_show(event_id, row)}: the first is kept")
+    kept_ids.append(ids.filter(pa.array(~repeat)))
 
 
 def _returns(
