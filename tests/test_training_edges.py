@@ -244,3 +244,55 @@ def test_a_config_file_that_is_not_one_is_named(tmp_path: Path, text: str, messa
     path.write_text(text)
     with pytest.raises(ValueError, match=re.escape(f"{path}: ") + ".*" + re.escape(message)):
         load_config(path)
+
+
+FAST = 'algorithm = "als"\n[als]\nfactors = 8\niterations = 2\n'
+
+
+def fitted(tmp_path: Path, name: str, events: Path) -> artifact.Artifact:
+    config = tmp_path / "fast.toml"
+    config.write_text(FAST)
+    models = tmp_path / name
+    argv = ["fit", "--events", str(events), "--model-dir", str(models), "--config", str(config)]
+    assert main(argv) == 0
+    return artifact.load(artifact.resolve(models), verify_checksums=False)
+
+
+def test_a_warehouse_export_trains_as_the_reference_file_does(
+    base_csv: Path, tmp_path: Path
+) -> None:
+    """Upper-case headers, capitalised event types, Unix milliseconds, gzipped under a plain
+    name: the same events, ids and window as the reference format."""
+    lines = base_csv.read_text().splitlines()
+    rows = [line.split(",") for line in lines[1:]]
+    for row in rows:
+        row[2] = row[2].title()
+        when = datetime.fromisoformat(row[4].replace("Z", "+00:00"))
+        row[4] = str(int(when.timestamp() * 1000))
+    export = tmp_path / "export.csv"
+    text = "\n".join([lines[0].upper(), *(",".join(row) for row in rows)]) + "\n"
+    export.write_bytes(gzip.compress(text.encode()))
+
+    reference, warehouse = fitted(tmp_path, "a", base_csv), fitted(tmp_path, "b", export)
+
+    assert warehouse.manifest.counts == reference.manifest.counts
+    assert warehouse.manifest.data_window == reference.manifest.data_window
+    for name in ("user_ids", "item_ids"):
+        assert (warehouse.arrays[name] == reference.arrays[name]).all()
+
+
+def test_a_file_of_only_bad_rows_fails_in_one_line_saying_why(
+    base_csv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = with_field(base_csv, tmp_path / "pounds.csv", 6, "£2.55")
+    argv = ["fit", "--events", str(path), "--model-dir", str(tmp_path / "m")]
+
+    with caplog.at_level(logging.ERROR):
+        assert main(argv) == 1
+
+    rows = len(path.read_text().splitlines()) - 1
+    [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert error == (
+        f"TrainingError: no valid events in {path}: {rows} bad row(s), the first "
+        f"{path}:2: price '£2.55' is not a number"
+    )

@@ -19,7 +19,7 @@ from training import coldstart, evaluate, matrix
 from training.config import TrainConfig
 from training.errors import TrainingError
 from training.experiment import Period, SideInfo, capped, checked_period, make_data, report
-from training.loaders import OnBadRows, load_customers, load_events, load_items
+from training.loaders import LoadReport, OnBadRows, load_customers, load_events, load_items
 from training.selection import choose, fit_all, fit_named, guard, make_blend, shipped_ndcg
 from training.similar import co_interaction_table
 from training.suppression import Erased, drop_suppressed, read_suppressions, suppression_files
@@ -194,8 +194,18 @@ def read_events(inputs: Inputs, erased: Erased | None = None) -> tuple[pa.Table,
     )
     events = drop_suppressed(events, suppressions(inputs) if erased is None else erased)
     if events.num_rows == 0:
-        raise TrainingError(f"no valid events in {', '.join(inputs.events)}")
+        raise TrainingError(f"no valid events in {', '.join(inputs.events)}{_why_none(reports)}")
     return events, bad
+
+
+def _why_none(reports: list[LoadReport]) -> str:
+    """The first bad row, when bad rows are why no event is left: the one line a failed fit
+    prints must say what to fix ("price '£2.55' is not a number"), not only that nothing loaded."""
+    first = next((r.errors[0] for r in reports if r.errors), None)
+    if first is None:
+        return ""
+    bad = sum(r.bad_rows for r in reports)
+    return f": {bad} bad row(s), the first {first.file}:{first.line}: {first.reason}"
 
 
 def suppressions(inputs: Inputs) -> Erased:
