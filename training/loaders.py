@@ -535,8 +535,9 @@ def _one_of(
 ) -> pa.ChunkedArray:
     """The column in the vocabulary's spelling: case and surrounding spaces are an export's
     (``Purchase``, ``WEB``), not another value; a value it does not know is a bad row."""
-    written = _strings(table, name)
-    values = pc.utf8_lower(pc.utf8_trim_whitespace(written))
+    written = values = _strings(table, name)
+    if not pc.all(pc.is_in(written, pa.array(allowed))).as_py():  # Spare clean files the copy.
+        values = pc.utf8_lower(pc.utf8_trim_whitespace(written))
     problems.add(pc.is_null(values), f"{name} is required")
     unknown = pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, pa.array(allowed))))
     problems.add(
@@ -654,11 +655,12 @@ def _iso_to_utc(values: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray]:
 
     Returns the times (null where unusable) and a mask of the values that are not ISO-8601.
     """
-    if pc.any(pc.match_substring_regex(values, _SPACED_ZONE)).as_py():
+    strings, malformed = _shaped(values, _ISO_8601)
+    if malformed.any() and pc.any(pc.match_substring_regex(values, _SPACED_ZONE)).as_py():
         # BigQuery's "2020-01-01 10:00:00 UTC", Snowflake's "... 10:00:00.000 +0000".
         values = pc.replace_substring_regex(values, r" (UTC|GMT)$", "Z")
         values = pc.replace_substring_regex(values, _SPACED_ZONE, r"\1")
-    strings, malformed = _shaped(values, _ISO_8601)
+        strings, malformed = _shaped(values, _ISO_8601)
     if pc.any(pc.match_substring_regex(strings, _EXTRA_DIGITS)).as_py():
         strings = pc.replace_substring_regex(strings, _EXTRA_DIGITS, r"\1")
     # The usual export says "Z" everywhere: one plain substring test spares the zone regex.
@@ -791,6 +793,9 @@ def _returns(
     them, they are kept and weigh as returns (``weights.event_types``), instead of being dropped
     as bad rows or learnt as purchases. Zero quantities stay as they are.
     """
+    negative = pc.any(pc.less(quantity, 0.0)).as_py() or pc.any(pc.less(price, 0.0)).as_py()
+    if not negative:
+        return event_type, quantity, price
     returned = pc.fill_null(
         pc.and_(pc.less(quantity, 0.0), pc.equal(event_type, "purchase")), False
     )
