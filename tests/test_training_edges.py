@@ -296,3 +296,10 @@ def test_a_file_of_only_bad_rows_fails_in_one_line_saying_why(
         f"TrainingError: no valid events in {path}: {rows} bad row(s), the first "
         f"{path}:2: price '£2.55' is not a number"
     )
+
+
+def test_a_folder_without_event_files_says_so(tmp_path: Path) -> None:
+    (tmp_path / "events.tsv").write_text("customer_id\titem_id\n")
+
+    with pytest.raises(TrainingError, match=r"no .csv, .csv.gz or .parquet file there"):
+        fit(tmp_path, tmp_path / "m")

@@ -201,6 +201,8 @@ def read_events(inputs: Inputs, erased: Erased | None = None) -> tuple[pa.Table,
 def _why_none(reports: list[LoadReport]) -> str:
     """The first bad row, when bad rows are why no event is left: the one line a failed fit
     prints must say what to fix ("price '£2.55' is not a number"), not only that nothing loaded."""
+    if not reports:
+        return ": no .csv, .csv.gz or .parquet file there"
     first = next((r.errors[0] for r in reports if r.errors), None)
     if first is None:
         return ""
