@@ -1,0 +1,52 @@
+"""Legitimate but heavy requests do bounded work (not timings: what is computed, and where).
+
+Each bound here removed a latency cliff measured at a million items (docs/serving.md, "Heavy
+requests").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.offer_scoring import Plan
+from service.settings import Settings
+from tests.builders import clustered_artifact
+from tests.conftest import ADMIN_KEY, client_for, replace
+from tests.test_offers import consent, export, put_offer
+
+
+@pytest.mark.parametrize("ann", ["on", "off"])
+def test_an_export_scores_the_whole_catalogue_per_chunk_only_without_an_index(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch, ann: str
+) -> None:
+    """With an index, each customer's items come from it, as the endpoint's do: the chunk's
+    product over every item (1 GB per chunk at a million items) is left out."""
+    models = clustered_artifact(tmp_path / "clustered", 2000, with_index=True).parent
+    products: list[int] = []
+    item_scores = Plan.item_scores
+
+    def counted(plan: Plan, vectors: list) -> object:  # type: ignore[type-arg]
+        products.append(len(vectors))
+        return item_scores(plan, vectors)
+
+    monkeypatch.setattr(Plan, "item_scores", counted)
+    audience = [f"c{i:04d}" for i in range(12)]  # more than a slice: the chunk's products
+    with client_for(replace(settings, model_dir=str(models), ann=ann)) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        for c in audience:
+            consent(client, c, email=True)
+        put_offer(client, "o1", target={"categories": ["cat1"]})
+        lines = export(client, audience={"customer_ids": audience}, items=5, record=False)
+        assert [line["customer_id"] for line in lines] == audience
+        for line in lines:
+            recs = client.get(
+                f"/v1/customers/{line['customer_id']}/recommendations",
+                params={"channel": "email", "k": 5},
+            ).json()
+            # The same items (a batch product's scores differ in the last bits from one vector's).
+            ids = [i["item_id"] for i in line["items"]]
+            assert len(ids) == 5 and ids == [i["item_id"] for i in recs["items"]]
+    assert (products == []) if ann == "on" else (products == [len(audience)])
+
