@@ -6,17 +6,21 @@ requests").
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import msgspec
+import numpy as np
 import pytest
 from litestar.testing import TestClient
 
 from service.api.params import MAX_CONTEXT_ITEMS, MAX_EXCLUDE
 from service.offer_scoring import Plan
+from service.offers import Offer
 from service.settings import Settings
 from tests.builders import clustered_artifact
 from tests.conftest import ADMIN_KEY, client_for, replace
-from tests.test_offers import consent, export, put_offer
+from tests.test_offers import consent, export, offer, offer_ids, offers, put_offer
 
 
 @pytest.mark.parametrize("ann", ["on", "off"])
@@ -89,3 +93,51 @@ def test_a_query_excludes_a_bounded_number_of_items(client: TestClient, path: st
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "exclude" in response.text
     assert client.get(path, params={"exclude": _items(MAX_EXCLUDE)}).status_code == 200
+
+
+def test_offers_sharing_a_target_share_its_columns_and_score_as_alone(
+    client: TestClient, settings: Settings
+) -> None:
+    """A plan scores each distinct target once (220 offers over 50 categories at a million
+    items: 290 ms to build, 158,510 columns), and every offer as its own plan would."""
+    model = client.app.state.live_model.get()
+    bodies = [
+        offer(),
+        offer(),  # the same category again
+        offer(target={"categories": ["odd"]}),
+        offer(kind="free_delivery", amount=None, target={}),
+        offer(kind="free_delivery", amount=None, target={}),
+        offer(target={"items": ["i01", "i03"], "categories": ["even"]}),
+        offer(target={"categories": ["even"], "items": ["i03", "i01"]}),  # the same, reordered
+    ]
+    offers = [msgspec.convert({**b, "offer_id": f"o{n}"}, Offer) for n, b in enumerate(bodies)]
+    plan = Plan(model, offers)
+    alone = [Plan(model, [o]) for o in offers]
+    distinct = (0, 2, 3, 5)
+    assert plan.factors.shape[1] == sum(alone[n].factors.shape[1] for n in distinct)
+    vectors = [model.user_vector(0), None, model.user_vector(1)]
+    expected = np.hstack([p.affinities(vectors, 0.25) for p in alone])
+    np.testing.assert_allclose(plan.affinities(vectors, 0.25), expected, rtol=1e-6)
+
+
+def test_an_offer_plan_is_built_off_the_event_loop(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built on the first request after a change to the offers: 290 ms of one worker's loop
+    with 220 offers at a million items."""
+    on_loop: list[bool] = []
+    build = Plan.__init__
+
+    def watched(plan: Plan, *args: object) -> None:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        build(plan, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Plan, "__init__", watched)
+    put_offer(client, "o1")
+    consent(client, "u0")
+    assert offer_ids(offers(client, "u0", record="false")) == ["o1"]
+    assert on_loop == [False]
