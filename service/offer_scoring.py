@@ -9,7 +9,7 @@ the scale of an implicit-feedback preference), from the same customer vector rec
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
 import msgspec
@@ -216,16 +216,32 @@ def _about(offer: Offer, item_id: str, category: str | None) -> bool:
 
 
 class Plan:
-    """Every offer's target rows for one model, concatenated for one matrix product per batch."""
+    """Every offer's target rows for one model, concatenated for one matrix product per batch.
+
+    Offers with the same target (a category's discounts, the basket-wide free deliveries) share
+    its rows and its column of the product: with 220 offers over 50 categories at a million
+    items, a plan per offer took 290 ms to build and 158,510 columns (11.7 ms a customer).
+    """
 
     def __init__(self, model: FactorModel, offers: Sequence[Offer]) -> None:
-        """Resolve each offer's items and categories to rows of ``model``."""
+        """Resolve each distinct target's items and categories to rows of ``model``."""
         self.model = model
         self.offers = list(offers)
         self.rules = [relevant_rules(o) for o in self.offers]
         general = model.popular("all", _GENERAL_TARGET)[0]
-        parts = [_target_rows(model, o, general) for o in self.offers]
-        self.empty = np.array([len(p) == 0 for p in parts], dtype=bool)
+        distinct: dict[tuple[frozenset[str], frozenset[str]], int] = {}
+        # Each offer's target: its column among the distinct targets'.
+        self.column = np.array(
+            [
+                distinct.setdefault(
+                    (frozenset(o.target.items), frozenset(o.target.categories)), len(distinct)
+                )
+                for o in self.offers
+            ],
+            dtype=np.int64,
+        )
+        parts = [_target_rows(model, items, categories, general) for items, categories in distinct]
+        self.empty = np.array([len(p) == 0 for p in parts], dtype=bool)[self.column]
         parts = [p if len(p) else general[:1] for p in parts]
         self.starts = np.cumsum([0, *(len(p) for p in parts[:-1])]).astype(np.int64)
         rows = np.concatenate(parts) if parts else np.empty(0, np.int64)
@@ -241,7 +257,7 @@ class Plan:
         if not known or not self.offers:
             return out
         scores = _stack(vectors, known) @ self.factors
-        best = np.clip(np.maximum.reduceat(scores, self.starts, axis=1), 0.0, 1.0)
+        best = np.clip(np.maximum.reduceat(scores, self.starts, axis=1), 0.0, 1.0)[:, self.column]
         best[:, self.empty] = default
         out[known] = best
         return out
@@ -421,12 +437,13 @@ def _what_they_did(
     return None
 
 
-def _target_rows(model: FactorModel, offer: Offer, general: Rows) -> Rows:
-    t = offer.target
-    if not t.items and not t.categories:
+def _target_rows(
+    model: FactorModel, items: Collection[str], categories: Collection[str], general: Rows
+) -> Rows:
+    if not items and not categories:
         return general
-    rows = [model.item_rows(t.items)]
-    for category in t.categories:
+    rows = [model.item_rows(sorted(items))]
+    for category in sorted(categories):
         mask = model.category_mask(category)
         if mask is None:
             continue

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from service.api.params import MAX_CONTEXT_ITEMS, MAX_EXCLUDE
 from service.events import Channel, Id
 from service.store.inventory import StockUpdate
 
@@ -46,11 +47,15 @@ class RecommendationResponse(msgspec.Struct, frozen=True, kw_only=True):
     variant: str | None = None
 
 
+ContextItems = Annotated[list[Id], msgspec.Meta(max_length=MAX_CONTEXT_ITEMS)]
+
+
 class SessionContext(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What the visitor is doing now: items in the cart and items viewed in this session."""
 
-    cart: list[Id] = msgspec.field(default_factory=list)
-    viewed: list[Id] = msgspec.field(default_factory=list)
+    # At most MAX_CONTEXT_ITEMS each (service/api/params.py): each is folded in.
+    cart: ContextItems = msgspec.field(default_factory=list)
+    viewed: ContextItems = msgspec.field(default_factory=list)
 
 
 class RecommendationRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -62,7 +67,9 @@ class RecommendationRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_un
     k: Annotated[int, msgspec.Meta(ge=1, le=200)] | None = None
     category: str | None = None
     store_id: Id | None = None
-    exclude: list[Id] = msgspec.field(default_factory=list)
+    exclude: Annotated[list[Id], msgspec.Meta(max_length=MAX_EXCLUDE)] = msgspec.field(
+        default_factory=list
+    )
     context: SessionContext = msgspec.field(default_factory=SessionContext)
 
 

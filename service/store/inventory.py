@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import msgspec
 
 from service.events import Id
-from service.store.base import StoreBase, text, unavailable_on_redis_error
+from service.store.base import StoreBase, unavailable_on_redis_error
 
 
 class StockUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -52,20 +52,23 @@ class Inventory(StoreBase):
         """The counter every inventory change bumps (0 before any)."""
         return int(await self.pipelined.command("GET", self.keys.stock_version) or 0)
 
-    @unavailable_on_redis_error
-    async def unavailable_online(self) -> set[str]:
-        """Items marked unavailable online."""
-        return {
-            text(i) for i in await self.pipelined.command("SMEMBERS", self.keys.unavailable_online)
-        }
+    # Both return the ids as Redis replies them, undecoded: a store's stock may hold hundreds of
+    # thousands, and decoding them on the event loop held it for most of a second (the caller
+    # turns them into a mask in a thread: service/availability.py).
 
     @unavailable_on_redis_error
-    async def available_in_store(self, store_id: str) -> set[str] | None:
-        """Items in stock in ``store_id``; None when the store never sent inventory."""
+    async def unavailable_online(self) -> list[bytes | str]:
+        """Items marked unavailable online (UTF-8 ids, undecoded)."""
+        return list(await self.pipelined.command("SMEMBERS", self.keys.unavailable_online))
+
+    @unavailable_on_redis_error
+    async def available_in_store(self, store_id: str) -> list[bytes | str] | None:
+        """Items in stock in ``store_id`` (UTF-8 ids, undecoded); None when the store never
+        sent inventory."""
         known, items = await self.pipelined.commands(
             [
                 ("SISMEMBER", self.keys.stock_stores, store_id),
                 ("SMEMBERS", self.keys.available_in_store(store_id)),
             ]
         )
-        return {text(i) for i in items} if known else None
+        return list(items) if known else None
