@@ -36,13 +36,14 @@ from service.events import (
     Id,
     NonNegative,
 )
-from training import unix_time
+from training import iso_time, unix_time
+from training.casts import as_mask, bisect, cast_to, shaped
 
 log = logging.getLogger(__name__)
 
 OnBadRows = Literal["skip", "reject"]
 
-_UTC = pa.timestamp("us", tz="UTC")
+_UTC = unix_time.UTC_MICROS
 EVENTS_SCHEMA = pa.schema(
     [
         pa.field("customer_id", pa.string(), nullable=False),
@@ -83,17 +84,8 @@ _ID_RULES: msgspec.Meta = get_args(Id)[1]
 _MIN_AMOUNT: float = get_args(NonNegative)[1].ge
 _ITEM_EVENT_TYPES = pa.array(sorted(set(EVENT_TYPES) - ITEMLESS_EVENT_TYPES))
 
-# Shapes checked before casting (see _shaped).
+# Shapes checked before casting (see training/casts.py).
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
-_ISO_8601 = (
-    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
-    r"([T ]([01]\d|2[0-3])(:[0-5]\d(:[0-5]\d(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$"
-)
-_ZONE = r"[T ].*(Z|[+-]\d{2}(:?\d{2})?)$"
-# A zone after a space, as warehouses write it: normalised to ISO-8601 before the shape test.
-_SPACED_ZONE = r" (UTC|GMT|Z|[+-]\d{2}(:?\d{2})?)$"
-# Arrow parses at most microseconds; finer digits are dropped, as the output is in microseconds.
-_EXTRA_DIGITS = r"(\.\d{6})\d+"
 _EVENT_FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 # Event times outside these bounds are bad rows, as the service's events API refuses them: a time
 # further ahead than the clocks of tills and apps can drift is a broken clock or a typo, and one
@@ -423,7 +415,7 @@ class _Problems:
         self, mask: pa.Array | pa.ChunkedArray | np.ndarray, reason: str | Callable[[int], str]
     ) -> None:
         """Flags the rows where ``mask`` is true (null counts as false)."""
-        flags = _flags(mask)
+        flags = as_mask(mask)
         if flags.any():
             self._rules.append((flags, reason))
 
@@ -436,12 +428,6 @@ class _Problems:
     def reasons(self, row: int) -> str:
         found = [r if isinstance(r, str) else r(row) for flags, r in self._rules if flags[row]]
         return "; ".join(found)
-
-
-def _flags(mask: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
-    if isinstance(mask, np.ndarray):
-        return mask
-    return mask.fill_null(False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
 
 
 def _show(values: pa.Array | pa.ChunkedArray, row: int, *, quote: bool = True) -> str:
@@ -575,20 +561,20 @@ def _numbers(
 def _to_numbers(column: pa.ChunkedArray, name: str) -> tuple[pa.ChunkedArray, np.ndarray]:
     """Float64 values and a mask of those that are not numbers (text that is not, or NaN)."""
     if _is_text(column.type):
-        strings, malformed = _shaped(pc.cast(column, pa.string()), _NUMBER)
-        numbers, failed = _bisect(strings, _cast_to(pa.float64()))
+        strings, malformed = shaped(pc.cast(column, pa.string()), _NUMBER)
+        numbers, failed = bisect(strings, cast_to(pa.float64()))
         return pa.chunked_array([numbers]), malformed | failed
     kind = column.type
     if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)):
         raise _BadColumnError(f"column {name} has type {kind}, not a number")
     numbers = pc.cast(column, pa.float64())
-    return numbers, _flags(pc.is_nan(numbers))
+    return numbers, as_mask(pc.is_nan(numbers))
 
 
 def _timestamps(table: pa.Table, problems: _Problems) -> pa.ChunkedArray:
     column = table.column("timestamp")
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
-        stamps = _typed_to_utc(column)
+        stamps = iso_time.typed_to_utc(column)
     elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
         stamps, no_time = unix_time.from_numbers(column)
         problems.add(no_time, lambda row: f"timestamp {_show(column, row)} {unix_time.REASON}")
@@ -628,91 +614,16 @@ def _text_to_utc(
     """ISO-8601 text and Unix times written as numbers (``training.unix_time``) to UTC."""
     numeric = pc.match_substring_regex(strings, unix_time.SHAPE)
     if not pc.any(numeric).as_py():
-        stamps, malformed = _iso_to_utc(strings)
+        stamps, malformed = iso_time.to_utc(strings)
         problems.add(malformed, lambda row: f"timestamp {_show(column, row)} is not ISO-8601")
         return stamps
     no_string = pa.scalar(None, pa.string())
     numbers = pc.if_else(numeric, strings, no_string).combine_chunks()
     unix, no_time = unix_time.from_text(numbers)
-    iso, malformed = _iso_to_utc(pc.if_else(numeric, no_string, strings))
+    iso, malformed = iso_time.to_utc(pc.if_else(numeric, no_string, strings))
     problems.add(no_time, lambda row: f"timestamp {_show(column, row)} {unix_time.REASON}")
     problems.add(malformed, lambda row: f"timestamp {_show(column, row)} is not ISO-8601")
-    return pa.chunked_array([pc.if_else(pa.array(_flags(numeric)), unix, iso.combine_chunks())])
-
-
-def _typed_to_utc(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Parquet dates and timestamps to microseconds in UTC; naive ones are taken as UTC."""
-    if pa.types.is_date(column.type):
-        column = pc.cast(column, pa.timestamp("us"))
-    if column.type.tz is None:
-        # Arrow stores naive times as if they were UTC: naming the zone keeps the wall time.
-        column = pc.cast(column, pa.timestamp(column.type.unit, tz="UTC"))
-    return pc.cast(column, options=pc.CastOptions(_UTC, allow_time_truncate=True))
-
-
-def _iso_to_utc(values: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray]:
-    """ISO-8601 strings to UTC: with ``Z`` or an offset converted, without one taken as UTC.
-
-    Returns the times (null where unusable) and a mask of the values that are not ISO-8601.
-    """
-    strings, malformed = _shaped(values, _ISO_8601)
-    if malformed.any() and pc.any(pc.match_substring_regex(values, _SPACED_ZONE)).as_py():
-        # BigQuery's "2020-01-01 10:00:00 UTC", Snowflake's "... 10:00:00.000 +0000".
-        values = pc.replace_substring_regex(values, r" (UTC|GMT)$", "Z")
-        values = pc.replace_substring_regex(values, _SPACED_ZONE, r"\1")
-        strings, malformed = _shaped(values, _ISO_8601)
-    if pc.any(pc.match_substring_regex(strings, _EXTRA_DIGITS)).as_py():
-        strings = pc.replace_substring_regex(strings, _EXTRA_DIGITS, r"\1")
-    # The usual export says "Z" everywhere: one plain substring test spares the zone regex.
-    if pc.all(pc.ends_with(strings, "Z")).as_py() is not False:
-        stamps, failed = _bisect(strings, _cast_to(_UTC))
-        return pa.chunked_array([stamps]), malformed | failed
-    zoned = pc.match_substring_regex(strings, _ZONE)
-    no_string = pa.scalar(None, pa.string())
-    aware, aware_failed = _bisect(pc.if_else(zoned, strings, no_string), _cast_to(_UTC))
-    naive, naive_failed = _bisect(pc.if_else(zoned, no_string, strings), _naive_to_utc)
-    stamps = pc.if_else(zoned, aware, naive)
-    return pa.chunked_array([stamps]), malformed | aware_failed | naive_failed
-
-
-def _cast_to(target: pa.DataType) -> Callable[[pa.Array], pa.Array]:
-    return lambda values: pc.cast(values, target)
-
-
-def _naive_to_utc(strings: pa.Array) -> pa.Array:
-    return pc.cast(pc.cast(strings, pa.timestamp("us")), _UTC)
-
-
-def _shaped(values: pa.ChunkedArray, shape: str) -> tuple[pa.Array, np.ndarray]:
-    """The strings matching a regex shape, the others nulled, and a mask of the others.
-
-    Arrow's casts fail a whole array on one bad value: the shape test finds most bad values
-    at once, and _bisect the few that look right but are not (a 30 February).
-    """
-    strings = values.combine_chunks()
-    malformed = _flags(pc.invert(pc.match_substring_regex(strings, shape)))
-    if malformed.any():
-        strings = pc.if_else(pa.array(malformed), pa.scalar(None, pa.string()), strings)
-    return strings, malformed
-
-
-def _bisect(
-    values: pa.Array, convert: Callable[[pa.Array], pa.Array]
-) -> tuple[pa.Array, np.ndarray]:
-    """Converts the values, halving the slice that fails until the bad values are pinned down.
-
-    Only values that pass the shape test but still fail (a 30 February) get here, so the
-    halving stays short: about log2(rows) casts per bad value.
-    """
-    try:
-        return convert(values), np.zeros(len(values), dtype=bool)
-    except pa.ArrowInvalid:
-        if len(values) == 1:
-            return convert(pa.nulls(1, values.type)), np.ones(1, dtype=bool)
-    half = len(values) // 2
-    head, head_failed = _bisect(values.slice(0, half), convert)
-    tail, tail_failed = _bisect(values.slice(half), convert)
-    return pa.concat_arrays([head, tail]), np.concatenate([head_failed, tail_failed])
+    return pa.chunked_array([pc.if_else(pa.array(as_mask(numeric)), unix, iso.combine_chunks())])
 
 
 def _first_only(ids: pa.ChunkedArray, name: str, problems: _Problems) -> None:
@@ -766,7 +677,7 @@ def _once_per_event_id(
     """Flags each good row repeating the event_id of an earlier one, in this file or one loaded
     before it (``kept_ids``, to which this file's are added), as the events API records an
     event_id once: an export run twice, or a file given under two names, is not learnt twice."""
-    good = np.flatnonzero(~problems.bad() & _flags(pc.is_valid(event_id)))
+    good = np.flatnonzero(~problems.bad() & as_mask(pc.is_valid(event_id)))
     if not len(good):
         return
     ids = event_id.take(good).combine_chunks()
@@ -775,7 +686,7 @@ def _once_per_event_id(
     repeat = np.ones(len(good), dtype=bool)
     repeat[first] = False
     if kept_ids:
-        repeat |= _flags(pc.is_in(ids, value_set=pa.concat_arrays(kept_ids)))
+        repeat |= as_mask(pc.is_in(ids, value_set=pa.concat_arrays(kept_ids)))
     flags = np.zeros(problems.rows, dtype=bool)
     flags[good[repeat]] = True
     problems.add(flags, lambda row: f"duplicate event_id {_show(event_id, row)}: the first is kept")
