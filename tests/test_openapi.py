@@ -109,3 +109,23 @@ def test_an_export_is_documented_as_ndjson(client: TestClient, spec: dict[str, A
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/x-ndjson")
     _documented(spec, "POST", "/v1/exports/offers", response)
+
+
+@pytest.mark.parametrize(
+    ("url", "methods"),
+    [
+        ("/v1/offers/o1", "DELETE, GET, OPTIONS, PUT"),
+        ("/v1/experiments/e1", "DELETE, GET, OPTIONS, PUT"),
+        ("/v1/customers/c1/consent", "GET, OPTIONS, PATCH, PUT"),
+        ("/v1/offer-rules", "GET, OPTIONS, PUT"),
+        ("/v1/events", "OPTIONS, POST"),
+    ],
+)
+def test_options_allows_every_method_of_the_path(
+    client: TestClient,  # type: ignore[type-arg]
+    url: str,
+    methods: str,
+) -> None:
+    response = client.options(url)
+    assert response.status_code == 204
+    assert response.headers["allow"] == methods
