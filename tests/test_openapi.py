@@ -129,3 +129,14 @@ def test_options_allows_every_method_of_the_path(
     response = client.options(url)
     assert response.status_code == 204
     assert response.headers["allow"] == methods
+
+
+def test_request_schemas_say_what_the_decoder_refuses(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    for name in ("LinkRequest", "ConsentRequest", "Presentation", "RecommendationRequest"):
+        assert schemas[name]["additionalProperties"] is False, name
+    identifiers = schemas["LinkRequest"]["properties"]["identifiers"]["items"]
+    assert identifiers["minLength"] == 1 and identifiers["maxLength"] == 256
+    marketing = schemas["ConsentRequest"]["properties"]["marketing"]
+    assert "email" in marketing["propertyNames"]["enum"]
+    assert "nope" not in marketing["propertyNames"]["enum"]
