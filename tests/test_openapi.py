@@ -140,3 +140,15 @@ def test_request_schemas_say_what_the_decoder_refuses(spec: dict[str, Any]) -> N
     marketing = schemas["ConsentRequest"]["properties"]["marketing"]
     assert "email" in marketing["propertyNames"]["enum"]
     assert "nope" not in marketing["propertyNames"]["enum"]
+
+
+def test_bodies_read_raw_or_batched_are_documented(spec: dict[str, Any]) -> None:
+    def body(method: str, path: str) -> dict[str, Any]:
+        request_body = spec["paths"][path][method]["requestBody"]
+        assert request_body["required"] is True
+        return request_body["content"]["application/json"]["schema"]  # type: ignore[no-any-return]
+
+    assert body("put", "/v1/offers/{offer_id}") == {"$ref": "#/components/schemas/Offer"}
+    assert body("put", "/v1/offer-rules") == {"$ref": "#/components/schemas/OfferRules"}
+    batch = body("post", "/v1/events")["oneOf"][1]
+    assert batch["type"] == "array" and batch["minItems"] == 1

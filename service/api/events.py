@@ -11,6 +11,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
+from service.api.bodies import json_body, one_or_batch
 from service.api.responses import problems
 from service.errors import InvalidRequest
 from service.events import Event, timestamp_problem
@@ -31,6 +32,7 @@ class EventController(Controller):
         status_code=HTTP_202_ACCEPTED,
         operation_id="postEvents",
         responses=problems(400, 413),
+        operation_class=json_body(one_or_batch("Event")),
     )
     async def post_events(
         self,

@@ -18,6 +18,7 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.response import Stream
 
 from service import identity, offer_service
+from service.api.bodies import component, json_body
 from service.api.params import ChannelParam, PathId, new_request_id
 from service.api.responses import problems
 from service.availability import Availability
@@ -89,6 +90,9 @@ class OfferCatalogueController(Controller):
     @put(
         "/offers/{offer_id:str}",
         operation_id="putOffer",
+        operation_class=json_body(
+            component("Offer"), "The offer; its ``offer_id``, if given, must be the path's"
+        ),
         responses={201: ResponseSpec(Offer, description="Created"), **problems(400, 413)},
     )
     async def put_offer(
@@ -123,7 +127,12 @@ class OfferCatalogueController(Controller):
         """Bands, segments, triggers and suppression in force."""
         return (await store.offer_catalogue())[2]
 
-    @put("/offer-rules", operation_id="putOfferRules", responses=problems(400, 413))
+    @put(
+        "/offer-rules",
+        operation_id="putOfferRules",
+        responses=problems(400, 413),
+        operation_class=json_body(component("OfferRules"), "Parts left out take their defaults"),
+    )
     async def put_rules(
         self, request: Request[Any, Any, Any], store: NamedDependency[Store]
     ) -> OfferRules:
