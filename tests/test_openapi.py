@@ -140,6 +140,8 @@ def test_request_schemas_say_what_the_decoder_refuses(spec: dict[str, Any]) -> N
     marketing = schemas["ConsentRequest"]["properties"]["marketing"]
     assert "email" in marketing["propertyNames"]["enum"]
     assert "nope" not in marketing["propertyNames"]["enum"]
+    stores = schemas["StockUpdate"]["properties"]["stores"]
+    assert stores["propertyNames"]["minLength"] == 1 and "pattern" in stores["propertyNames"]
 
 
 def test_bodies_read_raw_or_batched_are_documented(spec: dict[str, Any]) -> None:

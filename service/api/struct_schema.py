@@ -7,7 +7,8 @@ OpenAPI (or a fuzzer) sends bodies the service answers with a 400:
   false``;
 * a list item's own constraints (``list[Id]``: each id 1 to 256 characters, no control
   characters), which Litestar drops from ``items``;
-* the keys of a mapping keyed by a ``Literal`` (consent's ``marketing`` by channel).
+* the keys of a mapping keyed by a ``Literal`` (consent's ``marketing`` by channel) or by an
+  ``Id`` (inventory's ``stores``).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class RequestStructSchemaPlugin(StructSchemaPlugin):
             items = _string_items(field.type)
             if isinstance(prop, Schema) and items is not None:
                 _set_items(prop, items)
-            if isinstance(prop, Schema) and (keys := _literal_keys(field.type)):
-                prop.property_names = Schema(type=OpenAPIType.STRING, enum=keys)
+            if isinstance(prop, Schema) and (keys := _key_schema(field.type)):
+                prop.property_names = keys
         return schema
 
 
@@ -52,24 +53,32 @@ def _string_items(field_type: msgspec.inspect.Type) -> Schema | None:
         field_type = lists[0] if len(lists) == 1 else field_type
     if not isinstance(field_type, msgspec.inspect.ListType):
         return None
-    item = field_type.item_type
-    if not isinstance(item, msgspec.inspect.StrType) or item == msgspec.inspect.StrType():
+    return _constrained_string(field_type.item_type)
+
+
+def _key_schema(field_type: msgspec.inspect.Type) -> Schema | None:
+    """The keys a mapping takes where they are constrained (``dict[Channel, bool]``: the
+    channels; ``dict[Id, bool]``: ids), else None."""
+    if not isinstance(field_type, msgspec.inspect.DictType):
+        return None
+    keys = field_type.key_type
+    if isinstance(keys, msgspec.inspect.LiteralType):
+        return Schema(type=OpenAPIType.STRING, enum=[str(v) for v in keys.values])
+    return _constrained_string(keys)
+
+
+def _constrained_string(value_type: msgspec.inspect.Type) -> Schema | None:
+    """The schema of a string with constraints (``Id``), else None."""
+    if not isinstance(value_type, msgspec.inspect.StrType):
+        return None
+    if value_type == msgspec.inspect.StrType():
         return None
     return Schema(
         type=OpenAPIType.STRING,
-        min_length=item.min_length,
-        max_length=item.max_length,
-        pattern=item.pattern,
+        min_length=value_type.min_length,
+        max_length=value_type.max_length,
+        pattern=value_type.pattern,
     )
-
-
-def _literal_keys(field_type: msgspec.inspect.Type) -> list[str] | None:
-    """The keys a mapping keyed by a ``Literal`` (``dict[Channel, bool]``) takes, else None."""
-    if isinstance(field_type, msgspec.inspect.DictType):
-        keys = field_type.key_type
-        if isinstance(keys, msgspec.inspect.LiteralType):
-            return [str(v) for v in keys.values]
-    return None
 
 
 def _set_items(prop: Schema, items: Schema) -> None:
