@@ -23,6 +23,9 @@ from redis.asyncio import Redis
 from service import __doc__ as service_doc
 from service.ann import AnnConfig
 from service.api import ROUTES
+from service.api.options import allow_every_method
+from service.api.strict_json import StrictJSONRequest
+from service.api.struct_schema import RequestStructSchemaPlugin
 from service.auth import api_keys_from_settings, require_scope
 from service.availability import Availability
 from service.embedded_redis import EmbeddedRedis
@@ -200,6 +203,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "tracking": Provide(_provide_tracking, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[allow_every_method],
+        plugins=[RequestStructSchemaPlugin()],
+        request_class=StrictJSONRequest,
         openapi_config=OpenAPIConfig(
             title="omnireco",
             version="1",

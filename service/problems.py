@@ -36,6 +36,11 @@ _HTTP_KINDS = {
 }
 
 
+class InvalidBody(ValidationException):
+    """A JSON body that does not decode into the handler's data type, strictly (raised by
+    service/api/strict_json.py from msgspec's error, which names the path without ``$.data``)."""
+
+
 class FieldError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One invalid input: where it is (``$.events[0].channel``, ``query.k``) and what is wrong."""
 
@@ -177,10 +182,9 @@ def _field_name(error: dict[str, Any]) -> str:
 _DESERIALIZING = "while deserializing"
 # Litestar leaves ``data`` out of the handler's arguments when the body is empty.
 _NO_BODY = "Object missing required field `data`"
-# msgspec names a bad key of a mapping as "- at `key` in `$.data.items[0].stores`".
-_BODY_PATH = re.compile(
-    r"^(?P<message>.*) - at (?P<key>`key` in )?`\$\.data(?P<path>[^`]*)`$", re.DOTALL
-)
+# msgspec names a bad key of a mapping as "- at `key` in `$.data.items[0].stores`" (in Litestar's
+# kwargs; "`$.items[0].stores`" where the body was decoded on its own: InvalidBody).
+_BODY_PATH = re.compile(r"^(?P<message>.*) - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$", re.DOTALL)
 
 
 def _body_error(exc: ValidationException) -> list[FieldError]:
@@ -194,7 +198,12 @@ def _body_error(exc: ValidationException) -> list[FieldError]:
         return []
     if str(cause) == _NO_BODY:
         return [FieldError(field="$", message=EMPTY_BODY)]
-    if m := _BODY_PATH.match(str(cause)):
+    # Litestar's kwargs put the body under ``data``; a body decoded on its own is the root.
+    root = "" if isinstance(exc, InvalidBody) else ".data"
+    m = _BODY_PATH.match(str(cause))
+    if m and (m["path"] == root or m["path"].startswith((root + ".", root + "["))):
         message = m["message"] + (" (a key)" if m["key"] else "")
-        return [FieldError(field="$" + m["path"], message=message)]
+        return [FieldError(field="$" + m["path"][len(root) :], message=message)]
+    if isinstance(exc, InvalidBody):  # the body itself is of the wrong type
+        return [FieldError(field="$", message=str(cause))]
     return []

@@ -46,3 +46,32 @@ def test_an_empty_body_is_a_400_that_says_so(client: TestClient, method: str, pa
     problem = response.json()
     assert "request body is empty" in problem["detail"]
     assert problem["errors"][0]["field"] == "$"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("PATCH", "/v1/customers/c1/consent", {"personalisation": "false"}, "$.personalisation"),
+        ("PUT", "/v1/customers/c1/consent", {"marketing": {"app": 0}}, "$.marketing[...]"),
+        (
+            "POST",
+            "/v1/events",
+            [{"customer_id": "c1", "event_type": "purchase", "item_id": "i01", "quantity": "3"}],
+            "$[0].quantity",
+        ),
+        ("POST", "/v1/exports/offers", {"record": 0}, "$.record"),
+        ("PUT", "/v1/inventory", {"items": [{"item_id": "i01", "stores": {"s1": 1}}]}, None),
+        ("POST", "/v1/recommendations", {"customer_id": "c1", "k": "5"}, "$.k"),
+    ],
+)
+def test_a_json_body_is_decoded_strictly(
+    client: TestClient, method: str, path: str, body: object, field: str | None
+) -> None:
+    """``"false"``, ``0`` and ``"3"`` are not the boolean and number the OpenAPI asks for: a 400
+    naming the field, not a value silently coerced (Litestar converts bodies in lax mode)."""
+    response = client.request(method, path, json=body)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    errors = response.json()["errors"]
+    assert errors[0]["field"].startswith(field or "$.items[0].stores"), errors
+    assert client.get("/v1/customers/c1/consent").json().get("personalisation") is None

@@ -8,6 +8,7 @@ import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 
+from service.api.responses import problems
 from service.errors import StoreUnavailable
 from service.live_model import LiveModel
 from service.store import Store
@@ -20,13 +21,13 @@ class AdminModelController(Controller):
     opt = {"scope": "admin"}  # noqa: RUF012
     tags = ["admin"]  # noqa: RUF012
 
-    @get("/", operation_id="liveModel")
+    @get("/", operation_id="liveModel", responses=problems())
     async def live(self, live_model: NamedDependency[LiveModel]) -> dict[str, Any]:
         """The live model's manifest (version, parameters, data window, counts, metrics)."""
         model = live_model.get()
         return msgspec.to_builtins(model.artifact.manifest)  # type: ignore[no-any-return]
 
-    @post("/reload", status_code=200, operation_id="reloadModel")
+    @post("/reload", status_code=200, operation_id="reloadModel", responses=problems())
     async def reload(
         self, live_model: NamedDependency[LiveModel], store: NamedDependency[Store]
     ) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from litestar.params import JSONBody
 
 from service import identity
 from service.api.params import PathId
+from service.api.responses import problems
 from service.resolution import customer_for
 from service.schemas import ConsentRequest, LinkRequest
 from service.settings import Settings
@@ -24,7 +25,9 @@ class IdentityController(Controller):
     opt = {"scope": "events"}  # noqa: RUF012
     tags = ["customers"]  # noqa: RUF012
 
-    @post("/link", status_code=200, operation_id="linkIdentifiers")
+    @post(
+        "/link", status_code=200, operation_id="linkIdentifiers", responses=problems(400, 409, 413)
+    )
     async def link(
         self,
         data: JSONBody[LinkRequest],
@@ -47,7 +50,7 @@ class ConsentController(Controller):
     opt = {"scope": ("admin", "events")}  # noqa: RUF012
     tags = ["customers"]  # noqa: RUF012
 
-    @put("/", operation_id="setConsent")
+    @put("/", operation_id="setConsent", responses=problems(400, 413))
     async def set_consent(
         self,
         customer_id: PathId,
@@ -67,7 +70,7 @@ class ConsentController(Controller):
         await store.set_consent(resolved, consent)
         return consent
 
-    @patch("/", operation_id="updateConsent")
+    @patch("/", operation_id="updateConsent", responses=problems(400, 413))
     async def update_consent(
         self,
         customer_id: PathId,
@@ -80,7 +83,7 @@ class ConsentController(Controller):
         resolved = await customer_for(store, settings.identifier_kinds_set, customer_id)
         return await store.update_consent(resolved, data.personalisation, dict(data.marketing))
 
-    @get("/", operation_id="getConsent")
+    @get("/", operation_id="getConsent", responses=problems(400))
     async def get_consent(
         self,
         customer_id: PathId,
@@ -99,7 +102,9 @@ class ErasureController(Controller):
     opt = {"scope": "admin"}  # noqa: RUF012
     tags = ["customers"]  # noqa: RUF012
 
-    @delete("/{customer_id:str}", status_code=200, operation_id="eraseCustomer")
+    @delete(
+        "/{customer_id:str}", status_code=200, operation_id="eraseCustomer", responses=problems(400)
+    )
     async def erase(self, customer_id: PathId, store: NamedDependency[Store]) -> ErasureReport:
         """Erase the customer's state, identifiers and unexported events; training drops the rest.
 

@@ -10,6 +10,7 @@ from litestar.params import QueryParameter
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import dashboard
+from service.api.responses import problems
 from service.dashboard import Dashboard
 from service.live_model import LiveModel
 from service.settings import Settings
@@ -33,7 +34,7 @@ class DashboardController(Controller):
     opt = {"scope": "admin"}  # noqa: RUF012
     tags = ["admin"]  # noqa: RUF012
 
-    @get("/", operation_id="dashboardData")
+    @get("/", operation_id="dashboardData", responses=problems(400))
     async def data(
         self,
         store: NamedDependency[Store],

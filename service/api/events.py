@@ -11,6 +11,8 @@ from litestar.exceptions import ValidationException
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
+from service.api.bodies import json_body, one_or_batch
+from service.api.responses import problems
 from service.errors import InvalidRequest
 from service.events import Event, timestamp_problem
 from service.resolution import resolve_events
@@ -25,7 +27,13 @@ class EventController(Controller):
     opt = {"scope": "events"}  # noqa: RUF012
     tags = ["events"]  # noqa: RUF012
 
-    @post("/events", status_code=HTTP_202_ACCEPTED, operation_id="postEvents")
+    @post(
+        "/events",
+        status_code=HTTP_202_ACCEPTED,
+        operation_id="postEvents",
+        responses=problems(400, 413),
+        operation_class=json_body(one_or_batch("Event")),
+    )
     async def post_events(
         self,
         data: JSONBody[Event | list[Event]],

@@ -12,6 +12,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from service import measures
 from service.api.params import PathId
+from service.api.responses import problems
 from service.errors import InvalidRequest, ServiceError
 from service.experiments import Experiment, ExperimentConfig
 from service.measures import ExperimentResult
@@ -44,12 +45,12 @@ class ExperimentController(Controller):
     opt = {"scope": "admin"}  # noqa: RUF012
     tags = ["experiments"]  # noqa: RUF012
 
-    @get("/", operation_id="listExperiments")
+    @get("/", operation_id="listExperiments", responses=problems())
     async def list_all(self, store: NamedDependency[Store]) -> list[Experiment]:
         """Every experiment, running or not."""
         return await store.experiments()
 
-    @put("/{experiment_id:str}", operation_id="putExperiment")
+    @put("/{experiment_id:str}", operation_id="putExperiment", responses=problems(400, 413))
     async def put_one(
         self,
         experiment_id: PathId,
@@ -71,12 +72,17 @@ class ExperimentController(Controller):
         await tracking.reload_experiments()
         return experiment
 
-    @get("/{experiment_id:str}", operation_id="getExperiment")
+    @get("/{experiment_id:str}", operation_id="getExperiment", responses=problems(400, 404))
     async def get_one(self, experiment_id: PathId, store: NamedDependency[Store]) -> Experiment:
         """One experiment's config."""
         return await _find(store, experiment_id)
 
-    @post("/{experiment_id:str}/stop", status_code=200, operation_id="stopExperiment")
+    @post(
+        "/{experiment_id:str}/stop",
+        status_code=200,
+        operation_id="stopExperiment",
+        responses=problems(400, 404, 409),
+    )
     async def stop(
         self,
         experiment_id: PathId,
@@ -101,7 +107,7 @@ class ExperimentController(Controller):
         await tracking.reload_experiments()
         return experiment
 
-    @delete("/{experiment_id:str}", operation_id="deleteExperiment")
+    @delete("/{experiment_id:str}", operation_id="deleteExperiment", responses=problems(400, 404))
     async def delete_one(
         self,
         experiment_id: PathId,
@@ -113,7 +119,11 @@ class ExperimentController(Controller):
             raise UnknownExperiment(f"no experiment {experiment_id!r}")
         await tracking.reload_experiments()
 
-    @get("/{experiment_id:str}/results", operation_id="experimentResults")
+    @get(
+        "/{experiment_id:str}/results",
+        operation_id="experimentResults",
+        responses=problems(400, 404),
+    )
     async def results(
         self, experiment_id: PathId, store: NamedDependency[Store], days: Days = 30
     ) -> ExperimentResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import get, head
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.response import Response
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
@@ -23,7 +24,10 @@ async def health_live_head() -> None:
     """``/health/live`` without a body."""
 
 
-@get("/health/ready", operation_id="ready", tags=["health"])
+_NOT_READY = {503: ResponseSpec(Health, description="Not ready: ``checks`` says why")}
+
+
+@get("/health/ready", operation_id="ready", tags=["health"], responses=_NOT_READY)
 async def health_ready(
     live_model: NamedDependency[LiveModel], store: NamedDependency[Store]
 ) -> Response[Health]:
@@ -36,7 +40,12 @@ async def health_ready(
     return Response(body, status_code=_status(body))
 
 
-@head("/health/ready", operation_id="readyHead", tags=["health"])
+@head(
+    "/health/ready",
+    operation_id="readyHead",
+    tags=["health"],
+    responses={503: ResponseSpec(None, description="Not ready")},
+)
 async def health_ready_head(
     live_model: NamedDependency[LiveModel], store: NamedDependency[Store]
 ) -> Response[None]:

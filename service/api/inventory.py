@@ -6,6 +6,7 @@ from litestar import Controller, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
+from service.api.responses import problems
 from service.schemas import InventoryAccepted, InventoryRequest
 from service.store import Store
 
@@ -17,7 +18,7 @@ class InventoryController(Controller):
     opt = {"scope": "admin"}  # noqa: RUF012
     tags = ["inventory"]  # noqa: RUF012
 
-    @put("/", operation_id="setInventory")
+    @put("/", operation_id="setInventory", responses=problems(400, 413))
     async def set_inventory(
         self, data: JSONBody[InventoryRequest], store: NamedDependency[Store]
     ) -> InventoryAccepted:

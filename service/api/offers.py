@@ -13,11 +13,14 @@ from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
+from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, QueryParameter
 from litestar.response import Stream
 
 from service import identity, offer_service
+from service.api.bodies import component, json_body
 from service.api.params import ChannelParam, PathId, new_request_id
+from service.api.responses import problems
 from service.availability import Availability
 from service.errors import InvalidRequest
 from service.events import Channel, Id
@@ -39,6 +42,7 @@ EXPORT_SLOTS = 2
 # The most of a worker's event loop an export may take: online requests keep the rest.
 EXPORT_SHARE = 0.5
 _ndjson = msgspec.json.Encoder()
+NDJSON = "application/x-ndjson"
 OfferK = Annotated[int, QueryParameter(ge=1, le=20, description="How many offers (default 3)")]
 ItemsK = Annotated[int, QueryParameter(ge=0, le=50, description="Recommended items to add")]
 Record = Annotated[bool, QueryParameter(description="Record the offers as presented")]
@@ -83,7 +87,14 @@ class OfferCatalogueController(Controller):
     opt = {"scope": "admin"}  # noqa: RUF012
     tags = ["offers"]  # noqa: RUF012
 
-    @put("/offers/{offer_id:str}", operation_id="putOffer")
+    @put(
+        "/offers/{offer_id:str}",
+        operation_id="putOffer",
+        operation_class=json_body(
+            component("Offer"), "The offer; its ``offer_id``, if given, must be the path's"
+        ),
+        responses={201: ResponseSpec(Offer, description="Created"), **problems(400, 413)},
+    )
     async def put_offer(
         self, offer_id: PathId, request: Request[Any, Any, Any], store: NamedDependency[Store]
     ) -> Response[Offer]:
@@ -92,7 +103,7 @@ class OfferCatalogueController(Controller):
         created = await store.put_offer(offer)
         return Response(offer, status_code=201 if created else 200)
 
-    @get("/offers/{offer_id:str}", operation_id="getOffer")
+    @get("/offers/{offer_id:str}", operation_id="getOffer", responses=problems(400, 404))
     async def get_offer(self, offer_id: PathId, store: NamedDependency[Store]) -> Offer:
         """One offer."""
         offer = await store.get_offer(offer_id)
@@ -100,23 +111,28 @@ class OfferCatalogueController(Controller):
             raise NotFoundException(detail=f"no offer {offer_id!r}")
         return offer
 
-    @get("/offers", operation_id="listOffers")
+    @get("/offers", operation_id="listOffers", responses=problems())
     async def list_offers(self, store: NamedDependency[Store]) -> list[Offer]:
         """Every offer, by id."""
         return (await store.offer_catalogue())[1]
 
-    @delete("/offers/{offer_id:str}", operation_id="deleteOffer")
+    @delete("/offers/{offer_id:str}", operation_id="deleteOffer", responses=problems(400, 404))
     async def delete_offer(self, offer_id: PathId, store: NamedDependency[Store]) -> None:
         """Remove an offer (204); contacts already made still count against caps."""
         if not await store.delete_offer(offer_id):
             raise NotFoundException(detail=f"no offer {offer_id!r}")
 
-    @get("/offer-rules", operation_id="getOfferRules")
+    @get("/offer-rules", operation_id="getOfferRules", responses=problems())
     async def get_rules(self, store: NamedDependency[Store]) -> OfferRules:
         """Bands, segments, triggers and suppression in force."""
         return (await store.offer_catalogue())[2]
 
-    @put("/offer-rules", operation_id="putOfferRules")
+    @put(
+        "/offer-rules",
+        operation_id="putOfferRules",
+        responses=problems(400, 413),
+        operation_class=json_body(component("OfferRules"), "Parts left out take their defaults"),
+    )
     async def put_rules(
         self, request: Request[Any, Any, Any], store: NamedDependency[Store]
     ) -> OfferRules:
@@ -133,7 +149,11 @@ class CustomerOffersController(Controller):
     opt = {"scope": "offers"}  # noqa: RUF012
     tags = ["offers"]  # noqa: RUF012
 
-    @get("/customers/{customer_id:str}/offers", operation_id="offersForCustomer")
+    @get(
+        "/customers/{customer_id:str}/offers",
+        operation_id="offersForCustomer",
+        responses=problems(400),
+    )
     async def for_customer(
         self,
         customer_id: PathId,
@@ -181,7 +201,13 @@ class CustomerOffersController(Controller):
             variant=assignment.variant.name if assignment else None,
         )
 
-    @post("/exports/offers", status_code=200, operation_id="exportOffers")
+    @post(
+        "/exports/offers",
+        status_code=200,
+        operation_id="exportOffers",
+        responses=problems(400, 413, 429),
+        media_type=NDJSON,  # so the OpenAPI documents the lines, not JSON
+    )
     async def export(
         self,
         data: JSONBody[ExportRequest],
@@ -230,7 +256,7 @@ class CustomerOffersController(Controller):
         # over, however it ends.
         release = slots.take()
         lines = _lines(release, chooser, data.audience.customer_ids)
-        return SlotStream(lines, release=release, media_type="application/x-ndjson")
+        return SlotStream(lines, release=release, media_type=NDJSON)
 
 
 async def _lines(

@@ -11,6 +11,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from service import recommend
 from service.api.params import Category, ChannelParam, Exclude, K, PathId, new_request_id
+from service.api.responses import problems
 from service.errors import StoreUnavailable, UnknownItem
 from service.events import Event
 from service.offload import off_loop_if_heavy
@@ -30,7 +31,11 @@ class RecommendationController(Controller):
     opt = {"scope": "recommend"}  # noqa: RUF012 (Litestar reads it as a class attribute)
     tags = ["recommendations"]  # noqa: RUF012
 
-    @get("/customers/{customer_id:str}/recommendations", operation_id="recommendForCustomer")
+    @get(
+        "/customers/{customer_id:str}/recommendations",
+        operation_id="recommendForCustomer",
+        responses=problems(400),
+    )
     async def for_customer(
         self,
         customer_id: PathId,
@@ -58,7 +63,12 @@ class RecommendationController(Controller):
         )
         return await _answer(rt, customer_id, query)
 
-    @post("/recommendations", status_code=200, operation_id="recommendForSession")
+    @post(
+        "/recommendations",
+        status_code=200,
+        operation_id="recommendForSession",
+        responses=problems(400, 413),
+    )
     async def for_session(
         self, data: JSONBody[RecommendationRequest], state: State
     ) -> RecommendationResponse:
@@ -86,7 +96,7 @@ class RecommendationController(Controller):
         ]
         return await _answer(rt, reference, query, session=session)
 
-    @get("/items/{item_id:str}/similar", operation_id="similarItems")
+    @get("/items/{item_id:str}/similar", operation_id="similarItems", responses=problems(400, 404))
     async def similar(
         self,
         item_id: PathId,

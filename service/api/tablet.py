@@ -15,6 +15,7 @@ from litestar.static_files import create_static_files_router
 
 from service import identity, offer_service, profile, recommend
 from service.api.params import ID_RULES, PathId
+from service.api.responses import problems
 from service.availability import Availability
 from service.errors import InvalidRequest, UnknownCustomer
 from service.events import Event, Id, stream_payload
@@ -59,7 +60,7 @@ class TabletController(Controller):
     opt = {"scope": "customers"}  # noqa: RUF012
     tags = ["tablet"]  # noqa: RUF012
 
-    @get("/lookup", operation_id="lookupCustomer")
+    @get("/lookup", operation_id="lookupCustomer", responses=problems(400, 404))
     async def lookup(
         self,
         store: NamedDependency[Store],
@@ -93,7 +94,7 @@ class TabletController(Controller):
         await store.record([visit])
         return LookupResult(customer_id=customer_id, identifier=identity.mask(normalised))
 
-    @get("/{customer_id:str}/profile", operation_id="customerProfile")
+    @get("/{customer_id:str}/profile", operation_id="customerProfile", responses=problems(400, 404))
     async def profile(
         self,
         customer_id: PathId,
@@ -138,7 +139,12 @@ class TabletController(Controller):
             best_offer=await _best_offer(model, store, settings, resolved, now),
         )
 
-    @post("/{customer_id:str}/presentations", status_code=202, operation_id="offerPresented")
+    @post(
+        "/{customer_id:str}/presentations",
+        status_code=202,
+        operation_id="offerPresented",
+        responses=problems(400, 404, 413),
+    )
     async def presented(
         self,
         customer_id: PathId,
