@@ -31,6 +31,7 @@ from service.availability import Availability
 from service.embedded_redis import EmbeddedRedis
 from service.live_model import LiveModel
 from service.logs import configure as configure_json_logs
+from service.memory import limit_arenas
 from service.metrics import Metrics
 from service.problems import EXCEPTION_HANDLERS
 from service.runtime import Runtime
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     # In each worker: uvicorn calls this factory in every worker process.
     allow_open_files()
+    limit_arenas()  # before the worker's threads allocate (service/memory.py)
     configure_logging(settings.log_level)
     api_keys = api_keys_from_settings(settings.api_keys, settings.data_dir)
     live_model = LiveModel(

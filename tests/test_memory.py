@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -29,3 +30,41 @@ def test_freed_heap_memory_below_a_live_block_is_given_back() -> None:
     after = _resident_mib()
     assert before - after > 50, (before, after)
     del keep
+
+
+_ARENAS_SCRIPT = """
+import ctypes, sys, threading
+from service.memory import limit_arenas
+if sys.argv[1] == "limited":
+    assert limit_arenas(1)
+barrier = threading.Barrier(4)
+kept = []
+def work():
+    blocks = [bytearray(512) for _ in range(2000)]  # small blocks: from the thread's arena
+    barrier.wait()  # all four threads allocating at once
+    kept.append(blocks)
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+ctypes.CDLL("libc.so.6").malloc_stats()  # one "Arena N:" section per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or _malloc_trim() is None, reason="glibc only"
+)
+def test_threads_share_the_capped_arenas() -> None:
+    """Each allocating thread gets an arena of its own, whose freed memory it keeps; capped,
+    they share (a worker's offload threads grew it by tens of MiB)."""
+
+    def arenas(mode: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", _ARENAS_SCRIPT, mode], capture_output=True, text=True,
+            check=True,
+        )  # fmt: skip
+        return done.stderr.count("Arena ")
+
+    assert arenas("default") > 1
+    assert arenas("limited") == 1
