@@ -12,9 +12,10 @@ glibc also gives each thread that allocates its own arena (up to 8 per CPU), and
 frees stays in its arena. A worker runs its heavy work in threads (service/offload.py, an offer
 plan, a store's stock mask), so each such thread's arena kept what its work had used: at 100,000
 items 2 s of the benchmark's offers at 8 connections grew a worker by 42 MiB of private memory
-with the default arenas, 25 MiB with at most 2 and 21 MiB with 1. ``limit_arenas`` caps them (``mallopt(M_ARENA_MAX)``, as the
-``MALLOC_ARENA_MAX`` variable would, but from inside the worker); the threads are few and
-short-lived, so they hardly ever wait for one another's allocations.
+with the default arenas, 25 MiB with at most 2 and 21 MiB with 1. ``limit_arenas`` caps them
+(``mallopt(M_ARENA_MAX)``, as the ``MALLOC_ARENA_MAX`` variable would, but from inside the
+worker); the threads are few and short-lived, so they hardly ever wait for one another's
+allocations.
 """
 
 from __future__ import annotations
