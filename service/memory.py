@@ -26,33 +26,27 @@ from collections.abc import Callable
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    # glibc by its soname, else the symbols the process already has (no ``find_library``: it
-    # runs ldconfig in a subprocess).
+def _glibc(symbol: str) -> Callable[..., int] | None:
+    """``symbol`` of glibc, or None (another C library): glibc by its soname, else the symbols
+    the process already has (no ``find_library``: it runs ldconfig in a subprocess)."""
     for name in ("libc.so.6", None):
         try:
-            return ctypes.CDLL(name).malloc_trim  # type: ignore[no-any-return]
+            return getattr(ctypes.CDLL(name), symbol)  # type: ignore[no-any-return]
         except (OSError, AttributeError):
             continue
     return None
+
+
+def _malloc_trim() -> Callable[..., int] | None:
+    return _glibc("malloc_trim")
 
 
 _M_ARENA_MAX = -8  # glibc's malloc.h
 
 
-@functools.cache
-def _mallopt() -> Callable[[int, int], int] | None:
-    for name in ("libc.so.6", None):
-        try:
-            return ctypes.CDLL(name).mallopt  # type: ignore[no-any-return]
-        except (OSError, AttributeError):
-            continue
-    return None
-
-
 def limit_arenas(arenas: int = 2) -> bool:
     """Let the C heap grow at most ``arenas`` arenas; True when the C library could (glibc)."""
-    mallopt = _mallopt()
+    mallopt = _glibc("mallopt")
     return mallopt is not None and mallopt(_M_ARENA_MAX, arenas) == 1
 
 
