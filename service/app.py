@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from service import __doc__ as service_doc
 from service.ann import AnnConfig
 from service.api import ROUTES
+from service.api.fast_routes import FastRoutes
 from service.api.options import allow_every_method
 from service.api.strict_json import StrictJSONRequest
 from service.api.struct_schema import RequestStructSchemaPlugin
@@ -184,7 +185,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
 
-    return Litestar(
+    app = Litestar(
         route_handlers=ROUTES,
         lifespan=[lifespan],
         # Metrics outermost, so refused requests are timed and carry a request id too.
@@ -216,6 +217,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[ScalarRenderPlugin()],
         ),
     )
+    if settings.fast_routes:
+        # In front of Litestar's own handler: Litestar's __call__ has put the app in the scope
+        # and wrapped ``send`` in its before-send hooks by then.
+        app.asgi_handler = FastRoutes(app.asgi_handler, metrics if settings.tracking else None)
+    return app
 
 
 def configure_logging(level: str) -> None:

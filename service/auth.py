@@ -110,6 +110,17 @@ def require_scope(app: ASGIApp) -> ASGIApp:
     return check_scope
 
 
+def grants(scope: AsgiScope, wanted: tuple[str, ...]) -> bool:
+    """Whether the request's key holds one of the ``wanted`` scopes (no key or an unknown key:
+    False). The routes served without Litestar (service/api/fast_routes.py) check with this and
+    leave every refusal to ``require_scope``, so it is worded in one place."""
+    key = _presented_key(scope)
+    if key is None:
+        return False
+    scopes = scope["app"].state.api_keys.scopes_for(key)
+    return scopes is not None and not scopes.isdisjoint(wanted)
+
+
 def _authorize(scope: AsgiScope, wanted_scope: str | tuple[str, ...] | None) -> None:
     if wanted_scope is None:
         return

@@ -152,11 +152,13 @@ class Metrics:
                 raise
             finally:
                 self.in_flight -= 1
-                self._observe(scope, status, time.perf_counter() - started)
+                self.observe(scope, status, time.perf_counter() - started)
 
         return timed_app
 
-    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        """Count and time one answered request (its route template and path parameters are in
+        ``scope``, as Litestar's router leaves them), and log it."""
         route = scope.get("path_template") or "unmatched"
         method = scope.get("method", "")
         channel = _channel(scope.get("query_string", b""))

@@ -99,6 +99,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     inline_scoring_max_items: Positive = 50_000
     # Measurement (issue 7): experiments, served-item counters, attribution, /metrics timing.
     tracking: bool = True
+    # The recommendations and similar-items GET routes answered in front of Litestar's
+    # per-request machinery (service/api/fast_routes.py): the same answers, for less CPU.
+    fast_routes: bool = True
     # Days a touch on a channel can win a purchase, over the defaults: "web=7,store=1".
     attribution_windows: str | None = None
 

@@ -61,7 +61,7 @@ class RecommendationController(Controller):
             exclude=tuple(exclude or ()),
             store_id=store_id,
         )
-        return await _answer(rt, customer_id, query)
+        return await answer(rt, customer_id, query)
 
     @post(
         "/recommendations",
@@ -94,7 +94,7 @@ class RecommendationController(Controller):
             for kind, items in (("add_to_cart", data.context.cart), ("view", data.context.viewed))
             for i in items
         ]
-        return await _answer(rt, reference, query, session=session)
+        return await answer(rt, reference, query, session=session)
 
     @get("/items/{item_id:str}/similar", operation_id="similarItems", responses=problems(400, 404))
     async def similar(
@@ -109,35 +109,44 @@ class RecommendationController(Controller):
     ) -> SimilarItemsResponse:
         """Items similar to one item (cosine of item factors), in stock for the channel."""
         rt = runtime(state)
-        settings, model = rt.settings, rt.live_model.get()
-        row = model.item_row(item_id)
-        if row is None:
-            raise UnknownItem(f"item {item_id!r} is not in model {model.version}")
         query = recommend.Query(
             channel=channel,
-            k=k or settings.default_k,
+            k=k or rt.settings.default_k,
             category=category,
             exclude=tuple(exclude or ()),
             store_id=store_id,
         )
-        available = await rt.availability.mask(model, channel, store_id)
-        return SimilarItemsResponse(
-            request_id=new_request_id(),
-            model_version=model.version,
-            item_id=item_id,
-            channel=channel,
-            items=await off_loop_if_heavy(
-                settings.inline_scoring_max_items,
-                recommend.similar_to_item,
-                model,
-                row,
-                query,
-                available,
-            ),
-        )
+        return await similar_items(rt, item_id, query)
 
 
-async def _answer(
+async def similar_items(rt: Runtime, item_id: str, query: recommend.Query) -> SimilarItemsResponse:
+    """Items similar to ``item_id`` under ``query``'s filters.
+
+    Raises:
+        UnknownItem: the live model does not know the item (a 404).
+    """
+    settings, model = rt.settings, rt.live_model.get()
+    row = model.item_row(item_id)
+    if row is None:
+        raise UnknownItem(f"item {item_id!r} is not in model {model.version}")
+    available = await rt.availability.mask(model, query.channel, query.store_id)
+    return SimilarItemsResponse(
+        request_id=new_request_id(),
+        model_version=model.version,
+        item_id=item_id,
+        channel=query.channel,  # type: ignore[arg-type]
+        items=await off_loop_if_heavy(
+            settings.inline_scoring_max_items,
+            recommend.similar_to_item,
+            model,
+            row,
+            query,
+            available,
+        ),
+    )
+
+
+async def answer(
     rt: Runtime,
     reference: str | None,
     query: recommend.Query,
