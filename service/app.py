@@ -220,7 +220,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     if settings.fast_routes:
         # In front of Litestar's own handler: Litestar's __call__ has put the app in the scope
         # and wrapped ``send`` in its before-send hooks by then.
-        app.asgi_handler = FastRoutes(app.asgi_handler, metrics if settings.tracking else None)
+        app.asgi_handler = FastRoutes(app, app.asgi_handler, metrics if settings.tracking else None)
     return app
 
 

@@ -16,7 +16,7 @@ from service.api.responses import problems
 from service.errors import InvalidRequest
 from service.events import Event, timestamp_problem
 from service.resolution import resolve_events
-from service.runtime import runtime
+from service.runtime import Runtime, runtime
 from service.schemas import EventsAccepted
 
 
@@ -48,30 +48,39 @@ class EventController(Controller):
         the answer's ``request_id``) are counted per channel and variant; a purchase is attributed
         to the last touch of its item within that touch channel's window (service/attribution.py).
         """
-        rt = runtime(state)
-        store, settings, tracking = rt.store, rt.settings, rt.tracking
-        events = data if isinstance(data, list) else [data]
-        if not events:
-            raise InvalidRequest("the batch holds no event")
-        if len(events) > settings.max_batch_events:
-            raise InvalidRequest(
-                f"the batch holds {len(events)} events; at most {settings.max_batch_events} allowed"
-            )
-        now = datetime.now(UTC)
-        _check_timestamps(events, now, batch=isinstance(data, list))
-        stamped = [e if e.timestamp else msgspec.structs.replace(e, timestamp=now) for e in events]
-        resolved = await resolve_events(store, settings.identifier_kinds_set, stamped)
-        # A retry is acknowledged again but counts nowhere again: not in the measurement's
-        # impressions, clicks and revenue, nor in /metrics (with tracking off, neither exists:
-        # no look-up).
-        recorded = await store.recorded_before(resolved) if tracking.enabled else set()
-        fresh = _first_deliveries(resolved, recorded)
-        # Measurement (issue 7): counters and touches ride on the same transaction.
-        measure = await tracking.plan(fresh, rt.live_model.version)
-        ids = await store.record(resolved, also=measure)
-        await store.record_redemptions(fresh)  # offer_redeemed with an offer_id: caps, history
-        tracking.ingested(fresh)
-        return EventsAccepted(accepted=len(ids), ids=ids)
+        return await record_events(runtime(state), data)
+
+
+async def record_events(rt: Runtime, data: Event | list[Event]) -> EventsAccepted:
+    """Store one event or a batch (``POST /v1/events``; see ``EventController.post_events``).
+
+    Raises:
+        InvalidRequest: an empty or too large batch.
+        ValidationException: event times out of range.
+    """
+    store, settings, tracking = rt.store, rt.settings, rt.tracking
+    events = data if isinstance(data, list) else [data]
+    if not events:
+        raise InvalidRequest("the batch holds no event")
+    if len(events) > settings.max_batch_events:
+        raise InvalidRequest(
+            f"the batch holds {len(events)} events; at most {settings.max_batch_events} allowed"
+        )
+    now = datetime.now(UTC)
+    _check_timestamps(events, now, batch=isinstance(data, list))
+    stamped = [e if e.timestamp else msgspec.structs.replace(e, timestamp=now) for e in events]
+    resolved = await resolve_events(store, settings.identifier_kinds_set, stamped)
+    # A retry is acknowledged again but counts nowhere again: not in the measurement's
+    # impressions, clicks and revenue, nor in /metrics (with tracking off, neither exists:
+    # no look-up).
+    recorded = await store.recorded_before(resolved) if tracking.enabled else set()
+    fresh = _first_deliveries(resolved, recorded)
+    # Measurement (issue 7): counters and touches ride on the same transaction.
+    measure = await tracking.plan(fresh, rt.live_model.version)
+    ids = await store.record(resolved, also=measure)
+    await store.record_redemptions(fresh)  # offer_redeemed with an offer_id: caps, history
+    tracking.ingested(fresh)
+    return EventsAccepted(accepted=len(ids), ids=ids)
 
 
 def _first_deliveries(events: list[Event], recorded: set[str]) -> list[Event]:

@@ -29,7 +29,7 @@ from service.live_model import LiveModel
 from service.offer_scoring import ScoredOffer
 from service.offers import InvalidOffer, Offer, OfferRules, decode_offer, decode_rules
 from service.resolution import customer_for
-from service.runtime import runtime
+from service.runtime import Runtime, runtime
 from service.schemas import RecommendedItem
 from service.settings import Settings
 from service.store import Store
@@ -170,36 +170,7 @@ class CustomerOffersController(Controller):
         """
         # One runtime instead of five injected dependencies, each resolved by a task of its own
         # per request (16% of a worker's samples under the offers load).
-        rt = runtime(state)
-        store, settings, availability = rt.store, rt.settings, rt.availability
-        tracking, live_model = rt.tracking, rt.live_model
-        resolved = await customer_for(store, settings.identifier_kinds_set, customer_id)
-        # The same experiment assignment as the customer's recommendations (issue 7).
-        assignment = tracking.assignment(channel, resolved)
-        model = await tracking.model_for(assignment, live_model.get())
-        chooser = offer_service.Chooser(
-            model=model,
-            store=store,
-            settings=settings,
-            catalogue=await offer_service.load_catalogue(store, model),
-            channel=channel,
-            k_offers=k,
-            k_items=items,
-            available=await availability.mask(model, channel, None) if items else None,
-            record=record,
-        )
-        [choice] = await offer_service.choose(chooser, [resolved], datetime.now(UTC))
-        return OffersResponse(
-            request_id=new_request_id(),
-            model_version=model.version,
-            customer_id=resolved,
-            channel=channel,
-            offers=choice.offers,
-            items=choice.items,
-            skipped=choice.skipped,
-            experiment=assignment.experiment_id if assignment else None,
-            variant=assignment.variant.name if assignment else None,
-        )
+        return await offers_for(runtime(state), customer_id, channel, k, items, record)
 
     @post(
         "/exports/offers",
@@ -257,6 +228,42 @@ class CustomerOffersController(Controller):
         release = slots.take()
         lines = _lines(release, chooser, data.audience.customer_ids)
         return SlotStream(lines, release=release, media_type=NDJSON)
+
+
+async def offers_for(
+    rt: Runtime, customer_id: str, channel: Channel, k: int, items: int, record: bool
+) -> OffersResponse:
+    """The customer's best eligible offers (``GET /v1/customers/{id}/offers``; see
+    ``CustomerOffersController.for_customer``)."""
+    store, settings, availability = rt.store, rt.settings, rt.availability
+    tracking, live_model = rt.tracking, rt.live_model
+    resolved = await customer_for(store, settings.identifier_kinds_set, customer_id)
+    # The same experiment assignment as the customer's recommendations (issue 7).
+    assignment = tracking.assignment(channel, resolved)
+    model = await tracking.model_for(assignment, live_model.get())
+    chooser = offer_service.Chooser(
+        model=model,
+        store=store,
+        settings=settings,
+        catalogue=await offer_service.load_catalogue(store, model),
+        channel=channel,
+        k_offers=k,
+        k_items=items,
+        available=await availability.mask(model, channel, None) if items else None,
+        record=record,
+    )
+    [choice] = await offer_service.choose(chooser, [resolved], datetime.now(UTC))
+    return OffersResponse(
+        request_id=new_request_id(),
+        model_version=model.version,
+        customer_id=resolved,
+        channel=channel,
+        offers=choice.offers,
+        items=choice.items,
+        skipped=choice.skipped,
+        experiment=assignment.experiment_id if assignment else None,
+        variant=assignment.variant.name if assignment else None,
+    )
 
 
 async def _lines(

@@ -73,28 +73,7 @@ class RecommendationController(Controller):
         self, data: JSONBody[RecommendationRequest], state: State
     ) -> RecommendationResponse:
         """Items for an anonymous visitor or a session: the cart and viewed items are folded in."""
-        rt = runtime(state)
-        query = recommend.Query(
-            channel=data.channel,
-            k=data.k or rt.settings.default_k,
-            category=data.category,
-            exclude=tuple(data.exclude),
-            store_id=data.store_id,
-        )
-        reference = data.customer_id or data.identifier
-        now = datetime.now(UTC)
-        session = [
-            Event(
-                customer_id="session",
-                item_id=i,
-                event_type=kind,
-                channel=data.channel,
-                timestamp=now,
-            )
-            for kind, items in (("add_to_cart", data.context.cart), ("view", data.context.viewed))
-            for i in items
-        ]
-        return await answer(rt, reference, query, session=session)
+        return await answer_session(runtime(state), data)
 
     @get("/items/{item_id:str}/similar", operation_id="similarItems", responses=problems(400, 404))
     async def similar(
@@ -117,6 +96,32 @@ class RecommendationController(Controller):
             store_id=store_id,
         )
         return await similar_items(rt, item_id, query)
+
+
+async def answer_session(rt: Runtime, data: RecommendationRequest) -> RecommendationResponse:
+    """``POST /v1/recommendations``: the request's cart and viewed items folded in like recent
+    events of the customer (or identifier) it names, if any."""
+    query = recommend.Query(
+        channel=data.channel,
+        k=data.k or rt.settings.default_k,
+        category=data.category,
+        exclude=tuple(data.exclude),
+        store_id=data.store_id,
+    )
+    reference = data.customer_id or data.identifier
+    now = datetime.now(UTC)
+    session = [
+        Event(
+            customer_id="session",
+            item_id=i,
+            event_type=kind,
+            channel=data.channel,
+            timestamp=now,
+        )
+        for kind, items in (("add_to_cart", data.context.cart), ("view", data.context.viewed))
+        for i in items
+    ]
+    return await answer(rt, reference, query, session=session)
 
 
 async def similar_items(rt: Runtime, item_id: str, query: recommend.Query) -> SimilarItemsResponse:

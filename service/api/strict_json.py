@@ -28,7 +28,7 @@ class StrictJSONRequest(Request[Any, Any, Any]):
         if field is None or not body:  # no data wanted; or none sent (a 400 naming the body)
             return await super().json()
         try:
-            return _decoder(field.annotation).decode(body)
+            return body_decoder(field.annotation).decode(body)
         except msgspec.ValidationError as e:  # (a DecodeError too: first)
             # Nested too deeply is the 400 that says so, not the first mismatch msgspec met.
             await super().json()
@@ -38,5 +38,6 @@ class StrictJSONRequest(Request[Any, Any, Any]):
 
 
 @functools.cache
-def _decoder(annotation: Any) -> msgspec.json.Decoder[Any]:
+def body_decoder(annotation: Any) -> msgspec.json.Decoder[Any]:
+    """The strict decoder of a body into ``annotation`` (one per type)."""
     return msgspec.json.Decoder(annotation)
