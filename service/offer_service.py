@@ -293,6 +293,7 @@ def _full(
             chooser.settings.default_personalisation
         ),
         available=chooser.available,
+        exclude_bought=chooser.settings.exclude_bought,
     )
     model = chooser.model if scores is None else cast(FactorModel, _Scored(chooser.model, scores))
     query = recommend.Query(channel=chooser.channel, k=chooser.k_items)

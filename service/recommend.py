@@ -1,11 +1,12 @@
 """What to show: the model's ranking under the business rules, with fallbacks and reasons.
 
 Pure functions over a ``FactorModel`` and what the request knows (``Context``); no Redis, no
-HTTP. The rules: items the customer bought (in the training data or since, on any channel), has
-in the cart or excluded explicitly never appear; a category filter and the stock of the channel or
-store restrict every source; customers the model cannot place (unknown, no consent to
-personalisation) get the items popular on their channel. Every item of the catalogue has a score,
-so a response has ``k`` items whenever the filters leave that many.
+HTTP. The rules: items the customer bought (in the training data or since, on any channel; unless
+``Context.exclude_bought`` is off), has in the cart or excluded explicitly never appear; a
+category filter and the stock of the channel or store restrict every source; customers the model
+cannot place (unknown, no consent to personalisation) get the items popular on their channel.
+Every item of the catalogue has a score, so a response has ``k`` items whenever the filters leave
+that many.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     personalise: bool = True
     # Items the channel or store can offer now (stock); None: no restriction.
     available: Mask | None = None
+    # False: items bought (or rated) before may be shown again (``RECO_EXCLUDE_BOUGHT``).
+    exclude_bought: bool = True
 
 
 class Ranked(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,7 +151,8 @@ def _left_out(
     bought = bought_since
     if user_row is not None:
         bought = np.concatenate([model.bought_rows(user_row), bought_since])
-    return explicit, bought, np.concatenate([bought, explicit, carted]), event_rows
+    left_out = [bought, explicit, carted] if ctx.exclude_bought else [explicit, carted]
+    return explicit, bought, np.concatenate(left_out), event_rows
 
 
 def similar_to_item(

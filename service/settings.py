@@ -75,6 +75,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # 0.86-0.89 of the CPU per recommendation, but a saturated worker's p99 longer
     # (docs/serving.md). 0, the default, reads every state from Redis.
     state_cache_customers: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # Whether recommendations leave out what the customer bought or rated (DESIGN.md's rule).
+    # False lets the model's ranking show them again, for catalogues customers buy again and
+    # again (groceries, consumables): README, "Items bought before".
+    exclude_bought: bool = True
 
     @property
     def worker_count(self) -> int:

@@ -522,3 +522,20 @@ def test_what_startup_built_is_frozen_out_of_the_collectors_view(settings: Setti
         assert gc.get_freeze_count() > 10_000
         assert c.get("/health/live").status_code == 200
     assert gc.get_freeze_count() == 0
+
+
+def test_bought_items_may_be_shown_again_when_the_operator_allows_it(settings: Settings) -> None:
+    # RECO_EXCLUDE_BOUGHT=false: the model's own ranking, training purchases and purchases
+    # since included (repeat buying: groceries); the cart and `exclude` are still left out.
+    with client_for(replace(settings, exclude_bought=False)) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        shown = recommended(client.get("/v1/customers/u0/recommendations", params={"k": 4}))
+        assert shown[0] == "i00"  # bought in the training data, the model's best
+        assert client.post("/v1/events", json=purchase("u0", "i02")).status_code == 202
+        again = recommended(client.get("/v1/customers/u0/recommendations", params={"k": 4}))
+        assert again == shown and "i02" in again
+        cart = {**purchase("u0", "i02"), "event_type": "add_to_cart", "channel": "web"}
+        assert client.post("/v1/events", json=cart).status_code == 202
+        params = {"k": 4, "exclude": ["i04"]}
+        left = recommended(client.get("/v1/customers/u0/recommendations", params=params))
+        assert "i02" not in left and "i04" not in left and left[0] == "i00"

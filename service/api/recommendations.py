@@ -179,6 +179,7 @@ async def answer(
         state=state,
         session=session or [],
         personalise=state.consent.allows_personalisation(settings.default_personalisation),
+        exclude_bought=settings.exclude_bought,
         available=await rt.availability.mask(model, query.channel, query.store_id),
     )
     ranked = await off_loop_if_heavy(

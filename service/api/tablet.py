@@ -126,6 +126,7 @@ class TabletController(Controller):
             now=now,
             state=state,
             personalise=state.consent.allows_personalisation(settings.default_personalisation),
+            exclude_bought=settings.exclude_bought,
             available=await availability.mask(model, "tablet", store_id),
         )
         ranked = await off_loop_if_heavy(
