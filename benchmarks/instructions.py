@@ -60,10 +60,14 @@ BARE_ENDPOINTS = ("bare route", "bare route, service's signature")
 SERVICE_ENDPOINTS = ("recommendations", "similar", "offers", "events")
 
 
-def requests_for(endpoint: str, workload: Workload, n: int, seed: int) -> list[Request]:
-    """``n`` requests to ``endpoint``, picked as the serving benchmark's wrk scripts pick them."""
+def requests_for(
+    endpoint: str, workload: Workload, n: int, seed: int, placement: str | None = None
+) -> list[Request]:
+    """``n`` requests to ``endpoint``, picked as the serving benchmark's wrk scripts pick them
+    (recommendations and similar items naming ``placement``, when given)."""
     rng = random.Random(seed)
     q = functools.partial(urllib.parse.quote, safe="")
+    slot = f"&placement={placement}" if placement else ""
 
     def one() -> Request:
         customer, item = rng.choice(workload.customers), rng.choice(workload.items)
@@ -75,11 +79,11 @@ def requests_for(endpoint: str, workload: Workload, n: int, seed: int) -> list[R
         if endpoint == "recommendations":
             return (
                 "GET",
-                f"/v1/customers/{q(customer)}/recommendations?k=10&channel={channel}",
+                f"/v1/customers/{q(customer)}/recommendations?k=10&channel={channel}{slot}",
                 None,
             )
         if endpoint == "similar":
-            return "GET", f"/v1/items/{q(item)}/similar?k=10", None
+            return "GET", f"/v1/items/{q(item)}/similar?k=10{slot}", None
         if endpoint == "offers":
             return "GET", f"/v1/customers/{q(customer)}/offers?channel=email", None
         body = {"customer_id": customer, "item_id": item, "event_type": "view", "channel": channel}
@@ -186,10 +190,10 @@ def _count_endpoints(
 ) -> None:
     # Warm-up, uncounted: first requests touch the memory-mapped arrays and fill caches.
     for endpoint in endpoints:
-        send_all(port, requests_for(endpoint, workload, args.warmup, seed=1))
+        send_all(port, requests_for(endpoint, workload, args.warmup, 1, args.placement))
     callgrind.start()
     for endpoint in endpoints:
-        send_all(port, requests_for(endpoint, workload, args.requests, seed=2))
+        send_all(port, requests_for(endpoint, workload, args.requests, 2, args.placement))
         per_request[endpoint] = callgrind.take(endpoint) / args.requests
         print(f"   {endpoint:34} {per_request[endpoint]:>12,.0f} instructions", flush=True)
 
@@ -216,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=200, help="uncounted per endpoint first")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--out", type=Path, default=RESULTS / "instructions.json")
+    parser.add_argument("--placement", help="name this placement on recommendations and similar")
     # The index as the service decides by default (``service_env`` reads it).
     parser.set_defaults(ann="auto")
     args = parser.parse_args(argv)

@@ -39,6 +39,9 @@ class Touch(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     # "exp:<id>:<variant>" when the customer was in an experiment on that channel.
     arm: str | None = None
     model_version: str | None = None
+    # Where the answer was shown, as counted (service/placements.py); None: not given. Touches
+    # stored before placements existed decode without it.
+    placement: str | None = None
 
 
 def parse_windows(spec: str | None) -> dict[str, timedelta]:

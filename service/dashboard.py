@@ -33,6 +33,13 @@ class ChannelFigures(msgspec.Struct, frozen=True, kw_only=True):
     figures: Figures
 
 
+class PlacementReport(msgspec.Struct, frozen=True, kw_only=True):
+    """One placement's figures per channel where it was shown, and over all of them (``all``)."""
+
+    placement: str
+    channels: list[ChannelFigures]
+
+
 class ModelReport(msgspec.Struct, frozen=True, kw_only=True):
     """One model version: its offline metrics from training and its online figures."""
 
@@ -55,6 +62,9 @@ class Dashboard(msgspec.Struct, frozen=True, kw_only=True):
     coverage: list[float]
     catalogue_items: int
     channel_figures: list[ChannelFigures]
+    # Configured placements by name, the rest as ``other``; answers without one are only in
+    # ``channel_figures``.
+    placements: list[PlacementReport]
     models: list[ModelReport]
     experiments: list[ExperimentResult]
 
@@ -83,6 +93,10 @@ async def build(
         coverage=measures.coverage(daily, catalogue_items),
         catalogue_items=catalogue_items,
         channel_figures=_by_channel(counters, "all"),
+        placements=[
+            PlacementReport(placement=p, channels=_by_channel(counters, f"placement:{p}"))
+            for p in measures.placements(counters)
+        ],
         models=_models(Path(model_dir), live_version, counters),
         experiments=[measures.experiment_result(e, counters) for e in experiments],
     )

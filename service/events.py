@@ -73,6 +73,13 @@ MAX_ABS_RATING = 1e6
 Quantity = Annotated[float, msgspec.Meta(ge=0, le=MAX_QUANTITY)]
 Price = Annotated[float, msgspec.Meta(ge=0, le=MAX_PRICE)]
 Rating = Annotated[float, msgspec.Meta(ge=-MAX_ABS_RATING, le=MAX_ABS_RATING)]
+# Where a recommendation is shown ("home", "cart", "product", "email-footer"): a short lower-case
+# token, so a value that reaches a counter, a log line or an experiment's targeting is never
+# free text. Recommendation routes take it as ``placement``; service/placements.py counts it.
+# ``(?!\n)``: Python's ``$`` also matches before a final newline, which would let "cart\n" in.
+PLACEMENT_PATTERN = r"^[a-z][a-z0-9_-]{0,31}(?!\n)$"
+PLACEMENT_RULE = "a lower-case letter, then up to 31 lower-case letters, digits, '_' or '-'"
+Placement = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=PLACEMENT_PATTERN)]
 
 # The times a live event may carry (POST /v1/events): none before the Unix epoch, and none later
 # than the receiving clock plus a day of skew between the producer's clock and ours. A time out
@@ -118,6 +125,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=Fa
     event_id: Id | None = None
     # The offer an offer_presented / offer_redeemed event is about.
     offer_id: Id | None = None
+    # Where the recommendation this impression or click is about was shown: the ``placement``
+    # its answer echoed. Counted per placement, and needed by experiments limited to placements.
+    placement: Placement | None = None
 
     def __post_init__(self) -> None:
         # msgspec turns a ValueError raised here into a ValidationError with the path at fault.

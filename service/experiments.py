@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from service.events import Channel, Id
+from service.events import Channel, Id, Placement
 
 Ranking = Literal["model", "popular"]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -39,12 +39,14 @@ class Variant(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 class ExperimentConfig(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What the admin API accepts; the first variant is the control the others are compared to.
 
-    ``channels`` empty means every channel; ``start``/``stop`` unset mean "now" and "until
-    stopped".
+    ``channels`` empty means every channel; ``placements`` empty means every request, with a
+    placement or without, else only requests naming one of them (the others get the next
+    experiment, or none); ``start``/``stop`` unset mean "now" and "until stopped".
     """
 
     variants: Annotated[list[Variant], msgspec.Meta(min_length=2, max_length=10)]
     channels: list[Channel] = []
+    placements: Annotated[list[Placement], msgspec.Meta(max_length=32)] = []
     start: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     stop: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     description: str = ""
@@ -100,9 +102,14 @@ def assign(experiment: Experiment, customer_id: str) -> Variant:
     return experiment.variants[-1]  # float rounding at the very top of the range
 
 
-def is_running(experiment: Experiment, channel: str, now: datetime) -> bool:
-    """True when ``experiment`` covers ``channel`` and ``now`` lies in its start/stop."""
+def is_running(
+    experiment: Experiment, channel: str, now: datetime, placement: str | None = None
+) -> bool:
+    """True when ``experiment`` covers ``channel`` and ``placement`` and ``now`` lies in its
+    start/stop."""
     if experiment.channels and channel not in experiment.channels:
+        return False
+    if experiment.placements and placement not in experiment.placements:
         return False
     if experiment.start and now < experiment.start:
         return False
@@ -110,15 +117,20 @@ def is_running(experiment: Experiment, channel: str, now: datetime) -> bool:
 
 
 def choose(
-    experiments: Iterable[Experiment], channel: str, customer_id: str, now: datetime
+    experiments: Iterable[Experiment],
+    channel: str,
+    customer_id: str,
+    now: datetime,
+    placement: str | None = None,
 ) -> Assignment | None:
-    """The assignment for one request: the first running experiment by id covering the channel.
+    """The assignment for one request: the first running experiment by id covering the channel
+    and the placement.
 
     One experiment per request keeps variants' traffic independent; overlapping experiments on a
     channel run one after another in id order.
     """
     for experiment in sorted(experiments, key=lambda e: e.experiment_id):
-        if is_running(experiment, channel, now):
+        if is_running(experiment, channel, now, placement):
             return Assignment(
                 experiment_id=experiment.experiment_id,
                 variant=assign(experiment, customer_id),

@@ -75,6 +75,12 @@ def channels(counters: Mapping[str, float], dimension: str) -> list[str]:
     return sorted(found)
 
 
+def placements(counters: Mapping[str, float]) -> list[str]:
+    """The placements with any counter (``placement:<name>`` dimensions)."""
+    found = {name.split("|", 1)[0] for name in counters if name.startswith("placement:")}
+    return sorted(dim.removeprefix("placement:") for dim in found)
+
+
 def figures(counters: Mapping[str, float], dimension: str, channel: str | None = None) -> Figures:
     """The figures of ``dimension`` on ``channel`` (None: all channels together)."""
 

@@ -82,6 +82,20 @@ class Metrics:
             ["experiment", "variant", "channel"],
             registry=r,
         )
+        # Label values are bounded: the configured placements, ``other`` and ``none``
+        # (service/placements.py), so a client's new placement never adds a series.
+        self.placement_answers = PlainCounter(
+            "reco_placement_answers",
+            "answers served by endpoint (recommendations, similar), channel and placement",
+            ["endpoint", "channel", "placement"],
+            r,
+        )
+        self.placement_events = PlainCounter(
+            "reco_placement_events",
+            "events acknowledged that name a placement, by type, channel and placement",
+            ["event_type", "channel", "placement"],
+            r,
+        )
         # Set when several workers serve: they share their expositions (service/worker_metrics.py).
         self.snapshots: Snapshots | None = None
 

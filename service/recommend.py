@@ -56,6 +56,8 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
     category: str | None = None
     exclude: tuple[str, ...] = ()
     store_id: str | None = None
+    # Where the answer is shown; it does not change the ranking, only which experiment applies.
+    placement: str | None = None
 
 
 class Context(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from service.api.params import MAX_CONTEXT_ITEMS, MAX_EXCLUDE
-from service.events import Channel, Id
+from service.events import Channel, Id, Placement
 from service.store.inventory import StockUpdate
 
 Source = Literal["model", "popular"]
@@ -35,6 +35,8 @@ class RecommendationResponse(msgspec.Struct, frozen=True, kw_only=True):
     model_version: str
     customer_id: str
     channel: Channel
+    # The request's placement, as it was given (None: none given).
+    placement: str | None = None
     items: list[RecommendedItem]
     fallback: bool = False
     fallback_reason: str | None = None
@@ -64,6 +66,9 @@ class RecommendationRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_un
     customer_id: Id | None = None
     identifier: Id | None = None
     channel: Channel = "web"
+    # Where the answer is shown (``home``, ``cart``...): echoed, counted, and matched against
+    # experiments limited to placements.
+    placement: Placement | None = None
     k: Annotated[int, msgspec.Meta(ge=1, le=200)] | None = None
     category: str | None = None
     store_id: Id | None = None
@@ -108,6 +113,7 @@ class SimilarItemsResponse(msgspec.Struct, frozen=True, kw_only=True):
     model_version: str
     item_id: str
     channel: Channel
+    placement: str | None = None
     items: list[RecommendedItem]
 
 

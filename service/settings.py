@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from service import identity
+from service.placements import DEFAULT_PLACEMENTS
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -108,6 +109,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     fast_routes: bool = True
     # Days a touch on a channel can win a purchase, over the defaults: "web=7,store=1".
     attribution_windows: str | None = None
+    # The placements counted by name (service/placements.py); any other valid placement is
+    # served and echoed all the same, and counted as ``other``.
+    placements: str = DEFAULT_PLACEMENTS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

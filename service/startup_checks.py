@@ -27,6 +27,7 @@ import redis.exceptions
 from redis.asyncio import Redis
 from redis.connection import parse_url
 
+from service import placements
 from service.attribution import parse_windows
 from service.auth import ApiKeys
 from service.settings import Settings, SettingsError, variable
@@ -65,6 +66,11 @@ def check(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
     except ValueError as exc:
         var = variable("attribution_windows", environ)
         raise SettingsError(f"{var}={settings.attribution_windows!r}: {exc}") from None
+    try:
+        placements.parse(settings.placements)
+    except ValueError as exc:
+        var = variable("placements", environ)
+        raise SettingsError(f"{var}={settings.placements!r}: {exc}") from None
     _folder(settings.model_dir, "model_dir", environ, create=False)
     _folder(settings.data_dir, "data_dir", environ, create=True)
 

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from service import artifact, recommend
+from service import artifact, placements, recommend
 from service.attribution import Touch, attribute, parse_windows
 from service.errors import StoreUnavailable
 from service.events import Event
@@ -52,12 +52,14 @@ class Tracking:
         self.touch_ttl = int(max(w.total_seconds() for w in self.windows.values())) + 86400
         self.model_dir = Path(settings.model_dir)
         self.verify_checksums = settings.verify_checksums
+        # Placement -> the name it is counted under (configured ones, else ``other``).
+        self.placement_labels = placements.labels(settings.placements)
         self.experiments: list[Experiment] = []
         self._store: Store | None = None
         self._models: dict[str, FactorModel] = {}
         self._failed: set[str] = set()
         self._loading: dict[str, asyncio.Task[FactorModel | None]] = {}
-        self._answers: dict[tuple[date, str, str, str | None, bool], int] = {}
+        self._answers: dict[tuple[date, str, str, str | None, bool, str], int] = {}
         self._served_items: dict[date, set[str]] = {}
         # Items this process already wrote to today's served set: never sent again (the set in
         # Redis only grows), so after warm-up a flush carries only counters.
@@ -95,11 +97,14 @@ class Tracking:
         except StoreUnavailable:
             log.warning("experiments not refreshed: Redis unavailable; keeping the last ones")
 
-    def assignment(self, channel: str, customer_id: str) -> Assignment | None:
-        """The experiment variant for this customer on this channel, if one is running."""
+    def assignment(
+        self, channel: str, customer_id: str, placement: str | None = None
+    ) -> Assignment | None:
+        """The experiment variant for this customer on this channel and placement, if one is
+        running."""
         if not self.enabled or not self.experiments:
             return None
-        return choose(self.experiments, channel, customer_id, datetime.now(UTC))
+        return choose(self.experiments, channel, customer_id, datetime.now(UTC), placement)
 
     async def model_for(self, assignment: Assignment | None, live: FactorModel) -> FactorModel:
         """The model a variant pins, loaded once off the event loop; the live one otherwise."""
@@ -118,7 +123,7 @@ class Tracking:
 
     def served(
         self,
-        channel: str,
+        query: recommend.Query,
         model_version: str,
         assignment: Assignment | None,
         items: Sequence[RecommendedItem],
@@ -127,9 +132,12 @@ class Tracking:
         """Count one answer and the items it showed (buffered; flushed in the background)."""
         if not self.enabled:
             return
-        today = self._today()
+        today, channel = self._today(), query.channel
+        placement = self.placement_labels.get(query.placement, placements.OTHER)
+        self.metrics.placement_answers.inc(("recommendations", channel, placement))
         # Only a tuple-keyed count here (the hot path); flush() expands it into counter fields.
-        key = (today, channel, model_version, assignment.arm if assignment else None, fallback)
+        arm = assignment.arm if assignment else None
+        key = (today, channel, model_version, arm, fallback, placement)
         self._answers[key] = self._answers.get(key, 0) + 1
         self._served_items.setdefault(today, set()).update([i.item_id for i in items])
         if fallback:
@@ -143,6 +151,13 @@ class Tracking:
                     *labels
                 )
             counter.inc()
+
+    def similar_served(self, channel: str, placement: str | None) -> None:
+        """Count one similar-items answer per placement for ``/metrics`` (the daily counters'
+        ``requests`` count recommendations; the slot's impressions come back as events)."""
+        if self.enabled:
+            label = self.placement_labels.get(placement, placements.OTHER)
+            self.metrics.placement_answers.inc(("similar", channel, label))
 
     def _today(self) -> date:
         """Today's UTC date, computed again only when the day number changes."""
@@ -158,8 +173,9 @@ class Tracking:
         answers, items = self._answers, self._fresh(self._served_items)
         self._answers, self._served_items = {}, {}
         served: Increments = {}
-        for (day, channel, version, arm, fallback), n in answers.items():
-            add(served, day, _dims(arm, version), channel, requests=n, fallbacks=n * fallback)
+        for (day, channel, version, arm, fallback, placement), n in answers.items():
+            dims = _dims(arm, version, placement)
+            add(served, day, dims, channel, requests=n, fallbacks=n * fallback)
         await self._store.add_served(served, items)
         self._remember(items)
 
@@ -184,7 +200,7 @@ class Tracking:
                 touch = self._touch(event, live_version)
                 new.setdefault(event.customer_id, []).insert(0, touch)
                 known.setdefault(event.customer_id, []).insert(0, touch)
-                dims = _dims(touch.arm, touch.model_version)
+                dims = _dims(touch.arm, touch.model_version, touch.placement)
                 add(increments, _day(event), dims, event.channel, **{event.event_type + "s": 1})
             elif event.event_type == "purchase" and event.item_id and event.timestamp:
                 found = attribute(
@@ -192,7 +208,7 @@ class Tracking:
                 )
                 if found is not None:
                     revenue = (event.price or 0.0) * event.quantity
-                    dims = _dims(found.arm, found.model_version)
+                    dims = _dims(found.arm, found.model_version, found.placement)
                     add(
                         increments,
                         _day(event),
@@ -232,10 +248,15 @@ class Tracking:
             return
         for event in events:
             self.metrics.events.labels(event.event_type, event.channel).inc()
+            if event.placement is not None:
+                label = self.placement_labels.get(event.placement, placements.OTHER)
+                self.metrics.placement_events.inc((event.event_type, event.channel, label))
 
     def _touch(self, event: Event, live_version: str | None) -> Touch:
         assert event.item_id is not None and event.timestamp is not None  # validated upstream
-        chosen = choose(self.experiments, event.channel, event.customer_id, event.timestamp)
+        chosen = choose(
+            self.experiments, event.channel, event.customer_id, event.timestamp, event.placement
+        )
         pinned = chosen.variant.model_version if chosen else None
         return Touch(
             item_id=event.item_id,
@@ -245,6 +266,11 @@ class Tracking:
             request_id=event.request_id,
             arm=chosen.arm if chosen else None,
             model_version=pinned or live_version,
+            placement=(
+                self.placement_labels.get(event.placement, placements.OTHER)
+                if event.placement
+                else None
+            ),
         )
 
     async def _background(self) -> None:
@@ -288,12 +314,15 @@ def rank_for_variant(
     return recommend.Ranked(items=recommend.popular_items(model, customer_id, query, ctx))
 
 
-def _dims(arm: str | None, model_version: str | None) -> list[str]:
+def _dims(arm: str | None, model_version: str | None, placement: str | None) -> list[str]:
     dims = ["all"]
     if arm:
         dims.append(arm)
     if model_version:
         dims.append(f"model:{model_version}")
+    # No placement given: counted under ``all`` (and the arm and model) only.
+    if placement and placement != placements.NONE:
+        dims.append(f"placement:{placement}")
     return dims
 
 

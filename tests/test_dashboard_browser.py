@@ -99,7 +99,8 @@ def fill_with_traffic(base: str) -> None:
         assert http.put("/v1/experiments/home-ab", json=experiment).status_code == 200
         for customer in [f"u{i}" for i in range(10)]:
             for channel in ("web", "app", "store"):
-                http.get(f"/v1/customers/{customer}/recommendations?channel={channel}&k=4")
+                slot = "&placement=home" if channel == "web" else ""
+                http.get(f"/v1/customers/{customer}/recommendations?channel={channel}&k=4{slot}")
         now = datetime.now(UTC)
         events = []
         # Different click and purchase rates per channel and day, so every line is its own.
@@ -108,9 +109,10 @@ def fill_with_traffic(base: str) -> None:
             at = now - timedelta(days=day)
             for n, customer in enumerate(f"u{i}" for i in range(10)):
                 for channel, (item, click_every, buy_every) in rates.items():
-                    events.append(_event("impression", customer, item, channel, at))
+                    placed = {"placement": "home"} if channel == "web" else {}
+                    events.append(_event("impression", customer, item, channel, at, **placed))
                     if (n * day + n) % click_every == 0:
-                        events.append(_event("click", customer, item, channel, at))
+                        events.append(_event("click", customer, item, channel, at, **placed))
                     if (n + 2 * day) % buy_every == 0:
                         price = 20 + 5 * (n % 3)
                         events.append(_event("purchase", customer, item, "store", at, price=price))
@@ -165,6 +167,7 @@ def test_the_dashboard_renders_its_charts_with_data(server: str, tmp_path: Path)
         assert {"web", "app", "store", "coverage"} <= series
         assert {"home-ab/control", "home-ab/popular"} <= series
         assert "Experiment home-ab" in page.content()
+        assert "home · web" in page.content()  # the table per placement and channel
         assert page.evaluate("sessionStorage.getItem('omnireco-admin-key')") == ADMIN_KEY
         shot = tmp_path / "dashboard.png"
         page.screenshot(path=str(shot), full_page=True)

@@ -74,7 +74,12 @@ ANSWERED: list[Request] = [
     recs("stranger", {"k": 4, "channel": "store"}),
     recs("email:ann@example.com", {"k": 3}),
     recs("u3 with space", {"k": 3}),
+    recs("u0", {"placement": "cart", "k": 3}),
+    recs("u2", {"placement": "home", "channel": "app", "k": 2}, STOREFRONT),
+    recs("u0", [("placement", "home"), ("placement", "slot-9_b")]),
+    recs("u1", {"placement": "x" * 32, "exclude": ["i01"]}),
     similar("i00", {}),
+    similar("i03", {"placement": "product", "k": 3}),
     similar("i03", {"k": 3, "category": "odd", "channel": "app"}, STOREFRONT),
     similar("i00", {"store_id": "s2", "k": 5}),
     offers("u0", {"channel": "email"}),
@@ -82,7 +87,9 @@ ANSWERED: list[Request] = [
     offers("u2", {"channel": "app", "items": 0, "record": "true"}),
     post("/v1/recommendations", SESSION),
     post("/v1/recommendations", {"customer_id": "u2", "channel": "app"}, STOREFRONT),
+    post("/v1/recommendations", {**SESSION, "placement": "cart"}),
     post("/v1/events", view("u4", "i06"), EVENTS),
+    post("/v1/events", view("u4", "i09", placement="home", request_id="r1"), EVENTS),
     post("/v1/events", [view("u4", "i08"), view("u4", "i10", event_id="e1"), RETRY],
          {**EVENTS, "Content-Type": "application/json; charset=utf-8"}),
     post("/v1/events", view("email:ann@example.com", "i12"), query={"channel": "web"}),
@@ -105,6 +112,13 @@ DELEGATED: list[Request] = [
     recs("u0", {"k": "1000000000000000000000"}),
     recs("u0", {"channel": "moon"}),
     recs("u0", {"category": ""}),
+    recs("u0", {"placement": ""}),
+    recs("u0", {"placement": "Cart"}),
+    recs("u0", {"placement": "cart\n"}),
+    recs("u0", {"placement": "9slot"}),
+    recs("u0", {"placement": "x" * 33}),
+    recs("u0", [("placement", "cart"), ("placement", "Cart")]),
+    similar("i00", {"placement": "pro duct"}),
     recs("u0", {"exclude": [f"i{j}" for j in range(501)]}),
     recs("u0", {}, {}),
     recs("u0", {}, {"X-API-Key": "nobody"}),
@@ -123,6 +137,8 @@ DELEGATED: list[Request] = [
     offers("u0", {}, STOREFRONT),
     post("/v1/recommendations", {**SESSION, "k": "4"}),
     post("/v1/recommendations", {**SESSION, "colour": "red"}),
+    post("/v1/recommendations", {**SESSION, "placement": "Cart"}),
+    post("/v1/events", view("u4", "i06", placement="cart\n"), EVENTS),
     post("/v1/recommendations", b"{not json"),
     post("/v1/recommendations", b""),
     post("/v1/recommendations", SESSION, EVENTS),
@@ -272,7 +288,8 @@ def test_recorded_once_and_counted_as_litestar_counts(
     fast, plain, reached = clients
     capped = ("GET", "/v1/customers/u0/offers", {"channel": "email", "k": 1}, ADMIN, None)
     session = post("/v1/recommendations", SESSION)
-    asked = [*ANSWERED[:3], session, *ERRORS[:2], *DELEGATED[:2], capped, capped]
+    placed = [recs("u0", {"placement": "cart"}), similar("i00", {"placement": "slot-9"})]
+    asked = [*ANSWERED[:3], *placed, session, *ERRORS[:2], *DELEGATED[:2], capped, capped]
     answers = {
         name: [_ask(client, r) for r in asked]
         for name, client in (("fast", fast), ("plain", plain))
@@ -287,7 +304,8 @@ def test_recorded_once_and_counted_as_litestar_counts(
     def request_series(client: TestClient) -> list[str]:  # type: ignore[type-arg]
         text = client.get("/metrics", headers=ADMIN).text
         wanted = re.compile(
-            r"^reco_(responses_total|request_duration_seconds_count)\{.*route=\"/v1/"
+            r"^reco_((responses_total|request_duration_seconds_count)\{.*route=\"/v1/"
+            r"|placement_answers_total)"
         )
         return sorted(
             line for line in text.splitlines() if wanted.match(line) and "metrics" not in line
@@ -295,7 +313,11 @@ def test_recorded_once_and_counted_as_litestar_counts(
 
     series = request_series(fast)
     assert (
-        'reco_responses_total{route="/v1/customers/{customer_id}/recommendations",status="200"} 3.0'
+        'reco_responses_total{route="/v1/customers/{customer_id}/recommendations",status="200"} 4.0'
+        in series
+    )
+    assert (
+        'reco_placement_answers_total{channel="web",endpoint="similar",placement="other"} 1.0'
         in series
     )
     assert 'reco_responses_total{route="/v1/items/{item_id}/similar",status="404"} 1.0' in series

@@ -45,7 +45,7 @@ from service.api.recommendations import (
 )
 from service.api.strict_json import body_decoder
 from service.auth import grants
-from service.events import CHANNELS, Event
+from service.events import CHANNELS, PLACEMENT_PATTERN, Event
 from service.metrics import Metrics
 from service.problems import EXCEPTION_HANDLERS
 from service.runtime import Runtime
@@ -55,6 +55,7 @@ from service.schemas import RecommendationRequest
 MAX_BODY_BYTES = 1 << 20
 
 _ID = re.compile(ID_RULES["pattern"])
+_PLACEMENT = re.compile(PLACEMENT_PATTERN)
 _CHANNELS = frozenset(CHANNELS)
 _ENCODE = msgspec.json.Encoder().encode
 _JSON = (b"content-type", b"application/json")
@@ -254,7 +255,7 @@ def _params(query_string: bytes, single: frozenset[str]) -> tuple[dict[str, str]
     return (values, exclude) if channel in _CHANNELS else None
 
 
-_RANKING = frozenset({"channel", "k", "category", "store_id"})
+_RANKING = frozenset({"channel", "k", "category", "store_id", "placement"})
 _OFFERS = frozenset({"channel", "k", "items", "record"})
 _RECORD = {"true": True, "false": False}
 
@@ -268,6 +269,8 @@ def _ranking_query(query_string: bytes) -> dict[str, Any] | None:
     k = None
     if "k" in values and (k := _int(values["k"], 1, MAX_K)) is None:
         return None
+    if "placement" in values and not _PLACEMENT.match(values["placement"]):
+        return None  # Litestar refuses it, naming the parameter
     return {**values, "k": k, "exclude": tuple(exclude)}
 
 
@@ -296,6 +299,7 @@ def _as_query(rt: Runtime, query: dict[str, Any]) -> recommend.Query:
         category=query.get("category"),
         exclude=query["exclude"],
         store_id=query.get("store_id"),
+        placement=query.get("placement"),
     )
 
 

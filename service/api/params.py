@@ -6,13 +6,25 @@ from typing import Annotated, Any, get_args
 
 from litestar.params import PathParameter, QueryParameter
 
-from service.events import Channel, Id
+from service.events import PLACEMENT_PATTERN, PLACEMENT_RULE, Channel, Id
 from service.logs import current_request_id, new_id
 
 MAX_K = 200
 K = Annotated[int | None, QueryParameter(ge=1, le=MAX_K, description="How many items (default 10)")]
 ChannelParam = Annotated[Channel, QueryParameter(description="The channel asking")]
 Category = Annotated[str | None, QueryParameter(description="Only items of this category")]
+PlacementParam = Annotated[
+    str | None,
+    QueryParameter(
+        description=(
+            "Where the answer is shown (home, product, cart...): echoed, counted per placement, "
+            f"matched by experiments limited to placements; {PLACEMENT_RULE}"
+        ),
+        min_length=1,
+        max_length=32,
+        pattern=PLACEMENT_PATTERN,
+    ),
+]
 # Bounds on the ids a request may bring, so its cost stays bounded: each id is looked up, and
 # the index's candidates are checked against them (at a million items, 5,000 session items cost
 # 38 ms on the event loop; 200 of each cost what a plain answer does). A 400 names the field.

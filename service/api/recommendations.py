@@ -10,7 +10,15 @@ from litestar.datastructures import State
 from litestar.params import JSONBody, QueryParameter
 
 from service import recommend
-from service.api.params import Category, ChannelParam, Exclude, K, PathId, new_request_id
+from service.api.params import (
+    Category,
+    ChannelParam,
+    Exclude,
+    K,
+    PathId,
+    PlacementParam,
+    new_request_id,
+)
 from service.api.responses import problems
 from service.errors import StoreUnavailable, UnknownItem
 from service.events import Event
@@ -45,6 +53,7 @@ class RecommendationController(Controller):
         category: Category = None,
         exclude: Exclude = None,
         store_id: StoreId = None,
+        placement: PlacementParam = None,
     ) -> RecommendationResponse:
         """Items for a customer (a customer id or an identifier such as ``email:…``).
 
@@ -60,6 +69,7 @@ class RecommendationController(Controller):
             category=category,
             exclude=tuple(exclude or ()),
             store_id=store_id,
+            placement=placement,
         )
         return await answer(rt, customer_id, query)
 
@@ -85,6 +95,7 @@ class RecommendationController(Controller):
         category: Category = None,
         exclude: Exclude = None,
         store_id: StoreId = None,
+        placement: PlacementParam = None,
     ) -> SimilarItemsResponse:
         """Items similar to one item (cosine of item factors), in stock for the channel."""
         rt = runtime(state)
@@ -94,6 +105,7 @@ class RecommendationController(Controller):
             category=category,
             exclude=tuple(exclude or ()),
             store_id=store_id,
+            placement=placement,
         )
         return await similar_items(rt, item_id, query)
 
@@ -107,6 +119,7 @@ async def answer_session(rt: Runtime, data: RecommendationRequest) -> Recommenda
         category=data.category,
         exclude=tuple(data.exclude),
         store_id=data.store_id,
+        placement=data.placement,
     )
     reference = data.customer_id or data.identifier
     now = datetime.now(UTC)
@@ -135,19 +148,22 @@ async def similar_items(rt: Runtime, item_id: str, query: recommend.Query) -> Si
     if row is None:
         raise UnknownItem(f"item {item_id!r} is not in model {model.version}")
     available = await rt.availability.mask(model, query.channel, query.store_id)
+    items = await off_loop_if_heavy(
+        settings.inline_scoring_max_items,
+        recommend.similar_to_item,
+        model,
+        row,
+        query,
+        available,
+    )
+    rt.tracking.similar_served(query.channel, query.placement)
     return SimilarItemsResponse(
         request_id=new_request_id(),
         model_version=model.version,
         item_id=item_id,
         channel=query.channel,  # type: ignore[arg-type]
-        items=await off_loop_if_heavy(
-            settings.inline_scoring_max_items,
-            recommend.similar_to_item,
-            model,
-            row,
-            query,
-            available,
-        ),
+        placement=query.placement,
+        items=items,
     )
 
 
@@ -172,7 +188,9 @@ async def answer(
         # Answer from the model alone rather than fail the storefront's slot.
         degraded = True
     # Measurement (issue 7): the customer's experiment variant picks the model and the ranking.
-    assignment = tracking.assignment(query.channel, customer_id) if customer_id else None
+    assignment = (
+        tracking.assignment(query.channel, customer_id, query.placement) if customer_id else None
+    )
     model = await tracking.model_for(assignment, live)
     ctx = recommend.Context(
         now=datetime.now(UTC),
@@ -191,12 +209,13 @@ async def answer(
         ctx,
         assignment,
     )
-    tracking.served(query.channel, model.version, assignment, ranked.items, ranked.fallback)
+    tracking.served(query, model.version, assignment, ranked.items, ranked.fallback)
     return RecommendationResponse(
         request_id=new_request_id(),
         model_version=model.version,
         customer_id=customer_id or reference or "",
         channel=query.channel,  # type: ignore[arg-type]
+        placement=query.placement,
         items=ranked.items,
         fallback=ranked.fallback,
         fallback_reason=ranked.fallback_reason,
