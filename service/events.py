@@ -61,7 +61,10 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
 }
 
 # Identifiers are opaque strings: no control characters, bounded length.
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# ``(?!\n)``: a pattern's ``$`` also matches before a final newline, so ``"u1\n"`` passed.
+Id = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+(?!\n)$")
+]
 UtcTimestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 # Upper bounds far above any real basket that keep every figure computed from events finite:

@@ -539,3 +539,13 @@ def test_bought_items_may_be_shown_again_when_the_operator_allows_it(settings: S
         params = {"k": 4, "exclude": ["i04"]}
         left = recommended(client.get("/v1/customers/u0/recommendations", params=params))
         assert "i02" not in left and "i04" not in left and left[0] == "i00"
+
+
+def test_an_id_ending_in_a_newline_is_refused_everywhere(client: TestClient) -> None:
+    """A pattern's ``$`` matches before a final newline: ``"u1\\n"`` passed the id rule."""
+    response = client.post("/v1/events", json=purchase("u1\n", "i02"))
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"][0]["field"] == "$.customer_id"
+    response = client.get("/v1/customers/u1%0A/recommendations")
+    assert response.status_code == 400, response.text
+    assert client.get("/v1/customers/u1/recommendations").status_code == 200
