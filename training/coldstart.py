@@ -30,6 +30,7 @@ from threadpoolctl import threadpool_limits
 from service.artifact import FoldIn
 from service.events import CONSUMED_EVENT_TYPES
 from service.foldin import LeastSquares, age_in_days, confidences, event_weight
+from service.topk import largest
 from training import evaluate, matrix
 from training.config import TrainConfig
 from training.experiment import SideInfo
@@ -166,23 +167,46 @@ def score_cold(
 
 
 def _rankings(fitted: Fitted, cases: list[NewCustomer], params: FoldIn, k: int) -> list[list[int]]:
-    """Each case's top ``k`` by its folded-in vector (``score_cold``)."""
+    """Each case's top ``k`` by its folded-in vector (``score_cold``).
+
+    The catalogue is scored for ``_BATCH`` cases at a time (one matrix product instead of one
+    matrix-vector product per case) and only each row's ``k`` best are ordered, as
+    ``top_k_stable`` orders them: a full sort per case and a product per case took 240 s of a
+    13.7-minute fit at 60,000 items and 20,000 new test customers.
+    """
     vectors = fold_in_vectors(fitted, cases, params)
     component = fitted.neighbours.served() if fitted.neighbours is not None else None
     rankings = []
-    for n, case in enumerate(cases):
-        scores = fitted.item_factors @ vectors[n]
-        if component is not None:
-            weights = [
-                event_weight(params, t, c, a, r)
-                for t, c, a, r in zip(
-                    case.event_types, case.channels, case.ages, case.ratings, strict=True
-                )
-            ]
-            scores += component.dense(*confidences(params, case.rows, weights))
-        scores[list(case.excluded)] = -np.inf
-        rankings.append(np.argsort(-scores, kind="stable")[:k].tolist())
+    for start in range(0, len(cases), _BATCH):
+        block = cases[start : start + _BATCH]
+        scores = vectors[start : start + len(block)] @ fitted.item_factors.T
+        for row, case in zip(scores, block, strict=True):
+            if component is not None:
+                weights = [
+                    event_weight(params, t, c, a, r)
+                    for t, c, a, r in zip(
+                        case.event_types, case.channels, case.ages, case.ratings, strict=True
+                    )
+                ]
+                row += component.dense(*confidences(params, case.rows, weights))
+            row[list(case.excluded)] = -np.inf
+            rankings.append(top_k_stable(row, k).tolist())
     return rankings
+
+
+# New customers scored together: a block of their scores over a million items is 256 MB.
+_BATCH = 64
+
+
+def top_k_stable(scores: NDArray[np.float32], k: int) -> NDArray[np.intp]:
+    """``np.argsort(-scores, kind="stable")[:k]`` without sorting every score: the ``k`` best,
+    best first, ties in position order (NaN last)."""
+    finite_enough = len(scores) > k and not np.isnan(scores).any()
+    if not finite_enough:
+        return np.argsort(-scores, kind="stable")[:k]
+    kth = scores[largest(scores, k)].min()
+    candidates = np.flatnonzero(scores >= kth)  # in position order, so ties stay in it
+    return candidates[np.argsort(-scores[candidates], kind="stable")[:k]]
 
 
 def score_cold_popularity(
@@ -196,11 +220,26 @@ def score_cold_popularity(
 def _popular_rankings(
     popularity: NDArray[np.float32], cases: list[NewCustomer], k: int
 ) -> list[list[int]]:
+    """Each case's ``k`` most popular items but those it excludes: one ranking of the catalogue,
+    read past each case's few exclusions (as the stable sort of the scores with them at -inf
+    would rank them)."""
+    order = np.argsort(-np.asarray(popularity, dtype=np.float32), kind="stable")
+    finite = np.isfinite(np.asarray(popularity)[order])
+    # Rank (in ``order``) of the first score that is not finite: a list reaching it is checked.
+    finite_up_to_rank = int(np.argmin(finite)) if not finite.all() else len(order)
+    rank_of = np.empty(len(order), dtype=np.int64)
+    rank_of[order] = np.arange(len(order))
     rankings = []
     for case in cases:
-        scores = np.array(popularity, dtype=np.float32)
-        scores[list(case.excluded)] = -np.inf
-        rankings.append(np.argsort(-scores, kind="stable")[:k].tolist())
+        head = order[: k + len(case.excluded)].tolist()
+        shown = [i for i in head if i not in case.excluded][:k]
+        if len(shown) < k or rank_of[shown[-1]] >= finite_up_to_rank:
+            # Fewer finite scores than k besides the exclusions (a catalogue of a few items),
+            # where the sort puts the excluded before the NaN: the sort.
+            scores = np.array(popularity, dtype=np.float32)
+            scores[list(case.excluded)] = -np.inf
+            shown = np.argsort(-scores, kind="stable")[:k].tolist()
+        rankings.append(shown)
     return rankings
 
 
@@ -288,8 +327,13 @@ def cold_report(
     the service serves these customers (popularity for those with at most
     ``params.popular_until_events`` context events, the fold-in for the others)."""
     with threadpool_limits(limits=1, user_api="blas"):
-        folded = score_cold(fitted, cases, params, k)
-        served = score_served(fitted, popularity.item_factors[:, 0], cases, params, k)
+        rankings = _rankings(fitted, cases, params, k)
+        folded = evaluate.summarise(
+            rankings, [c.relevant for c in cases], k, fitted.item_factors.shape[0]
+        )
+        served = score_served(
+            fitted, popularity.item_factors[:, 0], cases, params, k, folded_rankings=rankings
+        )
     return {
         "customers": len(cases),
         fitted.name: msgspec.to_builtins(folded),
@@ -311,12 +355,18 @@ def score_served(
     cases: list[NewCustomer],
     params: FoldIn,
     k: int,
+    *,
+    folded_rankings: list[list[int]] | None = None,
 ) -> evaluate.Metrics:
     """The metrics of what the service answers ``cases``: popularity for those with at most
-    ``params.popular_until_events`` context events, the fold-in for the others."""
+    ``params.popular_until_events`` context events, the fold-in for the others
+    (``folded_rankings``: every case's folded-in ranking, when already made)."""
     popular = [len(c.rows) <= params.popular_until_events for c in cases]
-    folded = [c for c, p in zip(cases, popular, strict=True) if not p]
-    rankings = iter(_rankings(fitted, folded, params, k) if folded else [])
+    if folded_rankings is not None:
+        rankings = iter([r for r, p in zip(folded_rankings, popular, strict=True) if not p])
+    else:
+        folded = [c for c, p in zip(cases, popular, strict=True) if not p]
+        rankings = iter(_rankings(fitted, folded, params, k) if folded else [])
     shown = [c for c, p in zip(cases, popular, strict=True) if p]
     listed = iter(_popular_rankings(popularity, shown, k))
     merged = [next(listed) if p else next(rankings) for p in popular]

@@ -222,12 +222,15 @@ def popularity(
     w = event_weights(table, weights, end)
     cols = positions(table["item_id"], interactions.item_ids)
     ok = (cols >= 0) & (w > 0)
-    channels = table["channel"].to_numpy(zero_copy_only=False)
+    # Channel codes from Arrow: an object array of every event's channel string cost a Python
+    # string per event and a comparison of them per channel.
+    names = np.array(sorted(pc.unique(table["channel"]).to_pylist()), dtype=object)
+    channels = positions(table["channel"], names)
     n = len(interactions.item_ids)
     result = {"all": np.bincount(cols[ok], weights=w[ok], minlength=n).astype(np.float32)}
-    for channel in np.unique(channels[ok]):
-        sel = ok & (channels == channel)
-        result[str(channel)] = np.bincount(cols[sel], weights=w[sel], minlength=n).astype(
+    for code in np.unique(channels[ok]):
+        sel = ok & (channels == code)
+        result[str(names[code])] = np.bincount(cols[sel], weights=w[sel], minlength=n).astype(
             np.float32
         )
     return result
