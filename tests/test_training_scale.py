@@ -3,7 +3,6 @@ cost grew with the catalogue times the new customers (benchmarks/synthetic_retai
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -60,24 +59,25 @@ def test_popular_lists_of_new_customers_are_the_sorted_catalogue_without_their_i
                 assert got == np.argsort(-scores, kind="stable")[:k].tolist()
 
 
-def test_the_cold_start_report_of_many_new_customers_over_a_large_catalogue_is_quick() -> None:
-    # 20,000 new test customers over 60,000 items took 4 minutes of a 13.7-minute fit: each case
-    # scored alone (a matrix-vector product), fully sorted, and the fold-in ranked twice. Here
-    # 1,500 cases x 60,000 items: 37 s before, 0.5 s after (a busy 2-core machine).
+def test_the_cold_start_report_scores_new_customers_in_batches_as_one_by_one() -> None:
+    # The report scores cases 64 at a time and orders only each one's top k (at 20,000 new
+    # customers x 60,000 items it had taken 4 minutes of a 13.7-minute fit; the speed is
+    # measured by benchmarks.synthetic_retail's fits, not here): 150 cases cross two batches.
     rng = np.random.default_rng(1)
-    items = rng.normal(size=(60_000, 32)).astype(np.float32)
-    fitted = Fitted("als", rng.normal(size=(10, 32)).astype(np.float32), items)
+    items = rng.normal(size=(5_000, 16)).astype(np.float32)
+    fitted = Fitted("als", rng.normal(size=(10, 16)).astype(np.float32), items)
     popularity = Fitted("popularity", np.ones((10, 1), np.float32), items[:, :1].copy())
     cases = [
-        case(rows.tolist(), set(rows.tolist()), {int(rng.integers(60_000))})
-        for rows in rng.integers(0, 60_000, size=(1500, 3))
+        case(rows.tolist(), set(rows.tolist()), {int(rng.integers(5_000))})
+        for rows in rng.integers(0, 5_000, size=(150, 3))
     ]
     params = FoldIn(event_weights={"purchase": 1.0}, regularization=1.0, alpha=10.0)
-    started = time.perf_counter()
     report = cold_report(fitted, popularity, cases, params, 10)
-    assert time.perf_counter() - started < 8.0
-    assert report["customers"] == 1500
+    one_by_one = [cold_report(fitted, popularity, [c], params, 10) for c in cases]
+    assert report["customers"] == 150
     assert report["served"] == report["als"]  # popular_until_events 0: the fold-in is served
+    mean = sum(r["als"]["ndcg"] for r in one_by_one) / len(cases)
+    assert abs(report["als"]["ndcg"] - mean) < 1e-9
 
 
 def test_the_generated_retailer_has_hm_s_files_columns_and_shape(tmp_path: Path) -> None:
