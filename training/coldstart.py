@@ -196,11 +196,16 @@ def score_cold_popularity(
 def _popular_rankings(
     popularity: NDArray[np.float32], cases: list[NewCustomer], k: int
 ) -> list[list[int]]:
+    """Each case's top ``k`` of one list, its excluded items last (as if scored -inf): the list
+    is sorted once, not per case (thousands of cases over 65,000 items took minutes)."""
+    order = np.argsort(-np.asarray(popularity, dtype=np.float32), kind="stable")
     rankings = []
     for case in cases:
-        scores = np.array(popularity, dtype=np.float32)
-        scores[list(case.excluded)] = -np.inf
-        rankings.append(np.argsort(-scores, kind="stable")[:k].tolist())
+        head = order[: k + len(case.excluded)].tolist()
+        kept = [r for r in head if r not in case.excluded][:k]
+        if len(kept) < k:  # a catalogue smaller than k and the excluded items together
+            kept += sorted(case.excluded)[: k - len(kept)]
+        rankings.append(kept)
     return rankings
 
 
@@ -282,20 +287,27 @@ def new_customer_policy(
 
 
 def cold_report(
-    fitted: Fitted, popularity: Fitted, cases: list[NewCustomer], params: FoldIn, k: int
+    fitted: Fitted,
+    popularity: Fitted,
+    cases: list[NewCustomer],
+    params: FoldIn,
+    k: int,
+    fallback: NDArray[np.float32],
 ) -> dict[str, object]:
-    """The cold-start section of the report: the model folded in, against popularity, and what
-    the service serves these customers (popularity for those with at most
+    """The cold-start section of the report: the model folded in, against all-time popularity
+    and the ``fallback`` list the artifact ships (``training/fallback.py``), and what the service
+    serves these customers (the fallback list for those with at most
     ``params.popular_until_events`` context events, the fold-in for the others)."""
     with threadpool_limits(limits=1, user_api="blas"):
         folded = score_cold(fitted, cases, params, k)
-        served = score_served(fitted, popularity.item_factors[:, 0], cases, params, k)
+        served = score_served(fitted, fallback, cases, params, k)
     return {
         "customers": len(cases),
         fitted.name: msgspec.to_builtins(folded),
         "popularity": msgspec.to_builtins(
             score_cold_popularity(popularity.item_factors[:, 0], cases, k)
         ),
+        "fallback": msgspec.to_builtins(score_cold_popularity(fallback, cases, k)),
         "served": msgspec.to_builtins(served),
         "fold_in": {
             "regularization": params.regularization,
