@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -85,6 +86,26 @@ def test_where_new_customers_buy_the_all_time_hits_the_hits_stay_on_top() -> Non
     tried = {c["half_life_days"]: c["ndcg"] for c in compared["candidates"]}
     assert chosen in (0.0, 120.0, 365.0)  # the lists that rank the hits first
     assert tried[chosen] > tried[7.0]
+
+
+def test_a_best_candidate_within_the_noise_leaves_the_matrix_half_life() -> None:
+    """New customers who buy any item at random: some candidate scores best by chance alone,
+    not by the ``MIN_GAIN_SE`` standard errors a change needs."""
+    past, _ = split(shop(), days=30)
+    rng = np.random.default_rng(7)
+    catalogue = [*OLD, *RECENT]
+    future = events_table(
+        [purchase(f"z{c}", catalogue[int(i)], END - timedelta(days=5)) for c in range(60)
+         for i in rng.integers(0, len(catalogue), size=2)]
+    )  # fmt: skip
+    interactions = matrix.build(past, WEIGHTS)
+    chosen, compared = fallback.choose(
+        past, interactions, future, WEIGHTS, matrix.window(past)[1], 10
+    )
+    tried = {c["half_life_days"]: c["ndcg"] for c in compared["candidates"]}
+    assert max(tried.values()) > tried[120.0]  # a winner by chance...
+    assert chosen == 120.0  # ...is not enough
+    assert compared["gain"] <= fallback.MIN_GAIN_SE * compared["gain_standard_error"]
 
 
 def test_too_few_new_customers_leave_the_matrix_half_life() -> None:

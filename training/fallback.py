@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from training import coldstart, matrix
+from training import coldstart, evaluate, matrix
 from training.config import Weights
 from training.matrix import Interactions
 
@@ -35,6 +35,12 @@ MIN_CASES = 30
 MAX_CASES = 3000
 # What an item's all-time popularity adds to a decayed list, relative to the list's top.
 TIE_BREAK = 1e-6
+# How far, in standard errors of the paired per-customer difference, the best candidate must
+# beat the matrix's half-life to replace it. With eleven candidates the best of them beats the
+# current one on noise alone often; on uci-online-retail's first 85%, 60 days won by 0.0058 where
+# every half-life from 14 to 365 days scored within 0.006, and served the held-out new customers
+# worse than 120 days (0.0675 against 0.0688 through HTTP).
+MIN_GAIN_SE = 2.0
 
 
 def lists(
@@ -85,8 +91,9 @@ def choose(
     comparison for the report: the customers scored and each candidate's NDCG.
 
     ``events`` and ``interactions`` are the fitted past, which ends at ``end``. Ties go to the
-    matrix's half-life, then to the longer one; with fewer than ``MIN_CASES`` new customers the
-    matrix's half-life stands and no candidate is scored.
+    matrix's half-life, then to the longer one; the best replaces the matrix's half-life only
+    when its mean gain per customer exceeds ``MIN_GAIN_SE`` standard errors; with fewer than
+    ``MIN_CASES`` new customers the matrix's half-life stands and no candidate is scored.
     """
     current = float(weights.half_life_days)
     cases = customers_without_events(interactions, future, weights.relevant_rating)
@@ -100,11 +107,17 @@ def choose(
     # The current setting first, then from no decay down to the shortest: ``max`` keeps the
     # first of equals, so a choice only moves on evidence.
     candidates = [current, *sorted({*HALF_LIVES} - {current}, key=_longest_first)]
-    scored = compare(events, interactions, weights, end, cases, k, candidates)
+    per_case: dict[float, NDArray[np.float64]] = {}
+    scored = compare(events, interactions, weights, end, cases, k, candidates, per_case)
     best = max(scored, key=lambda s: s["ndcg"])
-    compared["half_life_days"] = best["half_life_days"]
+    gain = per_case[best["half_life_days"]] - per_case[current]
+    error = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
+    compared["gain"] = float(gain.mean())
+    compared["gain_standard_error"] = error
+    chosen = best["half_life_days"] if gain.mean() > MIN_GAIN_SE * error else current
+    compared["half_life_days"] = chosen
     compared["candidates"] = scored
-    return best["half_life_days"], compared
+    return chosen, compared
 
 
 def compare(
@@ -115,16 +128,22 @@ def compare(
     cases: list[coldstart.NewCustomer],
     k: int,
     half_lives: list[float],
+    per_case: dict[float, NDArray[np.float64]] | None = None,
 ) -> list[dict[str, float]]:
-    """NDCG@k of the overall list of each of ``half_lives`` for ``cases``."""
+    """NDCG@k of the overall list of each of ``half_lives`` for ``cases`` (and, into
+    ``per_case`` when given, each case's NDCG@k per half-life)."""
     all_time = lists(events, interactions, weights, 0.0, end)
-    return [
-        {
-            "half_life_days": h,
-            "ndcg": score(lists(events, interactions, weights, h, end, all_time)["all"], cases, k),
-        }
-        for h in half_lives
-    ]
+    results = []
+    for h in half_lives:
+        popular = lists(events, interactions, weights, h, end, all_time)["all"]
+        rankings = coldstart._popular_rankings(popular, cases, k)
+        ndcgs = np.array(
+            [evaluate.ndcg_at_k(r, c.relevant, k) for r, c in zip(rankings, cases, strict=True)]
+        )
+        if per_case is not None:
+            per_case[h] = ndcgs
+        results.append({"half_life_days": h, "ndcg": float(ndcgs.mean()) if len(cases) else 0.0})
+    return results
 
 
 def customers_without_events(
