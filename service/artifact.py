@@ -153,6 +153,10 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     counts: dict[str, int] = {}
     # Row 0 of item_popularity is "all"; the others are these channels in order.
     popularity_channels: list[str] = msgspec.field(default_factory=lambda: ["all"])
+    # The half-life (days; 0: none) item_popularity is decayed with, measured back from
+    # data_window.end: chosen on validation for the customers it serves (training/fallback.py).
+    # None (manifests from before the choice): the matrix's, config.weights.half_life_days.
+    popularity_half_life_days: float | None = None
     metrics: dict[str, Any] = {}
     config: dict[str, Any] = {}
     fold_in: FoldIn = FoldIn()

@@ -72,8 +72,9 @@ def test_the_cold_start_report_scores_new_customers_in_batches_as_one_by_one() -
         for rows in rng.integers(0, 5_000, size=(150, 3))
     ]
     params = FoldIn(event_weights={"purchase": 1.0}, regularization=1.0, alpha=10.0)
-    report = cold_report(fitted, popularity, cases, params, 10)
-    one_by_one = [cold_report(fitted, popularity, [c], params, 10) for c in cases]
+    fallback = popularity.item_factors[:, 0]
+    report = cold_report(fitted, popularity, cases, params, 10, fallback)
+    one_by_one = [cold_report(fitted, popularity, [c], params, 10, fallback) for c in cases]
     assert report["customers"] == 150
     assert report["served"] == report["als"]  # popular_until_events 0: the fold-in is served
     mean = sum(r["als"]["ndcg"] for r in one_by_one) / len(cases)

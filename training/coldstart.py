@@ -321,25 +321,30 @@ def new_customer_policy(
 
 
 def cold_report(
-    fitted: Fitted, popularity: Fitted, cases: list[NewCustomer], params: FoldIn, k: int
+    fitted: Fitted,
+    popularity: Fitted,
+    cases: list[NewCustomer],
+    params: FoldIn,
+    k: int,
+    fallback: NDArray[np.float32],
 ) -> dict[str, object]:
-    """The cold-start section of the report: the model folded in, against popularity, and what
-    the service serves these customers (popularity for those with at most
+    """The cold-start section of the report: the model folded in, against all-time popularity
+    and the ``fallback`` list the artifact ships (``training/fallback.py``), and what the service
+    serves these customers (the fallback list for those with at most
     ``params.popular_until_events`` context events, the fold-in for the others)."""
     with threadpool_limits(limits=1, user_api="blas"):
         rankings = _rankings(fitted, cases, params, k)
         folded = evaluate.summarise(
             rankings, [c.relevant for c in cases], k, fitted.item_factors.shape[0]
         )
-        served = score_served(
-            fitted, popularity.item_factors[:, 0], cases, params, k, folded_rankings=rankings
-        )
+        served = score_served(fitted, fallback, cases, params, k, folded_rankings=rankings)
     return {
         "customers": len(cases),
         fitted.name: msgspec.to_builtins(folded),
         "popularity": msgspec.to_builtins(
             score_cold_popularity(popularity.item_factors[:, 0], cases, k)
         ),
+        "fallback": msgspec.to_builtins(score_cold_popularity(fallback, cases, k)),
         "served": msgspec.to_builtins(served),
         "fold_in": {
             "regularization": params.regularization,

@@ -15,11 +15,12 @@ import pyarrow as pa
 from service import ann, artifact
 from service.foldin import LeastSquares
 from service.neighbours import dense_block
-from training import coldstart, evaluate, matrix
+from training import coldstart, evaluate, fallback, matrix
 from training.config import TrainConfig
 from training.errors import TrainingError
 from training.experiment import Period, SideInfo, capped, checked_period, make_data, report
 from training.loaders import LoadReport, OnBadRows, load_customers, load_events, load_items
+from training.models.base import Data
 from training.selection import choose, fit_all, fit_named, guard, make_blend, shipped_ndcg
 from training.similar import co_interaction_table
 from training.suppression import Erased, drop_suppressed, read_suppressions, suppression_files
@@ -71,7 +72,7 @@ def run(
     # Checked before the evaluation, whose fits would fail on an empty matrix less clearly.
     if not (matrix.event_weights(events, config.weights, end) > 0).any():
         raise TrainingError("no event has a positive weight: nothing to learn from")
-    algorithm, weights, metrics, folding = _evaluate(events, config, side)
+    algorithm, weights, metrics, folding, half_life = _evaluate(events, config, side)
     if config.evaluation.holdout_fraction == 0:
         log.warning("evaluation is off (holdout_fraction = 0): LATEST is replaced unchecked")
     elif not force:
@@ -83,7 +84,9 @@ def run(
     fitted = fit_named(algorithm, data, config, weights)
     interactions = data.interactions
     indptr, bought = matrix.bought(events, interactions)
-    popularity = matrix.popularity(events, interactions, config.weights, end=end)
+    # What the service serves customers it cannot place, decayed from the last event of the
+    # training window (not from the clock) with the half-life chosen on validation.
+    popularity = fallback.lists(events, interactions, config.weights, half_life, end)
     item_ids = interactions.item_ids.tolist()
     item_factors = fitted.item_factors
     neighbours = fitted.neighbours.csr() if fitted.neighbours is not None else None
@@ -162,6 +165,7 @@ def run(
             "customers_file_rows": len(customers),
         },
         popularity_channels=channels,
+        popularity_half_life_days=half_life,
         metrics=metrics,
         config=msgspec.to_builtins(config),
         fold_in=folding,
@@ -287,49 +291,59 @@ def _period(
 
 def _evaluate(
     events: pa.Table, config: TrainConfig, side: SideInfo
-) -> tuple[str, dict[str, float], dict[str, Any], artifact.FoldIn]:
+) -> tuple[str, dict[str, float], dict[str, Any], artifact.FoldIn, float]:
     """Select on validation (``auto``), then fit on the past and score the test period.
 
     Returns:
         The algorithm to ship, its blend weights, the metrics for the manifest (one report per
         model, overall and per channel; ``selected``; the ``validation`` scores; ``cold_start``;
-        empty when the data allow no test) and the fold-in parameters (regularization and alpha
-        fitted on validation for ``auto``).
+        ``fallback_popularity``; empty when the data allow no test), the fold-in parameters
+        (regularization and alpha fitted on validation for ``auto``) and the half-life of the
+        popular lists the service falls back on (chosen on validation, ``training/fallback.py``;
+        the matrix's when nothing could choose).
     """
     algorithm = config.algorithm
     selection = config.selection
     weights = dict(selection.blend_weights) or dict.fromkeys(selection.blend_parts, 1.0)
     folding = fold_in(config)
     k = config.evaluation.k
+    half_life = config.weights.half_life_days
     unselected = UNSELECTED if algorithm == "auto" else algorithm
     if not _can_evaluate(events, config):
-        return unselected, weights, {}, folding
+        return unselected, weights, {}, folding, half_life
     started = time.perf_counter()
     split = _split(events, config.evaluation.holdout_fraction, "test period")
     if split is None:
         log.warning("metrics left out")
-        return unselected, weights, {}, folding
+        return unselected, weights, {}, folding, half_life
     train, test, cutoff = split
     results: dict[str, Any] = {"cutoff": cutoff.isoformat(), "test_events": test.num_rows}
+    inner = _split(train, config.selection.validation_fraction, "validation period")
+    if algorithm != "auto" and inner is not None:
+        half_life, results["fallback_popularity"] = _fallback_half_life(inner[0], inner[1], config)
     if algorithm == "auto":
-        inner = _split(train, config.selection.validation_fraction, "validation period")
         found = inner and _period(inner[0], inner[1], config, side, "validation period")
         if inner is None or found is None:
             log.warning("nothing to select on: %s is shipped, metrics left out", UNSELECTED)
-            return UNSELECTED, weights, {}, folding
+            return UNSELECTED, weights, {}, folding, half_life
         validation_period, validation = found, inner[1]
         choice = choose(validation_period, config)
         algorithm, weights = choice.algorithm, choice.blend_weights
         results["validation"] = choice.validation
+        past = validation_period.data
+        half_life, results["fallback_popularity"] = fallback.choose(
+            past.events, past.interactions, validation, config.weights, past.end, k
+        )
+        popular = fallback.lists(
+            past.events, past.interactions, config.weights, half_life, past.end
+        )["all"]
         cases = coldstart.new_customers(
             validation_period.data.interactions, validation, config.weights.relevant_rating
         )
         folding, _ = coldstart.fit_fold_in(choice.fitted[algorithm], cases, folding, k)
-        if "popularity" not in choice.fitted:
-            choice.fitted.update(fit_all(["popularity"], validation_period.data, config))
         folding, compared = coldstart.new_customer_policy(
             choice.fitted[algorithm],
-            choice.fitted["popularity"].item_factors[:, 0],
+            popular,
             validation_period.data.interactions,
             validation,
             folding,
@@ -351,7 +365,7 @@ def _evaluate(
     test_period = _period(train, test, config, side, "test period")
     if test_period is None:
         log.warning("metrics left out")
-        return algorithm, weights, {}, folding
+        return algorithm, weights, {}, folding, half_life
     period = capped(test_period, config.evaluation.max_customers, config.seed)
     names = [algorithm, "popularity"]
     if config.algorithm == "auto":
@@ -365,17 +379,51 @@ def _evaluate(
         results[name] = report(fitted[name], period, config.evaluation.k)
     results["selected"] = algorithm
     results["blend_weights"] = weights
+    data = period.data
+    popular = fallback.lists(data.events, data.interactions, config.weights, half_life, data.end)
     cases = coldstart.sampled(
-        coldstart.new_customers(period.data.interactions, test, config.weights.relevant_rating),
+        coldstart.new_customers(data.interactions, test, config.weights.relevant_rating),
         config.evaluation.max_customers,
     )
     if cases:
         results["cold_start"] = coldstart.cold_report(
-            fitted[algorithm], fitted["popularity"], cases, folding, k
+            fitted[algorithm], fitted["popularity"], cases, folding, k, popular["all"]
         )
+    unplaced = fallback.customers_without_events(
+        data.interactions, test, config.weights.relevant_rating
+    )
+    if unplaced:
+        results["without_events"] = _without_events(data, unplaced, popular["all"], config)
     _stage(f"evaluated on {len(period.overall.customers)} test customers", started)
     log.info("test metrics:\n%s", format_table(results))
-    return algorithm, weights, results, folding
+    return algorithm, weights, results, folding, half_life
+
+
+def _fallback_half_life(
+    past: pa.Table, future: pa.Table, config: TrainConfig
+) -> tuple[float, dict[str, Any]]:
+    """``fallback.choose`` on a validation split, for a named algorithm (``auto`` reuses the
+    matrix its selection built)."""
+    interactions = matrix.build(past, config.weights)
+    end = matrix.window(past)[1]
+    k = config.evaluation.k
+    return fallback.choose(past, interactions, future, config.weights, end, k)
+
+
+def _without_events(
+    data: Data, cases: list[coldstart.NewCustomer], popular: Any, config: TrainConfig
+) -> dict[str, Any]:
+    """The test period's new customers as the service first meets them (no event of theirs):
+    the fallback list shipped, and every candidate half-life's list for comparison."""
+    k = config.evaluation.k
+    half_lives = list(dict.fromkeys([config.weights.half_life_days, *fallback.HALF_LIVES]))
+    return {
+        "customers": len(cases),
+        "fallback": msgspec.to_builtins(coldstart.score_cold_popularity(popular, cases, k)),
+        "candidates": fallback.compare(
+            data.events, data.interactions, config.weights, data.end, cases, k, half_lives
+        ),
+    }
 
 
 def format_table(metrics: dict[str, Any]) -> str:
@@ -402,6 +450,27 @@ def format_table(metrics: dict[str, Any]) -> str:
                 f"{r['map']:>8.4f}{r['hit_rate']:>8.4f}{r['coverage']:>7.3f}"
                 f"{r['popularity_bias']:>8.3f}{r['customers']:>7}"
             )
+    unplaced = metrics.get("without_events", {}).get("fallback")
+    if unplaced:
+        r = unplaced
+        lines.append(
+            f"{'no events:fallback':<20}{'all':<9}{r['ndcg']:>9.4f}{r['recall']:>8.4f}"
+            f"{r['map']:>8.4f}{r['hit_rate']:>8.4f}{r['coverage']:>7.3f}"
+            f"{r['popularity_bias']:>8.3f}{r['customers']:>7}"
+        )
+    chosen = metrics.get("fallback_popularity")
+    if chosen:
+        lines.append(
+            f"fallback half-life {chosen['half_life_days']:g} days (0: none), chosen on "
+            f"{chosen['customers']} new customers of the validation period"
+        )
+    for where, found in (
+        ("validation", (chosen or {}).get("candidates")),
+        ("test", metrics.get("without_events", {}).get("candidates")),
+    ):
+        if found:
+            tried = " ".join(f"{c['half_life_days']:g}:{c['ndcg']:.4f}" for c in found)
+            lines.append(f"  no-events NDCG@10 by half-life, {where}: {tried}")
     return "\n".join(lines)
 
 
