@@ -220,7 +220,7 @@ def seed(client: TestClient) -> None:  # type: ignore[type-arg]
         )
 
 
-def _ask(client: TestClient, request: Request) -> tuple[Any, ...]:  # type: ignore[type-arg]
+def _ask(client: TestClient, request: Request, *, with_id: bool = True) -> tuple[Any, ...]:  # type: ignore[type-arg]
     method, path, query, headers, body = request
     content = body if isinstance(body, bytes) or body is None else msgspec.json.encode(body)
     response = client.request(method, path, params=query, headers=headers, content=content)
@@ -230,7 +230,7 @@ def _ask(client: TestClient, request: Request) -> tuple[Any, ...]:  # type: igno
         answer = response.content
     if isinstance(answer, dict):
         if (request_id := answer.pop("request_id", None)) is not None:
-            assert response.headers["x-request-id"] == request_id
+            assert response.headers.get("x-request-id") == (request_id if with_id else None)
         if "ids" in answer:  # the event stream's, different in each app's stream
             assert all(re.fullmatch(r"\d+-\d+", i) for i in answer["ids"])
             answer["ids"] = len(answer["ids"])
@@ -363,3 +363,28 @@ def test_a_body_in_parts_reaches_litestar_whole_past_the_limit(
     else:
         assert sent[0]["status"] == 400
         assert "the batch holds 15000 events" in problem["detail"]
+
+
+def test_with_measurement_off_answers_are_litestars_too(settings: Settings, redis_url: str) -> None:
+    """``RECO_TRACKING=false``: no metrics middleware, so no request id header either way."""
+    off = replace(settings, tracking=False)
+    other_prefix = f"test-{uuid.uuid4().hex[:12]}"
+    asked = [ANSWERED[0], ANSWERED[10], post("/v1/events", view("u4", "i06"), EVENTS), ERRORS[0]]
+    try:
+        with (
+            client_for(replace(off, fast_routes=True)) as fast,
+            client_for(replace(off, fast_routes=False, key_prefix=other_prefix)) as plain,
+        ):
+            seed(fast)
+            seed(plain)
+            for request in asked:
+                answer = _ask(fast, request, with_id=False)
+                assert answer == _ask(plain, request, with_id=False)
+                assert answer[0] in (200, 202, 404)
+            response = fast.get("/v1/customers/u0/recommendations", headers=ADMIN)
+            assert response.status_code == 200 and "x-request-id" not in response.headers
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        if keys := list(client.scan_iter(match=f"{other_prefix}:*", count=1000)):
+            client.delete(*keys)
+        client.close()
