@@ -123,7 +123,7 @@ class FastRoutes:
         data = None
         if route.body is not None:
             body, complete, more = await _read_body(receive)
-            if complete and _json_content(scope):
+            if complete:  # any content type: Litestar decodes the body as JSON whatever it says
                 try:
                     data = route.body.decode(body)
                 except (msgspec.DecodeError, RecursionError):  # (a ValidationError too)
@@ -219,14 +219,6 @@ def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": more}
 
     return replayed
-
-
-def _json_content(scope: Scope) -> bool:
-    """A body declared JSON (Litestar decodes others its own way: left to it)."""
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            return value.split(b";", 1)[0].strip().lower() == b"application/json"
-    return False
 
 
 def _int(text: str | None, low: int, high: int) -> int | None:
