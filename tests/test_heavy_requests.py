@@ -16,11 +16,11 @@ from litestar.testing import TestClient
 from redis.asyncio import Redis
 
 from service import artifact
-from service.api.params import MAX_CONTEXT_ITEMS, MAX_EXCLUDE
 from service.availability import Availability
 from service.offer_scoring import Plan
 from service.offers import Offer
 from service.ranking import FactorModel
+from service.schemas import MAX_CONTEXT_ITEMS, MAX_EXCLUDE
 from service.settings import Settings
 from service.store import Store
 from service.store.inventory import StockUpdate

@@ -36,7 +36,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from service import logs, recommend
 from service.api.events import EventController, record_events
 from service.api.offers import CustomerOffersController, offers_for
-from service.api.params import ID_RULES, MAX_EXCLUDE, MAX_K
+from service.api.params import ID_RULES
 from service.api.recommendations import (
     RecommendationController,
     answer,
@@ -49,7 +49,7 @@ from service.events import CHANNELS, PLACEMENT_PATTERN, Event
 from service.metrics import Metrics
 from service.problems import EXCEPTION_HANDLERS
 from service.runtime import Runtime
-from service.schemas import RecommendationRequest
+from service.schemas import MAX_EXCLUDE, MAX_K, RecommendationRequest
 
 # Bodies larger than this are left to Litestar (its limit, a 413, is far above any valid one).
 MAX_BODY_BYTES = 1 << 20

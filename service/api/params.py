@@ -8,8 +8,8 @@ from litestar.params import PathParameter, QueryParameter
 
 from service.events import PLACEMENT_PATTERN, PLACEMENT_RULE, Channel, Id
 from service.logs import current_request_id, new_id
+from service.schemas import MAX_EXCLUDE, MAX_K
 
-MAX_K = 200
 K = Annotated[int | None, QueryParameter(ge=1, le=MAX_K, description="How many items (default 10)")]
 ChannelParam = Annotated[Channel, QueryParameter(description="The channel asking")]
 Category = Annotated[str | None, QueryParameter(description="Only items of this category")]
@@ -25,11 +25,6 @@ PlacementParam = Annotated[
         pattern=PLACEMENT_PATTERN,
     ),
 ]
-# Bounds on the ids a request may bring, so its cost stays bounded: each id is looked up, and
-# the index's candidates are checked against them (at a million items, 5,000 session items cost
-# 38 ms on the event loop; 200 of each cost what a plain answer does). A 400 names the field.
-MAX_EXCLUDE = 500
-MAX_CONTEXT_ITEMS = 200
 Exclude = Annotated[
     list[str] | None,
     QueryParameter(
