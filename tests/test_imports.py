@@ -1,4 +1,4 @@
-"""Every module of the service and the training job imports on its own, first in a process.
+"""Every module of the service, the training job and the benchmarks imports on its own, first.
 
 A circular import shows only when a module is the first of its cycle to be imported: the
 service imports ``service.api`` first and ran, while ``import service.schemas`` alone failed
@@ -46,7 +46,7 @@ def modules(package: str) -> list[str]:
 
 
 def test_each_module_imports_first_in_a_process() -> None:
-    names = modules("service") + modules("training")
+    names = modules("service") + modules("training") + modules("benchmarks")
     assert "service.schemas" in names and "training.pipeline" in names
     run = subprocess.run(
         [sys.executable, "-c", CHILDREN, *names], cwd=ROOT, capture_output=True, text=True
