@@ -38,7 +38,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,7 +54,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from benchmarks import serving
 from benchmarks.quality import DEFAULT_DATA
+from benchmarks.serving import delete_prefix, free_port
 from service.events import CONSUMED_EVENT_TYPES
 from training.evaluate import SplitError, ndcg_at_k, recall_at_k, time_split
 from training.loaders import load_events
@@ -104,18 +105,11 @@ def bench(folder: Path, args: argparse.Namespace, extra_env: dict[str, str]) -> 
         except SplitError as e:
             return unsplittable(folder, events, work, args, extra_env, str(e))
         data = work / "data"
-        data.mkdir()
-        pq.write_table(past, data / "events.parquet")
-        side = [p for p in ("items.csv.gz", "customers.csv.gz") if (folder / p).exists()]
-        for name in side:
-            shutil.copy(folder / name, data / name)
+        side = write_data(folder, past, data)
         # Training's own evaluation of this very held-out period: a fit of every event whose
         # test period is the one held out here (its candidates are fitted on the same past).
         whole = work / "whole"
-        whole.mkdir()
-        for name in side:
-            shutil.copy(folder / name, whole / name)
-        pq.write_table(events, whole / "events.parquet")
+        write_data(folder, events, whole)
         config = work / "holdout.toml"
         config.write_text(f"[evaluation]\nholdout_fraction = {args.holdout}\n")
         fit(whole, side, work / "whole-models", config)
@@ -172,11 +166,7 @@ def unsplittable(
 ) -> dict[str, Any]:
     """A data set no time split divides (one day): fit every event, serve it, check the API."""
     data = work / "data"
-    data.mkdir()
-    pq.write_table(events, data / "events.parquet")
-    side = [p for p in ("items.csv.gz", "customers.csv.gz") if (folder / p).exists()]
-    for name in side:
-        shutil.copy(folder / name, data / name)
+    side = write_data(folder, events, data)
     fit_s, report = fit(data, side, work / "models", None)
     manifest = latest_manifest(work / "models")
     customers = sorted(set(events["customer_id"].to_pylist()))
@@ -209,6 +199,17 @@ def unsplittable(
         "fallback_share": sum(a["fallback"] for a in answers.values()) / max(len(answers), 1),
         "fit_stdout_tail": report[-2000:],
     }
+
+
+def write_data(folder: Path, events: pa.Table, data: Path) -> list[str]:
+    """A data folder at ``data``: ``events`` as Parquet beside ``folder``'s items and customers
+    files; returns the names of those side files."""
+    data.mkdir()
+    pq.write_table(events, data / "events.parquet")
+    side = [p for p in ("items.csv.gz", "customers.csv.gz") if (folder / p).exists()]
+    for name in side:
+        shutil.copy(folder / name, data / name)
+    return side
 
 
 def fit(data: Path, side: list[str], model_dir: Path, config: Path | None) -> tuple[float, str]:
@@ -378,17 +379,12 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve(
     model_dir: Path, data_dir: Path, args: argparse.Namespace, extra: dict[str, str]
 ) -> Iterator[int]:
-    port = _free_port()
+    """``python -m service`` on ``model_dir`` (1 worker, measurement off), ready; its port."""
+    port = free_port()
     prefix = f"served-quality-{uuid.uuid4().hex[:8]}"
     env = {
         "PORT": str(port),
@@ -403,42 +399,14 @@ def serve(
     }
     if args.redis_url != "embedded":
         env["REDIS_URL"] = args.redis_url
-    log = open(data_dir.parent / f"service-{port}.log", "w")  # noqa: SIM115 (closed below)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service"], env=_env(env), stdout=log, stderr=log
-    )
+    argv = [sys.executable, "-m", "service"]
+    log = data_dir.parent / f"service-{port}.log"
     try:
-        _wait_ready(port, process)
-        yield port
+        with serving.serve(argv, _env(env), port, log, "/health/ready") as server:
+            yield server.port
     finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
         if args.redis_url != "embedded":
-            _drop_keys(args.redis_url, prefix)
-
-
-def _wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited with {process.returncode}")
-        with contextlib.suppress(OSError):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/health/ready")
-            if conn.getresponse().status == 200:
-                return
-        time.sleep(0.3)
-    raise RuntimeError("the service was not ready within 120 s")
-
-
-def _drop_keys(url: str, prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        client.delete(key)
-    client.close()
+            delete_prefix(args.redis_url, prefix)
 
 
 def table(results: list[dict[str, Any]]) -> str:

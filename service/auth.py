@@ -121,10 +121,15 @@ def grants(scope: AsgiScope, wanted: tuple[str, ...]) -> bool:
     return scopes is not None and not scopes.isdisjoint(wanted)
 
 
+def wanted_scopes(opt_scope: str | tuple[str, ...]) -> tuple[str, ...]:
+    """A handler's ``opt["scope"]`` (one scope, or several any of which will do) as a tuple."""
+    return (opt_scope,) if isinstance(opt_scope, str) else tuple(opt_scope)
+
+
 def _authorize(scope: AsgiScope, wanted_scope: str | tuple[str, ...] | None) -> None:
     if wanted_scope is None:
         return
-    wanted = (wanted_scope,) if isinstance(wanted_scope, str) else tuple(wanted_scope)
+    wanted = wanted_scopes(wanted_scope)
     key = _presented_key(scope)
     if key is None:
         raise NotAuthorizedException(

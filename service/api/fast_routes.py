@@ -44,7 +44,7 @@ from service.api.recommendations import (
     similar_items,
 )
 from service.api.strict_json import body_decoder
-from service.auth import grants
+from service.auth import grants, wanted_scopes
 from service.events import CHANNELS, PLACEMENT_PATTERN, Event
 from service.metrics import Metrics
 from service.problems import EXCEPTION_HANDLERS
@@ -318,8 +318,7 @@ async def _events(rt: Runtime, _: str, __: dict[str, Any], data: Any) -> msgspec
 
 
 def _scopes(controller: Any) -> tuple[str, ...]:
-    wanted = controller.opt["scope"]
-    return (wanted,) if isinstance(wanted, str) else tuple(wanted)
+    return wanted_scopes(controller.opt["scope"])
 
 
 _RECOMMEND = _scopes(RecommendationController)
