@@ -12,15 +12,19 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import msgspec
 import pytest
 import redis
 from litestar.testing import TestClient
+from redis.asyncio import Redis
 
 from benchmarks.offers_export import make_offers
-from service import offer_service
+from service import artifact, offer_service
 from service.offers import Offer
+from service.ranking import FactorModel
+from service.store import Store
 from tests.test_omnichannel import event, post
 
 NOW = datetime.now(UTC)
@@ -479,3 +483,29 @@ def test_an_export_idles_for_other_requests_only_while_there_are_some(
     idled = asyncio.run(work_a_while())
     # Five slices of at least 2 ms each: at least 10 ms idled at half the loop.
     assert (idled >= 5 * 2 * offer_service.TIME_SLICE) if idles else idled == 0.0
+
+
+def test_requests_arriving_while_the_plan_is_built_share_one_build(
+    client: TestClient, redis_url: str, key_prefix: str, model_dir: Path
+) -> None:
+    # After a deploy or a change to the offers, each worker's first requests all find no plan:
+    # one builds it, the others wait for that build instead of starting their own (at 100k items
+    # and 20 offers, 32 builds at once made the first seconds' p99 395 ms against 48).
+    put_offer(client, "even")
+    put_offer(client, "odd", target={"categories": ["odd"]})
+    model = FactorModel(artifact.load(artifact.resolve(model_dir)))
+
+    async def at_once() -> list[offer_service.Catalogue]:
+        store = Store(Redis.from_url(redis_url), prefix=key_prefix)
+        try:
+            return await asyncio.gather(
+                *(offer_service.load_catalogue(store, model) for _ in range(8))
+            )
+        finally:
+            await store.aclose()
+
+    catalogues = asyncio.run(at_once())
+    assert len({id(c.plan) for c in catalogues}) == 1
+    assert [o.offer_id for o in catalogues[0].plan.offers] == ["even", "odd"]
+    # A later request finds the plan built.
+    assert asyncio.run(at_once())[0].plan is catalogues[0].plan
