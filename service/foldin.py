@@ -207,7 +207,8 @@ class LeastSquares:
         # (B + Yᵀ D Y)⁻¹ Yᵀc with D = diag(c - 1) and W = Y B⁻¹ (so B⁻¹ Yᵀc = Wᵀc): with the
         # symmetric M = W Yᵀ = Y B⁻¹ Yᵀ, x = Wᵀ (c - z) where (I + D M) z = D M c.
         d = c - 1.0
-        system = np.eye(len(rows)) + d[:, None] * m
+        system = d[:, None] * m
+        system.ravel()[:: len(rows) + 1] += 1.0  # I + D M, without building I
         z = np.linalg.solve(system, d * (m @ c))
         return (w.T @ (c - z)).astype(np.float32)
 

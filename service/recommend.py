@@ -221,23 +221,21 @@ def _explained(
     model: FactorModel, rows: Rows, scores: Scores, reasons: list[tuple[int, Event | None]]
 ) -> list[RecommendedItem]:
     basis = np.array([r for r, _ in reasons], dtype=np.int64)
-    closest = model.closest(rows, basis)
+    closest = model.closest(rows, basis).tolist()
     first: dict[int, Event | None] = {}
     for row, event in reasons:
         first.setdefault(row, event)  # the first (most recent) reason per item wins
+    # Written once per reason used: most of an answer's items share a few.
+    texts = {b: _reason_text(model, b, first[b]) for b in set(closest) if b in first}
     return [
         RecommendedItem(
-            item_id=item_id,
-            score=score,
-            source="model",
-            category=category,
-            reason=_reason_text(model, b, first[b]) if b in first else None,
+            item_id=item_id, score=score, source="model", category=category, reason=texts.get(b)
         )
         for item_id, score, category, b in zip(
             model.item_ids_of(rows),
             scores.tolist(),
             model.categories_of(rows),
-            closest.tolist(),
+            closest,
             strict=True,
         )
     ]
