@@ -59,9 +59,12 @@ def new_customers(
     (a purchase or a rating of ``min_rating`` or more after them, as ``evaluate.test_targets``)."""
     known = positions(future["customer_id"], interactions.customer_ids) >= 0
     items = positions(future["item_id"], interactions.item_ids)
-    table = future.filter(pa.array(~known & (items >= 0))).sort_by(
-        [("customer_id", "ascending"), ("timestamp", "ascending")]
-    )
+    table = future.filter(pa.array(~known & (items >= 0)))
+    # Ordered by the ids' text (Arrow sorts no dictionary column): the cases' order, and so
+    # their seeded samples, whatever the ids' encoding.
+    where = table.schema.get_field_index("customer_id")
+    table = table.set_column(where, "customer_id", table["customer_id"].cast(pa.string()))
+    table = table.sort_by([("customer_id", "ascending"), ("timestamp", "ascending")])
     rows = positions(table["item_id"], interactions.item_ids).tolist()
     customers = table["customer_id"].to_pylist()
     types = table["event_type"].to_pylist()

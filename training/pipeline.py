@@ -190,13 +190,15 @@ def with_data_scale(config: TrainConfig, events: pa.Table) -> TrainConfig:
 def read_events(inputs: Inputs, erased: Erased | None = None) -> tuple[pa.Table, int]:
     """The events ``inputs`` name, without erased customers' events from before their erasure
     (``erased``: read from the suppression files ``inputs`` lead to when not given), and how
-    many bad rows were skipped."""
+    many bad rows were skipped. The table holds the columns fitting reads, its ids encoded
+    (``matrix.compact``)."""
     events, reports = load_events(inputs.events, on_bad_rows=inputs.on_bad_rows)
     bad = sum(r.bad_rows for r in reports)
     log.info(
         "read %d events from %d file(s), %d bad rows skipped", events.num_rows, len(reports), bad
     )
     events = drop_suppressed(events, suppressions(inputs) if erased is None else erased)
+    events = matrix.compact(events)
     if events.num_rows == 0:
         raise TrainingError(f"no valid events in {', '.join(inputs.events)}{_why_none(reports)}")
     return events, bad
