@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 from litestar.testing import TestClient
 
+from service.api.offers import ExportRequest
+from service.api.tablet import Presentation
+from service.events import Event
+from service.experiments import ExperimentConfig
+from service.offers import Offer, OfferRules
+from service.schemas import ConsentRequest, InventoryRequest, LinkRequest, RecommendationRequest
 from tests.conftest import STOREFRONT_KEY
 from tests.test_offers import offer
 
@@ -154,3 +161,36 @@ def test_bodies_read_raw_or_batched_are_documented(spec: dict[str, Any]) -> None
     assert body("put", "/v1/offer-rules") == {"$ref": "#/components/schemas/OfferRules"}
     batch = body("post", "/v1/events")["oneOf"][1]
     assert batch["type"] == "array" and batch["minItems"] == 1
+
+
+BODIES = (Event, RecommendationRequest, LinkRequest, ConsentRequest, InventoryRequest, Presentation)
+BODIES += (Offer, OfferRules, ExportRequest, ExperimentConfig)
+BOUNDS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
+BOUNDS |= {"minLength", "maxLength", "pattern", "minItems", "maxItems"}
+
+
+def _bounds(schema: Any) -> set[tuple[str, Any]]:
+    """Every bound in ``schema`` and its members (not through a $ref): (keyword, value)."""
+    if isinstance(schema, list):
+        return {bound for member in schema for bound in _bounds(member)}
+    if not isinstance(schema, dict):
+        return set()
+    found = {(key, value) for key, value in schema.items() if key in BOUNDS}
+    for key in ("anyOf", "oneOf", "allOf", "items"):
+        found |= _bounds(schema.get(key))
+    return found
+
+
+def test_every_bound_a_body_is_decoded_with_is_documented(spec: dict[str, Any]) -> None:
+    """An optional bounded field (``Days | None``, ``Annotated[int, Meta(ge=0)] | None``) kept
+    its bound in the OpenAPI: Litestar dropped a bound of 0 and every bound of an optional int,
+    so clients (and the fuzzer) sent ``min_days_since_purchase: -1``, a price of -1, and got 400s
+    for bodies the schema said were valid."""
+    _, decoded = msgspec.json.schema_components(BODIES)
+    documented = spec["components"]["schemas"]
+    missing = []
+    for name, component in decoded.items():
+        for field, schema in component.get("properties", {}).items():
+            served = documented[name]["properties"][field]
+            missing += [(name, field, bound) for bound in _bounds(schema) - _bounds(served)]
+    assert missing == [], missing
