@@ -194,3 +194,12 @@ def test_every_bound_a_body_is_decoded_with_is_documented(spec: dict[str, Any]) 
             served = documented[name]["properties"][field]
             missing += [(name, field, bound) for bound in _bounds(schema) - _bounds(served)]
     assert missing == [], missing
+
+
+def test_every_operation_says_what_it_does_and_refuses(spec: dict[str, Any]) -> None:
+    """The handlers' docstrings are the operations' descriptions: the rules JSON Schema cannot
+    say (exactly one look-up parameter, an identifier's kinds) are documented there."""
+    for method, path, op in _operations(spec):
+        assert op.get("description"), (method, path)
+    lookup = spec["paths"]["/v1/customers/lookup"]["get"]["description"]
+    assert "exactly one of ``loyalty``, ``email`` or ``phone``" in lookup

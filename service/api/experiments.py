@@ -60,7 +60,8 @@ class ExperimentController(Controller):
     ) -> Experiment:
         """Create or replace an experiment; it applies to the next request on this replica.
 
-        Other replicas pick it up within a second.
+        Other replicas pick it up within a second. Variant names are unique and ``stop`` is
+        after ``start``; else a 400.
         """
         try:
             experiment = msgspec.convert(
