@@ -118,6 +118,21 @@ def test_an_export_is_documented_as_ndjson(client: TestClient, spec: dict[str, A
     _documented(spec, "POST", "/v1/exports/offers", response)
 
 
+def test_an_exports_lines_are_documented(client: TestClient, spec: dict[str, Any]) -> None:  # type: ignore[type-arg]
+    """The export's 200 documents its lines (it said ``{}``: anything, so nothing was checked)."""
+    client.put("/v1/offers/o1", json=offer())
+    client.put("/v1/customers/u1/consent", json={"marketing": {"email": True}})
+    response = client.post("/v1/exports/offers", json={"audience": {"customer_ids": ["u1"]}})
+    documented = spec["paths"]["/v1/exports/offers"]["post"]["responses"]["200"]["content"]
+    line = documented["application/x-ndjson"]["schema"]
+    assert line == {"$ref": "#/components/schemas/Choice"}
+    schema = spec["components"]["schemas"]["Choice"]
+    lines = [msgspec.json.decode(text) for text in response.text.splitlines()]
+    assert [body["customer_id"] for body in lines] == ["u1"]
+    for body in lines:
+        assert set(schema["required"]) <= set(body) <= set(schema["properties"]), body
+
+
 @pytest.mark.parametrize(
     ("url", "methods"),
     [

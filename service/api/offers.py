@@ -186,7 +186,15 @@ class CustomerOffersController(Controller):
         "/exports/offers",
         status_code=200,
         operation_id="exportOffers",
-        responses=problems(400, 413, 429),
+        responses={
+            200: ResponseSpec(
+                offer_service.Choice,
+                media_type=NDJSON,
+                description="One ``Choice`` object per line, each line ending in a newline",
+                generate_examples=False,
+            ),
+            **problems(400, 413, 429),
+        },
         media_type=NDJSON,  # so the OpenAPI documents the lines, not JSON
     )
     async def export(
