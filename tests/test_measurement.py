@@ -225,6 +225,36 @@ def test_a_retried_event_counts_once_in_the_results_and_the_metrics(client: Test
     assert 'reco_events_ingested_total{channel="web",event_type="impression"} 1.0' in metrics
 
 
+def test_more_clicks_than_impressions_is_a_share_of_one_not_a_server_error(
+    client: TestClient,
+) -> None:
+    """A client may lose impressions (an ad blocker, a batch that failed) yet send the clicks and
+    purchases that follow: more clicks or conversions than impressions made the dashboard and the
+    experiment's results a 500 for as long as they were in the window (the Wilson interval took
+    the square root of a negative number; found by fuzzing the events API)."""
+    client.put("/v1/experiments/ab3", json=EXPERIMENT)
+    variant = client.get("/v1/customers/u0/recommendations?channel=web").json()["variant"]
+    now = datetime.now(UTC)
+    post(
+        client,
+        event("impression", "u0", "i01", "web", now),
+        event("click", "u0", "i01", "web", now),
+        event("click", "u0", "i02", "web", now),  # its impression never came
+        event("purchase", "u0", "i01", "store", now, price=5.0),
+        event("purchase", "u0", "i02", "store", now, price=7.0),
+    )
+    web = totals(client)["web"]
+    assert (web["impressions"], web["clicks"], web["conversions"]) == (1, 2, 2)
+    for share in (web["ctr"], web["conversion_rate"]):
+        assert share["value"] == share["high"] == 1.0
+        assert 0.0 < share["low"] < 1.0
+    response = client.get("/v1/experiments/ab3/results")
+    assert response.status_code == 200, response.text
+    [result] = [c for c in response.json()["channels"] if c["channel"] == "web"]
+    figures = {v["variant"]: v["figures"] for v in result["variants"]}[variant]
+    assert (figures["clicks"], figures["ctr"]["value"]) == (2, 1.0)
+
+
 def test_metrics_endpoint(client: TestClient) -> None:
     client.get("/v1/customers/u0/recommendations?channel=web")
     client.get("/v1/customers/stranger/recommendations?channel=app")
