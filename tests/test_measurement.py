@@ -255,6 +255,28 @@ def test_more_clicks_than_impressions_is_a_share_of_one_not_a_server_error(
     assert (figures["clicks"], figures["ctr"]["value"]) == (2, 1.0)
 
 
+def test_the_largest_purchases_are_counted_not_a_server_error(client: TestClient) -> None:
+    """A price of 10^12 times a quantity of 10^9 is a revenue of 10^21 and a square of 10^42,
+    past Redis's 64-bit integers: its HINCRBY failed inside the batch's transaction after the
+    batch's events were in the stream, so the client got a 500 for events that had been recorded
+    (a retry without ``event_id`` recorded them twice). Found by fuzzing the events API."""
+    now = datetime.now(UTC)
+    post(
+        client,
+        event("impression", "u0", "i01", "web", now),
+        event("purchase", "u0", "i01", "store", now, price=1e12, quantity=1e9),
+    )
+    post(  # a small one after it adds to the same counters
+        client,
+        event("impression", "u1", "i01", "web", now),
+        event("purchase", "u1", "i01", "store", now, price=20.0),
+    )
+    web = totals(client)["web"]
+    assert (web["impressions"], web["conversions"]) == (2, 2)
+    assert web["revenue"] == pytest.approx(1e21)
+    assert web["average_order_value"]["value"] == pytest.approx(5e20)
+
+
 def test_metrics_endpoint(client: TestClient) -> None:
     client.get("/v1/customers/u0/recommendations?channel=web")
     client.get("/v1/customers/stranger/recommendations?channel=app")
