@@ -147,6 +147,22 @@ def test_experiment_admin_api(client: TestClient) -> None:
     assert client.get("/v1/experiments").json() == []
 
 
+@pytest.mark.parametrize("experiment_id", ["caf\u00e9", "a:b", "x" * 65])
+def test_an_experiment_id_the_store_refuses_is_a_documented_400_naming_the_path(
+    client: TestClient, experiment_id: str
+) -> None:
+    """An experiment's id is a name (letters, digits, ``.``, ``_``, ``-``; at most 64): the path
+    parameter said any id, so a PUT the OpenAPI allowed was a 400 blaming ``$.experiment_id``,
+    a field the body does not have (found by fuzzing the API against its OpenAPI)."""
+    response = client.put(f"/v1/experiments/{experiment_id}", json=EXPERIMENT)
+    assert response.status_code == 400, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["path.experiment_id"]
+    spec = client.get("/schema/openapi.json").json()
+    [param] = spec["paths"]["/v1/experiments/{experiment_id}"]["put"]["parameters"]
+    schema = param["schema"]
+    assert (schema["pattern"], schema["maxLength"]) == ("^[A-Za-z0-9._-]+$", 64)
+
+
 def test_stopping_an_experiment_that_has_not_started_is_a_409_and_changes_nothing(
     client: TestClient,
 ) -> None:
