@@ -215,6 +215,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             description=(service_doc or "").strip(),
             path="/schema",
             render_plugins=[ScalarRenderPlugin()],
+            use_handler_docstrings=True,
         ),
     )
     if settings.fast_routes:

@@ -43,12 +43,13 @@ def wilson(successes: float, trials: float, alpha: float = ALPHA) -> Interval:
     """The share ``successes / trials`` with its Wilson score interval.
 
     Wilson rather than the plain normal interval because CTRs and conversion rates are small
-    proportions, where the normal interval goes below zero.
+    proportions, where the normal interval goes below zero. More successes than trials (clicks
+    whose impressions the client never sent) count as a share of 1.
     """
     if trials <= 0:
         return Interval(value=0.0, low=0.0, high=0.0)
     z = z_value(alpha)
-    p = successes / trials
+    p = _share(successes, trials)
     denominator = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denominator
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
@@ -66,13 +67,20 @@ def compare_proportions(
     """
     if n_a <= 0 or n_b <= 0:
         return _not_enough("no data in one of the groups yet")
-    p_a, p_b = x_a / n_a, x_b / n_b
-    pooled = (x_a + x_b) / (n_a + n_b)
+    p_a, p_b = _share(x_a, n_a), _share(x_b, n_b)
+    pooled = (p_a * n_a + p_b * n_b) / (n_a + n_b)
     se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
     se = math.sqrt(p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b)
     diff = p_b - p_a
     p_value = 1.0 if se_pooled == 0 else 2 * (1 - NormalDist().cdf(abs(diff) / se_pooled))
     return _comparison(diff, z_value(alpha) * se, p_value, alpha)
+
+
+def _share(successes: float, trials: float) -> float:
+    """``successes / trials`` within 0..1: counters come from what clients send, and a click or
+    a purchase may arrive without the impression it followed (the square root of a negative
+    variance was a 500 on the dashboard and the experiment's results)."""
+    return min(1.0, max(0.0, successes / trials))
 
 
 def mean(total: float, total_sq: float, n: float, alpha: float = ALPHA) -> Interval:

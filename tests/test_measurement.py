@@ -147,6 +147,22 @@ def test_experiment_admin_api(client: TestClient) -> None:
     assert client.get("/v1/experiments").json() == []
 
 
+@pytest.mark.parametrize("experiment_id", ["caf\u00e9", "a:b", "x" * 65])
+def test_an_experiment_id_the_store_refuses_is_a_documented_400_naming_the_path(
+    client: TestClient, experiment_id: str
+) -> None:
+    """An experiment's id is a name (letters, digits, ``.``, ``_``, ``-``; at most 64): the path
+    parameter said any id, so a PUT the OpenAPI allowed was a 400 blaming ``$.experiment_id``,
+    a field the body does not have (found by fuzzing the API against its OpenAPI)."""
+    response = client.put(f"/v1/experiments/{experiment_id}", json=EXPERIMENT)
+    assert response.status_code == 400, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["path.experiment_id"]
+    spec = client.get("/schema/openapi.json").json()
+    [param] = spec["paths"]["/v1/experiments/{experiment_id}"]["put"]["parameters"]
+    schema = param["schema"]
+    assert (schema["pattern"], schema["maxLength"]) == ("^[A-Za-z0-9._-]+$", 64)
+
+
 def test_stopping_an_experiment_that_has_not_started_is_a_409_and_changes_nothing(
     client: TestClient,
 ) -> None:
@@ -223,6 +239,58 @@ def test_a_retried_event_counts_once_in_the_results_and_the_metrics(client: Test
     metrics = client.get("/metrics").text
     assert 'reco_events_ingested_total{channel="store",event_type="purchase"} 1.0' in metrics
     assert 'reco_events_ingested_total{channel="web",event_type="impression"} 1.0' in metrics
+
+
+def test_more_clicks_than_impressions_is_a_share_of_one_not_a_server_error(
+    client: TestClient,
+) -> None:
+    """A client may lose impressions (an ad blocker, a batch that failed) yet send the clicks and
+    purchases that follow: more clicks or conversions than impressions made the dashboard and the
+    experiment's results a 500 for as long as they were in the window (the Wilson interval took
+    the square root of a negative number; found by fuzzing the events API)."""
+    client.put("/v1/experiments/ab3", json=EXPERIMENT)
+    variant = client.get("/v1/customers/u0/recommendations?channel=web").json()["variant"]
+    now = datetime.now(UTC)
+    post(
+        client,
+        event("impression", "u0", "i01", "web", now),
+        event("click", "u0", "i01", "web", now),
+        event("click", "u0", "i02", "web", now),  # its impression never came
+        event("purchase", "u0", "i01", "store", now, price=5.0),
+        event("purchase", "u0", "i02", "store", now, price=7.0),
+    )
+    web = totals(client)["web"]
+    assert (web["impressions"], web["clicks"], web["conversions"]) == (1, 2, 2)
+    for share in (web["ctr"], web["conversion_rate"]):
+        assert share["value"] == share["high"] == 1.0
+        assert 0.0 < share["low"] < 1.0
+    response = client.get("/v1/experiments/ab3/results")
+    assert response.status_code == 200, response.text
+    [result] = [c for c in response.json()["channels"] if c["channel"] == "web"]
+    figures = {v["variant"]: v["figures"] for v in result["variants"]}[variant]
+    assert (figures["clicks"], figures["ctr"]["value"]) == (2, 1.0)
+
+
+def test_the_largest_purchases_are_counted_not_a_server_error(client: TestClient) -> None:
+    """A price of 10^12 times a quantity of 10^9 is a revenue of 10^21 and a square of 10^42,
+    past Redis's 64-bit integers: its HINCRBY failed inside the batch's transaction after the
+    batch's events were in the stream, so the client got a 500 for events that had been recorded
+    (a retry without ``event_id`` recorded them twice). Found by fuzzing the events API."""
+    now = datetime.now(UTC)
+    post(
+        client,
+        event("impression", "u0", "i01", "web", now),
+        event("purchase", "u0", "i01", "store", now, price=1e12, quantity=1e9),
+    )
+    post(  # a small one after it adds to the same counters
+        client,
+        event("impression", "u1", "i01", "web", now),
+        event("purchase", "u1", "i01", "store", now, price=20.0),
+    )
+    web = totals(client)["web"]
+    assert (web["impressions"], web["conversions"]) == (2, 2)
+    assert web["revenue"] == pytest.approx(1e21)
+    assert web["average_order_value"]["value"] == pytest.approx(5e20)
 
 
 def test_metrics_endpoint(client: TestClient) -> None:

@@ -20,7 +20,7 @@ def test_wilson_interval_of_10_in_100() -> None:
     assert interval.high == pytest.approx(0.174365, abs=1e-5)
 
 
-@pytest.mark.parametrize(("x", "n"), [(0, 50), (50, 50), (0, 0)])
+@pytest.mark.parametrize(("x", "n"), [(0, 50), (50, 50), (0, 0), (3, 2), (7, 1)])
 def test_wilson_stays_within_zero_and_one(x: int, n: int) -> None:
     interval = stats.wilson(x, n)
     assert 0.0 <= interval.low <= interval.value <= interval.high <= 1.0
@@ -45,6 +45,13 @@ def test_a_large_difference_of_proportions_is_significant() -> None:
     assert comparison.p_value == pytest.approx(2.19e-5, rel=0.02)
     assert comparison.significant
     assert comparison.statement.startswith("significant")
+
+
+def test_more_successes_than_trials_compare_as_a_share_of_one() -> None:
+    # Clicks whose impressions never came: 3 in 2 is 1, and 1 against 5/10 a difference of -0.5.
+    comparison = stats.compare_proportions(3, 2, 5, 10)
+    assert comparison.difference == pytest.approx(-0.5)
+    assert comparison.low <= comparison.difference <= comparison.high
 
 
 def test_no_data_is_never_significant() -> None:

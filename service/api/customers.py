@@ -36,6 +36,9 @@ class IdentityController(Controller):
     ) -> LinkResult:
         """Link identifiers to a customer and merge their anonymous history into it.
 
+        Each identifier is ``kind:value`` with a known kind (``email``, ``loyalty``, ``phone``,
+        ``device``, ``cookie`` and those configured) and a value (a phone with a digit); else 400.
+
         An identifier already linked to another customer is a 409 and nothing is linked.
         """
         kinds = settings.identifier_kinds_set

@@ -47,6 +47,10 @@ class EventController(Controller):
         (a retry) is acknowledged again but not recorded twice. Impressions and clicks (carrying
         the answer's ``request_id``) are counted per channel and variant; a purchase is attributed
         to the last touch of its item within that touch channel's window (service/attribution.py).
+
+        Each event names a ``customer_id`` or an ``identifier`` (``kind:value``, a known kind and
+        a value), and an ``item_id`` unless its type needs none (``store_visit``...); an event
+        breaking either, or any bound, is a 400 and nothing of its batch is recorded.
         """
         return await record_events(runtime(state), data)
 

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, get_args
 
 import msgspec
 from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from service import measures
 from service.api.params import PathId
 from service.api.responses import problems
 from service.errors import InvalidRequest, ServiceError
-from service.experiments import Experiment, ExperimentConfig
+from service.experiments import Experiment, ExperimentConfig, Name
 from service.measures import ExperimentResult
 from service.store import Store
 from service.tracking import Tracking
 
 Days = Annotated[int, QueryParameter(ge=1, le=400, description="Days of counters to sum")]
+# A new experiment's id is a name (service/experiments.py); any other id is a 400 naming the path
+# parameter, as the OpenAPI says (the other routes take any id: one no name matches is a 404).
+_NAME = get_args(Name)[1]
+NewExperimentId = Annotated[
+    str,
+    PathParameter(min_length=_NAME.min_length, max_length=_NAME.max_length, pattern=_NAME.pattern),
+]
 
 
 class UnknownExperiment(ServiceError):
@@ -53,14 +60,15 @@ class ExperimentController(Controller):
     @put("/{experiment_id:str}", operation_id="putExperiment", responses=problems(400, 413))
     async def put_one(
         self,
-        experiment_id: PathId,
+        experiment_id: NewExperimentId,
         data: JSONBody[ExperimentConfig],
         store: NamedDependency[Store],
         tracking: NamedDependency[Tracking],
     ) -> Experiment:
         """Create or replace an experiment; it applies to the next request on this replica.
 
-        Other replicas pick it up within a second.
+        Other replicas pick it up within a second. Variant names are unique and ``stop`` is
+        after ``start``; else a 400.
         """
         try:
             experiment = msgspec.convert(

@@ -98,7 +98,13 @@ class OfferCatalogueController(Controller):
     async def put_offer(
         self, offer_id: PathId, request: Request[Any, Any, Any], store: NamedDependency[Store]
     ) -> Response[Offer]:
-        """Create (201) or replace (200) an offer; invalid offers are a 400 naming each field."""
+        """Create (201) or replace (200) an offer; invalid offers are a 400 naming each field.
+
+        Beyond each field's type and bounds: ``valid_until`` after ``valid_from``, at least one
+        channel, an ``offer_id`` in the body equal to the path's, and what each ``kind`` needs
+        (``percent_off`` and ``amount_off`` an amount above 0 and a target, ``bundle`` two or
+        more target items, ``loyalty_points`` an amount above 0).
+        """
         offer = _valid(lambda raw: decode_offer(raw, offer_id), await request.body())
         created = await store.put_offer(offer)
         return Response(offer, status_code=201 if created else 200)
@@ -136,7 +142,11 @@ class OfferCatalogueController(Controller):
     async def put_rules(
         self, request: Request[Any, Any, Any], store: NamedDependency[Store]
     ) -> OfferRules:
-        """Replace the rules; parts left out take their defaults."""
+        """Replace the rules; parts left out take their defaults.
+
+        Beyond each field's type and bounds: band names are unique, a segment names only bands
+        that exist, and each maximum is at least its minimum; else a 400 naming the field.
+        """
         rules = _valid(decode_rules, await request.body())
         await store.set_offer_rules(rules)
         return rules
@@ -176,7 +186,15 @@ class CustomerOffersController(Controller):
         "/exports/offers",
         status_code=200,
         operation_id="exportOffers",
-        responses=problems(400, 413, 429),
+        responses={
+            200: ResponseSpec(
+                offer_service.Choice,
+                media_type=NDJSON,
+                description="One ``Choice`` object per line, each line ending in a newline",
+                generate_examples=False,
+            ),
+            **problems(400, 413, 429),
+        },
         media_type=NDJSON,  # so the OpenAPI documents the lines, not JSON
     )
     async def export(
@@ -192,6 +210,8 @@ class CustomerOffersController(Controller):
 
         Customers without marketing consent on the channel (or outside the segment) get no
         line. The export works in chunks and yields between them, so online requests go on.
+        A ``segment`` the rules do not define, or an invalid identifier among ``customer_ids``,
+        is a 400 before any line is sent.
         """
         slots = _slots(state)
         slots.refuse_when_full()  # before reading a million identifiers for nothing

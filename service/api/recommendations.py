@@ -60,7 +60,8 @@ class RecommendationController(Controller):
         Bought and carted items are excluded; recent events on any channel shape the answer;
         customers the model cannot place get the channel's popular items (``fallback``). A
         customer in a running experiment gets their variant's model and ranking, and the response
-        names the experiment and variant.
+        names the experiment and variant. A ``category`` the live model does not know, or an
+        identifier that is not ``kind:value`` with a known kind and a value, is a 400.
         """
         rt = runtime(state)
         query = recommend.Query(
@@ -82,7 +83,11 @@ class RecommendationController(Controller):
     async def for_session(
         self, data: JSONBody[RecommendationRequest], state: State
     ) -> RecommendationResponse:
-        """Items for an anonymous visitor or a session: the cart and viewed items are folded in."""
+        """Items for an anonymous visitor or a session: the cart and viewed items are folded in.
+
+        A ``category`` the live model does not know, or an ``identifier`` that is not
+        ``kind:value`` with a known kind and a value, is a 400.
+        """
         return await answer_session(runtime(state), data)
 
     @get("/items/{item_id:str}/similar", operation_id="similarItems", responses=problems(400, 404))
@@ -97,7 +102,10 @@ class RecommendationController(Controller):
         store_id: StoreId = None,
         placement: PlacementParam = None,
     ) -> SimilarItemsResponse:
-        """Items similar to one item (cosine of item factors), in stock for the channel."""
+        """Items similar to one item (cosine of item factors), in stock for the channel.
+
+        An item the live model does not know is a 404; a ``category`` it does not know a 400.
+        """
         rt = runtime(state)
         query = recommend.Query(
             channel=channel,

@@ -8,7 +8,10 @@ OpenAPI (or a fuzzer) sends bodies the service answers with a 400:
 * a list item's own constraints (``list[Id]``: each id 1 to 256 characters, no control
   characters), which Litestar drops from ``items``;
 * the keys of a mapping keyed by a ``Literal`` (consent's ``marketing`` by channel) or by an
-  ``Id`` (inventory's ``stores``).
+  ``Id`` (inventory's ``stores``);
+* the bounds of an optional field: Litestar keeps no bound of ``Annotated[int, Meta(ge=0)] |
+  None`` and drops any bound of 0 (it tests them for truth), so ``Days | None`` said ``maximum``
+  but not ``minimum: 0``, and a price of -1 was valid by the schema.
 """
 
 from __future__ import annotations
@@ -43,7 +46,44 @@ class RequestStructSchemaPlugin(StructSchemaPlugin):
                 _set_items(prop, items)
             if isinstance(prop, Schema) and (keys := _key_schema(field.type)):
                 prop.property_names = keys
+            if isinstance(prop, Schema):
+                _set_bounds(prop, field.type)
         return schema
+
+
+# msgspec's constraint -> the OpenAPI schema's attribute, by the kind of value it bounds.
+_NUMBER_BOUNDS = {
+    "ge": "minimum",
+    "gt": "exclusive_minimum",
+    "le": "maximum",
+    "lt": "exclusive_maximum",
+    "multiple_of": "multiple_of",
+}
+_BOUNDS: dict[type, dict[str, str]] = {
+    msgspec.inspect.IntType: _NUMBER_BOUNDS,
+    msgspec.inspect.FloatType: _NUMBER_BOUNDS,
+    msgspec.inspect.StrType: {
+        "min_length": "min_length",
+        "max_length": "max_length",
+        "pattern": "pattern",
+    },
+    msgspec.inspect.ListType: {"min_length": "min_items", "max_length": "max_items"},
+}
+
+
+def _set_bounds(prop: Schema, field_type: msgspec.inspect.Type) -> None:
+    """Put on ``prop`` each bound of ``field_type`` (or of its one member besides None) that it
+    lacks; beside a ``oneOf`` with null, as Litestar puts the bounds it keeps (a bound applies
+    only to the values of its kind)."""
+    if isinstance(field_type, msgspec.inspect.UnionType):
+        members = [t for t in field_type.types if not isinstance(t, msgspec.inspect.NoneType)]
+        if len(members) != 1:
+            return
+        field_type = members[0]
+    for constraint, attribute in _BOUNDS.get(type(field_type), {}).items():
+        value = getattr(field_type, constraint)
+        if value is not None and getattr(prop, attribute) is None:
+            setattr(prop, attribute, value)
 
 
 def _string_items(field_type: msgspec.inspect.Type) -> Schema | None:

@@ -72,6 +72,9 @@ class TabletController(Controller):
     ) -> LookupResult:
         """Find a customer by loyalty card, email or phone (normalised); 404 when no one has it.
 
+        Give exactly one of ``loyalty``, ``email`` or ``phone``, with a value (a phone with a
+        digit): else a 400.
+
         The look-up is recorded as a ``store_visit`` event on the ``tablet`` channel.
         """
         given = [(k, v) for k, v in (("loyalty", loyalty), ("email", email), ("phone", phone)) if v]

@@ -22,6 +22,10 @@ from service.store.base import StoreBase, text, unavailable_on_redis_error
 log = logging.getLogger(__name__)
 
 METRICS = ("impressions", "clicks", "conversions", "revenue", "revenue_sq", "requests", "fallbacks")
+# Sums of money, kept as floats (HINCRBYFLOAT) whatever their value: a revenue of up to 10^21
+# (price 10^12 x quantity 10^9) and its square are past HINCRBY's 64-bit integers, and a field
+# past them refuses every HINCRBY after. The other metrics count, one at a time (HINCRBY).
+SUMS = frozenset({"revenue", "revenue_sq"})
 TOUCHES_MAX = 500
 STATS_TTL_SECONDS = 400 * 86400
 
@@ -104,10 +108,10 @@ class TrackingState(StoreBase):
         for day, values in increments.items():
             key = self.keys.daily_stats(day.isoformat())
             for name, value in values.items():
-                if float(value).is_integer():
-                    pipe.hincrby(key, name, int(value))
-                else:
+                if name.rpartition("|")[2] in SUMS:
                     pipe.hincrbyfloat(key, name, value)
+                else:
+                    pipe.hincrby(key, name, int(value))
             pipe.expire(key, STATS_TTL_SECONDS)
 
     @unavailable_on_redis_error
