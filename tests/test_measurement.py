@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import redis
 from litestar.testing import TestClient
 
 from service import logs
@@ -435,3 +436,23 @@ def test_the_report_command_writes_a_standalone_page(
     page = out.read_text()
     assert "DASHBOARD_DATA" not in page
     assert '"channel_figures"' in page and '"v1-checkerboard"' in page
+
+
+def test_events_recorded_are_acknowledged_when_their_counters_cannot_be_written(
+    client: TestClient, redis_url: str, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The counters ride on the events' transaction, which Redis does not roll back: once the
+    events are in, an error from a counter (here today's counters under a key of the wrong type)
+    must not answer an error, or the client sends the recorded events again."""
+    now = datetime.now(UTC)
+    stats = f"{key_prefix}:stats:{now.date().isoformat()}"
+    plain = redis.Redis.from_url(redis_url)
+    try:
+        plain.set(stats, "not a hash")
+        with caplog.at_level(logging.ERROR, logger="service.store.customers"):
+            response = client.post("/v1/events", json=event("impression", "u0", "i01", "web", now))
+        assert response.status_code == 202, response.text
+        assert plain.xlen(f"{key_prefix}:events") == 1
+        assert "measurement counters" in caplog.text
+    finally:
+        plain.close()

@@ -167,7 +167,9 @@ class EventState(StoreBase):
 
         Args:
             events: the batch.
-            also: queues more writes on the same transaction (the measurement counters).
+            also: queues more writes on the same transaction (the measurement counters). One
+                of them failing (a key of another type) is logged, not raised: the events are
+                recorded by then.
 
         Returns:
             The stream entry id of each event, in order.
@@ -191,7 +193,18 @@ class EventState(StoreBase):
             pipe = self.client.pipeline(transaction=True)
             pipe.eval(_RECORD, 1, self.keys.events, *args)
             also(pipe)
-            ids = (await pipe.execute())[0]
+            ids, *others = await pipe.execute(raise_on_error=False)
+            if isinstance(ids, Exception):
+                raise ids
+            if failed := [r for r in others if isinstance(r, Exception)]:
+                # Redis does not roll a transaction back: the events are in. Answering an error
+                # would make the client send them again; the counters are what is lost.
+                log.error(
+                    "%d measurement counters not written for %d recorded events: %s",
+                    len(failed),
+                    len(events),
+                    failed[0],
+                )
         return [text(i) for i in ids]
 
     @unavailable_on_redis_error
