@@ -20,6 +20,7 @@ import numpy as np
 
 from service.errors import StoreUnavailable
 from service.ranking import FactorModel, Mask
+from service.shared_build import shared
 from service.store import Store
 
 IN_STORE_CHANNELS = frozenset({"store", "tablet"})
@@ -68,16 +69,10 @@ class Availability:
     async def _shared_build(
         self, key: tuple[str, str], model: FactorModel, store_id: str | None
     ) -> Mask | None:
-        """The mask of ``key``, built by the first request that needs it, awaited by the others;
-        kept unless the stock changed meanwhile."""
+        """The mask of ``key``, built once for the requests that need it meanwhile; kept unless
+        the stock changed meanwhile."""
         version = self._version
-        building = self._building.get((*key, version))
-        if building is None:
-            building = asyncio.ensure_future(self._build(model, store_id))
-            self._building[(*key, version)] = building
-            building.add_done_callback(lambda _: self._building.pop((*key, version), None))
-        # Shielded: a request that goes away does not cancel the build the others await.
-        mask = await asyncio.shield(building)
+        mask = await shared(self._building, (*key, version), lambda: self._build(model, store_id))
         if version == self._version:
             self._masks[key] = mask
         return mask

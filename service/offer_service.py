@@ -14,7 +14,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
-from typing import Annotated, Any, NamedTuple, cast
+from typing import Annotated, Any, cast
 
 import msgspec
 import numpy as np
@@ -29,6 +29,7 @@ from service.ranking import FactorModel, Mask, Rows, Scores
 from service.realtime import customer_vector
 from service.schemas import RecommendedItem
 from service.settings import Settings
+from service.shared_build import shared
 from service.state import CustomerState
 from service.store import Store
 from service.topk import top_k
@@ -38,19 +39,12 @@ CHUNK = 256
 SLICE = 8
 # Longest stretch of work (seconds) before the export yields to online requests.
 TIME_SLICE = 0.001
-_PlanKey = tuple[str, str, int]  # key prefix, model version, offers' version
-_PLANS: dict[_PlanKey, Plan] = {}
-
-
-class _PlanBuild(NamedTuple):
-    future: asyncio.Future[Plan]
-    model: FactorModel
-
-
-# The builds in progress, per event loop (a future belongs to its loop; tests run several).
-_BUILDING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_PlanKey, _PlanBuild]] = (
-    weakref.WeakKeyDictionary()
-)
+_PLANS: dict[tuple[str, str, int], Plan] = {}
+# The plans being built, per event loop (a future belongs to its loop; tests run several), by
+# key prefix, model and offers' version.
+_BUILDING: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, FactorModel, int], asyncio.Future[Plan]]
+] = weakref.WeakKeyDictionary()
 
 
 class Catalogue(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,40 +87,24 @@ class Chooser(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def load_catalogue(store: Store, model: FactorModel) -> Catalogue:
-    """The catalogue and rules (one round trip) with a plan cached per model and version."""
+    """The catalogue and rules (one round trip) with a plan cached per model and version, built
+    once for all the requests that need it meanwhile (service/shared_build.py)."""
     version, offers, rules = await store.offer_catalogue()
     key = (store.keys.prefix, model.version, version)
     plan = _PLANS.get(key)
     if plan is None or plan.model is not model:
-        plan = await _shared_plan(key, model, offers)
-    return Catalogue(version=version, offers=offers, rules=rules, plan=plan)
-
-
-async def _shared_plan(key: _PlanKey, model: FactorModel, offers: list[Offer]) -> Plan:
-    """The plan of ``key``, built by the first request that needs it and awaited by the others
-    that arrive meanwhile: after a deploy or a change to the offers, a worker's first requests
-    all miss at once, and 32 builds side by side at 100k items and 20 offers made the first
-    seconds' p99 395 ms (48 once built)."""
-    building = _BUILDING.setdefault(asyncio.get_running_loop(), {})
-    build = building.get(key)
-    if build is None or build.model is not model:
+        building = _BUILDING.setdefault(asyncio.get_running_loop(), {})
         # In a thread: at a million items, 220 offers' plan held the loop for 290 ms (70 ms with
         # its targets shared), once per worker after every change to the offers.
-        build = _PlanBuild(asyncio.ensure_future(asyncio.to_thread(Plan, model, offers)), model)
-        building[key] = build
-        build.future.add_done_callback(lambda _: _built(building, key, build))
-    # Shielded: a request that goes away does not cancel the build the others await.
-    return await asyncio.shield(build.future)
-
-
-def _built(building: dict[_PlanKey, _PlanBuild], key: _PlanKey, build: _PlanBuild) -> None:
-    if building.get(key) is build:
-        del building[key]
-    if build.future.cancelled() or build.future.exception() is not None:
-        return  # the next request tries again
-    if len(_PLANS) > 16:
-        _PLANS.clear()  # a handful of live versions at most; never grow without bound
-    _PLANS[key] = build.future.result()
+        plan = await shared(
+            building,
+            (store.keys.prefix, model, version),
+            lambda: asyncio.to_thread(Plan, model, offers),
+        )
+        if len(_PLANS) > 16:
+            _PLANS.clear()  # a handful of live versions at most; never grow without bound
+        _PLANS[key] = plan
+    return Catalogue(version=version, offers=offers, rules=rules, plan=plan)
 
 
 async def choose(

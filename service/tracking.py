@@ -26,6 +26,7 @@ from service.metrics import Metrics
 from service.ranking import FactorModel
 from service.schemas import RecommendedItem
 from service.settings import Settings
+from service.shared_build import shared
 from service.store import Store
 from service.store.tracking import Increments, add
 
@@ -58,7 +59,7 @@ class Tracking:
         self._store: Store | None = None
         self._models: dict[str, FactorModel] = {}
         self._failed: set[str] = set()
-        self._loading: dict[str, asyncio.Task[FactorModel | None]] = {}
+        self._loading: dict[str, asyncio.Future[FactorModel | None]] = {}
         self._answers: dict[tuple[date, str, str, str | None, bool, str], int] = {}
         self._served_items: dict[date, set[str]] = {}
         # Items this process already wrote to today's served set: never sent again (the set in
@@ -113,12 +114,7 @@ class Tracking:
             return live
         if (model := self._models.get(version)) is not None:
             return model
-        task = self._loading.get(version)
-        if task is None:
-            task = asyncio.create_task(asyncio.to_thread(self._load, version))
-            self._loading[version] = task
-        model = await task
-        self._loading.pop(version, None)
+        model = await shared(self._loading, version, lambda: asyncio.to_thread(self._load, version))
         return model or live
 
     def served(
