@@ -4,10 +4,10 @@ Run: ``python -m benchmarks.ann_recall [--datasets NAME ...] [--nprobe 8,16,32]`
 set in ``../shared/data`` with events: fit ALS (64 factors) on all of it as ``fit`` would, build
 the index as training ships it, and measure recall@10 of ``IvfIndex.search`` against exact scoring
 for every customer, at several ``nprobe`` and with the probe's lean towards each cluster's bound
-(``RADIUS_WEIGHT``) off and on; and recall@10 of similar items (cosine) through the index at the
-same ``nprobe`` values, beside the exact table training ships (``service/similar_table.py``).
-Then the probes ``ann.calibrate`` picks from a sample of 300 customers, and the recall they give
-over all customers.
+off and at each lean calibration tries (``ann.LEANS``); and recall@10 of similar items (cosine)
+through the index at the same ``nprobe`` values, beside the exact table training ships
+(``service/similar_table.py``). Then the probes (and lean) ``ann.calibrate`` picks from a sample
+of 300 customers, and the recall they give over all customers.
 Synthetic clustered factors flatter an IVF index (the serving benchmark measures 0.999 at 100k
 items); ALS factors of real purchases are not clustered so well.
 Prints a table and writes ``benchmarks/results/ann_recall.json``.
@@ -88,20 +88,18 @@ def bench(folder: Path, nprobes: list[int]) -> dict[str, Any]:
     spec = ann.calibrate(
         ann.build_index(items), {"item_factors": items, "user_factors": users, **none_bought}
     )
+    index.lean = spec.lean
     row["calibrated"] = {
         "nprobe": spec.nprobe,
+        "lean": spec.lean,
         "recall_sample": spec.recall_at_10,
         "recall_all": recall_at_10(index, items, users, spec.nprobe),
         "nprobe_similar": spec.nprobe_similar,
         "recall_similar_sample": spec.recall_at_10_similar,
     }
-    weight = ann.RADIUS_WEIGHT
-    try:
-        for lean in (0.0, weight):
-            ann.RADIUS_WEIGHT = lean
-            row[f"lean {lean:g}"] = {n: recall_at_10(index, items, users, n) for n in nprobes}
-    finally:
-        ann.RADIUS_WEIGHT = weight
+    for lean in (0.0, *ann.LEANS):
+        index.lean = lean
+        row[f"lean {lean:g}"] = {n: recall_at_10(index, items, users, n) for n in nprobes}
     # Similar items: the index built on the raw factors (as served), probed by unit centroids,
     # against each item's exact cosine neighbours; and the table training ships instead.
     t0 = time.perf_counter()

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from service.ann import (
     DEFAULT_NPROBE,
     DEFAULT_NPROBE_SIMILAR,
+    RADIUS_WEIGHT,
     AnnConfig,
     IvfIndex,
     among,
@@ -163,6 +164,7 @@ class FactorModel:
             nprobe_similar=nprobe_similar,
             exact_below=config.exact_below,
             item_norms=self.item_norms,
+            lean=spec.lean if spec else RADIUS_WEIGHT,
         )
 
     @property

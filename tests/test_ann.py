@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -458,7 +459,7 @@ def test_calibration_finds_the_fewest_probes_that_reach_the_recall_target(
     items, users, indptr = model["item_factors"], model["user_factors"], model["bought_indptr"]
     arrays = ann.build_index(items, nlist=150)
     spec = ann.calibrate(arrays, model, target=target, sample=200, seed=1)
-    index = ann.IvfIndex(arrays)
+    index = ann.IvfIndex(arrays, lean=spec.lean)
     picked = np.random.default_rng(1).choice(400, size=200, replace=False)
     bought = [model["bought_items"][indptr[u] : indptr[u + 1]].astype(np.int64) for u in picked]
     # What it reports is what a search at that many probes finds, checked independently (up to
@@ -472,6 +473,48 @@ def test_calibration_finds_the_fewest_probes_that_reach_the_recall_target(
     if steps:
         assert _recall_at(index, items, users[picked], bought, steps[-1]) < target
     assert 1 <= spec.nprobe_similar <= index.nlist and spec.recall_at_10_similar >= target
+
+
+def _two_spreads(seed: int, n_items: int = 6000) -> dict[str, np.ndarray]:
+    """Factors of 30 topics, half of them tight and half spread wide, as a blend's columns of
+    several models are: the best items may lie far from a wide cluster's centre."""
+    rng = np.random.default_rng(seed)
+    topic = rng.integers(0, 30, n_items)
+    spread = np.where(topic % 2 == 0, 0.3, 1.5)[:, None]
+    items = rng.normal(size=(30, 16))[topic] + spread * rng.normal(size=(n_items, 16))
+    return {
+        "item_factors": items.astype(np.float32),
+        "user_factors": rng.normal(size=(400, 16)).astype(np.float32),
+        "bought_indptr": np.zeros(401, dtype=np.int64),
+        "bought_items": np.zeros(0, dtype=np.int32),
+    }
+
+
+def test_calibration_keeps_the_lean_that_needs_the_fewest_probes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    leaned_further = 0
+    for seed in (1, 2, 3):
+        model = _two_spreads(seed)
+        arrays = ann.build_index(model["item_factors"], nlist=150)
+        spec = ann.calibrate(arrays, model, target=0.95, sample=200, seed=1)
+        alone = {}
+        for lean in ann.LEANS:
+            with monkeypatch.context() as patched:
+                patched.setattr(ann, "LEANS", (lean,))
+                alone[lean] = ann.calibrate(arrays, model, target=0.95, sample=200, seed=1)
+        fewest = min(s.nprobe for s in alone.values())
+        first = next(lean for lean, s in alone.items() if s.nprobe == fewest)
+        assert (spec.nprobe, spec.lean) == (fewest, first)
+        assert spec.recall_at_10 == alone[first].recall_at_10 >= 0.95
+        leaned_further += spec.nprobe < alone[ann.RADIUS_WEIGHT].nprobe
+        # What it reports is what a search leaning so finds.
+        index = ann.IvfIndex(arrays, lean=spec.lean)
+        picked = np.random.default_rng(1).choice(400, size=200, replace=False)
+        found = _recall_at(index, model["item_factors"], model["user_factors"][picked],
+                           [np.zeros(0, dtype=np.int64)] * 200, spec.nprobe)  # fmt: skip
+        assert spec.recall_at_10 == pytest.approx(found, abs=0.001)
+    assert leaned_further  # one of these needs fewer probes leaning past the default
 
 
 def test_customers_who_bought_their_best_items_need_more_probes() -> None:
@@ -505,13 +548,25 @@ def test_the_service_probes_as_the_model_was_calibrated_unless_told_otherwise(
     assert spec is not None and spec.recall_at_10 >= ann.RECALL_TARGET
     calibrated = FactorModel(loaded, ann=ann.AnnConfig(mode="on"))
     assert calibrated.index is not None
-    assert (calibrated.index.nprobe, calibrated.index.nprobe_similar) == (
+    assert (calibrated.index.nprobe, calibrated.index.nprobe_similar, calibrated.index.lean) == (
         spec.nprobe,
         spec.nprobe_similar,
+        spec.lean,
     )
     told = FactorModel(loaded, ann=ann.AnnConfig(mode="on", nprobe=40, nprobe_similar=3))
     assert told.index is not None
-    assert (told.index.nprobe, told.index.nprobe_similar) == (40, 3)
+    assert (told.index.nprobe, told.index.nprobe_similar, told.index.lean) == (40, 3, spec.lean)
+
+
+def test_an_index_calibrated_before_leans_were_calibrated_leans_the_old_default(
+    tmp_path: Path,
+) -> None:
+    path = clustered_artifact(tmp_path, 1000, with_index=True)
+    manifest = msgspec.json.decode((path / "manifest.json").read_bytes())
+    assert manifest["ann"].pop("lean") in ann.LEANS
+    (path / "manifest.json").write_bytes(msgspec.json.encode(manifest))
+    model = FactorModel(artifact.load(path), ann=ann.AnnConfig(mode="on"))
+    assert model.index is not None and model.index.lean == ann.RADIUS_WEIGHT
 
 
 def test_an_index_without_calibration_probes_the_defaults(tmp_path: Path) -> None:

@@ -132,8 +132,8 @@ def run(
         )
         arrays.update(index)
         _stage(
-            f"ANN index calibrated: {calibration.nprobe} probes, recall@10 "
-            f"{calibration.recall_at_10}",
+            f"ANN index calibrated: {calibration.nprobe} probes leaning {calibration.lean:g}, "
+            f"recall@10 {calibration.recall_at_10}",
             started,
         )
     if len(item_ids) <= config.similar_table_max_items:
