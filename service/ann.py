@@ -77,10 +77,10 @@ class AnnSpec(msgspec.Struct, frozen=True, kw_only=True):
     ``nprobe`` (``nprobe_similar``): the fewest clusters probed per customer (per similar-items)
     query that found ``recall_target`` of the exact best 10 on ``sample`` of the model's own
     customers (items), with the customers' probes leaning ``lean``; the recall measured there
-    beside it. A catalogue whose factors cluster
-    well needs few probes, a hard one more: one fixed number is either slow on the first or
-    inaccurate on the second (1M generated items: 0.985 at 12 probes, 104 µs a search, against
-    257 µs at 32). ``sample`` 0: no customer had a vector to measure on (the default probes).
+    beside it. A catalogue whose factors cluster well needs few probes, a hard one more: one
+    fixed number is either slow on the first or inaccurate on the second (1M generated items:
+    0.985 at 12 probes, 104 µs a search, against 257 µs at 32). ``sample`` 0: no customer had a
+    vector to measure on (the default probes).
     """
 
     nprobe: Annotated[int, msgspec.Meta(ge=1)]
@@ -237,16 +237,17 @@ def _fewest_leaning(
 ) -> tuple[int, float, float]:
     """``_fewest`` at each of ``LEANS``: the fewest probes reaching ``target`` (the first lean
     on a tie), or, when no lean reaches it, the best recall at the most probes; with the lean."""
+
+    def rank(nprobe: int, recall: float) -> tuple[int, float]:
+        return (0, nprobe) if recall >= target else (1, -recall)
+
     best: tuple[int, float, float] | None = None
     for lean in LEANS:
         index.lean = lean
-        reached = best is not None and best[1] >= target
         # Once a lean reached the target, the next ones need only try fewer probes.
+        reached = best is not None and best[1] >= target
         nprobe, recall = _fewest(recall_at, index.nlist, target, below=best[0] if reached else None)
-        if best is None or (
-            (recall >= target and (not reached or nprobe < best[0]))
-            or (not reached and recall > best[1])
-        ):
+        if best is None or rank(nprobe, recall) < rank(best[0], best[1]):
             best = (nprobe, recall, lean)
     assert best is not None
     index.lean = best[2]

@@ -511,8 +511,9 @@ def test_calibration_keeps_the_lean_that_needs_the_fewest_probes(
         # What it reports is what a search leaning so finds.
         index = ann.IvfIndex(arrays, lean=spec.lean)
         picked = np.random.default_rng(1).choice(400, size=200, replace=False)
-        found = _recall_at(index, model["item_factors"], model["user_factors"][picked],
-                           [np.zeros(0, dtype=np.int64)] * 200, spec.nprobe)  # fmt: skip
+        nothing = [np.zeros(0, dtype=np.int64)] * 200
+        users = model["user_factors"][picked]
+        found = _recall_at(index, model["item_factors"], users, nothing, spec.nprobe)
         assert spec.recall_at_10 == pytest.approx(found, abs=0.001)
     assert leaned_further  # one of these needs fewer probes leaning past the default
 
