@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--out", type=Path, default=RESULTS / "hot_path.json")
     args = parser.parse_args(argv)
+    if args.customers < 1:
+        parser.error("--customers must be at least 1")
     with tempfile.TemporaryDirectory() as tmp:
         if args.trained is None:
             write_catalogue(Path(tmp), args.items, args.users)
@@ -191,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         model = FactorModel(loaded)
         exact = FactorModel(loaded, ann=ann.AnnConfig(mode="off"))
         requests = sample(model, args.customers)
+        if not requests:
+            parser.error("the model has no customers to sample (a popularity-only model?)")
         shape = describe(model, requests)
         steps = {"API key check (SHA-256 + dict)": per_call_us(_key_check())}
         steps["Redis customer_state (1 round trip)"] = _redis_us(args.redis_url, model)
