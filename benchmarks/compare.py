@@ -1,10 +1,13 @@
 """Two versions of the service side by side: CPU per request under the same load, paired rounds.
 
 Run: ``python -m benchmarks.compare --base REV [--endpoints recommendations,events,offers]
-[--items 100000 | --trained MODEL_DIR] [--rounds 14] [--duration 2] [--this-env NAME=VALUE]``
-(``make bench-compare BASE=REV``). Needs ``wrk``, ``git`` and a Redis (``--redis-url``), like
-the serving benchmark. ``--this-env`` sets this checkout's service only: with ``--base HEAD``,
-the same code with and without a setting.
+[--items 100000 | --trained MODEL_DIR [--base-trained MODEL_DIR]] [--rounds 14] [--duration 2]
+[--this-env NAME=VALUE]`` (``make bench-compare BASE=REV``). Needs ``wrk``, ``git`` and a Redis
+(``--redis-url``), like the serving benchmark. ``--this-env`` sets this checkout's service only:
+with ``--base HEAD``, the same code with and without a setting. ``--base-trained`` has the base
+serve another trained model (the same customers and items are asked of both, from
+``--trained``'s): with ``--base HEAD``, what a model's parameters cost to serve, two fits of the
+same data side by side.
 
 The machines we measure on are shared: CPU time per request drifts by 10-30% within minutes,
 more than most changes are worth, so two runs of the serving benchmark cannot tell a change from
@@ -57,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--trained", type=Path, default=None, help="serve this trained model folder's LATEST"
     )
+    parser.add_argument(
+        "--base-trained",
+        type=Path,
+        default=None,
+        help="the base version serves this trained model folder's LATEST instead (needs "
+        "--trained; with --base HEAD: two models, the same code)",
+    )
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=14)
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per wrk round")
@@ -72,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         "without it, with --base HEAD",
     )
     args = parser.parse_args(argv)
+    if args.base_trained and not args.trained:
+        parser.error("--base-trained needs --trained: the customers and items asked of both")
     this_env = dict(item.split("=", 1) for item in args.this_env)
     args.ann, args.neighbours = "auto", 0  # what generated_workload and service_env read
     wrk = ensure_wrk()
@@ -88,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "this": this_rev,
         "items": args.items,
         "trained": str(args.trained) if args.trained else None,
+        "base_trained": str(args.base_trained) if args.base_trained else None,
         "rounds": args.rounds,
         "duration_s": args.duration,
         "connections": args.connections,
@@ -109,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
                 else generated_workload(args, work, args.items)
             )
             customers, items = workload.customers, workload.items
+            model_dirs = {"base": workload.model_dir, "this": workload.model_dir}
+            if args.base_trained:
+                base_model = work / "base-model"
+                base_model.mkdir()
+                model_dirs["base"] = trained_workload(args.base_trained, base_model).model_dir
             seed_redis(args.redis_url, prefix, customers[: len(customers) // 2], items)
             with contextlib.ExitStack() as stack:
                 servers = {}
@@ -116,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                     port = free_port()
                     data = work / f"var-{name}"
                     data.mkdir()
-                    env = service_env(args, workload.model_dir, data, prefix, port, 1)
+                    env = service_env(args, model_dirs[name], data, prefix, port, 1)
                     env["PYTHONPATH"] = str(root)
                     if name == "this":
                         env.update(this_env)
@@ -187,7 +205,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['rounds']} paired rounds of "
         f"{report['duration_s']} s, {report['connections']} connections: "
         f"{report['this']}{''.join(f' {k}={v}' for k, v in report['this_env'].items())} "
-        f"against {report['base']}",
+        f"against {report['base']}"
+        + (f" serving {report['base_trained']}" if report.get("base_trained") else ""),
         "| endpoint | CPU µs/req, base | CPU µs/req, this | this / base (paired median) "
         "| req/s, base | req/s, this | p99 ms, base | p99 ms, this | errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -1,4 +1,5 @@
-"""The serving benchmark's own measurements (benchmarks/serving.py)."""
+"""The serving benchmark's own measurements (benchmarks/serving.py) and its side-by-side
+comparison's arguments (benchmarks/compare.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
+from benchmarks import compare
 from benchmarks.serving import _split, connections_per_worker
 
 
@@ -37,3 +41,13 @@ def test_the_split_is_shown_for_several_workers_only() -> None:
     assert _split({"connections_per_worker": [14, 18]}) == "14 / 18"
     assert _split({"connections_per_worker": [32]}) == ""
     assert _split({}) == ""  # results of runs before the split was measured
+
+
+def test_compare_refuses_a_base_model_without_a_model_for_this_checkout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two models side by side ask both the customers and items of ``--trained``'s model."""
+    with pytest.raises(SystemExit) as stopped:
+        compare.main(["--base", "HEAD", "--base-trained", "models"])
+    assert stopped.value.code == 2
+    assert "--base-trained needs --trained" in capsys.readouterr().err
