@@ -156,6 +156,16 @@ def measure(
             requests,
         ),
     }
+
+    def first_request(r: Request) -> Any:
+        # As a customer's first request with new events finds it: their training row's solution
+        # not kept yet (``FactorModel.solutions``).
+        model._solutions.pop(r.user_row, None)
+        return customer_vector(model, r.customer_id, r.ctx.state.recent, r.ctx.now)
+
+    steps["fold-in, each customer's first request (no kept solution)"] = per_request_us(
+        first_request, requests
+    )
     component = model.neighbours
     if component is not None:
         steps["item-item component's sums (of the history)"] = per_request_us(

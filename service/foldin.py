@@ -15,6 +15,9 @@ from numpy.typing import NDArray
 
 from service.artifact import FoldIn
 
+# A customer's row of the matrix: (item rows, sorted and distinct; values after the transform).
+Row = tuple[NDArray[np.int64], NDArray[np.float64]]
+
 
 def gramian(item_factors: NDArray[np.float32], block: int = 65_536) -> NDArray[np.float64]:
     """``YᵀY``, computed once per model version (a ``dim x dim`` matrix).
@@ -189,6 +192,9 @@ class LeastSquares:
         """The customer vector for matrix row ``values`` at item ``rows`` (``recalculate_user``)."""
         if len(rows) == 0:
             return np.zeros(self.dim, dtype=np.float32)
+        if self._solved_directly(len(rows)):
+            assert self._base is not None  # dropped only where the kernel answers
+            return _solve(self._base, *_row_terms(self.item_factors, rows, values, self.params))
         if self._kernel is not None:
             w = self._projected[rows].astype(np.float64)  # type: ignore[index]
             m = self._kernel[np.ix_(rows, rows)].astype(np.float64)
@@ -198,11 +204,9 @@ class LeastSquares:
             if self._projected is not None and len(rows) <= self.dim:
                 # n² x dim against the direct solve's n x dim² + dim³.
                 w = self._projected[rows].astype(np.float64)
-            elif self._inverse is not None and len(rows) <= _UPDATE_SHARE * self.dim:
-                w = y @ self._inverse
             else:
-                assert self._base is not None  # dropped only where the kernel answers
-                return _solve(self._base, y, c)
+                assert self._inverse is not None  # else _solved_directly
+                w = y @ self._inverse
             m = w @ y.T
         # (B + Yᵀ D Y)⁻¹ Yᵀc with D = diag(c - 1) and W = Y B⁻¹ (so B⁻¹ Yᵀc = Wᵀc): with the
         # symmetric M = W Yᵀ = Y B⁻¹ Yᵀ, x = Wᵀ (c - z) where (I + D M) z = D M c.
@@ -211,6 +215,57 @@ class LeastSquares:
         system.ravel()[:: len(rows) + 1] += 1.0  # I + D M, without building I
         z = np.linalg.solve(system, d * (m @ c))
         return (w.T @ (c - z)).astype(np.float32)
+
+    def solve_pair(
+        self, before: Row, after: Row
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """``solve`` of two rows of one customer, ``after`` being ``before`` with items added or
+        values raised (their new events): where both are solved directly, the second system is
+        the first plus a rank-k update for the k items that changed, so a long row's Gram product
+        (``n x dim²``, most of a direct solve's time) is computed once instead of twice."""
+        (rows, values), (rows_after, values_after) = before, after
+        if not (
+            len(rows)
+            and self._solved_directly(len(rows))
+            and self._solved_directly(len(rows_after))
+        ):
+            return self.solve(rows, values), self.solve(rows_after, values_after)
+        # Where each item of ``before`` is in ``after`` (sorted, as ``confidences`` leaves rows).
+        at = np.searchsorted(rows_after, rows).clip(max=len(rows_after) - 1)
+        if not np.array_equal(rows_after[at], rows):
+            return self.solve(rows, values), self.solve(rows_after, values_after)
+        y, c_after = _row_terms(self.item_factors, rows_after, values_after, self.params)
+        c_before = np.zeros_like(c_after)
+        c_before[at] = self.params.alpha * np.asarray(values, dtype=np.float64)
+        # (c - 1) over the items of the row, 0 for an item not in it (no term at all).
+        d_before = np.zeros_like(c_after)
+        d_before[at] = c_before[at] - 1.0
+        d_change = (c_after - 1.0) - d_before
+        changed = np.flatnonzero(d_change)
+        assert self._base is not None  # dropped only where the kernel answers
+        # A = B + Yᵀ D Y for ``before``; ``after``'s is A + U Δ Uᵀ with U the changed items'
+        # factors (dim x k) and Δ their change of (c - 1); its right side is b plus U δc. One
+        # factorisation of A answers both (Woodbury): x = A⁻¹b, W = A⁻¹U, v = x + W δc, and
+        # x' = v - W (I + Δ UᵀW)⁻¹ Δ Uᵀv.
+        a = self._base + (y.T * d_before) @ y
+        u = y[changed].T
+        solved = np.linalg.solve(a, np.column_stack([y.T @ c_before, u]))
+        x, w = solved[:, 0], solved[:, 1:]
+        delta = d_change[changed]
+        v = x + w @ (c_after - c_before)[changed]
+        system = delta[:, None] * (u.T @ w)
+        system.ravel()[:: len(changed) + 1] += 1.0
+        after_x = v - w @ np.linalg.solve(system, delta * (u.T @ v))
+        return x.astype(np.float32), after_x.astype(np.float32)
+
+    def _solved_directly(self, n_rows: int) -> bool:
+        """Whether ``solve`` takes the direct ``dim x dim`` solve for a row of ``n_rows`` items
+        rather than the rank-n update (short rows, or every row once the kernel is kept)."""
+        if self._kernel is not None:
+            return False
+        if self._projected is not None and n_rows <= self.dim:
+            return False
+        return not (self._inverse is not None and n_rows <= _UPDATE_SHARE * self.dim)
 
 
 def _well_conditioned(base: NDArray[np.float64], regularization: float) -> bool:

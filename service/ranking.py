@@ -25,7 +25,7 @@ from service.ann import (
     build_index,
 )
 from service.artifact import FOLDIN_ARRAYS, Artifact
-from service.foldin import LeastSquares, confidences
+from service.foldin import LeastSquares, Row, confidences
 from service.item_products import ItemProducts
 from service.neighbours import History, load_neighbours
 from service.offload import guard
@@ -357,10 +357,26 @@ class FactorModel:
         """
         solution = self._solutions.get(user_row)
         if solution is None:
-            rows, values = confidences(self.fold_in, *self.training_row(user_row))
-            solution = self.least_squares.solve(rows, values)
+            solution = self.least_squares.solve(*self._training_confidences(user_row))
             _keep(self._solutions, user_row, solution, self._solutions_kept)
         return solution
+
+    def solutions(self, user_row: int, row: Row) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """The least-squares vectors of the customer's training row (``training_solution``) and
+        of ``row``, their row now (the training row and newer events, after the transform).
+
+        A customer's first request with new events solves both, through ``solve_pair``: a long
+        history's Gram product (most of a solve) is computed once for the two.
+        """
+        before = self._solutions.get(user_row)
+        if before is not None:
+            return before, self.least_squares.solve(*row)
+        before, after = self.least_squares.solve_pair(self._training_confidences(user_row), row)
+        _keep(self._solutions, user_row, before, self._solutions_kept)
+        return before, after
+
+    def _training_confidences(self, user_row: int) -> Row:
+        return confidences(self.fold_in, *self.training_row(user_row))
 
     def user_vector(self, user_row: int) -> NDArray[np.float32]:
         """The customer's factor vector."""

@@ -60,8 +60,7 @@ def customer_vector(
         return CustomerVector(vector=vector, new_events=len(new_rows), row=(rows, values))
     # A known customer keeps the vector training fitted (for a blend, ALS, BPR or LightFM alike)
     # and moves by what the new events change in the least-squares solution of their row.
-    after = model.least_squares.solve(rows, values)
-    before = model.training_solution(user_row)
+    before, after = model.solutions(user_row, (rows, values))
     vector = model.user_vector(user_row) + (after - before)
     return CustomerVector(
         vector=vector.astype(np.float32), new_events=len(new_rows), row=(rows, values)

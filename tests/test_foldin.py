@@ -134,6 +134,63 @@ def test_least_squares_solves_what_recalculate_user_solves(n_rows: int) -> None:
     assert not solver.solve(np.empty(0, np.int64), np.empty(0)).any()
 
 
+@pytest.mark.parametrize(("n_before", "n_new"), [(40, 3), (200, 11), (3, 2), (12, 30), (40, 0)])
+def test_a_row_and_its_successor_solve_as_each_alone(
+    n_before: int, n_new: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``solve_pair`` of a customer's training row and that row with new events (items added,
+    some values raised) gives what ``solve`` gives each: long rows through one Gram product and
+    one factorisation (``_solve`` never runs), short ones as ``solve`` takes them."""
+    rng = np.random.default_rng(n_before + n_new)
+    y = rng.normal(size=(500, 32)).astype(np.float32)
+    solver = LeastSquares(y, FoldIn(regularization=0.05, alpha=3.0))
+    picked = rng.choice(500, size=n_before + n_new, replace=False)
+    rows = np.sort(picked[:n_before]).astype(np.int64)
+    values = rng.uniform(0.05, 4.0, size=n_before)  # alpha * 0.05 < 1: negative terms too
+    after_rows = np.sort(picked).astype(np.int64)
+    after_values = rng.uniform(0.05, 4.0, size=len(after_rows))
+    kept = np.searchsorted(after_rows, rows)
+    raised = rng.random(n_before) < 0.3
+    after_values[kept] = np.where(raised, values + 1.0, values)
+    expected = solver.solve(rows, values), solver.solve(after_rows, after_values)
+    if solver._solved_directly(n_before) and solver._solved_directly(len(after_rows)):
+
+        def refuse(*args: object) -> None:
+            raise AssertionError("the pair's Gram product was computed twice")
+
+        monkeypatch.setattr("service.foldin._solve", refuse)
+    before, after = solver.solve_pair((rows, values), (after_rows, after_values))
+    np.testing.assert_allclose(before, expected[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(after, expected[1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_row_without_new_events_solves_once_to_the_same_vector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=(300, 16)).astype(np.float32)
+    solver = LeastSquares(y, FoldIn(regularization=0.05, alpha=2.0))
+    rows = np.arange(0, 120, 2, dtype=np.int64)
+    values = rng.uniform(0.5, 3.0, size=len(rows))
+    expected = solver.solve(rows, values)
+    monkeypatch.setattr("service.foldin._solve", None)  # the pair never solves one by one
+    before, after = solver.solve_pair((rows, values), (rows, values.copy()))
+    np.testing.assert_allclose(before, expected, rtol=1e-6)
+    np.testing.assert_array_equal(after, before)
+
+
+def test_a_pair_whose_second_row_lost_an_item_is_solved_one_by_one() -> None:
+    """Rows that are not a row and its successor (an item gone) are each solved alone."""
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=(300, 16)).astype(np.float32)
+    solver = LeastSquares(y, FoldIn(regularization=0.05, alpha=2.0))
+    rows = np.arange(0, 120, 2, dtype=np.int64)
+    values = rng.uniform(0.5, 3.0, size=len(rows))
+    before, after = solver.solve_pair((rows, values), (rows[1:], values[1:]))
+    np.testing.assert_allclose(before, solver.solve(rows, values), rtol=1e-6)
+    np.testing.assert_allclose(after, solver.solve(rows[1:], values[1:]), rtol=1e-6)
+
+
 @pytest.mark.parametrize("n_rows", [1, 5, 60, 300])
 def test_an_exactly_exported_blend_folds_in_through_each_items_projection(n_rows: int) -> None:
     """A blend with one factor column per item (identity blocks beside a few dense factors) has

@@ -9,7 +9,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from service import artifact, ranking
+from service import artifact, foldin, ranking
 from service.events import Event
 from service.foldin import confidences, gramian, recalculate_user
 from service.ranking import FactorModel
@@ -34,9 +34,13 @@ def test_without_new_events_the_fitted_vector_is_served(model: FactorModel) -> N
     assert np.array_equal(found.vector, model.user_vector(model.user_row("u0")))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("update_share", [foldin._UPDATE_SHARE, 0.0])
 def test_new_events_move_the_fitted_vector_by_their_least_squares_effect(
-    model: FactorModel,
+    model: FactorModel, update_share: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Short rows take the rank-n update, long ones (every row, with no update share) the direct
+    solve of both rows at once; either way the vector moves by the exact difference."""
+    monkeypatch.setattr(foldin, "_UPDATE_SHARE", update_share)
     row = model.user_row("u0")
     assert row is not None
     found = customer_vector(model, "u0", [view("i03"), view("i05")], NOW)
