@@ -4,16 +4,17 @@ Run: ``python -m benchmarks.hot_path [--items 100000 | --trained MODEL_DIR] [--c
 [--redis-url redis://127.0.0.1:6379/15] [--out benchmarks/results/hot_path.json]``.
 
 Times each step the recommendations route takes, in microseconds per request: the API key check,
-the Redis state read (one pipelined round trip), the fold-in of recent events, the item-item
-component's sums (a trained blend's EASE part, when the model has one), scoring as served (index
-or exact, the component included) and exact, the whole ranking with its business rules
-(``recommend.for_customer``), and building and encoding the response. The ranking steps are
-means over ``--customers`` of the model's customers, half of them with 10 recent views and a
-purchase (as the serving benchmark seeds Redis), the best of 5 passes: a trained model's
-customers differ (a grocery history of 300 items costs several times one of 10), so one customer
-says little. ``--trained`` measures the ``LATEST`` model of a folder ``python -m training fit``
-wrote instead of a generated catalogue. The serving benchmark says how fast the whole is; this
-says which part to work on. Prints a table and writes JSON.
+the Redis state read (one pipelined round trip), the fold-in of recent events (with each
+customer's training-row solution kept, as a returning customer finds it, and without, as their
+first request does), the item-item component's sums (a trained blend's EASE part, when the
+model has one), scoring as served (index or exact, the component included) and exact, the whole
+ranking with its business rules (``recommend.for_customer``), and building and encoding the
+response. The ranking steps are means over ``--customers`` of the model's customers, half of
+them with 10 recent views and a purchase (as the serving benchmark seeds Redis), the best of 5
+passes: a trained model's customers differ (a grocery history of 300 items costs several times
+one of 10), so one customer says little. ``--trained`` measures the ``LATEST`` model of a folder
+``python -m training fit`` wrote instead of a generated catalogue. The serving benchmark says
+how fast the whole is; this says which part to work on. Prints a table and writes JSON.
 """
 
 from __future__ import annotations
