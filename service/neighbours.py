@@ -170,6 +170,8 @@ class Neighbours:
         # indexing wraps its answer in another memory map).
         dense = arrays.get("neighbours_dense")
         self._dense = None if dense is None else dense.view(np.ndarray)
+        row_bytes = 4 * len(self._targets)
+        self._chunk_rows = max(1, _DENSE_CHUNK_BYTES // max(row_bytes, 1))
         self._dense_sources: NDArray[Any] | None = arrays.get("neighbours_dense_sources")
 
     def _scratch(self) -> NDArray[np.int32]:
@@ -215,7 +217,15 @@ class Neighbours:
         the items reached with a non-zero sum, ascending, and their sums."""
         assert self._dense is not None and self._dense_sources is not None
         at = np.searchsorted(self._dense_sources, rows)
-        sums = values.astype(np.float32) @ self._dense[at]
+        weights = values.astype(np.float32)
+        # A chunk of rows at a time, gathered and multiplied while it is still in the core's
+        # cache: one gather of a long history's rows (completejourney's: 3.5 MB) is written out
+        # and read back from memory. Measured on completejourney's and uci-online-retail's blends
+        # (one process, their customers' own histories): 205 -> 121 and 68 -> 47 µs.
+        step = self._chunk_rows
+        sums = weights[:step] @ self._dense[at[:step]]
+        for start in range(step, len(at), step):
+            sums += weights[start : start + step] @ self._dense[at[start : start + step]]
         found = np.flatnonzero(sums)
         return self._targets[found].astype(np.int64), sums[found].astype(np.float64)
 
@@ -342,6 +352,10 @@ _COMPACT_TARGETS = 65_536
 # blend (one process): a dense entry cost 0.9 ns gathered and multiplied, a stored neighbour 12 ns
 # through the sparse sum's passes.
 _DENSE_SHARE = 12
+# The block's rows a history sums per gather: about half a MiB (43 rows of EASE's 3,000 items),
+# under a core's L2 cache on current servers. 32 to 64 rows of 3,000 measured alike; one gather
+# of all of a long history's rows took 1.7 times as long.
+_DENSE_CHUNK_BYTES = 512 << 10
 # Items the component brings to the index's candidates (beyond 8·k and the excluded ones).
 _COMPONENT_CANDIDATES = 256
 

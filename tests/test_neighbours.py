@@ -381,12 +381,20 @@ def _tangled_component(
     }
 
 
-def test_the_dense_block_sums_as_the_stored_neighbours(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("chunk_rows", [None, 1, 7])
+def test_the_dense_block_sums_as_the_stored_neighbours(
+    chunk_rows: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole histories in one gather (the default chunk of a small block) or a few rows at a
+    time: the same sums as the stored neighbours give."""
+    if chunk_rows is not None:
+        monkeypatch.setattr("service.neighbours._DENSE_CHUNK_BYTES", chunk_rows * 4 * 40)
     arrays = _tangled_component(n_items=900, per_row=60, n_targets=40, seed=5)
     block = dense_block(arrays)
     assert block["neighbours_dense"].shape == (len(block["neighbours_dense_sources"]), 40)
     sparse = Neighbours(arrays, NeighboursSpec(weight=2.0, normalise=True))
     dense = Neighbours({**arrays, **block}, NeighboursSpec(weight=2.0, normalise=True))
+    assert chunk_rows is None or dense._chunk_rows == chunk_rows  # the history spans chunks
 
     def unused(*args: object) -> None:
         raise AssertionError("summed from the stored neighbours")
