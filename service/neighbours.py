@@ -16,9 +16,10 @@ Pure numpy; imported by ``service.artifact`` (the arrays' contract) and ``servic
 
 Training also ships the component's rows as one dense block when it fits ``DENSE_MAX_BYTES``
 (EASE's: 3,000 x 3,000 items, 34 MiB, memory-mapped once for every worker). A history's sum is
-then a gather of its rows and one matrix-vector product instead of numpy's seven passes over
-each stored neighbour it reaches. A history whose rows reach few neighbours each is still summed
-from the stored neighbours (``_DENSE_SHARE``).
+then gathers of its rows (half a MiB at a time, so each stays in cache) and their
+matrix-vector products instead of numpy's seven passes over each stored neighbour it reaches. A
+history whose rows reach few neighbours each is still summed from the stored neighbours
+(``_DENSE_SHARE``).
 """
 
 from __future__ import annotations
