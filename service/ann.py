@@ -29,6 +29,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from service.item_products import gathered_products
 from service.topk import largest
 
 # The index's arrays in an artifact: name -> (dtype kind, number of dimensions).
@@ -476,7 +477,7 @@ class IvfIndex:
             return None
         picks = (starts - (lengths.cumsum() - lengths)).repeat(lengths)
         picks += np.arange(total)
-        scores = np.take(self.factors, at[picks], axis=0) @ query
+        scores = gathered_products(self.factors, at[picks], query)
         found_rows = rows[picks]
         if norms is not None:
             scores /= norms[found_rows]

@@ -25,6 +25,29 @@ SEARCHED_FROM_DIM = 256
 SPARSE_SHARE = 1 / 16
 
 
+# The factor rows ``gathered_products`` gathers and multiplies at a time: a quarter of a MiB
+# (1,024 rows of 64 factors), so each chunk is still in the core's cache for its product. At a
+# million 64-factor items, 20,000 rows took 438 µs in chunks of 1,024 against 679 in one gather
+# (3,000 rows: 50 against 60; chunks of 2,048, 4,096 and 8,192: 464, 543, 650).
+GATHER_CHUNK_BYTES = 256 << 10
+
+
+def gathered_products(
+    factors: NDArray[np.float32], rows: NDArray[np.integer], vector: NDArray[np.float32]
+) -> NDArray[np.float32]:
+    """``factors[rows] @ vector``, gathering a chunk of rows at a time (``GATHER_CHUNK_BYTES``).
+
+    np.take: faster than fancy indexing for a gather of a few hundred rows or more.
+    """
+    step = max(1, GATHER_CHUNK_BYTES // max(factors.shape[1] * factors.itemsize, 1))
+    if len(rows) <= step:
+        return np.take(factors, rows, axis=0) @ vector  # type: ignore[no-any-return]
+    out = np.empty(len(rows), dtype=np.result_type(factors.dtype, vector.dtype))
+    for start in range(0, len(rows), step):
+        out[start : start + step] = np.take(factors, rows[start : start + step], axis=0) @ vector
+    return out
+
+
 class ItemProducts:
     """Products of the item factors with vectors: ``item_factors @ v`` and ``V @ item_factorsᵀ``."""
 
@@ -65,8 +88,7 @@ class ItemProducts:
     def scores_of(self, rows: Rows, vector: NDArray[np.float32]) -> NDArray[np.float32]:
         """The ``factors · vector`` of the items ``rows`` (a fresh array)."""
         if not self.split:
-            # np.take: faster than fancy indexing for a gather of a few hundred rows or more.
-            return np.take(self.item_factors, rows, axis=0) @ vector  # type: ignore[no-any-return]
+            return gathered_products(self.item_factors, rows, vector)
         return self.scores(vector)[rows]
 
     def scores_many(self, vectors: NDArray[np.float32]) -> NDArray[np.float32]:

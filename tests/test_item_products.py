@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from service import artifact
-from service.item_products import SEARCHED_FROM_DIM, ItemProducts
+from service.item_products import SEARCHED_FROM_DIM, ItemProducts, gathered_products
 from service.ranking import FactorModel
 from tests.builders import save_packed
 
@@ -92,3 +92,18 @@ def test_a_model_with_split_factors_recommends_what_brute_force_ranks(tmp_path: 
         rows, _ = model.recommend(u, 5, allowed=odd)
         best_odd = np.flatnonzero(odd)[np.argsort(-plain[odd], kind="stable")[:5]]
         assert rows.tolist() == best_odd.tolist()
+
+
+@pytest.mark.parametrize(("n_rows", "chunk_rows"), [(0, 4), (3, 4), (4, 4), (29, 4), (500, 64)])
+def test_products_of_gathered_rows_are_the_plain_products(
+    n_rows: int, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows gathered a chunk at a time (any order, repeats included) score as one gather does."""
+    rng = np.random.default_rng(n_rows)
+    factors = rng.normal(size=(1000, 16)).astype(np.float32)
+    monkeypatch.setattr("service.item_products.GATHER_CHUNK_BYTES", chunk_rows * 16 * 4)
+    rows = rng.integers(0, 1000, n_rows)
+    vector = rng.normal(size=16).astype(np.float32)
+    got = gathered_products(factors, rows, vector)
+    assert got.dtype == np.float32 and got.shape == (n_rows,)
+    np.testing.assert_allclose(got, factors[rows] @ vector, rtol=1e-6, atol=1e-6)
