@@ -88,7 +88,7 @@ def write_catalogue(
     )
     calibration = None
     if with_index:  # as training ships it: built, then calibrated on the customers
-        index = ann.build_index(arrays["item_factors"], seed=seed)
+        index = ann.build_index(arrays["item_factors"], seed=seed, groups=arrays["item_category"])
         calibration = ann.calibrate(index, arrays)
         arrays.update(index)
     if n_items <= similar_table.DEFAULT_MAX_ITEMS:

@@ -131,8 +131,13 @@ def build_index(
     iterations: int = 10,
     sample_per_list: int = 32,
     seed: int = 0,
+    groups: NDArray[np.integer] | None = None,
 ) -> dict[str, NDArray[Any]]:
     """The index's arrays for ``item_factors`` (k-means on a sample, then every item assigned).
+
+    ``groups``: a code per item (its category): within each cluster the items are stored group
+    by group, so a category's items in a cluster are one run of the factors and a search among
+    them (``search_subset``) reads slices instead of gathering rows.
 
     Add them to an artifact's arrays before ``artifact.save``; they are checked and checksummed
     like the others. A million 64-factor items take a few seconds on two cores.
@@ -155,7 +160,10 @@ def build_index(
         if len(empty):
             centroids[empty] = sample[rng.choice(len(sample), size=len(empty))]
     assign = _nearest(x, centroids)
-    order = np.argsort(assign, kind="stable")
+    if groups is None:
+        order = np.argsort(assign, kind="stable")
+    else:
+        order = np.lexsort((np.asarray(groups), assign))  # by cluster, then group, then row
     offsets = np.zeros(nlist + 1, dtype=np.int64)
     np.cumsum(np.bincount(assign, minlength=nlist), out=offsets[1:])
     return {
@@ -442,9 +450,11 @@ class IvfIndex:
         *,
         exclude: Rows | None = None,
         norms: NDArray[np.float32] | None = None,
+        runs: bool = False,
     ) -> tuple[Rows, Scores] | None:
         """``search`` among some items only (a category's): ``at``, their positions in the
-        index's factors, ascending; ``rows``, their item rows.
+        index's factors, ascending; ``rows``, their item rows. ``runs``: each cluster's share of
+        them is one run of the factors (``in_runs``), scored as a slice instead of gathered.
 
         Only the subset's own items in the best clusters that hold any are scored: as many
         clusters as a search probes, and at least as many items as it scores. A category's items
@@ -477,7 +487,18 @@ class IvfIndex:
             return None
         picks = (starts - (lengths.cumsum() - lengths)).repeat(lengths)
         picks += np.arange(total)
-        scores = gathered_products(self.factors, at[picks], query)
+        if runs:
+            # One product per probed cluster's run: no copy (a category of 20,000 items among a
+            # million gathered 1.7 MB of factors for each request).
+            factors = self.factors
+            scores = np.concatenate(
+                [
+                    factors[first : first + n].dot(query)
+                    for first, n in zip(at[starts].tolist(), lengths.tolist(), strict=True)
+                ]
+            )
+        else:
+            scores = gathered_products(self.factors, at[picks], query)
         found_rows = rows[picks]
         if norms is not None:
             scores /= norms[found_rows]
@@ -487,6 +508,17 @@ class IvfIndex:
         """Where each cluster's run of a subset's index positions ``at`` (ascending) starts, and
         where the last ends: ``at[bounds[c]:bounds[c + 1]]`` lie in cluster ``c``."""
         return np.searchsorted(at, self.offsets).astype(np.int32)
+
+    @staticmethod
+    def in_runs(at: NDArray[np.int32], bounds: NDArray[np.int32]) -> bool:
+        """Whether each cluster's share of a subset (positions ``at``, ``bounds`` from
+        ``subset_bounds``) is one run of consecutive positions: an index built with the items'
+        categories as ``groups`` stores a category so."""
+        held = np.diff(bounds)
+        filled = held > 0
+        first = at[bounds[:-1][filled]].astype(np.int64)
+        last = at[bounds[1:][filled] - 1].astype(np.int64)
+        return bool(np.array_equal(last - first, held[filled] - 1))
 
     def _cluster_scores(
         self, query: NDArray[np.float32], norms: NDArray[np.float32] | None

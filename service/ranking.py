@@ -65,6 +65,8 @@ class _Subset(NamedTuple):
     # Where each of the index's clusters starts in ``at`` (``IvfIndex.subset_bounds``), kept for
     # a category's items; None: found when searched.
     bounds: NDArray[np.int32] | None = None
+    # Whether each cluster's share is one run of the index's factors (``IvfIndex.in_runs``).
+    runs: bool = False
 
 
 _NO_ITEMS = _Subset(np.empty(0, np.int32), np.empty(0, np.int32))
@@ -157,7 +159,7 @@ class FactorModel:
                 self.version,
                 self.n_items,
             )
-            arrays = build_index(self.item_factors)
+            arrays = build_index(self.item_factors, groups=self.item_category)
         return IvfIndex(
             arrays,
             nprobe=nprobe,
@@ -298,7 +300,10 @@ class FactorModel:
             # Cluster bounds only for the categories large enough to be searched (``_from_index``):
             # 8 KiB each at a million items, and a catalogue may have thousands of small ones.
             searched = end - start > index.exact_below
-            return _Subset(rows[start:end], at, index.subset_bounds(at) if searched else None)
+            if not searched:
+                return _Subset(rows[start:end], at)
+            bounds = index.subset_bounds(at)
+            return _Subset(rows[start:end], at, bounds, index.in_runs(at, bounds))
 
         return {
             code: subset(start, end)
@@ -507,7 +512,14 @@ class FactorModel:
             items = self._remembered(allowed)
             if items is not None and items.at is not None and len(items.at) > index.exact_below:
                 found = index.search_subset(
-                    query, k, items.at, items.rows, items.bounds, exclude=exclude, norms=norms
+                    query,
+                    k,
+                    items.at,
+                    items.rows,
+                    items.bounds,
+                    exclude=exclude,
+                    norms=norms,
+                    runs=items.runs,
                 )
                 if found is not None:
                     return found

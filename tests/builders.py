@@ -122,7 +122,7 @@ def clustered_artifact(
     )
     calibration = None
     if with_index:  # as training ships it: built, then calibrated on the customers
-        index = ann.build_index(arrays["item_factors"])
+        index = ann.build_index(arrays["item_factors"], groups=arrays["item_category"])
         calibration = ann.calibrate(index, arrays)
         arrays.update(index)
     manifest = artifact.Manifest(

@@ -329,6 +329,60 @@ def test_a_large_category_is_searched_in_the_clusters_that_hold_it(model_dir: Pa
     assert all(items.bounds is None for items in small._category_items.values())
 
 
+def test_an_index_built_with_groups_keeps_its_clusters_and_stores_each_group_in_runs() -> None:
+    """Groups (categories) spread over every cluster: grouping reorders items within their
+    clusters only, each group's share of a cluster becomes one run, and a search among a group
+    scores its runs as slices with the answers of the gathered rows."""
+    rng = np.random.default_rng(3)
+    factors = rng.normal(size=(3000, 8)).astype(np.float32)
+    groups = rng.integers(0, 6, 3000).astype(np.int32)
+    plain = ann.IvfIndex(ann.build_index(factors, nlist=30), exact_below=0)
+    grouped_arrays = ann.build_index(factors, nlist=30, groups=groups)
+    grouped = ann.IvfIndex(grouped_arrays, nprobe=3, exact_below=0)
+    assert np.array_equal(grouped.offsets, plain.offsets)
+    assert np.array_equal(grouped_arrays["ann_factors"], factors[grouped.rows])
+    for c in range(30):
+        members = slice(grouped.offsets[c], grouped.offsets[c + 1])
+        assert sorted(grouped.rows[members].tolist()) == sorted(plain.rows[members].tolist())
+    for g in range(6):
+        at = np.flatnonzero(groups[plain.rows] == g).astype(np.int32)
+        assert not plain.in_runs(at, plain.subset_bounds(at))  # interleaved without groups
+        at = np.flatnonzero(groups[grouped.rows] == g).astype(np.int32)
+        rows = np.asarray(grouped.rows[at], dtype=np.int32)
+        bounds = grouped.subset_bounds(at)
+        assert grouped.in_runs(at, bounds)
+        for query in rng.normal(size=(5, 8)).astype(np.float32):
+            sliced = grouped.search_subset(query, 10, at, rows, bounds, runs=True)
+            gathered = grouped.search_subset(query, 10, at, rows, bounds)
+            assert sliced is not None and gathered is not None
+            assert sliced[0].tolist() == gathered[0].tolist()
+            np.testing.assert_allclose(sliced[1], gathered[1], rtol=1e-6)
+            assert (groups[sliced[0]] == g).all()
+
+
+def test_a_categorys_items_are_runs_of_the_index_searched_as_slices(model_dir: Path) -> None:
+    """A model's index, built with the items' categories as groups (as training builds it):
+    every category is kept as runs, and searched as slices with the gathered rows' answers."""
+    config = ann.AnnConfig(mode="on", exact_below=50, nprobe=2)
+    model = FactorModel(artifact.load(artifact.resolve(model_dir)), ann=config)
+    index = model.index
+    assert index is not None
+    for start, end in zip(index.offsets[:-1], index.offsets[1:], strict=True):
+        codes = model.item_category[index.rows[start:end]]
+        assert (np.diff(codes) >= 0).all()
+    assert all(items.runs for items in model._category_items.values())
+    for u in range(0, 300, 7):
+        user = model.user_vector(u)
+        items = model._category_items[u % 10]
+        bought = np.asarray(items.rows[:3], dtype=np.int64)
+        args = (user, 10, items.at, items.rows, items.bounds)
+        sliced = index.search_subset(*args, exclude=bought, runs=True)
+        gathered = index.search_subset(*args, exclude=bought, runs=False)
+        assert sliced is not None and gathered is not None
+        assert sliced[0].tolist() == gathered[0].tolist()
+        np.testing.assert_allclose(sliced[1], gathered[1], rtol=1e-6)
+
+
 def test_similar_items_within_a_large_category_are_searched_by_cosine(model_dir: Path) -> None:
     """Items like one of another category, shown within a category: the kept list holds none
     of them, so the category is searched by cosine among its own items."""

@@ -126,7 +126,9 @@ def run(
     calibration = None
     if len(item_ids) >= config.ann_min_items:
         # Large catalogues ship their approximate index, so every service worker maps one copy.
-        index = ann.build_index(arrays["item_factors"], seed=config.seed)
+        index = ann.build_index(
+            arrays["item_factors"], seed=config.seed, groups=arrays["item_category"]
+        )
         calibration = ann.calibrate(
             index, arrays, target=config.ann_recall_target, seed=config.seed
         )
