@@ -9,7 +9,8 @@ in the artifact like every other array (``ann_*.npy``, checksummed in the manife
 is memory-mapped read-only and therefore shared by every worker process, and the service keeps
 needing numpy only (DESIGN.md section 4). faiss's HNSW cannot be memory-mapped (its graph is read
 into each process), and hnswlib has no wheels. Items are stored reordered by cluster
-(``ann_factors``) so a probed cluster is one contiguous slice.
+(``ann_factors``) so a probed cluster is one contiguous slice, and within a cluster by category
+(``build_index``'s ``groups``) so a category's share of a cluster is one slice too.
 
 Filters are applied to the scored candidates: a business filter only needs enough candidates to
 survive it. When too few survive, the search probes more clusters, and the caller falls back to
