@@ -171,7 +171,7 @@ class Neighbours:
         # indexing wraps its answer in another memory map).
         dense = arrays.get("neighbours_dense")
         self._dense = None if dense is None else dense.view(np.ndarray)
-        row_bytes = 4 * len(self._targets)
+        row_bytes = 0 if self._dense is None else self._dense.shape[1] * self._dense.itemsize
         self._chunk_rows = max(1, _DENSE_CHUNK_BYTES // max(row_bytes, 1))
         self._dense_sources: NDArray[Any] | None = arrays.get("neighbours_dense_sources")
 
