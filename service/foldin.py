@@ -224,15 +224,15 @@ class LeastSquares:
         the first plus a rank-k update for the k items that changed, so a long row's Gram product
         (``n x dim²``, most of a direct solve's time) is computed once instead of twice."""
         (rows, values), (rows_after, values_after) = before, after
-        if not (
-            len(rows)
-            and self._solved_directly(len(rows))
-            and self._solved_directly(len(rows_after))
-        ):
-            return self.solve(rows, values), self.solve(rows_after, values_after)
-        # Where each item of ``before`` is in ``after`` (sorted, as ``confidences`` leaves rows).
-        at = np.searchsorted(rows_after, rows).clip(max=len(rows_after) - 1)
-        if not np.array_equal(rows_after[at], rows):
+        direct = self._solved_directly
+        at = None
+        if len(rows) and direct(len(rows)) and direct(len(rows_after)):
+            # Where each item of ``before`` is in ``after`` (sorted, as ``confidences`` leaves
+            # rows); None when ``after`` lost one of them: not a row and its successor.
+            at = np.searchsorted(rows_after, rows).clip(max=len(rows_after) - 1)
+            if not np.array_equal(rows_after[at], rows):
+                at = None
+        if at is None:
             return self.solve(rows, values), self.solve(rows_after, values_after)
         y, c_after = _row_terms(self.item_factors, rows_after, values_after, self.params)
         c_before = np.zeros_like(c_after)

@@ -354,23 +354,14 @@ class FactorModel:
         raw = np.expm1(values) if self.fold_in.transform == "log1p" else values
         return np.asarray(a["user_items_indices"][start:end], dtype=np.int64), raw
 
-    def training_solution(self, user_row: int) -> NDArray[np.float32]:
-        """The least-squares vector of the customer's training row: where fold-in starts from.
-
-        A pure function of the model and the customer, so it is kept (first in, first out) for
-        the customers seen lately: their next request solves one system instead of two.
-        """
-        solution = self._solutions.get(user_row)
-        if solution is None:
-            solution = self.least_squares.solve(*self._training_confidences(user_row))
-            _keep(self._solutions, user_row, solution, self._solutions_kept)
-        return solution
-
     def solutions(self, user_row: int, row: Row) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """The least-squares vectors of the customer's training row (``training_solution``) and
-        of ``row``, their row now (the training row and newer events, after the transform).
+        """The least-squares vectors of the customer's training row and of ``row``, their row
+        now (the training row and newer events, after the transform): where fold-in starts from
+        and where it goes.
 
-        A customer's first request with new events solves both, through ``solve_pair``: a long
+        The first is a pure function of the model and the customer, so it is kept (first in,
+        first out) for the customers seen lately: their next request solves one system. A
+        customer's first request with new events solves both, through ``solve_pair``: a long
         history's Gram product (most of a solve) is computed once for the two.
         """
         before = self._solutions.get(user_row)

@@ -62,6 +62,11 @@ def test_new_events_move_the_fitted_vector_by_their_least_squares_effect(
     assert found.vector[1] > 0  # towards the odd items viewed
 
 
+def training_solution(model: FactorModel, row: int) -> np.ndarray:
+    """The customer's training-row solution, as ``FactorModel.solutions`` keeps it."""
+    return model.solutions(row, confidences(model.fold_in, *model.training_row(row)))[0]
+
+
 def test_the_training_row_solution_is_kept_per_model_and_bounded(
     model: FactorModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -71,12 +76,12 @@ def test_the_training_row_solution_is_kept_per_model_and_bounded(
     expected = recalculate_user(
         model.item_factors, gramian(model.item_factors), r, v, model.fold_in
     )
-    first = model.training_solution(row)
+    first = training_solution(model, row)
     assert np.array_equal(first, expected)
-    assert model.training_solution(row) is first  # kept, not solved again
+    assert training_solution(model, row) is first  # kept, not solved again
     monkeypatch.setattr(model, "_solutions_kept", 2)
     for other in ("u1", "u2", "u3"):
-        model.training_solution(model.user_row(other))  # type: ignore[arg-type]
+        training_solution(model, model.user_row(other))  # type: ignore[arg-type]
     assert len(model._solutions) == 2 and row not in model._solutions  # first in, first out
 
 
@@ -90,7 +95,7 @@ def test_fewer_solutions_are_kept_the_more_factors_a_model_has(
     monkeypatch.setattr(ranking, "_SOLUTIONS_MAX_BYTES", 3 * 4 * dim)
     model = FactorModel(loaded)
     for user in ("u0", "u1", "u2", "u3"):
-        model.training_solution(model.user_row(user))  # type: ignore[arg-type]
+        training_solution(model, model.user_row(user))  # type: ignore[arg-type]
     assert len(model._solutions) == 3
 
 
