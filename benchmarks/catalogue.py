@@ -15,7 +15,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service import ann, artifact, similar_table
+from service.customer_table import build_customer_table
 from service.neighbours import NeighboursSpec
+from service.ranking import FactorModel
 
 CHANNELS = ("web", "app", "email", "store")
 
@@ -58,11 +60,13 @@ def write_catalogue(
     with_index: bool = True,
     version: str | None = None,
     neighbours: int = 0,
+    customer_table: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
     """Write one artifact (LATEST) with ``n_items`` items and ``n_users`` customers.
 
     ``neighbours`` > 0 adds a sparse item-item component (what training ships for a blend with
-    EASE): each item lends score to that many items of its own cluster.
+    EASE): each item lends score to that many items of its own cluster. ``customer_table``:
+    ship each customer's best items (``service/customer_table.py``), as training does.
     Returns the artifact's folder and its arrays (for the hot-swap copy and recall measurement).
     """
     rng = np.random.default_rng(seed + 1)
@@ -96,6 +100,9 @@ def write_catalogue(
     manifest = new_manifest(
         channels, n_users, n_items, version, "neighbours_indptr" in arrays, calibration
     )
+    if customer_table:  # as training ships it: ranked as the service ranks
+        ranked = FactorModel(artifact.Artifact(path=model_dir, manifest=manifest, arrays=arrays))
+        arrays.update(build_customer_table(ranked))
     return artifact.save(model_dir, manifest, arrays), arrays
 
 

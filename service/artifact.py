@@ -14,8 +14,9 @@ see ``service/ann.py``): optional, checksummed and memory-mapped like the others
 carry a sparse item-item component (``neighbours_*``, see ``service/neighbours.py``), added to the
 factor scores as the manifest's ``neighbours`` says (with, when it fits, the same as one dense
 block, ``neighbours_dense*``), a table of each item's most similar items
-(``similar_*``, see ``service/similar_table.py``), and, when it has more factors than items, the
-fold-in's products through the inverse (``foldin_*``, see ``service/foldin.py``).
+(``similar_*``, see ``service/similar_table.py``), each customer's best items
+(``customer_top_*``, see ``service/customer_table.py``), and, when it has more factors than
+items, the fold-in's products through the inverse (``foldin_*``, see ``service/foldin.py``).
 This module imports only numpy and msgspec; training writes artifacts with it, the service
 reads them.
 """
@@ -39,6 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.ann import INDEX_ARRAYS, AnnSpec, check_index
+from service.customer_table import CUSTOMER_ARRAYS, check_customer_table
 from service.errors import ArtifactError
 from service.events import DEFAULT_EVENT_WEIGHTS
 from service.neighbours import (
@@ -92,6 +94,8 @@ OPTIONAL_ARRAYS: dict[str, tuple[str, int]] = {
     # Each item's most similar items, exact (service/similar_table.py), both or none.
     **SIMILAR_ARRAYS,
     **FOLDIN_ARRAYS,
+    # Each customer's best items, ranked when the model was built (service/customer_table.py).
+    **CUSTOMER_ARRAYS,
 }
 
 
@@ -558,6 +562,8 @@ def _check_arrays(arrays: Mapping[str, NDArray[Any]], manifest: Manifest) -> Non
     if problem := check_neighbours(arrays, len(items)):
         raise ArtifactError(problem)
     if problem := check_similar(arrays, len(items)):
+        raise ArtifactError(problem)
+    if problem := check_customer_table(arrays, len(users), len(items)):
         raise ArtifactError(problem)
     if problem := _check_foldin(arrays, len(items), itf.shape[1]):
         raise ArtifactError(problem)

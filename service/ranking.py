@@ -25,6 +25,7 @@ from service.ann import (
     build_index,
 )
 from service.artifact import FOLDIN_ARRAYS, Artifact
+from service.customer_table import answer_from
 from service.foldin import LeastSquares, Row, confidences
 from service.item_products import ItemProducts, gathered_products
 from service.neighbours import History, load_neighbours
@@ -131,6 +132,10 @@ class FactorModel:
         # Each item's exact most similar items, when training shipped the table.
         self._similar_table = (
             (a["similar_rows"], a["similar_scores"]) if "similar_rows" in a else None
+        )
+        # Each customer's best items when nothing is new, when training shipped the table.
+        self._customer_table = (
+            (a["customer_top_rows"], a["customer_top_scores"]) if "customer_top_rows" in a else None
         )
         self.ann_config = ann or AnnConfig()
         self.index = self._index(a)
@@ -403,6 +408,22 @@ class FactorModel:
         guard(self.n_items)
         scores = self.products.scores(user_vector)
         return top_k(scores, k, exclude=exclude, allowed=allowed)
+
+    def recommend_unchanged(
+        self, user_row: int, k: int, *, exclude: Rows | None = None, allowed: Mask | None = None
+    ) -> tuple[Rows, Scores] | None:
+        """``recommend`` for customer ``user_row`` with no event since training, from the table
+        training shipped (``service/customer_table.py``): ``exclude`` must hold what they bought
+        in the training data, as the table left it out. None: no table, or it holds fewer than
+        ``k`` items the filters leave; rank with ``recommend`` then."""
+        if self._customer_table is None:
+            return None
+        index = self.index
+        if allowed is not None and index is not None:
+            if index.exact_for(self.allowed_count(allowed), self.n_items):
+                return None  # such a filter's items are scored exactly, the table's were searched
+        rows, scores = self._customer_table
+        return answer_from(rows[user_row], scores[user_row], k, exclude, allowed)
 
     def similar_items(
         self, item_row: int, k: int, *, exclude: Rows | None = None, allowed: Mask | None = None

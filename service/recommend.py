@@ -107,10 +107,17 @@ def for_customer(model: FactorModel, customer_id: str | None, query: Query, ctx:
         items = _items(model, rows, scores, "popular", _popular_reason(query))
         reason = "customer unknown to the model" if found.vector is None else _NEW_CUSTOMER
         return Ranked(items=items, fallback=True, fallback_reason=reason)
-    history = customer_history(model, customer_id, events, ctx.now, event_rows, found.row)
-    rows, scores = model.recommend(
-        found.vector, query.k, exclude=exclude, allowed=allowed, history=history
-    )
+    kept = None
+    if user_row is not None and not found.new_events and ctx.exclude_bought and not query.category:
+        # Nothing new since training: the ranking training shipped, unless the filters leave too
+        # few of it. (A category's items are rarely among a customer's best overall.)
+        kept = model.recommend_unchanged(user_row, query.k, exclude=exclude, allowed=allowed)
+    if kept is None:
+        history = customer_history(model, customer_id, events, ctx.now, event_rows, found.row)
+        kept = model.recommend(
+            found.vector, query.k, exclude=exclude, allowed=allowed, history=history
+        )
+    rows, scores = kept
     items = _explained(model, rows, scores, _reasons(events, event_rows, bought))
     return Ranked(items=items, recent_events_used=found.new_events)
 

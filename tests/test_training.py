@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from litestar.testing import TestClient
 
 from service import ann, artifact
+from service.customer_table import CUSTOMER_KEPT
 from service.foldin import confidences, gramian, recalculate_user
 from service.ranking import FactorModel
 from service.settings import Settings
@@ -356,6 +357,15 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+def test_a_customer_base_past_the_limit_ships_no_customer_table(
+    sample_dir: Path, tmp_path: Path
+) -> None:
+    inputs = Inputs(events=[str(sample_dir / "events.csv.gz")])
+    config = msgspec.structs.replace(FAST, customer_table_max_customers=10)
+    arrays = artifact.load(run(inputs, tmp_path, config)).arrays
+    assert len(arrays["user_ids"]) > 10 and "customer_top_rows" not in arrays
+
+
 @pytest.mark.slow
 def test_fit_writes_a_loadable_artifact_with_evaluation(sample_dir: Path, tmp_path: Path) -> None:
     inputs = Inputs(
@@ -395,6 +405,16 @@ def test_fit_writes_a_loadable_artifact_with_evaluation(sample_dir: Path, tmp_pa
     norms = np.sqrt(np.diag(shared))
     cosine = np.where(shared >= MIN_TOGETHER, shared / np.outer(norms, norms), 0)
     np.fill_diagonal(cosine, 0)
+    # Each customer's best items ship too, without what they bought (service/customer_table.py).
+    best = a["customer_top_rows"]
+    assert best.shape == (len(a["user_ids"]), min(CUSTOMER_KEPT, model.n_items))
+    for user in range(0, len(best), 13):
+        assert best[user].min() >= 0
+        assert not set(best[user].tolist()) & set(model.bought_rows(user).tolist())
+        expected, _ = model.recommend(
+            model.user_vector(user), best.shape[1], exclude=model.bought_rows(user)
+        )
+        assert best[user].tolist() == expected.tolist()
     rows, scores = a["similar_rows"], a["similar_scores"]
     assert rows.shape == (model.n_items, min(64, model.n_items - 1))
     for item in range(0, model.n_items, 7):

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from service import ann, similar_table
+from service import ann, customer_table, similar_table
 from service.events import CHANNELS, DEFAULT_EVENT_WEIGHTS, EVENT_TYPES
 
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
@@ -195,6 +195,12 @@ class TrainConfig(Base):
     # Catalogues of up to this many items ship each item's most similar items (training/similar.py);
     # larger catalogues' similar items come from the factors, through the index. 0: never.
     similar_table_max_items: Annotated[int, msgspec.Meta(ge=0)] = similar_table.DEFAULT_MAX_ITEMS
+    # Customer bases of up to this many customers ship each one's best items, ranked at training
+    # (service/customer_table.py): a customer with nothing new since is answered from them.
+    # 0: never.
+    customer_table_max_customers: Annotated[int, msgspec.Meta(ge=0)] = (
+        customer_table.DEFAULT_MAX_CUSTOMERS
+    )
     # Catalogues of at least this many items ship an ANN index (service/ann.py), which the service
     # uses from the same size on by default (RECO_ANN_MIN_ITEMS).
     ann_min_items: Annotated[int, msgspec.Meta(ge=1)] = ann.AnnConfig().min_items

@@ -13,8 +13,10 @@ import numpy as np
 import pyarrow as pa
 
 from service import ann, artifact
+from service.customer_table import build_customer_table
 from service.foldin import LeastSquares
 from service.neighbours import dense_block
+from service.ranking import FactorModel
 from training import coldstart, evaluate, fallback, matrix
 from training.config import TrainConfig
 from training.errors import TrainingError
@@ -174,6 +176,12 @@ def run(
         neighbours=fitted.neighbours.spec() if fitted.neighbours is not None else None,
         ann=calibration,
     )
+    if 0 < len(arrays["user_ids"]) <= config.customer_table_max_customers:
+        ranked = FactorModel(
+            artifact.Artifact(path=Path(model_dir), manifest=manifest, arrays=arrays)
+        )
+        arrays.update(build_customer_table(ranked))
+        _stage("each customer's best items ranked", started)
     path = artifact.save(model_dir, manifest, arrays)
     _stage(f"wrote {path} and switched {artifact.LATEST}", started)
     return path
