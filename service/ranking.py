@@ -133,12 +133,20 @@ class FactorModel:
         self._similar_table = (
             (a["similar_rows"], a["similar_scores"]) if "similar_rows" in a else None
         )
-        # Each customer's best items when nothing is new, when training shipped the table.
-        self._customer_table = (
-            (a["customer_top_rows"], a["customer_top_scores"]) if "customer_top_rows" in a else None
-        )
         self.ann_config = ann or AnnConfig()
         self.index = self._index(a)
+        # Each customer's best items when nothing is new, when training shipped the table. It was
+        # ranked with the default search settings: a service told to search otherwise (RECO_ANN,
+        # RECO_ANN_MIN_ITEMS, RECO_ANN_NPROBE) ranks live, so its answers follow its settings.
+        default = AnnConfig()
+        self._customer_table = (
+            (a["customer_top_rows"], a["customer_top_scores"])
+            if "customer_top_rows" in a
+            and self.ann_config.wanted(self.n_items) == default.wanted(self.n_items)
+            and (self.ann_config.nprobe, self.ann_config.exact_below)
+            == (default.nprobe, default.exact_below)
+            else None
+        )
         # Each category's items, found here (off the event loop) for all categories at once:
         # 8 bytes per item (a kept mask per category cost one byte per item each: 50 MiB per
         # worker for 50 categories of a million items). Found on a category's first request
@@ -419,9 +427,13 @@ class FactorModel:
         if self._customer_table is None:
             return None
         index = self.index
-        if allowed is not None and index is not None:
-            if index.exact_for(self.allowed_count(allowed), self.n_items):
-                return None  # such a filter's items are scored exactly, the table's were searched
+        # Live ranking scores a narrow filter's items exactly; the table's were searched.
+        if (
+            allowed is not None
+            and index is not None
+            and index.exact_for(self.allowed_count(allowed), self.n_items)
+        ):
+            return None
         rows, scores = self._customer_table
         return answer_from(rows[user_row], scores[user_row], k, exclude, allowed)
 

@@ -20,17 +20,26 @@ from service.state import CustomerState
 from tests.builders import save_packed
 
 N_USERS, N_ITEMS, DIM = 60, 3000, 8
+# A catalogue the default settings search through the index (AnnConfig().min_items).
+INDEXED_ITEMS = ann.AnnConfig().min_items
 
 
 def random_model(
-    folder: Path, *, with_index: bool, with_neighbours: bool, table: bool = True
+    folder: Path,
+    *,
+    with_index: bool,
+    with_neighbours: bool,
+    table: bool = True,
+    ann_config: ann.AnnConfig | None = None,
 ) -> FactorModel:
-    """Customers with 0-20 purchases among clustered items; optionally the index and an
-    item-item component; with the customer table unless ``table`` is False."""
+    """Customers with 0-20 purchases among clustered items (``INDEXED_ITEMS`` of them with the
+    index, else ``N_ITEMS``); optionally an item-item component; with the customer table unless
+    ``table`` is False; served with ``ann_config`` (default: the default settings)."""
+    n_items = INDEXED_ITEMS if with_index else N_ITEMS
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(30, DIM)).astype(np.float32)
-    topic = rng.integers(0, 30, size=N_ITEMS)
-    items = centres[topic] + 0.5 * rng.normal(size=(N_ITEMS, DIM)).astype(np.float32)
+    topic = rng.integers(0, 30, size=n_items)
+    items = centres[topic] + 0.5 * rng.normal(size=(n_items, DIM)).astype(np.float32)
     users = centres[rng.integers(0, 30, size=N_USERS)] + rng.normal(size=(N_USERS, DIM))
     counts = rng.integers(0, 21, size=N_USERS)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -38,22 +47,22 @@ def random_model(
     arrays, channels = artifact.pack(
         user_ids=[f"c{i:03d}" for i in range(N_USERS)],
         user_factors=users.astype(np.float32),
-        item_ids=[f"i{j:05d}" for j in range(N_ITEMS)],
+        item_ids=[f"i{j:05d}" for j in range(n_items)],
         item_factors=items,
         item_categories=[f"cat{t % 5}" for t in topic],
-        popularity={"all": rng.random(N_ITEMS).astype(np.float32)},
+        popularity={"all": rng.random(n_items).astype(np.float32)},
         bought_indptr=indptr,
-        bought_items=rng.integers(0, N_ITEMS, size=int(indptr[-1])).astype(np.int32),
+        bought_items=rng.integers(0, n_items, size=int(indptr[-1])).astype(np.int32),
         user_items=(
             indptr,
-            rng.integers(0, N_ITEMS, size=int(indptr[-1])).astype(np.int32),
+            rng.integers(0, n_items, size=int(indptr[-1])).astype(np.int32),
             rng.random(int(indptr[-1])).astype(np.float32),
         ),
         neighbours=(
             (
-                np.arange(N_ITEMS + 1, dtype=np.int64) * per_item,
-                rng.integers(0, N_ITEMS, size=N_ITEMS * per_item).astype(np.int32),
-                rng.exponential(0.3, size=N_ITEMS * per_item).astype(np.float32),
+                np.arange(n_items + 1, dtype=np.int64) * per_item,
+                rng.integers(0, n_items, size=n_items * per_item).astype(np.int32),
+                rng.exponential(0.3, size=n_items * per_item).astype(np.float32),
             )
             if with_neighbours
             else None
@@ -63,12 +72,10 @@ def random_model(
     if with_neighbours:
         fields["neighbours"] = NeighboursSpec()
     if with_index:
-        index = ann.build_index(arrays["item_factors"], nlist=40)
+        index = ann.build_index(arrays["item_factors"])
         fields["ann"] = ann.calibrate(index, arrays)
         arrays.update(index)
-    # A filter of a few thousand items is searched through the index, as a large catalogue's is.
-    mode = ann.AnnConfig(mode="on" if with_index else "off", exact_below=100)
-    if table:
+    if table:  # ranked as training ranks it: the default settings
         built = FactorModel(
             artifact.Artifact(
                 path=folder,
@@ -82,10 +89,10 @@ def random_model(
                 ),
                 arrays=arrays,
             ),
-            ann=mode,
         )
         arrays.update(build_customer_table(built))
-    return FactorModel(artifact.load(save_packed(folder, (arrays, channels), **fields)), ann=mode)
+    loaded = artifact.load(save_packed(folder, (arrays, channels), **fields))
+    return FactorModel(loaded, ann=ann_config)
 
 
 @pytest.mark.parametrize(
@@ -99,14 +106,15 @@ def test_the_table_answers_what_live_ranking_answers(
     model = random_model(tmp_path, with_index=with_index, with_neighbours=with_neighbours)
     assert (model.index is not None) == with_index
     rng = np.random.default_rng(5)
+    n_items = model.n_items
     answered = fell_back = 0
     for user in range(N_USERS):
         for k in (1, 10, 20):
             bought = model.bought_rows(user)
             # What a request leaves out besides: bought since, the cart, its own ``exclude``;
             # and sometimes the channel's stock.
-            exclude = np.concatenate([bought, rng.integers(0, N_ITEMS, size=rng.integers(0, 8))])
-            allowed = rng.random(N_ITEMS) < 0.8 if rng.random() < 0.5 else None
+            exclude = np.concatenate([bought, rng.integers(0, n_items, size=rng.integers(0, 8))])
+            allowed = rng.random(n_items) < 0.8 if rng.random() < 0.5 else None
             kept = model.recommend_unchanged(user, k, exclude=exclude, allowed=allowed)
             history = current_row(model, user, [], []) if with_neighbours else None
             live = model.recommend(
@@ -222,3 +230,24 @@ def test_recommendations_use_the_table_only_for_customers_with_nothing_new(
         (unchanged, recommend.Query(channel="web", k=10, category="cat1")),
     ]:
         assert items(odd, ctx, q) == items(plain, ctx, q)
+
+
+def test_a_service_told_to_search_otherwise_ranks_live(tmp_path: Path) -> None:
+    # The table was ranked through the index with the calibrated probes: exact scoring, or
+    # other probes, answer differently, so such a service does not use it.
+    default = random_model(tmp_path / "d", with_index=True, with_neighbours=False)
+    bought = default.bought_rows(3)
+    assert default.recommend_unchanged(3, 10, exclude=bought) is not None
+    for config in (
+        ann.AnnConfig(mode="off"),
+        ann.AnnConfig(nprobe=2),
+        ann.AnnConfig(min_items=10 * INDEXED_ITEMS),
+    ):
+        model = FactorModel(default.artifact, ann=config)
+        assert model.recommend_unchanged(3, 10, exclude=bought) is None
+    same = FactorModel(default.artifact, ann=ann.AnnConfig(mode="auto", nprobe_similar=3))
+    assert same.recommend_unchanged(3, 10, exclude=bought) is not None
+    # A narrow filter is scored exactly by live ranking: not answered from the table.
+    narrow = np.zeros(default.n_items, dtype=bool)
+    narrow[default.artifact.arrays["customer_top_rows"][3]] = True
+    assert default.recommend_unchanged(3, 10, exclude=bought, allowed=narrow) is None
