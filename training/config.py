@@ -197,7 +197,8 @@ class TrainConfig(Base):
     similar_table_max_items: Annotated[int, msgspec.Meta(ge=0)] = similar_table.DEFAULT_MAX_ITEMS
     # Customer bases of up to this many customers ship each one's best items, ranked at training
     # (service/customer_table.py): a customer with nothing new since is answered from them.
-    # 0: never.
+    # 0: never. 256 bytes and, measured here, 0.06-0.8 ms of training per customer (the most
+    # for a blend with an item-item component): up to half an hour at the default cap.
     customer_table_max_customers: Annotated[int, msgspec.Meta(ge=0)] = (
         customer_table.DEFAULT_MAX_CUSTOMERS
     )
