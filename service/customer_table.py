@@ -17,7 +17,11 @@ ranking with those filters, as dropping items never reorders the rest. Otherwise
 request, a selective filter, a large ``k``) the request ranks live.
 
 Built with ``FactorModel.recommend`` itself, so it holds what the service would answer: through
-the index when the model has one (the same probes for any ``k``), exactly otherwise.
+the index when the model has one (the same probes for any ``k``), exactly otherwise. One case can
+differ: with an item-item component, a search through the index rescores the index's best
+``2k + 10`` items, so the table's wider search may hold an item a live answer misses (a better
+one). Measured on the trained blends, every sampled customer's answer was the same
+(completejourney: 1,646 of 1,646 with the index and the EASE component).
 """
 
 from __future__ import annotations
