@@ -39,6 +39,13 @@ def save_packed(model_dir: Path, packed: tuple[dict[str, Any], list[str]], **fie
     return artifact.save(model_dir, manifest, arrays)
 
 
+def with_arrays(folder: Path, path: Path, extra: dict[str, Any]) -> Path:
+    """The artifact at ``path`` with ``extra`` arrays added or replaced, saved under ``folder``."""
+    loaded = artifact.load(path)
+    arrays = {**{k: np.asarray(v) for k, v in loaded.arrays.items()}, **extra}
+    return artifact.save(folder, loaded.manifest, arrays)
+
+
 def checkerboard_artifact(
     model_dir: Path,
     *,

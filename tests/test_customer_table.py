@@ -17,7 +17,7 @@ from service.neighbours import NeighboursSpec
 from service.ranking import FactorModel
 from service.realtime import current_row
 from service.state import CustomerState
-from tests.builders import save_packed
+from tests.builders import save_packed, with_arrays
 
 N_USERS, N_ITEMS, DIM = 60, 3000, 8
 # A catalogue the default settings search through the index (AnnConfig().min_items).
@@ -75,23 +75,11 @@ def random_model(
         index = ann.build_index(arrays["item_factors"])
         fields["ann"] = ann.calibrate(index, arrays)
         arrays.update(index)
+    path = save_packed(folder, (arrays, channels), **fields)
     if table:  # ranked as training ranks it: the default settings
-        built = FactorModel(
-            artifact.Artifact(
-                path=folder,
-                manifest=artifact.Manifest(
-                    format_version=artifact.FORMAT_VERSION,
-                    model_version="v1",
-                    algorithm="test",
-                    created_at=datetime(2026, 1, 1, tzinfo=UTC),
-                    popularity_channels=channels,
-                    **fields,  # type: ignore[arg-type]
-                ),
-                arrays=arrays,
-            ),
-        )
-        arrays.update(build_customer_table(built))
-    loaded = artifact.load(save_packed(folder, (arrays, channels), **fields))
+        ranked = build_customer_table(FactorModel(artifact.load(path)))
+        path = with_arrays(folder / "with-table", path, ranked)
+    loaded = artifact.load(path)
     return FactorModel(loaded, ann=ann_config)
 
 
@@ -166,12 +154,6 @@ def test_a_small_catalogue_pads_the_table(tmp_path: Path) -> None:
     assert sorted(table["customer_top_rows"][1].tolist()) == [0, 1, 2, 3, 4]
 
 
-def with_table(folder: Path, path: Path, table: dict[str, np.ndarray]) -> Path:
-    loaded = artifact.load(path)
-    arrays = {**{k: np.asarray(v) for k, v in loaded.arrays.items()}, **table}
-    return artifact.save(folder, loaded.manifest, arrays)
-
-
 def test_a_broken_table_is_refused(tmp_path: Path) -> None:
     model = random_model(tmp_path / "m", with_index=False, with_neighbours=False, table=False)
     path = model.artifact.path
@@ -185,8 +167,8 @@ def test_a_broken_table_is_refused(tmp_path: Path) -> None:
     }
     for message, table in cases.items():
         with pytest.raises(ArtifactError, match=message):
-            with_table(tmp_path / message.replace(" ", "-"), path, table)
-    served = artifact.load(with_table(tmp_path / "good", path, good))
+            with_arrays(tmp_path / message.replace(" ", "-"), path, table)
+    served = artifact.load(with_arrays(tmp_path / "good", path, good))
     assert served.arrays["customer_top_rows"].shape == (N_USERS, CUSTOMER_KEPT)
 
 
@@ -203,7 +185,7 @@ def test_recommendations_use_the_table_only_for_customers_with_nothing_new(
     }
     plain = random_model(tmp_path / "p", with_index=False, with_neighbours=False, table=False)
     odd = FactorModel(
-        artifact.load(with_table(tmp_path / "odd", plain.artifact.path, reversed_table))
+        artifact.load(with_arrays(tmp_path / "odd", plain.artifact.path, reversed_table))
     )
     now = datetime(2026, 6, 1, tzinfo=UTC)
     query = recommend.Query(channel="web", k=10)

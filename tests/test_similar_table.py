@@ -12,7 +12,7 @@ from service import ann, artifact, ranking
 from service.errors import ArtifactError
 from service.ranking import FactorModel
 from service.similar_table import SIMILAR_KEPT, build_similar, unit_rows
-from tests.builders import clustered_artifact
+from tests.builders import clustered_artifact, with_arrays
 
 N_ITEMS = 4000
 
@@ -49,13 +49,6 @@ def test_the_table_holds_each_items_exact_best_by_cosine(n_items: int) -> None:
             assert first.index(2) == first.index(4) - 1
 
 
-def with_table(folder: Path, path: Path, table: dict[str, np.ndarray]) -> Path:
-    """The artifact at ``path`` with ``table`` added, saved under ``folder``."""
-    loaded = artifact.load(path)
-    arrays = {**{k: np.asarray(v) for k, v in loaded.arrays.items()}, **table}
-    return artifact.save(folder, loaded.manifest, arrays)
-
-
 def test_a_broken_table_is_refused(tmp_path: Path) -> None:
     path = clustered_artifact(tmp_path / "a", 200, with_index=False)
     good = build_similar(artifact.load(path).arrays["item_factors"])
@@ -73,8 +66,8 @@ def test_a_broken_table_is_refused(tmp_path: Path) -> None:
     }
     for message, table in cases.items():
         with pytest.raises(ArtifactError, match=message):
-            with_table(tmp_path / message.replace(" ", "-"), path, table)
-    assert artifact.load(with_table(tmp_path / "good", path, good)).arrays["similar_rows"].shape
+            with_arrays(tmp_path / message.replace(" ", "-"), path, table)
+    assert artifact.load(with_arrays(tmp_path / "good", path, good)).arrays["similar_rows"].shape
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +87,7 @@ def test_large_catalogues_answer_from_the_table_exactly(
     on = ann.AnnConfig(mode="on", nprobe_similar=2)
     without = FactorModel(artifact.load(blurred), ann=on)
     table = build_similar(without.item_factors)
-    model = FactorModel(artifact.load(with_table(tmp_path / "t", blurred, table)), ann=on)
+    model = FactorModel(artifact.load(with_arrays(tmp_path / "t", blurred, table)), ann=on)
     assert model.index is not None
     truth = exact_cosine(np.asarray(model.item_factors))
     missed = 0
@@ -112,7 +105,7 @@ def test_filters_apply_to_the_table_and_a_starved_table_falls_back(
 ) -> None:
     monkeypatch.setattr(ranking, "_SIMILAR_EXACT_MAX_ITEMS", 100)
     loaded = artifact.load(blurred)
-    path = with_table(tmp_path / "t", blurred, build_similar(loaded.arrays["item_factors"]))
+    path = with_arrays(tmp_path / "t", blurred, build_similar(loaded.arrays["item_factors"]))
     model = FactorModel(artifact.load(path), ann=ann.AnnConfig(mode="on"))
     truth = exact_cosine(np.asarray(model.item_factors))[11]
     kept = np.asarray(model.similar_items(11, SIMILAR_KEPT)[0])
